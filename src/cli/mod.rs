@@ -1,0 +1,390 @@
+//! The `capliquify` command line: one binary for the service and the operators.
+
+mod output;
+mod tenant;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Settings;
+use crate::db::Database;
+use crate::db::embedded::EmbeddedCluster;
+use crate::tenancy::migrate::{self, TenantOutcome};
+use crate::tenancy::verify;
+use crate::{http, monitor};
+
+const ABOUT: &str = "CapLiquify tenancy platform: the multi-tenant backend (one PostgreSQL schema per tenant) and its operators' tools.";
+
+const AFTER_HELP: &str = "\
+Database: every command uses DATABASE_URL. When it is unset, capliquify starts a private
+PostgreSQL cluster from the installed PostgreSQL binaries under --data-dir (default
+./.capliquify) and stops it again when the command ends.
+
+First steps:
+  capliquify serve                     run the service with demo tenants
+  capliquify migrate                   bring the database and every tenant schema up to date
+  capliquify tenant create --slug acme --name 'ACME Corp' --tier starter --clerk-org org_123
+  capliquify tenant list               see every tenant
+  capliquify doctor                    check versions and tenant isolation";
+
+#[derive(Debug, Parser)]
+#[command(name = "capliquify", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (with demo tenants on the embedded database).
+    Serve(http::ServeArgs),
+    /// Apply public-schema migrations, then bring every tenant schema to the newest version.
+    #[command(after_help = "\
+Each tenant is migrated in its own transaction: a tenant that fails is rolled back and
+reported, the others go on, and the command exits non-zero. Running it again resumes.
+Two overlapping runs are safe: each tenant is locked while it is migrated.")]
+    Migrate(MigrateArgs),
+    /// Create, inspect and manage tenants.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// Check versions, the guide's verification summary and tenant isolation (exit 1 on FAIL).
+    Doctor,
+    /// Show the largest tenant schemas or the tenants with their users.
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
+    /// Manage the embedded PostgreSQL cluster (used when DATABASE_URL is unset).
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// How many tenants to migrate at the same time.
+    #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Show what would be migrated without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// The largest tenant schemas by size on disk (tables, indexes, TOAST).
+    Sizes {
+        /// How many schemas to show.
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+    },
+    /// Live tenants with their tier, status and number of users.
+    Tenants,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Start the embedded cluster and leave it running (prints its URL).
+    Start,
+    /// Stop the embedded cluster.
+    Stop,
+    /// Say whether the embedded cluster is running, and on which port.
+    Status,
+}
+
+/// Runs the parsed command; errors are printed by `main`.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => http::serve(&cli.settings, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Db(cmd) => db_command(&cli.settings, cmd, cli.json).await,
+        command => {
+            let db = Database::open(&cli.settings).await?;
+            let result = with_database(&db, &cli.settings, command, cli.json).await;
+            db.close().await?;
+            result
+        }
+    }
+}
+
+async fn with_database(
+    db: &Database,
+    settings: &Settings,
+    command: Command,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if db.is_embedded() && !matches!(command, Command::Migrate(_) | Command::Doctor) {
+        // The embedded cluster is a private development database: keep it current
+        // without an extra step.
+        migrate::migrate_public(&db.pool, migrate::tenant_migrations()).await?;
+    }
+    match command {
+        Command::Migrate(args) => run_migrate(db, args, json).await,
+        Command::Tenant(cmd) => {
+            migrate::ensure_current(&db.pool).await?;
+            tenant::run(db, settings, cmd, json).await
+        }
+        Command::Doctor => doctor(db, json).await,
+        Command::Monitor(cmd) => {
+            migrate::ensure_current(&db.pool).await?;
+            run_monitor(db, cmd, json).await
+        }
+        Command::Serve(_) | Command::Db(_) => unreachable!("dispatched in run()"),
+    }
+}
+
+async fn run_migrate(db: &Database, args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let tenant_migrations = migrate::tenant_migrations();
+    let latest = migrate::latest_version(tenant_migrations);
+    if args.dry_run {
+        return dry_run(db, latest, json).await;
+    }
+    let sync = migrate::migrate_public(&db.pool, tenant_migrations).await?;
+    let pending = migrate::pending_tenants(&db.pool, latest).await?;
+    if !json {
+        eprintln!(
+            "public schema current; tenant catalog at version {latest}{}",
+            if sync.added.is_empty() {
+                String::new()
+            } else {
+                format!(" (added {:?})", sync.added)
+            }
+        );
+    }
+    let bar = if json || pending.is_empty() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(pending.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tenants  {elapsed}  eta {eta}  {msg}")
+            .context("progress bar template")?,
+    );
+    let progress = bar.clone();
+    let on_done: Arc<dyn Fn(&TenantOutcome) + Send + Sync> = Arc::new(move |outcome| {
+        progress.inc(1);
+        if let Some(error) = &outcome.error {
+            progress.println(format!("FAILED {}: {error}", outcome.slug));
+        }
+    });
+    let report =
+        migrate::migrate_fleet(&db.pool, pending, latest, args.jobs as usize, on_done).await;
+    bar.finish_and_clear();
+    if json {
+        output::json(&report)?;
+    } else {
+        println!(
+            "{} tenant(s) migrated, {} failed, in {} ms (version {latest})",
+            report.migrated,
+            report.failed.len(),
+            report.millis
+        );
+        if !report.failed.is_empty() {
+            let rows = report.failed.iter().map(|o| {
+                vec![
+                    o.slug.clone(),
+                    output::opt(o.from_version),
+                    o.error.clone().unwrap_or_default(),
+                ]
+            });
+            println!(
+                "{}",
+                output::table(&["TENANT", "FROM VERSION", "ERROR"], rows)
+            );
+        }
+    }
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let public_pending: Vec<i64> = {
+        let applied: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM public._sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap_or_default();
+        migrate::PUBLIC_MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect()
+    };
+    // Before the first migrate there is no registry: nothing to list.
+    let pending = migrate::pending_tenants(&db.pool, latest)
+        .await
+        .unwrap_or_default();
+    if json {
+        return output::json(&serde_json::json!({
+            "public_migrations_pending": public_pending,
+            "tenant_version": latest,
+            "tenants_pending": pending,
+        }))
+        .map(|()| ExitCode::SUCCESS);
+    }
+    println!("dry run: nothing is changed");
+    println!("public migrations pending: {public_pending:?}");
+    println!(
+        "{} tenant(s) would be migrated to version {latest}",
+        pending.len()
+    );
+    if !pending.is_empty() {
+        let rows = pending.iter().map(|p| {
+            vec![
+                p.slug.clone(),
+                p.schema_name.clone(),
+                output::opt(p.schema_version),
+            ]
+        });
+        println!(
+            "{}",
+            output::table(&["TENANT", "SCHEMA", "FROM VERSION"], rows)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
+    let report = verify::report(&db.pool).await?;
+    if json {
+        output::json(&report)?;
+    } else {
+        let v = &report.versions;
+        println!(
+            "capliquify {}  ·  PostgreSQL {}  ·  public schema {}/{}  ·  tenant schema version {}/{}\n",
+            v.capliquify,
+            v.postgres,
+            v.public_schema,
+            v.public_schema_expected,
+            v.tenant_catalog,
+            v.tenant_catalog_expected
+        );
+        if !report.summary.is_empty() {
+            let rows = report.summary.iter().map(|r| {
+                vec![
+                    r.check_name.clone(),
+                    r.count.to_string(),
+                    r.expected.clone(),
+                ]
+            });
+            println!("{}\n", output::table(&["CHECK", "COUNT", "EXPECTED"], rows));
+        }
+        let rows = report
+            .checks
+            .iter()
+            .map(|c| vec![c.test_name.clone(), c.result.clone(), c.details.clone()]);
+        println!("{}", output::table(&["TEST", "RESULT", "DETAILS"], rows));
+    }
+    Ok(if report.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        MonitorCommand::Sizes { limit } => {
+            let sizes = monitor::sizes(&db.pool, limit.clamp(1, 10_000)).await?;
+            if json {
+                return output::json(&sizes).map(|()| ExitCode::SUCCESS);
+            }
+            let rows = sizes.iter().map(|s| {
+                vec![
+                    s.schema_name.clone(),
+                    s.slug.clone().unwrap_or_else(|| "(unregistered)".into()),
+                    s.size.clone(),
+                    s.table_count.to_string(),
+                ]
+            });
+            println!(
+                "{}",
+                output::table(&["SCHEMA", "TENANT", "SIZE", "TABLES"], rows)
+            );
+        }
+        MonitorCommand::Tenants => {
+            let tenants = monitor::tenants(&db.pool).await?;
+            if json {
+                return output::json(&tenants).map(|()| ExitCode::SUCCESS);
+            }
+            let rows = tenants.iter().map(|t| {
+                vec![
+                    t.slug.clone(),
+                    t.name.clone(),
+                    t.subscription_tier.as_str().to_owned(),
+                    t.subscription_status.as_str().to_owned(),
+                    format!("{}/{}", t.user_count, output::opt(t.max_users)),
+                    output::when(t.created_at),
+                ]
+            });
+            println!(
+                "{}",
+                output::table(
+                    &["TENANT", "NAME", "TIER", "STATUS", "USERS", "CREATED"],
+                    rows
+                )
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::Result<ExitCode> {
+    if settings.database_url.is_some() && !matches!(cmd, DbCommand::Status) {
+        anyhow::bail!(
+            "`capliquify db` manages the embedded cluster, but DATABASE_URL is set; unset it to use the embedded cluster"
+        );
+    }
+    let root = settings.data_dir.clone();
+    match cmd {
+        DbCommand::Start => {
+            let cluster = crate::db::start_embedded(settings).await?;
+            if json {
+                output::json(&serde_json::json!({ "url": cluster.url(), "port": cluster.port() }))?;
+            } else {
+                println!("{}", cluster.url());
+            }
+        }
+        DbCommand::Stop => {
+            let running =
+                tokio::task::spawn_blocking(move || EmbeddedCluster::status(&root)).await??;
+            if running.is_some() {
+                // Attaches to the running cluster (without starting a new one), then stops it.
+                let cluster = crate::db::start_embedded(settings).await?;
+                tokio::task::spawn_blocking(move || cluster.stop()).await??;
+                println!("stopped");
+            } else {
+                println!("not running");
+            }
+        }
+        DbCommand::Status => {
+            let status =
+                tokio::task::spawn_blocking(move || EmbeddedCluster::status(&root)).await??;
+            if json {
+                output::json(&serde_json::json!({ "running": status.is_some(), "port": status }))?;
+            } else {
+                match status {
+                    Some(port) => println!(
+                        "running on 127.0.0.1:{port} (data in {})",
+                        settings.data_dir.display()
+                    ),
+                    None => println!("not running (data folder {})", settings.data_dir.display()),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

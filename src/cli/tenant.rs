@@ -1,0 +1,220 @@
+//! `capliquify tenant …`: the tenant lifecycle at the command line.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::output;
+use crate::audit::Actor;
+use crate::billing::Tier;
+use crate::config::Settings;
+use crate::db::Database;
+use crate::tenancy::{NewTenant, Tenancy, Tenant, registry};
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Register a tenant and create its schema (one transaction; 14-day trial).
+    #[command(
+        after_help = "Example:\n  capliquify tenant create --slug acme --name 'ACME Corp' --tier professional --clerk-org org_2abc123"
+    )]
+    Create {
+        /// Short unique handle: 3-50 of a-z, 0-9 and '-', not starting or ending with '-'.
+        #[arg(long)]
+        slug: String,
+        /// Display name of the organisation.
+        #[arg(long)]
+        name: String,
+        /// Plan; sets the user and entity limits and the features.
+        #[arg(long, value_enum)]
+        tier: Tier,
+        /// The Clerk organization id this tenant belongs to (org_…).
+        #[arg(long = "clerk-org")]
+        clerk_org: String,
+    },
+    /// List tenants (live and suspended; --all adds soft-deleted ones).
+    List {
+        /// Include soft-deleted tenants.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one tenant in full.
+    Show { slug: String },
+    /// Switch a tenant off: its users are refused until it is reactivated. Data is kept.
+    Suspend {
+        slug: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Switch a suspended tenant back on, with the status it had before.
+    Reactivate { slug: String },
+    /// Soft-delete a tenant: unusable at once, data kept for the grace period (--grace-days).
+    Delete { slug: String },
+    /// Undo a soft delete within the grace period.
+    Restore {
+        slug: String,
+        /// Restore even though the grace period has ended.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Permanently drop a soft-deleted tenant's schema and registry row (after the grace period).
+    #[command(
+        after_help = "Before the grace period ends, purge needs --force and the slug typed again:\n  capliquify tenant purge acme --force --confirm acme\nWithout --confirm on a terminal, you are asked to type it."
+    )]
+    Purge {
+        slug: String,
+        /// Purge before the grace period ends.
+        #[arg(long)]
+        force: bool,
+        /// The slug again, to confirm a forced purge.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Recreate a missing schema, rebuild an empty half-made one, or apply pending migrations.
+    Repair { slug: String },
+}
+
+pub async fn run(
+    db: &Database,
+    settings: &Settings,
+    cmd: TenantCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let tenancy = Tenancy::new(db.pool.clone(), settings.grace_days);
+    let actor = Actor::operator();
+    let tenant = match cmd {
+        TenantCommand::Create {
+            slug,
+            name,
+            tier,
+            clerk_org,
+        } => {
+            let new = NewTenant::parse(&slug, &name, tier, &clerk_org)?;
+            tenancy.provision(&new, &actor).await?
+        }
+        TenantCommand::List { all } => {
+            let tenants = registry::list(&db.pool, all).await?;
+            print_list(&tenants, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        TenantCommand::Show { slug } => registry::find(&db.pool, &slug).await?,
+        TenantCommand::Suspend { slug, reason } => {
+            tenancy.suspend(&slug, reason.as_deref(), &actor).await?
+        }
+        TenantCommand::Reactivate { slug } => tenancy.reactivate(&slug, &actor).await?,
+        TenantCommand::Delete { slug } => tenancy.soft_delete(&slug, &actor).await?,
+        TenantCommand::Restore { slug, force } => tenancy.restore(&slug, force, &actor).await?,
+        TenantCommand::Purge {
+            slug,
+            force,
+            confirm,
+        } => {
+            let confirm = match (force, confirm) {
+                (true, None) => ask_confirmation(&slug)?,
+                (_, confirm) => confirm,
+            };
+            let purged = tenancy
+                .purge(&slug, force, confirm.as_deref(), &actor)
+                .await?;
+            if json {
+                output::json(&purged)?;
+            } else {
+                println!(
+                    "purged tenant {} (schema {} {})",
+                    purged.slug,
+                    purged.schema_name,
+                    if purged.schema_dropped {
+                        "dropped"
+                    } else {
+                        "was already gone"
+                    }
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        TenantCommand::Repair { slug } => {
+            let (tenant, repair) = tenancy.repair(&slug, &actor).await?;
+            if json {
+                output::json(&serde_json::json!({ "tenant": tenant, "repair": repair }))?;
+            } else {
+                println!("{}: {}", tenant.slug, serde_json::to_string(&repair)?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    print_one(&tenant, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks for the slug on a terminal; elsewhere a forced purge must pass --confirm.
+fn ask_confirmation(slug: &str) -> anyhow::Result<Option<String>> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("a forced purge needs the slug typed again: pass --confirm {slug}");
+    }
+    eprint!("This permanently deletes all data of tenant {slug:?}. Type the slug to confirm: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(Some(line.trim().to_owned()))
+}
+
+fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(&tenants);
+    }
+    let rows = tenants.iter().map(|t| {
+        vec![
+            t.slug.clone(),
+            t.name.clone(),
+            t.subscription_tier.as_str().to_owned(),
+            t.subscription_status.as_str().to_owned(),
+            t.state().as_str().to_owned(),
+            output::opt(t.schema_version),
+            output::when(t.created_at),
+        ]
+    });
+    println!(
+        "{}",
+        output::table(
+            &[
+                "SLUG",
+                "NAME",
+                "TIER",
+                "STATUS",
+                "STATE",
+                "SCHEMA VERSION",
+                "CREATED"
+            ],
+            rows
+        )
+    );
+    println!("{} tenant(s)", tenants.len());
+    Ok(())
+}
+
+fn print_one(t: &Tenant, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(t);
+    }
+    let rows = [
+        ("slug", t.slug.clone()),
+        ("name", t.name.clone()),
+        ("id", t.id.to_string()),
+        ("schema", t.schema_name.clone()),
+        ("schema version", output::opt(t.schema_version)),
+        ("clerk organization", t.clerk_organization_id.clone()),
+        ("tier", t.subscription_tier.as_str().to_owned()),
+        ("status", t.subscription_status.as_str().to_owned()),
+        ("state", t.state().as_str().to_owned()),
+        ("trial ends", output::opt(t.trial_ends_at.map(output::when))),
+        ("max users", output::opt(t.max_users)),
+        ("max entities", output::opt(t.max_entities)),
+        ("features", t.features.to_string()),
+        ("created", output::when(t.created_at)),
+        ("deleted", output::opt(t.deleted_at.map(output::when))),
+    ];
+    let rows = rows.into_iter().map(|(k, v)| vec![k.to_owned(), v]);
+    println!("{}", output::table(&["FIELD", "VALUE"], rows));
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The database handle: a pool on `DATABASE_URL` or on the embedded cluster, and the
+//! tenant-scoped transaction every unit of tenant work runs in.
+
+pub mod embedded;
+pub mod scope;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::Settings;
+use embedded::{EmbeddedCluster, EmbeddedOptions};
+
+pub use scope::TenantScope;
+
+/// Name of the database the embedded cluster serves.
+pub const EMBEDDED_DATABASE: &str = "capliquify";
+
+/// An open database: the pool, and the embedded cluster behind it when there is one.
+pub struct Database {
+    pub pool: PgPool,
+    embedded: Option<EmbeddedCluster>,
+}
+
+impl Database {
+    /// Connects to `DATABASE_URL`, or starts (or reuses) the embedded cluster when it is unset.
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        let (url, embedded) = match &settings.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let cluster = start_embedded(settings).await?;
+                (cluster.url(), Some(cluster))
+            }
+        };
+        let pool = connect(&url, settings.db_max_connections).await?;
+        Ok(Self { pool, embedded })
+    }
+
+    /// True when this process runs on the embedded cluster (a private development database).
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// Closes the pool and stops the embedded cluster if this process started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if let Some(cluster) = self.embedded
+            && cluster.started_here()
+        {
+            tokio::task::spawn_blocking(move || cluster.stop())
+                .await
+                .context("stopping the embedded PostgreSQL cluster")??;
+        }
+        Ok(())
+    }
+}
+
+/// Starts (or reuses) the embedded cluster under `settings.data_dir`.
+pub async fn start_embedded(settings: &Settings) -> anyhow::Result<EmbeddedCluster> {
+    let opts = EmbeddedOptions {
+        root: settings.data_dir.clone(),
+        durable: true,
+        database: EMBEDDED_DATABASE.to_owned(),
+    };
+    let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&opts))
+        .await
+        .context("starting the embedded PostgreSQL cluster")??;
+    Ok(cluster)
+}
+
+/// A pool on `url` with the settings every command uses.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse()
+        .context("DATABASE_URL is not a valid PostgreSQL URL (postgres://user@host:port/db)")?;
+    let options = options.application_name("capliquify");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}

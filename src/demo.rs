@@ -1,0 +1,179 @@
+//! Demo tenants for the embedded default: ACME Manufacturing (professional) and Beta
+//! Industries (starter), with sample data shaped like the guide's testing script.
+
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::audit::Actor;
+use crate::billing::Tier;
+use crate::db::scope;
+use crate::tenancy::{NewTenant, Tenancy, TenancyError, Tenant, registry};
+
+struct DemoTenant {
+    slug: &'static str,
+    name: &'static str,
+    tier: Tier,
+    clerk_org: &'static str,
+    products: &'static [(
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    )],
+}
+
+const DEMO: &[DemoTenant] = &[
+    DemoTenant {
+        slug: "acme-manufacturing",
+        name: "ACME Manufacturing",
+        tier: Tier::Professional,
+        clerk_org: "org_demo_acme",
+        products: &[
+            (
+                "ACME-WID-001",
+                "Industrial Widget",
+                "components",
+                "12.50",
+                "29.99",
+            ),
+            (
+                "ACME-GEAR-010",
+                "Steel Gear Assembly",
+                "components",
+                "48.00",
+                "99.00",
+            ),
+            (
+                "ACME-MTR-100",
+                "Servo Motor 100W",
+                "motors",
+                "85.00",
+                "189.00",
+            ),
+        ],
+    },
+    DemoTenant {
+        slug: "beta-industries",
+        name: "Beta Industries",
+        tier: Tier::Starter,
+        clerk_org: "org_demo_beta",
+        products: &[
+            (
+                "BETA-PUMP-01",
+                "Hydraulic Pump",
+                "hydraulics",
+                "210.00",
+                "420.00",
+            ),
+            (
+                "BETA-VALVE-02",
+                "Check Valve",
+                "hydraulics",
+                "14.00",
+                "32.50",
+            ),
+        ],
+    },
+];
+
+/// Provisions the demo tenants that do not exist yet and fills them; returns all of them.
+pub async fn ensure_demo_tenants(pool: &PgPool) -> Result<Vec<Tenant>, TenancyError> {
+    let tenancy = Tenancy::new(pool.clone(), 30);
+    let actor = Actor::operator();
+    let mut out = Vec::new();
+    for demo in DEMO {
+        let tenant = match registry::find(pool, demo.slug).await {
+            Ok(t) => t,
+            Err(TenancyError::UnknownTenant(_)) => {
+                let new = NewTenant::parse(demo.slug, demo.name, demo.tier, demo.clerk_org)?;
+                let tenant = tenancy.provision(&new, &actor).await?;
+                fill(pool, &tenant, demo).await?;
+                tenant
+            }
+            Err(e) => return Err(e),
+        };
+        out.push(tenant);
+    }
+    Ok(out)
+}
+
+/// Sample rows in one tenant transaction: a company, products, 90 days of sales,
+/// inventory, demand forecasts and three months of working-capital metrics.
+async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), TenancyError> {
+    let mut tx = scope::begin(pool, &tenant.scope()?).await?;
+    let company: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO companies (name, legal_name, currency, fiscal_year_end, settings)
+         VALUES ($1, $1 || ' Ltd', 'USD', '12-31', $2) RETURNING id",
+    )
+    .bind(demo.name)
+    .bind(json!({ "demo": true }))
+    .fetch_one(&mut *tx)
+    .await?;
+    for (i, (sku, name, category, cost, price)) in demo.products.iter().enumerate() {
+        let product: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO products (company_id, sku, name, category, unit_cost, unit_price,
+                                   reorder_point, reorder_quantity, lead_time_days)
+             VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, 50, 200, 14) RETURNING id",
+        )
+        .bind(company)
+        .bind(sku)
+        .bind(name)
+        .bind(category)
+        .bind(cost)
+        .bind(price)
+        .fetch_one(&mut *tx)
+        .await?;
+        let i = i as i32;
+        sqlx::query(
+            "INSERT INTO sales (company_id, product_id, sale_date, quantity, unit_price, total_amount, channel, customer_name)
+             SELECT $1, $2, current_date - d, q, $3::numeric, q * $3::numeric,
+                    (ARRAY['direct', 'distributor', 'online'])[1 + d % 3], 'Customer ' || (1 + d % 7)
+               FROM generate_series(1, 90) d, LATERAL (SELECT 5 + (d * 7 + $4) % 20 AS q) x",
+        )
+        .bind(company)
+        .bind(product)
+        .bind(price)
+        .bind(i)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO inventory (company_id, product_id, warehouse_location, quantity_on_hand,
+                                    quantity_reserved, unit_cost, last_counted_at)
+             VALUES ($1, $2, 'Main warehouse', 300 + 40 * $4, 25, $3::numeric, now())",
+        )
+        .bind(company)
+        .bind(product)
+        .bind(cost)
+        .bind(i)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO forecasts (company_id, product_id, forecast_date, forecast_type, model_type,
+                                    predicted_value, lower_bound, upper_bound, confidence_level)
+             SELECT $1, $2, current_date + 30 * m, 'demand', 'ensemble',
+                    450 + 10 * m, 380 + 10 * m, 520 + 10 * m, 85.5
+               FROM generate_series(1, 3) m",
+        )
+        .bind(company)
+        .bind(product)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO working_capital_metrics (company_id, period_date, period_type, cash,
+             accounts_receivable, inventory, accounts_payable, short_term_debt, working_capital,
+             current_ratio, quick_ratio, days_sales_outstanding, days_inventory_outstanding,
+             days_payables_outstanding, cash_conversion_cycle, operating_cash_flow, cash_runway_days)
+         SELECT $1, (date_trunc('month', current_date) - make_interval(months => m))::date, 'monthly',
+                250000 + 5000 * m, 180000, 320000, 140000, 60000,
+                (250000 + 5000 * m + 180000 + 320000) - (140000 + 60000),
+                3.75, 2.15, 45, 62, 38, 69, 42000, 210
+           FROM generate_series(1, 3) m",
+    )
+    .bind(company)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

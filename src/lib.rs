@@ -1,0 +1,22 @@
+//! CapLiquify's multi-tenant backend: one PostgreSQL schema per tenant, a shared `public`
+//! schema for the registry, and the operators' tools around it.
+//!
+//! Rooms (see `docs/architecture.md`):
+//! - [`db`]: connection pools, the embedded PostgreSQL cluster, the tenant-scoped transaction;
+//! - [`tenancy`]: the tenant registry, provisioning and lifecycle, migrations across tenants,
+//!   isolation checks;
+//! - [`billing`]: plans (tiers) and what they allow;
+//! - [`audit`]: the append-only audit trail;
+//! - [`monitor`]: the guide's monitoring queries;
+//! - [`http`]: the HTTP service;
+//! - [`cli`]: the `capliquify` command line.
+
+pub mod audit;
+pub mod billing;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod http;
+pub mod monitor;
+pub mod tenancy;

@@ -1,0 +1,461 @@
+//! The tenant lifecycle: provision → (suspend ⇄ reactivate) → soft delete → restore or
+//! purge, plus repair. Every act is one transaction that also writes its audit row.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::TenancyError;
+use super::ident::{SchemaName, TenantSlug};
+use super::registry::{self, TENANT_COLUMNS, Tenant, TenantState};
+use crate::audit::{self, Actor, Entry};
+use crate::billing::{TRIAL_DAYS, Tier};
+
+/// What a new tenant is made of. Build it with [`NewTenant::parse`].
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub slug: TenantSlug,
+    pub name: String,
+    pub tier: Tier,
+    pub clerk_organization_id: String,
+}
+
+impl NewTenant {
+    pub fn parse(
+        slug: &str,
+        name: &str,
+        tier: Tier,
+        clerk_org: &str,
+    ) -> Result<Self, TenancyError> {
+        let slug = TenantSlug::parse(slug)?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(TenancyError::InvalidName("it is empty"));
+        }
+        if name.chars().count() > 255 {
+            return Err(TenancyError::InvalidName(
+                "it is longer than 255 characters",
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(TenancyError::InvalidName("it contains control characters"));
+        }
+        let org_ok =
+            (1..=255).contains(&clerk_org.len()) && clerk_org.chars().all(|c| c.is_ascii_graphic());
+        if !org_ok {
+            return Err(TenancyError::InvalidClerkOrganization(
+                clerk_org.chars().take(60).collect(),
+            ));
+        }
+        Ok(Self {
+            slug,
+            name: name.to_owned(),
+            tier,
+            clerk_organization_id: clerk_org.to_owned(),
+        })
+    }
+}
+
+/// What `repair` found and did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Repair {
+    /// The schema was missing and was created empty at the newest version.
+    Recreated,
+    /// The schema lacked its migration history and held no data: dropped and recreated.
+    Rebuilt { missing_tables: Vec<String> },
+    /// Pending migrations were applied.
+    Migrated { applied: i32 },
+    /// Nothing was wrong.
+    Healthy,
+}
+
+/// Tenant lifecycle operations on one database.
+#[derive(Debug, Clone)]
+pub struct Tenancy {
+    pool: PgPool,
+    grace: Duration,
+}
+
+impl Tenancy {
+    /// `grace_days`: how long a soft-deleted tenant can be restored before it may be purged.
+    pub fn new(pool: PgPool, grace_days: u32) -> Self {
+        Self {
+            pool,
+            grace: Duration::days(i64::from(grace_days)),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Registers the tenant and creates its schema in one transaction, with its audit row.
+    /// The tier's limits and features and a 14-day trial come from [`Tier::plan`].
+    pub async fn provision(&self, new: &NewTenant, actor: &Actor) -> Result<Tenant, TenancyError> {
+        let id = Uuid::new_v4();
+        let schema = SchemaName::for_tenant(id);
+        let plan = new.tier.plan();
+        let features = serde_json::to_value(&plan.features).unwrap_or_else(|_| json!({}));
+        let mut tx = self.pool.begin().await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO public.tenants (id, slug, name, schema_name, clerk_organization_id,
+                 subscription_tier, subscription_status, trial_ends_at, max_users, max_entities, features)
+             VALUES ($1, $2, $3, $4, $5, $6, 'trial', now() + make_interval(days => $7), $8, $9, $10)
+             RETURNING {TENANT_COLUMNS}"
+        ));
+        let inserted = sqlx::query_as::<_, Tenant>(sql)
+            .bind(id)
+            .bind(new.slug.as_str())
+            .bind(&new.name)
+            .bind(schema.as_str())
+            .bind(&new.clerk_organization_id)
+            .bind(new.tier)
+            .bind(TRIAL_DAYS as i32)
+            .bind(plan.max_users)
+            .bind(plan.max_entities)
+            .bind(&features)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                TenancyError::from_insert(e, new.slug.as_str(), &new.clerk_organization_id)
+            })?;
+        sqlx::query("SELECT public.create_tenant_schema($1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit::record(
+            &mut tx,
+            actor,
+            entry(
+                &inserted,
+                "tenant.provisioned",
+                json!({ "slug": inserted.slug, "tier": new.tier, "clerk_organization_id": new.clerk_organization_id }),
+            ),
+        )
+        .await?;
+        let tenant = registry::fetch(&mut tx, new.slug.as_str(), false).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// Switches a live tenant off, remembering its status for [`Tenancy::reactivate`].
+    pub async fn suspend(
+        &self,
+        slug: &str,
+        reason: Option<&str>,
+        actor: &Actor,
+    ) -> Result<Tenant, TenancyError> {
+        self.transition(
+            slug,
+            actor,
+            "tenant.suspended",
+            json!({ "reason": reason }),
+            |t| {
+                require(t, TenantState::Live, "only a live tenant can be suspended")?;
+                Ok(
+                    "UPDATE public.tenants SET status_before_suspension = subscription_status,
+                    subscription_status = 'suspended' WHERE id = $1",
+                )
+            },
+        )
+        .await
+    }
+
+    /// Returns a suspended tenant to the status it had before.
+    pub async fn reactivate(&self, slug: &str, actor: &Actor) -> Result<Tenant, TenancyError> {
+        self.transition(slug, actor, "tenant.reactivated", json!({}), |t| {
+            require(
+                t,
+                TenantState::Suspended,
+                "only a suspended tenant can be reactivated",
+            )?;
+            Ok("UPDATE public.tenants
+                   SET subscription_status = coalesce(status_before_suspension, 'active'),
+                       status_before_suspension = NULL
+                 WHERE id = $1")
+        })
+        .await
+    }
+
+    /// Soft delete: the tenant becomes unusable, its data stays until purged.
+    pub async fn soft_delete(&self, slug: &str, actor: &Actor) -> Result<Tenant, TenancyError> {
+        let purge_after = Utc::now() + self.grace;
+        self.transition(
+            slug,
+            actor,
+            "tenant.deleted",
+            json!({ "purge_after": purge_after }),
+            |t| {
+                if t.state() == TenantState::Deleted {
+                    return Err(wrong_state(
+                        t,
+                        "it is already soft-deleted; restore or purge it",
+                    ));
+                }
+                Ok("UPDATE public.tenants SET deleted_at = now() WHERE id = $1")
+            },
+        )
+        .await
+    }
+
+    /// Undoes a soft delete within the grace period (or later with `force`).
+    pub async fn restore(
+        &self,
+        slug: &str,
+        force: bool,
+        actor: &Actor,
+    ) -> Result<Tenant, TenancyError> {
+        let grace = self.grace;
+        self.transition(
+            slug,
+            actor,
+            "tenant.restored",
+            json!({ "forced": force }),
+            |t| {
+                let deleted_at = deleted_at(t)?;
+                let ended = deleted_at + grace;
+                if !force && Utc::now() > ended {
+                    return Err(TenancyError::GracePeriodOver {
+                        slug: t.slug.clone(),
+                        ended,
+                    });
+                }
+                Ok("UPDATE public.tenants SET deleted_at = NULL WHERE id = $1")
+            },
+        )
+        .await
+    }
+
+    /// Drops a soft-deleted tenant's schema and registry row, after the grace period, or
+    /// earlier when `force` and `confirm` repeats the slug. Irreversible.
+    pub async fn purge(
+        &self,
+        slug: &str,
+        force: bool,
+        confirm: Option<&str>,
+        actor: &Actor,
+    ) -> Result<PurgedTenant, TenancyError> {
+        let mut tx = self.pool.begin().await?;
+        let tenant = registry::fetch(&mut tx, slug, true).await?;
+        let until = deleted_at(&tenant)? + self.grace;
+        let early = Utc::now() < until;
+        if early && !force {
+            return Err(TenancyError::InGracePeriod {
+                slug: tenant.slug,
+                until,
+            });
+        }
+        if force && confirm != Some(tenant.slug.as_str()) {
+            return Err(TenancyError::ConfirmationMismatch {
+                slug: tenant.slug,
+                given: confirm.unwrap_or("").chars().take(60).collect(),
+            });
+        }
+        let dropped: bool = sqlx::query_scalar("SELECT public.delete_tenant_schema($1)")
+            .bind(tenant.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM public.tenants WHERE id = $1")
+            .bind(tenant.id)
+            .execute(&mut *tx)
+            .await?;
+        // The tenant row (and with it the tenant's audit rows) is gone at commit, so this
+        // entry carries the tenant in its metadata instead of its foreign key.
+        audit::record(
+            &mut tx,
+            actor,
+            Entry {
+                tenant_id: None,
+                action: "tenant.purged",
+                resource_type: "tenant",
+                resource_id: tenant.id.to_string(),
+                metadata: json!({
+                    "slug": tenant.slug, "schema_name": tenant.schema_name,
+                    "schema_dropped": dropped, "early": early, "deleted_at": tenant.deleted_at,
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PurgedTenant {
+            slug: tenant.slug,
+            schema_name: tenant.schema_name,
+            schema_dropped: dropped,
+        })
+    }
+
+    /// Recreates a missing schema, rebuilds an empty schema that has no migration history,
+    /// or applies pending migrations (the guide's troubleshooting cases).
+    pub async fn repair(
+        &self,
+        slug: &str,
+        actor: &Actor,
+    ) -> Result<(Tenant, Repair), TenancyError> {
+        let mut tx = self.pool.begin().await?;
+        let tenant = registry::fetch(&mut tx, slug, true).await?;
+        let scope = tenant.scope()?;
+        let schema = scope.schema.as_str();
+        let (schema_exists, has_history): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                    to_regclass(quote_ident($1) || '.schema_migrations') IS NOT NULL",
+        )
+        .bind(schema)
+        .fetch_one(&mut *tx)
+        .await?;
+        let repair = if !schema_exists {
+            create_schema(&mut tx, tenant.id).await?;
+            Repair::Recreated
+        } else if !has_history {
+            let (missing_tables, with_data) = inspect_unmanaged(&mut tx, &scope.schema).await?;
+            if !with_data.is_empty() {
+                return Err(TenancyError::UnmanagedSchemaWithData {
+                    slug: tenant.slug,
+                    schema: schema.to_owned(),
+                    tables: with_data.join(", "),
+                });
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA {} CASCADE",
+                scope.schema.quoted()
+            )))
+            .execute(&mut *tx)
+            .await?;
+            create_schema(&mut tx, tenant.id).await?;
+            Repair::Rebuilt { missing_tables }
+        } else {
+            let applied: i32 = sqlx::query_scalar("SELECT public.migrate_tenant_schema($1)")
+                .bind(schema)
+                .fetch_one(&mut *tx)
+                .await?;
+            if applied > 0 {
+                Repair::Migrated { applied }
+            } else {
+                Repair::Healthy
+            }
+        };
+        if !matches!(repair, Repair::Healthy) {
+            audit::record(
+                &mut tx,
+                actor,
+                entry(&tenant, "tenant.repaired", json!({ "repair": repair })),
+            )
+            .await?;
+        }
+        let tenant = registry::fetch(&mut tx, slug, false).await?;
+        tx.commit().await?;
+        Ok((tenant, repair))
+    }
+
+    /// Locks the tenant, lets `decide` check the state and name the update, runs it, audits.
+    async fn transition<F>(
+        &self,
+        slug: &str,
+        actor: &Actor,
+        action: &str,
+        metadata: serde_json::Value,
+        decide: F,
+    ) -> Result<Tenant, TenancyError>
+    where
+        F: FnOnce(&Tenant) -> Result<&'static str, TenancyError>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let before = registry::fetch(&mut tx, slug, true).await?;
+        let update = decide(&before)?;
+        sqlx::query(update)
+            .bind(before.id)
+            .execute(&mut *tx)
+            .await?;
+        let mut metadata = metadata;
+        if let serde_json::Value::Object(map) = &mut metadata {
+            map.insert("slug".into(), json!(before.slug));
+            map.insert("from_status".into(), json!(before.subscription_status));
+        }
+        audit::record(&mut tx, actor, entry(&before, action, metadata)).await?;
+        let after = registry::fetch(&mut tx, slug, false).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+}
+
+/// What purge removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PurgedTenant {
+    pub slug: String,
+    pub schema_name: String,
+    pub schema_dropped: bool,
+}
+
+fn entry<'a>(tenant: &Tenant, action: &'a str, metadata: serde_json::Value) -> Entry<'a> {
+    Entry {
+        tenant_id: Some(tenant.id),
+        action,
+        resource_type: "tenant",
+        resource_id: tenant.id.to_string(),
+        metadata,
+    }
+}
+
+fn require(t: &Tenant, state: TenantState, hint: &'static str) -> Result<(), TenancyError> {
+    if t.state() == state {
+        Ok(())
+    } else {
+        Err(wrong_state(t, hint))
+    }
+}
+
+fn wrong_state(t: &Tenant, hint: &'static str) -> TenancyError {
+    TenancyError::WrongState {
+        slug: t.slug.clone(),
+        state: t.state().as_str(),
+        hint,
+    }
+}
+
+fn deleted_at(t: &Tenant) -> Result<DateTime<Utc>, TenancyError> {
+    t.deleted_at.ok_or_else(|| {
+        wrong_state(
+            t,
+            "it is not soft-deleted; run `capliquify tenant delete` first",
+        )
+    })
+}
+
+async fn create_schema(conn: &mut PgConnection, id: Uuid) -> Result<(), TenancyError> {
+    sqlx::query("SELECT public.create_tenant_schema($1)")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// For a schema without migration history: which required tables it lacks, and which of
+/// its tables hold rows.
+async fn inspect_unmanaged(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+) -> Result<(Vec<String>, Vec<String>), TenancyError> {
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT req FROM unnest(public.tenant_required_tables()) req
+          WHERE to_regclass(quote_ident($1) || '.' || quote_ident(req)) IS NULL ORDER BY req",
+    )
+    .bind(schema.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    // Row checks run server-side: format('%I') quotes the catalog's table names, and
+    // query_to_xml runs the generated statement without a round trip per table.
+    let with_data: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+            AND (xpath('/row/x/text()', query_to_xml(
+                   format('SELECT EXISTS (SELECT 1 FROM %I.%I) AS x', n.nspname, c.relname),
+                   false, true, '')))[1]::text = 'true'
+          ORDER BY 1",
+    )
+    .bind(schema.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((missing, with_data))
+}

@@ -1,0 +1,303 @@
+//! Migrations: the public schema, the tenant-migration catalog, and the fleet of tenant
+//! schemas.
+//!
+//! `migrations/public/` is applied once by sqlx's migrator (versioned, checksummed, behind
+//! an advisory lock). `migrations/tenant/` is embedded in the binary by the same macro, then
+//! *synced* into `public.tenant_migrations`, from where the SQL function
+//! `migrate_tenant_schema` applies it inside each tenant schema: one transaction per tenant.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::PgPool;
+use sqlx::migrate::{Migration, Migrator};
+use uuid::Uuid;
+
+/// `migrations/public/`, embedded at build time.
+pub static PUBLIC_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/public");
+/// `migrations/tenant/`, embedded at build time.
+pub static TENANT_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/tenant");
+
+/// Key of the advisory lock that serialises catalog syncs.
+const CATALOG_LOCK: i64 = 0x6361_706c_6971_0001;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("public schema migration failed: {0}")]
+    Public(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "tenant migration {version} ({description}) was changed after it was applied: its checksum differs from the catalog's; restore the original file and add a new migration instead"
+    )]
+    ChecksumChanged { version: i64, description: String },
+    #[error(
+        "the database has tenant migration {version} ({description}) that this build of capliquify does not know; run a newer capliquify"
+    )]
+    UnknownToThisBuild { version: i64, description: String },
+    #[error(
+        "the database is not migrated: {0}; run `capliquify migrate` (with the same DATABASE_URL)"
+    )]
+    NotMigrated(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Applies pending public migrations (refusing changed ones), then syncs the tenant catalog.
+pub async fn migrate_public(
+    pool: &PgPool,
+    tenant: &[Migration],
+) -> Result<CatalogSync, MigrateError> {
+    PUBLIC_MIGRATIONS.run(pool).await?;
+    sync_catalog(pool, tenant).await
+}
+
+/// What a catalog sync did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogSync {
+    pub added: Vec<i64>,
+    pub latest: i64,
+}
+
+/// Makes `public.tenant_migrations` hold exactly `migrations`: adds new ones, refuses a
+/// changed checksum or a version this build does not know. Safe to run concurrently.
+pub async fn sync_catalog(
+    pool: &PgPool,
+    migrations: &[Migration],
+) -> Result<CatalogSync, MigrateError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CATALOG_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let existing: BTreeMap<i64, (String, Vec<u8>)> = sqlx::query_as::<_, (i64, String, Vec<u8>)>(
+        "SELECT version, description, checksum FROM public.tenant_migrations",
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(v, d, c)| (v, (d, c)))
+    .collect();
+
+    for (version, (description, _)) in &existing {
+        if !migrations.iter().any(|m| m.version == *version) {
+            return Err(MigrateError::UnknownToThisBuild {
+                version: *version,
+                description: description.clone(),
+            });
+        }
+    }
+    let mut added = Vec::new();
+    for m in migrations {
+        match existing.get(&m.version) {
+            Some((_, checksum)) if checksum.as_slice() == m.checksum.as_ref() => {}
+            Some(_) => {
+                return Err(MigrateError::ChecksumChanged {
+                    version: m.version,
+                    description: m.description.to_string(),
+                });
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO public.tenant_migrations (version, description, sql, checksum)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(m.version)
+                .bind(m.description.as_ref())
+                .bind(m.sql.as_str())
+                .bind(m.checksum.as_ref())
+                .execute(&mut *tx)
+                .await?;
+                added.push(m.version);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(CatalogSync {
+        added,
+        latest: latest_version(migrations),
+    })
+}
+
+/// The newest version in `migrations` (0 when empty).
+pub fn latest_version(migrations: &[Migration]) -> i64 {
+    migrations.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The embedded tenant migrations.
+pub fn tenant_migrations() -> &'static [Migration] {
+    &TENANT_MIGRATIONS.migrations
+}
+
+/// Errors unless the public schema and the tenant catalog are as new as this build.
+pub async fn ensure_current(pool: &PgPool) -> Result<(), MigrateError> {
+    let public_latest = latest_version(&PUBLIC_MIGRATIONS.migrations);
+    let (public_applied, catalog): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT max(version) FROM public._sqlx_migrations WHERE success),
+                (SELECT max(version) FROM public.tenant_migrations)",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match e.as_database_error().and_then(|d| d.code()) {
+        Some(code) if code == "42P01" => {
+            MigrateError::NotMigrated("the public schema has no capliquify tables".into())
+        }
+        _ => MigrateError::Database(e),
+    })?;
+    if public_applied.unwrap_or(0) < public_latest {
+        return Err(MigrateError::NotMigrated(format!(
+            "public schema at version {} of {public_latest}",
+            public_applied.unwrap_or(0)
+        )));
+    }
+    let tenant_latest = latest_version(tenant_migrations());
+    if catalog.unwrap_or(0) < tenant_latest {
+        return Err(MigrateError::NotMigrated(format!(
+            "tenant migration catalog at version {} of {tenant_latest}",
+            catalog.unwrap_or(0)
+        )));
+    }
+    Ok(())
+}
+
+/// A tenant whose schema is behind the catalog.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PendingTenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub schema_name: String,
+    /// `None` when the schema does not exist (it needs `tenant repair`, not `migrate`).
+    pub schema_version: Option<i64>,
+}
+
+/// Every tenant whose schema is not at `latest`, found with one query on the registry.
+/// Soft-deleted tenants whose schema was already dropped are not pending.
+pub async fn pending_tenants(pool: &PgPool, latest: i64) -> sqlx::Result<Vec<PendingTenant>> {
+    sqlx::query_as(
+        "SELECT id, slug, schema_name, schema_version FROM public.tenants
+          WHERE schema_version IS DISTINCT FROM $1
+            AND NOT (deleted_at IS NOT NULL AND schema_version IS NULL)
+          ORDER BY slug",
+    )
+    .bind(latest)
+    .fetch_all(pool)
+    .await
+}
+
+/// How one tenant's migration ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantOutcome {
+    pub slug: String,
+    pub from_version: Option<i64>,
+    /// Migrations applied; `None` when it failed.
+    pub applied: Option<i32>,
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
+/// The result of a fleet migration.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    pub latest: i64,
+    pub pending: usize,
+    pub migrated: usize,
+    pub failed: Vec<TenantOutcome>,
+    pub outcomes: Vec<TenantOutcome>,
+    pub millis: u64,
+}
+
+/// Brings every pending tenant to `latest`, `jobs` tenants at a time, each in its own
+/// transaction. A failure is recorded and the others go on. `on_done` is called after each
+/// tenant (for a progress bar).
+pub async fn migrate_fleet(
+    pool: &PgPool,
+    pending: Vec<PendingTenant>,
+    latest: i64,
+    jobs: usize,
+    on_done: Arc<dyn Fn(&TenantOutcome) + Send + Sync>,
+) -> FleetReport {
+    let started = Instant::now();
+    let total = pending.len();
+    let queue = Arc::new(Mutex::new(VecDeque::from(pending)));
+    let outcomes = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..jobs.max(1).min(total.max(1)) {
+        let (pool, queue, outcomes, on_done) = (
+            pool.clone(),
+            queue.clone(),
+            outcomes.clone(),
+            on_done.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                // The guard is dropped before the await below.
+                let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
+                let Some(tenant) = next else { break };
+                let outcome = migrate_one(&pool, &tenant, latest).await;
+                on_done(&outcome);
+                if let Ok(mut all) = outcomes.lock() {
+                    all.push(outcome);
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|p| p.into_inner()));
+    outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.error.is_some())
+        .cloned()
+        .collect();
+    FleetReport {
+        latest,
+        pending: total,
+        migrated: total - failed.len(),
+        failed,
+        outcomes,
+        millis: started.elapsed().as_millis() as u64,
+    }
+}
+
+async fn migrate_one(pool: &PgPool, tenant: &PendingTenant, latest: i64) -> TenantOutcome {
+    let started = Instant::now();
+    // One statement is one transaction: the function's DDL and version record commit
+    // together or not at all.
+    let result: sqlx::Result<i32> =
+        sqlx::query_scalar("SELECT public.migrate_tenant_schema($1, $2)")
+            .bind(&tenant.schema_name)
+            .bind(latest)
+            .fetch_one(pool)
+            .await;
+    let (applied, error) = match result {
+        Ok(n) => (Some(n), None),
+        Err(e) => (None, Some(describe_db_error(&e))),
+    };
+    TenantOutcome {
+        slug: tenant.slug.clone(),
+        from_version: tenant.schema_version,
+        applied,
+        error,
+        millis: elapsed_millis(started.elapsed()),
+    }
+}
+
+fn elapsed_millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// A database error as one line: message, then the server's hint when it gave one.
+pub fn describe_db_error(err: &sqlx::Error) -> String {
+    match err.as_database_error() {
+        Some(db) => {
+            let hint = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.hint().map(str::to_owned));
+            match hint {
+                Some(hint) => format!("{} ({hint})", db.message()),
+                None => db.message().to_owned(),
+            }
+        }
+        None => err.to_string(),
+    }
+}

@@ -1,0 +1,129 @@
+//! Health of the tenancy layer: the guide's verification summary, versions, and the
+//! isolation checks of `verify_tenant_isolation()`.
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::migrate::{PUBLIC_MIGRATIONS, latest_version, tenant_migrations};
+
+/// One row of `tenancy_summary()` (the guide's 003_testing_queries.sql output).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SummaryRow {
+    pub check_name: String,
+    pub count: i64,
+    pub expected: String,
+}
+
+/// One row of `verify_tenant_isolation()`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Check {
+    pub test_name: String,
+    pub result: String,
+    pub details: String,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.result == "PASS"
+    }
+}
+
+/// Versions of the pieces that must agree.
+#[derive(Debug, Clone, Serialize)]
+pub struct Versions {
+    pub capliquify: &'static str,
+    pub postgres: String,
+    pub public_schema: i64,
+    pub public_schema_expected: i64,
+    pub tenant_catalog: i64,
+    pub tenant_catalog_expected: i64,
+}
+
+/// Everything `capliquify doctor` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub versions: Versions,
+    pub summary: Vec<SummaryRow>,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn healthy(&self) -> bool {
+        self.checks.iter().all(Check::passed)
+    }
+}
+
+/// Gathers the report. A database that was never migrated yields a report with a failing
+/// check rather than an error, so `doctor` can say what to do.
+pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
+    let postgres: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(pool)
+        .await?;
+    let migrated: bool = sqlx::query_scalar(
+        "SELECT to_regprocedure('public.verify_tenant_isolation()') IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    let mut versions = Versions {
+        capliquify: env!("CARGO_PKG_VERSION"),
+        postgres,
+        public_schema: 0,
+        public_schema_expected: latest_version(&PUBLIC_MIGRATIONS.migrations),
+        tenant_catalog: 0,
+        tenant_catalog_expected: latest_version(tenant_migrations()),
+    };
+    if !migrated {
+        return Ok(Report {
+            versions,
+            summary: Vec::new(),
+            checks: vec![Check {
+                test_name: "public_schema_migrated".into(),
+                result: "FAIL".into(),
+                details: "the capliquify public schema is missing; run `capliquify migrate`".into(),
+            }],
+        });
+    }
+    let (public_schema, tenant_catalog): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT max(version) FROM public._sqlx_migrations WHERE success),
+                (SELECT max(version) FROM public.tenant_migrations)",
+    )
+    .fetch_one(pool)
+    .await?;
+    versions.public_schema = public_schema.unwrap_or(0);
+    versions.tenant_catalog = tenant_catalog.unwrap_or(0);
+
+    let summary =
+        sqlx::query_as("SELECT check_name, count, expected FROM public.tenancy_summary()")
+            .fetch_all(pool)
+            .await?;
+    let mut checks: Vec<Check> =
+        sqlx::query_as("SELECT test_name, result, details FROM public.verify_tenant_isolation()")
+            .fetch_all(pool)
+            .await?;
+    let current = versions.public_schema == versions.public_schema_expected
+        && versions.tenant_catalog == versions.tenant_catalog_expected;
+    checks.insert(
+        0,
+        Check {
+            test_name: "migrations_current".into(),
+            result: if current { "PASS" } else { "FAIL" }.into(),
+            details: format!(
+                "public schema {}/{}, tenant catalog {}/{}{}",
+                versions.public_schema,
+                versions.public_schema_expected,
+                versions.tenant_catalog,
+                versions.tenant_catalog_expected,
+                if current {
+                    ""
+                } else {
+                    "; run `capliquify migrate`"
+                }
+            ),
+        },
+    );
+    Ok(Report {
+        versions,
+        summary,
+        checks,
+    })
+}
