@@ -1,0 +1,215 @@
+//! Test support: every test gets its own freshly migrated database on a real PostgreSQL.
+//!
+//! The server is `DATABASE_URL` when it is set (its database is used only to create and
+//! drop the per-test databases), otherwise the embedded cluster under the system temp
+//! folder, started once and left running for the next test binary
+//! (`capliquify db stop --data-dir <folder>` stops it).
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use capliquify::audit::Actor;
+use capliquify::billing::Tier;
+use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
+use capliquify::tenancy::migrate;
+use capliquify::tenancy::{NewTenant, Tenancy, Tenant};
+use sqlx::migrate::{Migration, MigrationType};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, SqlSafeStr};
+
+/// URL of the server the tests run against, with the database part to be replaced.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let cluster = EmbeddedCluster::start(&EmbeddedOptions {
+                root: test_cluster_root(),
+                durable: false,
+                database: "capliquify_test".into(),
+            })
+            .unwrap_or_else(|e| panic!("cannot start the embedded test cluster: {e}"));
+            cluster.admin_url()
+        }
+    })
+}
+
+/// The test cluster's folder: under the temp folder (reachable when PostgreSQL must run as
+/// another user), one per checkout.
+pub fn test_cluster_root() -> PathBuf {
+    let checkout = env!("CARGO_MANIFEST_DIR");
+    let hash = checkout
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    std::env::temp_dir().join(format!("capliquify-test-{hash:016x}"))
+}
+
+fn url_for(database: &str) -> String {
+    let mut url = url::Url::parse(server_url()).expect("test server URL parses");
+    url.set_path(database);
+    url.to_string()
+}
+
+/// A database of its own for one test, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// A new database with the public schema and the tenant catalog migrated.
+    pub async fn new() -> Self {
+        let db = Self::empty().await;
+        migrate::migrate_public(&db.pool, migrate::tenant_migrations())
+            .await
+            .expect("migrations apply");
+        db
+    }
+
+    /// A new database with nothing in it.
+    pub async fn empty() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "cq_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+        );
+        let mut admin = PgConnection::connect(server_url()).await.expect("connect to the test server");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = url_for(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
+            .await
+            .expect("connect to the test database");
+        Self { name, url, pool }
+    }
+
+    pub fn tenancy(&self) -> Tenancy {
+        Tenancy::new(self.pool.clone(), 30)
+    }
+
+    /// Provisions a tenant with defaults derived from the slug.
+    pub async fn tenant(&self, slug: &str, tier: Tier) -> Tenant {
+        let new = NewTenant::parse(slug, &format!("{slug} Inc."), tier, &format!("org_{slug}"))
+            .expect("valid tenant");
+        self.tenancy()
+            .provision(&new, &Actor::operator())
+            .await
+            .expect("provisioning succeeds")
+    }
+
+    /// Runs one SQL statement (tests' own fixtures and probes).
+    pub async fn exec(&self, sql: &str) {
+        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub async fn scalar_bool(&self, sql: &str) -> bool {
+        sqlx::query_scalar::<_, bool>(AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub async fn schema_exists(&self, schema: &str) -> bool {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&self.pool)
+            .await
+            .expect("query pg_namespace")
+    }
+
+    pub async fn count_tenant_schemas(&self) -> i64 {
+        self.scalar_i64("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'")
+            .await
+    }
+
+    /// Audit actions recorded for a tenant, oldest first.
+    pub async fn audit_actions(&self, tenant_id: uuid::Uuid) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT action::text FROM public.audit_logs WHERE tenant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("read audit log")
+    }
+
+    /// `verify_tenant_isolation()` as (test_name, result, details).
+    pub async fn verify(&self) -> Vec<(String, String, String)> {
+        sqlx::query_as("SELECT test_name, result, details FROM verify_tenant_isolation()")
+            .fetch_all(&self.pool)
+            .await
+            .expect("verify_tenant_isolation runs")
+    }
+
+    /// The result of one named isolation check.
+    pub async fn check(&self, name: &str) -> (String, String) {
+        self.verify()
+            .await
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, r, d)| (r, d))
+            .unwrap_or_else(|| panic!("no check named {name}"))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs outside any async context we could borrow; a short-lived thread with
+        // its own runtime removes the database even when the test panicked.
+        let name = self.name.clone();
+        let pool = self.pool.clone();
+        let admin_url = server_url().to_owned();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                drop(pool);
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The embedded tenant migrations plus `extra` ones (tests of later migrations).
+pub fn tenant_migrations_with(extra: &[(i64, &str, &str)]) -> Vec<Migration> {
+    let mut all: Vec<Migration> = migrate::tenant_migrations().to_vec();
+    for (version, description, sql) in extra {
+        all.push(Migration::new(
+            *version,
+            description.to_string().into(),
+            MigrationType::Simple,
+            AssertSqlSafe(sql.to_string()).into_sql_str(),
+            false,
+        ));
+    }
+    all
+}
