@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::path::PathBuf;
+use std::time::Duration;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -212,4 +213,24 @@ pub fn tenant_migrations_with(extra: &[(i64, &str, &str)]) -> Vec<Migration> {
         ));
     }
     all
+}
+
+/// Waits (up to 10 s) for a backend whose query matches `pattern`, then terminates it.
+pub async fn kill_backend_running(db: &TestDb, pattern: &str) -> bool {
+    for _ in 0..200 {
+        let killed: Option<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND query LIKE $1 AND state = 'active' LIMIT 1",
+        )
+        .bind(pattern)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        if killed == Some(true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
