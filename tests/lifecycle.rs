@@ -34,10 +34,16 @@ async fn provisioning_registers_the_tenant_with_its_tier_defaults_and_a_trial() 
     assert_eq!(db.audit_actions(tenant.id).await, ["tenant.provisioned"]);
 
     let starter = db.tenant("tiny", Tier::Starter).await;
-    assert_eq!((starter.max_users, starter.max_entities), (Some(5), Some(1)));
+    assert_eq!(
+        (starter.max_users, starter.max_entities),
+        (Some(5), Some(1))
+    );
     assert_eq!(starter.features["ai_forecasting"], false);
     let enterprise = db.tenant("huge", Tier::Enterprise).await;
-    assert_eq!((enterprise.max_users, enterprise.max_entities), (Some(100), Some(999)));
+    assert_eq!(
+        (enterprise.max_users, enterprise.max_entities),
+        (Some(100), Some(999))
+    );
     assert_eq!(enterprise.features["advanced_reports"], true);
 }
 
@@ -45,7 +51,14 @@ async fn provisioning_registers_the_tenant_with_its_tier_defaults_and_a_trial() 
 async fn bad_input_is_refused_before_anything_changes() {
     let db = TestDb::new().await;
     let long = "a".repeat(200);
-    for slug in ["acme\"; drop schema public;--", "ACME", long.as_str(), "admin", "a", ""] {
+    for slug in [
+        "acme\"; drop schema public;--",
+        "ACME",
+        long.as_str(),
+        "admin",
+        "a",
+        "",
+    ] {
         assert!(
             NewTenant::parse(slug, "Name", Tier::Starter, "org_1").is_err(),
             "{slug:?} must be refused"
@@ -68,11 +81,25 @@ async fn a_duplicate_slug_or_clerk_organization_is_refused_and_leaves_no_schema(
     let db = TestDb::new().await;
     db.tenant("taken", Tier::Starter).await;
     let same_slug = NewTenant::parse("taken", "Other", Tier::Starter, "org_other").unwrap();
-    let err = db.tenancy().provision(&same_slug, &actor()).await.unwrap_err();
-    assert!(matches!(err, TenancyError::SlugTaken(ref s) if s == "taken"), "{err}");
+    let err = db
+        .tenancy()
+        .provision(&same_slug, &actor())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TenancyError::SlugTaken(ref s) if s == "taken"),
+        "{err}"
+    );
     let same_org = NewTenant::parse("fresh", "Other", Tier::Starter, "org_taken").unwrap();
-    let err = db.tenancy().provision(&same_org, &actor()).await.unwrap_err();
-    assert!(matches!(err, TenancyError::ClerkOrganizationTaken(_)), "{err}");
+    let err = db
+        .tenancy()
+        .provision(&same_org, &actor())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TenancyError::ClerkOrganizationTaken(_)),
+        "{err}"
+    );
     assert_eq!(db.scalar_i64("SELECT count(*) FROM tenants").await, 1);
     assert_eq!(db.count_tenant_schemas().await, 1);
 }
@@ -80,7 +107,11 @@ async fn a_duplicate_slug_or_clerk_organization_is_refused_and_leaves_no_schema(
 #[tokio::test]
 async fn an_unknown_tenant_is_named_in_the_error() {
     let db = TestDb::new().await;
-    let err = db.tenancy().suspend("ghost", None, &actor()).await.unwrap_err();
+    let err = db
+        .tenancy()
+        .suspend("ghost", None, &actor())
+        .await
+        .unwrap_err();
     assert!(matches!(err, TenancyError::UnknownTenant(ref s) if s == "ghost"));
     assert!(err.to_string().contains("\"ghost\""), "{err}");
 }
@@ -95,10 +126,16 @@ async fn suspend_and_reactivate_restore_the_previous_status() {
     ))
     .await;
     let tenancy = db.tenancy();
-    let suspended = tenancy.suspend("pausable", Some("unpaid"), &actor()).await.unwrap();
+    let suspended = tenancy
+        .suspend("pausable", Some("unpaid"), &actor())
+        .await
+        .unwrap();
     assert_eq!(suspended.state(), TenantState::Suspended);
     assert_eq!(suspended.subscription_status, SubscriptionStatus::Suspended);
-    let err = tenancy.suspend("pausable", None, &actor()).await.unwrap_err();
+    let err = tenancy
+        .suspend("pausable", None, &actor())
+        .await
+        .unwrap_err();
     assert!(matches!(err, TenancyError::WrongState { .. }), "{err}");
     let back = tenancy.reactivate("pausable", &actor()).await.unwrap();
     assert_eq!(back.subscription_status, SubscriptionStatus::PastDue);
@@ -107,7 +144,11 @@ async fn suspend_and_reactivate_restore_the_previous_status() {
     assert!(matches!(err, TenancyError::WrongState { .. }), "{err}");
     assert_eq!(
         db.audit_actions(t.id).await,
-        ["tenant.provisioned", "tenant.suspended", "tenant.reactivated"]
+        [
+            "tenant.provisioned",
+            "tenant.suspended",
+            "tenant.reactivated"
+        ]
     );
     let reason: String = sqlx::query_scalar(
         "SELECT metadata->>'reason' FROM audit_logs WHERE action = 'tenant.suspended'",
@@ -122,8 +163,11 @@ async fn suspend_and_reactivate_restore_the_previous_status() {
 async fn soft_delete_keeps_the_data_and_restore_brings_the_tenant_back() {
     let db = TestDb::new().await;
     let t = db.tenant("undoable", Tier::Starter).await;
-    db.exec(&format!("INSERT INTO {}.companies (name) VALUES ('kept')", t.schema_name))
-        .await;
+    db.exec(&format!(
+        "INSERT INTO {}.companies (name) VALUES ('kept')",
+        t.schema_name
+    ))
+    .await;
     let tenancy = db.tenancy();
     let deleted = tenancy.soft_delete("undoable", &actor()).await.unwrap();
     assert_eq!(deleted.state(), TenantState::Deleted);
@@ -156,16 +200,25 @@ async fn restore_after_the_grace_period_needs_force() {
     ))
     .await;
     let tenancy = db.tenancy();
-    let err = tenancy.restore("too-late", false, &actor()).await.unwrap_err();
+    let err = tenancy
+        .restore("too-late", false, &actor())
+        .await
+        .unwrap_err();
     assert!(matches!(err, TenancyError::GracePeriodOver { .. }), "{err}");
     assert!(
-        db.scalar_bool(&format!("SELECT deleted_at IS NOT NULL FROM tenants WHERE id = '{}'", t.id))
-            .await
+        db.scalar_bool(&format!(
+            "SELECT deleted_at IS NOT NULL FROM tenants WHERE id = '{}'",
+            t.id
+        ))
+        .await
     );
     tenancy.restore("too-late", true, &actor()).await.unwrap();
     assert!(
-        db.scalar_bool(&format!("SELECT deleted_at IS NULL FROM tenants WHERE id = '{}'", t.id))
-            .await
+        db.scalar_bool(&format!(
+            "SELECT deleted_at IS NULL FROM tenants WHERE id = '{}'",
+            t.id
+        ))
+        .await
     );
 }
 
@@ -175,19 +228,34 @@ async fn purge_waits_for_the_grace_period_unless_forced_and_confirmed() {
     let t = db.tenant("doomed", Tier::Starter).await;
     let tenancy = db.tenancy();
     // A live tenant cannot be purged at all.
-    let err = tenancy.purge("doomed", true, Some("doomed"), &actor()).await.unwrap_err();
+    let err = tenancy
+        .purge("doomed", true, Some("doomed"), &actor())
+        .await
+        .unwrap_err();
     assert!(matches!(err, TenancyError::WrongState { .. }), "{err}");
     tenancy.soft_delete("doomed", &actor()).await.unwrap();
     // Inside the grace period: refused without --force...
-    let err = tenancy.purge("doomed", false, None, &actor()).await.unwrap_err();
+    let err = tenancy
+        .purge("doomed", false, None, &actor())
+        .await
+        .unwrap_err();
     assert!(matches!(err, TenancyError::InGracePeriod { .. }), "{err}");
     // ...and with --force but the wrong confirmation.
-    let err = tenancy.purge("doomed", true, Some("doome"), &actor()).await.unwrap_err();
-    assert!(matches!(err, TenancyError::ConfirmationMismatch { .. }), "{err}");
+    let err = tenancy
+        .purge("doomed", true, Some("doome"), &actor())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TenancyError::ConfirmationMismatch { .. }),
+        "{err}"
+    );
     assert!(db.schema_exists(&t.schema_name).await);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM tenants").await, 1);
 
-    let purged = tenancy.purge("doomed", true, Some("doomed"), &actor()).await.unwrap();
+    let purged = tenancy
+        .purge("doomed", true, Some("doomed"), &actor())
+        .await
+        .unwrap();
     assert!(purged.schema_dropped);
     assert!(!db.schema_exists(&t.schema_name).await);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM tenants").await, 0);
@@ -210,7 +278,10 @@ async fn purge_after_the_grace_period_needs_no_force() {
         t.id
     ))
     .await;
-    db.tenancy().purge("expired", false, None, &actor()).await.unwrap();
+    db.tenancy()
+        .purge("expired", false, None, &actor())
+        .await
+        .unwrap();
     assert!(!db.schema_exists(&t.schema_name).await);
 }
 
@@ -224,7 +295,9 @@ async fn the_grace_period_is_configurable() {
     ))
     .await;
     let week = capliquify::tenancy::Tenancy::new(db.pool.clone(), 7);
-    week.purge("short-grace", false, None, &actor()).await.unwrap();
+    week.purge("short-grace", false, None, &actor())
+        .await
+        .unwrap();
     assert!(!db.schema_exists(&t.schema_name).await);
 }
 
@@ -232,7 +305,8 @@ async fn the_grace_period_is_configurable() {
 async fn repair_recreates_a_missing_schema() {
     let db = TestDb::new().await;
     let t = db.tenant("lost-schema", Tier::Starter).await;
-    db.exec(&format!("DROP SCHEMA {} CASCADE", t.schema_name)).await;
+    db.exec(&format!("DROP SCHEMA {} CASCADE", t.schema_name))
+        .await;
     let (tenant, repair) = db.tenancy().repair("lost-schema", &actor()).await.unwrap();
     assert!(matches!(repair, Repair::Recreated));
     assert_eq!(tenant.schema_version, Some(1));
@@ -294,9 +368,14 @@ async fn repair_applies_pending_migrations_and_reports_a_healthy_tenant() {
         "add notes",
         "ALTER TABLE products ADD COLUMN notes text;",
     )]);
-    capliquify::tenancy::migrate::sync_catalog(&db.pool, &migrations).await.unwrap();
+    capliquify::tenancy::migrate::sync_catalog(&db.pool, &migrations)
+        .await
+        .unwrap();
     let (tenant, repair) = db.tenancy().repair("behind", &actor()).await.unwrap();
-    assert!(matches!(repair, Repair::Migrated { applied: 1 }), "{repair:?}");
+    assert!(
+        matches!(repair, Repair::Migrated { applied: 1 }),
+        "{repair:?}"
+    );
     assert_eq!(tenant.schema_version, Some(2));
 }
 
@@ -307,8 +386,13 @@ async fn twenty_tenants_provisioned_concurrently_all_succeed() {
     for i in 0..20 {
         let tenancy = db.tenancy();
         tasks.spawn(async move {
-            let new = NewTenant::parse(&format!("burst-{i:02}"), "Burst", Tier::Starter, &format!("org_burst_{i}"))
-                .unwrap();
+            let new = NewTenant::parse(
+                &format!("burst-{i:02}"),
+                "Burst",
+                Tier::Starter,
+                &format!("org_burst_{i}"),
+            )
+            .unwrap();
             tenancy.provision(&new, &Actor::operator()).await
         });
     }
@@ -330,7 +414,9 @@ async fn a_failing_tenant_migration_leaves_no_half_made_tenant() {
         "fails at the end",
         "CREATE TABLE extra (id int); SELECT 1 / 0;",
     )]);
-    capliquify::tenancy::migrate::sync_catalog(&db.pool, &migrations).await.unwrap();
+    capliquify::tenancy::migrate::sync_catalog(&db.pool, &migrations)
+        .await
+        .unwrap();
     let new = NewTenant::parse("unlucky", "Unlucky", Tier::Starter, "org_unlucky").unwrap();
     let err = db.tenancy().provision(&new, &actor()).await.unwrap_err();
     assert!(err.to_string().contains("division by zero"), "{err}");
@@ -348,7 +434,9 @@ async fn a_backend_killed_mid_provisioning_leaves_no_half_made_tenant() {
         "slow",
         "CREATE TABLE extra (id int); SELECT pg_sleep(30);",
     )]);
-    capliquify::tenancy::migrate::sync_catalog(&db.pool, &migrations).await.unwrap();
+    capliquify::tenancy::migrate::sync_catalog(&db.pool, &migrations)
+        .await
+        .unwrap();
     let tenancy = db.tenancy();
     let provisioning = tokio::spawn(async move {
         let new = NewTenant::parse("killed", "Killed", Tier::Starter, "org_killed").unwrap();
@@ -357,7 +445,10 @@ async fn a_backend_killed_mid_provisioning_leaves_no_half_made_tenant() {
     let killed = common::kill_backend_running(&db, "%create_tenant_schema%").await;
     assert!(killed, "the provisioning backend was found and terminated");
     let result = provisioning.await.unwrap();
-    assert!(result.is_err(), "provisioning must fail when its backend dies");
+    assert!(
+        result.is_err(),
+        "provisioning must fail when its backend dies"
+    );
     assert_eq!(db.scalar_i64("SELECT count(*) FROM tenants").await, 0);
     assert_eq!(db.count_tenant_schemas().await, 0);
     for (name, result, details) in db.verify().await {

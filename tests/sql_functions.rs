@@ -90,7 +90,10 @@ async fn the_guides_sql_flow_works_from_plain_sql() {
             .unwrap();
     assert_eq!(summary[0].0, "Public Schema Tables");
     assert_eq!(summary[0].1, 4);
-    assert_eq!(summary[1], ("Tenant Schemas Created".into(), 1, summary[1].2.clone()));
+    assert_eq!(
+        summary[1],
+        ("Tenant Schemas Created".into(), 1, summary[1].2.clone())
+    );
     assert_eq!(summary[2].1, 1);
 
     for (name, result, details) in db.verify().await {
@@ -179,10 +182,17 @@ async fn create_tenant_schema_refuses_an_existing_schema_and_changes_nothing() {
         .unwrap_err();
     let db_err = err.as_database_error().unwrap();
     assert_eq!(db_err.code().as_deref(), Some("42P06"));
-    assert!(db_err.message().contains("already exists"), "{}", db_err.message());
+    assert!(
+        db_err.message().contains("already exists"),
+        "{}",
+        db_err.message()
+    );
     assert_eq!(
-        db.scalar_i64(&format!("SELECT count(*) FROM {}.companies", tenant.schema_name))
-            .await,
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM {}.companies",
+            tenant.schema_name
+        ))
+        .await,
         1
     );
 }
@@ -198,13 +208,19 @@ async fn create_tenant_schema_refuses_an_invalid_registered_name() {
     .execute(&db.pool)
     .await
     .unwrap_err();
-    assert_eq!(err.as_database_error().unwrap().code().as_deref(), Some("23514"));
+    assert_eq!(
+        err.as_database_error().unwrap().code().as_deref(),
+        Some("23514")
+    );
     // ...and the function checks names it derives or is given.
     let err = sqlx::query("SELECT migrate_tenant_schema('public')")
         .execute(&db.pool)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("invalid tenant schema name"), "{err}");
+    assert!(
+        err.to_string().contains("invalid tenant schema name"),
+        "{err}"
+    );
     assert!(db.schema_exists("public").await);
 }
 
@@ -298,8 +314,11 @@ async fn verify_tenant_isolation_finds_each_kind_of_problem() {
     let (result, details) = db.check("no_cross_schema_references").await;
     assert_eq!(result, "FAIL");
     assert!(details.contains(&b.schema_name), "{details}");
-    db.exec(&format!("ALTER TABLE {}.companies DROP COLUMN other", a.schema_name))
-        .await;
+    db.exec(&format!(
+        "ALTER TABLE {}.companies DROP COLUMN other",
+        a.schema_name
+    ))
+    .await;
 
     // A view reading public.users.
     db.exec(&format!(
@@ -310,25 +329,37 @@ async fn verify_tenant_isolation_finds_each_kind_of_problem() {
     let (result, details) = db.check("no_cross_schema_references").await;
     assert_eq!(result, "FAIL");
     assert!(details.contains("all_users"), "{details}");
-    db.exec(&format!("DROP VIEW {}.all_users", a.schema_name)).await;
+    db.exec(&format!("DROP VIEW {}.all_users", a.schema_name))
+        .await;
     assert_eq!(db.check("no_cross_schema_references").await.0, "PASS");
 
     // A grant to PUBLIC.
-    db.exec(&format!("GRANT SELECT ON {}.sales TO PUBLIC", b.schema_name))
-        .await;
+    db.exec(&format!(
+        "GRANT SELECT ON {}.sales TO PUBLIC",
+        b.schema_name
+    ))
+    .await;
     let (result, details) = db.check("no_public_grants").await;
     assert_eq!(result, "FAIL");
     assert!(details.contains("sales"), "{details}");
-    db.exec(&format!("REVOKE SELECT ON {}.sales FROM PUBLIC", b.schema_name))
-        .await;
+    db.exec(&format!(
+        "REVOKE SELECT ON {}.sales FROM PUBLIC",
+        b.schema_name
+    ))
+    .await;
     assert_eq!(db.check("no_public_grants").await.0, "PASS");
 
     // A missing table, then a missing schema.
-    db.exec(&format!("DROP TABLE {}.scenarios", a.schema_name)).await;
+    db.exec(&format!("DROP TABLE {}.scenarios", a.schema_name))
+        .await;
     let (result, details) = db.check("tenant_schemas_current").await;
     assert_eq!(result, "FAIL");
-    assert!(details.contains("verify-a: missing tables scenarios"), "{details}");
-    db.exec(&format!("DROP SCHEMA {} CASCADE", b.schema_name)).await;
+    assert!(
+        details.contains("verify-a: missing tables scenarios"),
+        "{details}"
+    );
+    db.exec(&format!("DROP SCHEMA {} CASCADE", b.schema_name))
+        .await;
     let (_, details) = db.check("tenant_schemas_current").await;
     assert!(details.contains("verify-b: schema"), "{details}");
 
@@ -362,7 +393,10 @@ async fn the_catalog_refuses_sql_that_does_not_match_its_checksum() {
     .execute(&db.pool)
     .await
     .unwrap_err();
-    assert_eq!(err.as_database_error().unwrap().code().as_deref(), Some("23514"));
+    assert_eq!(
+        err.as_database_error().unwrap().code().as_deref(),
+        Some("23514")
+    );
 }
 
 #[tokio::test]

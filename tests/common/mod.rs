@@ -8,9 +8,9 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::path::PathBuf;
-use std::time::Duration;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
@@ -42,9 +42,9 @@ fn server_url() -> &'static str {
 /// another user), one per checkout.
 pub fn test_cluster_root() -> PathBuf {
     let checkout = env!("CARGO_MANIFEST_DIR");
-    let hash = checkout
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = checkout.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     std::env::temp_dir().join(format!("capliquify-test-{hash:016x}"))
 }
 
@@ -78,9 +78,15 @@ impl TestDb {
             "cq_test_{}_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
-            uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..8)
+                .unwrap_or("x")
         );
-        let mut admin = PgConnection::connect(server_url()).await.expect("connect to the test server");
+        let mut admin = PgConnection::connect(server_url())
+            .await
+            .expect("connect to the test server");
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)
             .await
@@ -182,7 +188,10 @@ impl Drop for TestDb {
         let pool = self.pool.clone();
         let admin_url = server_url().to_owned();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {

@@ -1,0 +1,331 @@
+//! The `capliquify` binary as operators use it: exit codes, messages, JSON, and the
+//! embedded default.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use capliquify::billing::Tier;
+use common::TestDb;
+
+fn capliquify(db: Option<&TestDb>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capliquify"));
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    if let Some(db) = db {
+        cmd.env("DATABASE_URL", &db.url);
+    }
+    cmd.output().expect("run capliquify")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+#[tokio::test]
+async fn create_list_and_show_print_tables_and_json() {
+    let db = TestDb::new().await;
+    let out = capliquify(
+        Some(&db),
+        &[
+            "tenant",
+            "create",
+            "--slug",
+            "acme",
+            "--name",
+            "ACME Corp",
+            "--tier",
+            "professional",
+            "--clerk-org",
+            "org_acme",
+        ],
+    );
+    assert_ok(&out);
+    assert!(stdout(&out).contains("tenant_"), "{}", stdout(&out));
+
+    let out = capliquify(Some(&db), &["tenant", "list"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    let header = text.lines().next().unwrap();
+    let row = text.lines().nth(2).unwrap();
+    // Aligned: each value starts where its header does.
+    assert_eq!(header.find("TIER"), row.find("professional"), "{text}");
+
+    let out = capliquify(Some(&db), &["tenant", "show", "acme", "--json"]);
+    assert_ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["slug"], "acme");
+    assert_eq!(json["subscription_tier"], "professional");
+    assert_eq!(json["max_users"], 25);
+
+    let out = capliquify(Some(&db), &["tenant", "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn hostile_slugs_exit_non_zero_and_change_nothing() {
+    let db = TestDb::new().await;
+    let long = "x".repeat(200);
+    for slug in [
+        "acme\"; drop schema public;--",
+        "UPPER",
+        long.as_str(),
+        "admin",
+    ] {
+        let out = capliquify(
+            Some(&db),
+            &[
+                "tenant",
+                "create",
+                "--slug",
+                slug,
+                "--name",
+                "X",
+                "--tier",
+                "starter",
+                "--clerk-org",
+                "org_x",
+            ],
+        );
+        assert!(!out.status.success(), "{slug:?} accepted");
+        assert!(stderr(&out).contains("slug"), "{}", stderr(&out));
+    }
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM tenants").await, 0);
+    assert!(db.schema_exists("public").await);
+}
+
+#[tokio::test]
+async fn unknown_tenants_and_wrong_states_exit_non_zero_with_the_reason() {
+    let db = TestDb::new().await;
+    let out = capliquify(Some(&db), &["tenant", "suspend", "nobody-here"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no tenant with slug \"nobody-here\""),
+        "{}",
+        stderr(&out)
+    );
+
+    db.tenant("live-one", Tier::Starter).await;
+    let out = capliquify(Some(&db), &["tenant", "reactivate", "live-one"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("only a suspended tenant"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn purge_in_the_grace_period_needs_force_and_the_typed_slug() {
+    let db = TestDb::new().await;
+    let t = db.tenant("to-purge", Tier::Starter).await;
+    assert_ok(&capliquify(Some(&db), &["tenant", "delete", "to-purge"]));
+
+    let out = capliquify(Some(&db), &["tenant", "purge", "to-purge"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("grace period"), "{}", stderr(&out));
+    // No terminal to ask on: --force alone is refused.
+    let out = capliquify(Some(&db), &["tenant", "purge", "to-purge", "--force"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--confirm to-purge"),
+        "{}",
+        stderr(&out)
+    );
+    let out = capliquify(
+        Some(&db),
+        &[
+            "tenant",
+            "purge",
+            "to-purge",
+            "--force",
+            "--confirm",
+            "other",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(db.schema_exists(&t.schema_name).await);
+
+    let out = capliquify(
+        Some(&db),
+        &[
+            "tenant",
+            "purge",
+            "to-purge",
+            "--force",
+            "--confirm",
+            "to-purge",
+        ],
+    );
+    assert_ok(&out);
+    assert!(!db.schema_exists(&t.schema_name).await);
+}
+
+#[tokio::test]
+async fn doctor_passes_on_a_healthy_database_and_fails_on_an_orphan_schema() {
+    let db = TestDb::new().await;
+    db.tenant("healthy", Tier::Starter).await;
+    let out = capliquify(Some(&db), &["doctor"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains("Public Schema Tables") && text.contains("no_orphan_schemas"),
+        "{text}"
+    );
+    assert!(text.contains("PostgreSQL 1"), "{text}");
+
+    db.exec("CREATE SCHEMA tenant_stray").await;
+    let out = capliquify(Some(&db), &["doctor", "--json"]);
+    assert!(!out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orphan = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["test_name"] == "no_orphan_schemas")
+        .unwrap();
+    assert_eq!(orphan["result"], "FAIL");
+}
+
+#[tokio::test]
+async fn doctor_on_an_unmigrated_database_says_to_migrate() {
+    let db = TestDb::empty().await;
+    let out = capliquify(Some(&db), &["doctor"]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("capliquify migrate"),
+        "{}",
+        stdout(&out)
+    );
+    // Commands that need the schema refuse with the same advice.
+    let out = capliquify(Some(&db), &["tenant", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("capliquify migrate"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn migrate_dry_run_changes_nothing_and_migrate_brings_everything_current() {
+    let db = TestDb::empty().await;
+    let out = capliquify(Some(&db), &["migrate", "--dry-run"]);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).contains("public migrations pending: [1, 2]"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !db.scalar_bool("SELECT to_regclass('public.tenants') IS NOT NULL")
+            .await
+    );
+
+    let out = capliquify(Some(&db), &["migrate", "--jobs", "2", "--json"]);
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["pending"], 0);
+    assert_eq!(report["latest"], 1);
+    db.tenant("after-migrate", Tier::Starter).await;
+    // Nothing to do: still a success.
+    assert_ok(&capliquify(Some(&db), &["migrate"]));
+}
+
+#[tokio::test]
+async fn migrate_exits_non_zero_when_a_tenant_fails() {
+    let db = TestDb::new().await;
+    let t = db.tenant("broken", Tier::Starter).await;
+    db.exec(&format!("DROP SCHEMA {} CASCADE", t.schema_name))
+        .await;
+    db.exec(&format!(
+        "UPDATE tenants SET schema_version = 0 WHERE id = '{}'",
+        t.id
+    ))
+    .await;
+    let out = capliquify(Some(&db), &["migrate"]);
+    assert!(!out.status.success());
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("broken") && text.contains("1 failed"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn monitor_reports_sizes_and_tenants() {
+    let db = TestDb::new().await;
+    let t = db.tenant("watched", Tier::Professional).await;
+    db.exec(&format!(
+        "INSERT INTO users (clerk_user_id, email, tenant_id, role) VALUES ('user_1', 'a@b.c', '{}', 'owner')",
+        t.id
+    ))
+    .await;
+    let out = capliquify(Some(&db), &["monitor", "sizes", "--json"]);
+    assert_ok(&out);
+    let sizes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sizes[0]["slug"], "watched");
+    assert_eq!(sizes[0]["table_count"], 10);
+    let out = capliquify(Some(&db), &["monitor", "tenants", "--json"]);
+    assert_ok(&out);
+    let tenants: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tenants[0]["user_count"], 1);
+}
+
+#[test]
+fn every_command_has_help_for_newcomers() {
+    for args in [
+        vec!["--help"],
+        vec!["migrate", "--help"],
+        vec!["tenant", "--help"],
+        vec!["tenant", "create", "--help"],
+        vec!["tenant", "purge", "--help"],
+        vec!["doctor", "--help"],
+        vec!["monitor", "sizes", "--help"],
+        vec!["db", "--help"],
+        vec!["serve", "--help"],
+    ] {
+        let out = capliquify(None, &args);
+        assert_ok(&out);
+        assert!(stdout(&out).contains("Usage:"), "{args:?}");
+    }
+    let purge = stdout(&capliquify(None, &["tenant", "purge", "--help"]));
+    assert!(
+        purge.contains("--confirm") && purge.contains("grace period"),
+        "{purge}"
+    );
+}
+
+#[test]
+fn without_database_url_the_embedded_cluster_is_started_and_stopped_again() {
+    let root = std::env::temp_dir().join(format!("capliquify-cli-embedded-{}", std::process::id()));
+    let root_arg = root.to_str().unwrap();
+    let out = capliquify(None, &["--data-dir", root_arg, "tenant", "list"]);
+    assert_ok(&out);
+    assert!(stdout(&out).contains("0 tenant(s)"), "{}", stdout(&out));
+    assert!(root.join("pg").join("PG_VERSION").exists());
+    let out = capliquify(None, &["--data-dir", root_arg, "db", "status"]);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).contains("not running"),
+        "the command stopped the cluster it started"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,0 +1,291 @@
+//! `capliquify migrate` through the library: one transaction per tenant, failures isolated,
+//! changed checksums refused, overlapping runs safe, killed backends harmless.
+
+mod common;
+
+use std::sync::Arc;
+
+use capliquify::billing::Tier;
+use capliquify::tenancy::migrate::{self, FleetReport, MigrateError};
+use common::TestDb;
+
+const ADD_NOTES: (i64, &str, &str) = (
+    2,
+    "add notes",
+    "ALTER TABLE products ADD COLUMN notes text;",
+);
+
+async fn run_fleet(db: &TestDb, latest: i64, jobs: usize) -> FleetReport {
+    let pending = migrate::pending_tenants(&db.pool, latest).await.unwrap();
+    migrate::migrate_fleet(&db.pool, pending, latest, jobs, Arc::new(|_| {})).await
+}
+
+async fn has_notes_column(db: &TestDb, schema: &str) -> bool {
+    db.scalar_bool(&format!(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+          WHERE table_schema = '{schema}' AND table_name = 'products' AND column_name = 'notes')"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_new_tenant_migration_reaches_every_tenant_and_then_nothing_is_pending() {
+    let db = TestDb::new().await;
+    let mut tenants = Vec::new();
+    for i in 0..6 {
+        tenants.push(db.tenant(&format!("fleet-{i}"), Tier::Starter).await);
+    }
+    assert!(
+        migrate::pending_tenants(&db.pool, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let migrations = common::tenant_migrations_with(&[ADD_NOTES]);
+    let sync = migrate::migrate_public(&db.pool, &migrations)
+        .await
+        .unwrap();
+    assert_eq!((sync.added.as_slice(), sync.latest), (&[2][..], 2));
+    let report = run_fleet(&db, 2, 3).await;
+    assert_eq!((report.pending, report.migrated), (6, 6));
+    assert!(report.failed.is_empty());
+    for t in &tenants {
+        assert!(has_notes_column(&db, &t.schema_name).await);
+        assert_eq!(
+            db.scalar_i64(&format!(
+                "SELECT max(version) FROM {}.schema_migrations",
+                t.schema_name
+            ))
+            .await,
+            2
+        );
+    }
+    assert!(
+        migrate::pending_tenants(&db.pool, 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // New tenants are created at the newest version directly.
+    let late = db.tenant("late-comer", Tier::Starter).await;
+    assert_eq!(late.schema_version, Some(2));
+    assert!(has_notes_column(&db, &late.schema_name).await);
+}
+
+#[tokio::test]
+async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate() {
+    let db = TestDb::new().await;
+    let good = db.tenant("good", Tier::Starter).await;
+    let bad = db.tenant("bad", Tier::Starter).await;
+    db.exec(&format!(
+        "INSERT INTO {s}.companies (id, name) VALUES ('00000000-0000-0000-0000-000000000001', 'c');
+         INSERT INTO {s}.products (company_id, sku, name) VALUES ('00000000-0000-0000-0000-000000000001', 'lower-case', 'p');",
+        s = bad.schema_name
+    ))
+    .await;
+    let migrations = common::tenant_migrations_with(&[
+        ADD_NOTES,
+        (
+            3,
+            "upper-case skus",
+            "ALTER TABLE products ADD CONSTRAINT sku_upper CHECK (sku = upper(sku));",
+        ),
+    ]);
+    migrate::migrate_public(&db.pool, &migrations)
+        .await
+        .unwrap();
+    let report = run_fleet(&db, 3, 2).await;
+    assert_eq!(report.migrated, 1);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].slug, "bad");
+    assert!(
+        report.failed[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("sku_upper")
+    );
+    // The failing tenant's transaction rolled back as a whole: not even migration 2 stuck.
+    assert!(!has_notes_column(&db, &bad.schema_name).await);
+    assert!(has_notes_column(&db, &good.schema_name).await);
+    let versions: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT slug::text, schema_version FROM tenants ORDER BY slug")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        versions,
+        [("bad".into(), Some(1)), ("good".into(), Some(3))]
+    );
+
+    // Fix the data; the next run resumes with just that tenant.
+    db.exec(&format!(
+        "UPDATE {}.products SET sku = upper(sku)",
+        bad.schema_name
+    ))
+    .await;
+    let report = run_fleet(&db, 3, 2).await;
+    assert_eq!((report.pending, report.migrated), (1, 1));
+}
+
+#[tokio::test]
+async fn a_changed_migration_is_refused_and_the_catalog_is_unchanged() {
+    let db = TestDb::new().await;
+    let mut changed = migrate::tenant_migrations().to_vec();
+    let edited = format!("{}\n-- edited after release\n", changed[0].sql.as_str());
+    changed[0] = sqlx::migrate::Migration::new(
+        changed[0].version,
+        changed[0].description.clone(),
+        changed[0].migration_type,
+        sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(edited)),
+        false,
+    );
+    let err = migrate::sync_catalog(&db.pool, &changed).await.unwrap_err();
+    assert!(
+        matches!(err, MigrateError::ChecksumChanged { version: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("was changed after it was applied"));
+    let stored: String = sqlx::query_scalar("SELECT sql FROM tenant_migrations WHERE version = 1")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, migrate::tenant_migrations()[0].sql.as_str());
+}
+
+#[tokio::test]
+async fn a_database_newer_than_this_build_is_refused() {
+    let db = TestDb::new().await;
+    migrate::sync_catalog(&db.pool, &common::tenant_migrations_with(&[ADD_NOTES]))
+        .await
+        .unwrap();
+    let err = migrate::sync_catalog(&db.pool, migrate::tenant_migrations())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MigrateError::UnknownToThisBuild { version: 2, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn public_migrations_are_idempotent_and_ensure_current_sees_them() {
+    let db = TestDb::empty().await;
+    let err = migrate::ensure_current(&db.pool).await.unwrap_err();
+    assert!(matches!(err, MigrateError::NotMigrated(_)), "{err}");
+    migrate::migrate_public(&db.pool, migrate::tenant_migrations())
+        .await
+        .unwrap();
+    let again = migrate::migrate_public(&db.pool, migrate::tenant_migrations())
+        .await
+        .unwrap();
+    assert!(again.added.is_empty());
+    migrate::ensure_current(&db.pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_overlapping_runs_apply_each_migration_once() {
+    let db = TestDb::new().await;
+    let mut schemas = Vec::new();
+    for i in 0..8 {
+        schemas.push(
+            db.tenant(&format!("overlap-{i}"), Tier::Starter)
+                .await
+                .schema_name,
+        );
+    }
+    let migrations = common::tenant_migrations_with(&[ADD_NOTES]);
+    let (a, b) = tokio::join!(
+        migrate::migrate_public(&db.pool, &migrations),
+        migrate::migrate_public(&db.pool, &migrations)
+    );
+    a.unwrap();
+    b.unwrap();
+    // Both runs see all eight tenants as pending and race through them.
+    let pending = migrate::pending_tenants(&db.pool, 2).await.unwrap();
+    let (first, second) = tokio::join!(
+        migrate::migrate_fleet(&db.pool, pending.clone(), 2, 2, Arc::new(|_| {})),
+        migrate::migrate_fleet(&db.pool, pending, 2, 2, Arc::new(|_| {}))
+    );
+    assert!(first.failed.is_empty() && second.failed.is_empty());
+    let applied: i64 = first
+        .outcomes
+        .iter()
+        .chain(&second.outcomes)
+        .map(|o| i64::from(o.applied.unwrap()))
+        .sum();
+    assert_eq!(
+        applied, 8,
+        "each tenant's migration ran exactly once across both runs"
+    );
+    for s in &schemas {
+        assert_eq!(
+            db.scalar_i64(&format!("SELECT count(*) FROM {s}.schema_migrations"))
+                .await,
+            2
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_backend_killed_mid_migration_leaves_that_tenant_at_its_old_version() {
+    let db = TestDb::new().await;
+    let t = db.tenant("interrupted", Tier::Starter).await;
+    let migrations = common::tenant_migrations_with(&[(
+        2,
+        "slow",
+        "ALTER TABLE products ADD COLUMN notes text; SELECT pg_sleep(30);",
+    )]);
+    migrate::migrate_public(&db.pool, &migrations)
+        .await
+        .unwrap();
+    let pool = db.pool.clone();
+    let run = tokio::spawn(async move {
+        let pending = migrate::pending_tenants(&pool, 2).await.unwrap();
+        migrate::migrate_fleet(&pool, pending, 2, 1, Arc::new(|_| {})).await
+    });
+    assert!(common::kill_backend_running(&db, "%migrate_tenant_schema%").await);
+    let report = run.await.unwrap();
+    assert_eq!(report.failed.len(), 1);
+    assert!(!has_notes_column(&db, &t.schema_name).await);
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT max(version) FROM {}.schema_migrations",
+            t.schema_name
+        ))
+        .await,
+        1
+    );
+    assert_eq!(db.check("tenant_schemas_current").await.0, "FAIL");
+}
+
+#[tokio::test]
+async fn tenants_without_a_schema_are_reported_not_skipped_unless_purge_is_pending() {
+    let db = TestDb::new().await;
+    let live = db.tenant("schema-lost", Tier::Starter).await;
+    let gone = db.tenant("soft-gone", Tier::Starter).await;
+    db.exec(&format!("DROP SCHEMA {} CASCADE", live.schema_name))
+        .await;
+    db.exec(&format!(
+        "UPDATE tenants SET deleted_at = now() WHERE id = '{}'",
+        gone.id
+    ))
+    .await;
+    db.exec(&format!("SELECT delete_tenant_schema('{}')", gone.id))
+        .await;
+    // A newer catalog makes every tenant with a schema version behind.
+    migrate::migrate_public(&db.pool, &common::tenant_migrations_with(&[ADD_NOTES]))
+        .await
+        .unwrap();
+    let report = run_fleet(&db, 2, 1).await;
+    assert_eq!(
+        report.pending, 1,
+        "the purge-pending tenant without schema is not pending"
+    );
+    let error = report.failed[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("does not exist") && error.contains("repair"),
+        "{error}"
+    );
+}
