@@ -359,16 +359,16 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
             }
         }
         DbCommand::Stop => {
-            let running =
-                tokio::task::spawn_blocking(move || EmbeddedCluster::status(&root)).await??;
-            if running.is_some() {
-                // Attaches to the running cluster (without starting a new one), then stops it.
-                let cluster = crate::db::start_embedded(settings).await?;
-                tokio::task::spawn_blocking(move || cluster.stop()).await??;
-                println!("stopped");
-            } else {
-                println!("not running");
-            }
+            let was_running =
+                tokio::task::spawn_blocking(move || EmbeddedCluster::stop_at(&root)).await??;
+            println!(
+                "{}",
+                if was_running {
+                    "stopped"
+                } else {
+                    "not running"
+                }
+            );
         }
         DbCommand::Status => {
             let status =

@@ -2,8 +2,8 @@
 //!
 //! The server is `DATABASE_URL` when it is set (its database is used only to create and
 //! drop the per-test databases), otherwise the embedded cluster under the system temp
-//! folder, started once and left running for the next test binary
-//! (`capliquify db stop --data-dir <folder>` stops it).
+//! folder (or `CAPLIQUIFY_TEST_DATA_DIR`), started once and left running for the next
+//! test binary (`capliquify --data-dir <folder> db stop` stops it).
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
@@ -38,9 +38,12 @@ fn server_url() -> &'static str {
     })
 }
 
-/// The test cluster's folder: under the temp folder (reachable when PostgreSQL must run as
-/// another user), one per checkout.
+/// The test cluster's folder: `CAPLIQUIFY_TEST_DATA_DIR`, else one per checkout under the
+/// temp folder (reachable when PostgreSQL must run as another user).
 pub fn test_cluster_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAPLIQUIFY_TEST_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     let checkout = env!("CARGO_MANIFEST_DIR");
     let hash = checkout.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
