@@ -20,6 +20,17 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
     SELECT p_name ~ '^tenant_[a-z0-9_]{1,56}$'
 $$;
 
+CREATE FUNCTION public.assert_tenant_schema_name(p_name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF NOT coalesce(public.is_valid_tenant_schema_name(p_name), false) THEN
+        RAISE EXCEPTION 'invalid tenant schema name "%"', p_name
+            USING ERRCODE = 'invalid_schema_name',
+                  HINT = 'tenant schema names match ^tenant_[a-z0-9_]{1,56}$';
+    END IF;
+END
+$$;
+
 -- The tables every up-to-date tenant schema has. Kept beside the tenant migrations: a test
 -- compares it with a freshly created schema, so it cannot silently drift.
 CREATE FUNCTION public.tenant_required_tables() RETURNS text[]
@@ -43,11 +54,7 @@ DECLARE
     current  bigint;
     drifted  bigint;
 BEGIN
-    IF NOT public.is_valid_tenant_schema_name(p_schema) THEN
-        RAISE EXCEPTION 'invalid tenant schema name "%"', p_schema
-            USING ERRCODE = 'invalid_schema_name',
-                  HINT = 'tenant schema names match ^tenant_[a-z0-9_]{1,56}$';
-    END IF;
+    PERFORM public.assert_tenant_schema_name(p_schema);
     IF NOT EXISTS (SELECT 1 FROM public.tenant_migrations) THEN
         RAISE EXCEPTION 'the tenant migration catalog is empty'
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -124,11 +131,7 @@ BEGIN
     IF NOT FOUND THEN
         v_schema := 'tenant_' || replace(p_tenant_id::text, '-', '');
     END IF;
-    IF NOT public.is_valid_tenant_schema_name(v_schema) THEN
-        RAISE EXCEPTION 'invalid tenant schema name "%"', v_schema
-            USING ERRCODE = 'invalid_schema_name',
-                  HINT = 'tenant schema names match ^tenant_[a-z0-9_]{1,56}$';
-    END IF;
+    PERFORM public.assert_tenant_schema_name(v_schema);
     IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = v_schema) THEN
         RAISE EXCEPTION 'schema "%" already exists', v_schema
             USING ERRCODE = 'duplicate_schema',
