@@ -1,1 +1,918 @@
-fn main() {}
+//! Tenancy benchmarks: each speed goal is checked against a baseline measured in the same
+//! run — raw `psql` doing the same work on the same server — and printed as a ratio.
+//!
+//! What is measured (details and recorded results in `docs/benchmarks.md`):
+//!
+//! - `provision`: milliseconds per tenant through [`Tenancy::provision`] (registry row,
+//!   `create_tenant_schema`, audit row, one transaction) against the tenant migration SQL run
+//!   by one long-lived `psql` session in one transaction per tenant
+//!   (`BEGIN; CREATE SCHEMA …; SET LOCAL search_path …; <tenant SQL>; COMMIT;`). After a
+//!   warm-up round, rounds of the two paths alternate so drift hits both alike. Goal: the
+//!   ratio of medians ours/psql ≤ 1.2.
+//! - `migrate-noop`: `migrate` with nothing to do over `--tenants` tenants (default 1,000),
+//!   both as the library sequence the CLI runs and as the real `capliquify migrate` process
+//!   (wall clock, including process start and connect). Goal: < 1 s.
+//! - `migrate-column`: one new-column tenant migration (`ALTER TABLE products ADD COLUMN`)
+//!   over every tenant with `--jobs 2`, against the same ALTERs run sequentially by one
+//!   `psql` process in autocommit mode. Goal: ratio of totals ours/psql ≤ 1.5.
+//!
+//! Run (release profile):
+//!
+//! ```text
+//! cargo bench --bench tenancy -- [provision|migrate-noop|migrate-column|all]
+//!     [--tenants N] [--rounds N] [--per-round N] [--column-rounds N]
+//! ```
+//!
+//! The server is `DATABASE_URL` when set (the benchmark creates and drops the database
+//! `capliquify_bench` on it), otherwise a durable embedded cluster under
+//! `target/bench-pg`, so both paths pay real fsync costs. The database is dropped and
+//! recreated at the start of every run.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use capliquify::audit::Actor;
+use capliquify::billing::Tier;
+use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
+use capliquify::tenancy::migrate::{self, TenantOutcome};
+use capliquify::tenancy::{NewTenant, Tenancy};
+use sqlx::migrate::{Migration, MigrationType};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, SqlSafeStr};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+const BENCH_DB: &str = "capliquify_bench";
+/// Concurrent provisioning tasks when creating the fleet for the migrate benchmarks: enough
+/// to overlap fsyncs on two cores without measuring anything.
+const FLEET_BUILDERS: usize = 3;
+/// Repetitions of the no-op migrate (library and process).
+const NOOP_REPS: usize = 7;
+/// `--jobs` of the new-column migration, as the goal states it.
+const COLUMN_JOBS: usize = 2;
+
+const USAGE: &str = "usage: cargo bench --bench tenancy -- [provision|migrate-noop|migrate-column|all] \
+[--tenants N] [--rounds N] [--per-round N] [--column-rounds N]";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Provision,
+    MigrateNoop,
+    MigrateColumn,
+    All,
+}
+
+#[derive(Debug, Clone)]
+struct Args {
+    which: Which,
+    /// Tenants in the fleet of the migrate benchmarks.
+    tenants: usize,
+    /// Provisioning rounds per path.
+    rounds: usize,
+    /// Tenants per provisioning round and path.
+    per_round: usize,
+    /// Tenants per path in the discarded provisioning warm-up round.
+    warmup: usize,
+    /// New-column migrations per path (alternating which path goes first).
+    column_rounds: usize,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Self> {
+        let mut args = Self {
+            which: Which::All,
+            tenants: 1_000,
+            rounds: 5,
+            per_round: 20,
+            warmup: 5,
+            column_rounds: 3,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let target = match flag.as_str() {
+                "provision" => {
+                    args.which = Which::Provision;
+                    continue;
+                }
+                "migrate-noop" => {
+                    args.which = Which::MigrateNoop;
+                    continue;
+                }
+                "migrate-column" => {
+                    args.which = Which::MigrateColumn;
+                    continue;
+                }
+                "all" => {
+                    args.which = Which::All;
+                    continue;
+                }
+                "--tenants" => &mut args.tenants,
+                "--rounds" => &mut args.rounds,
+                "--per-round" => &mut args.per_round,
+                "--warmup" => &mut args.warmup,
+                "--column-rounds" => &mut args.column_rounds,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                // Cargo passes `--bench` to harness = false targets; other flags meant for
+                // libtest harnesses are ignored likewise.
+                f if f.starts_with('-') => continue,
+                other => bail!("unknown benchmark `{other}`\n{USAGE}"),
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))?,
+            };
+            *target = value
+                .parse()
+                .with_context(|| format!("{flag} {value}: not a number"))?;
+        }
+        ensure!(
+            args.tenants >= 1 && args.rounds >= 1 && args.per_round >= 1,
+            "--tenants, --rounds and --per-round must be at least 1"
+        );
+        Ok(args)
+    }
+
+    fn runs(&self, which: Which) -> bool {
+        self.which == which || self.which == Which::All
+    }
+}
+
+/// Where the benchmark database lives and how to reach it.
+struct Server {
+    admin_url: String,
+    bench_url: String,
+    psql: PathBuf,
+    /// The embedded cluster when `DATABASE_URL` is unset.
+    cluster: Option<EmbeddedCluster>,
+}
+
+impl Server {
+    fn open() -> anyhow::Result<Self> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => {
+                let mut bench = url::Url::parse(&url).context("DATABASE_URL does not parse")?;
+                bench.set_path(BENCH_DB);
+                Ok(Self {
+                    admin_url: url,
+                    bench_url: bench.to_string(),
+                    psql: PathBuf::from("psql"),
+                    cluster: None,
+                })
+            }
+            _ => {
+                let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pg");
+                eprintln!(
+                    "DATABASE_URL unset: starting the embedded cluster under {}",
+                    root.display()
+                );
+                let cluster = EmbeddedCluster::start(&EmbeddedOptions {
+                    root,
+                    // Durable: fsync at commit is part of both paths' cost, as in production.
+                    durable: true,
+                    database: BENCH_DB.into(),
+                })?;
+                let local = cluster.bin_dir().join("psql");
+                Ok(Self {
+                    admin_url: cluster.admin_url(),
+                    bench_url: cluster.url(),
+                    psql: if local.is_file() {
+                        local
+                    } else {
+                        PathBuf::from("psql")
+                    },
+                    cluster: Some(cluster),
+                })
+            }
+        }
+    }
+
+    async fn recreate_database(&self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .context("connecting to the maintenance database")?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{BENCH_DB}\" WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{BENCH_DB}\"")))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        Ok(())
+    }
+
+    async fn drop_database(&self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{BENCH_DB}\" WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await?;
+        admin.close().await?;
+        Ok(())
+    }
+
+    /// `psql` with the flags every baseline uses: no ~/.psqlrc, quiet, stop at the first
+    /// error.
+    fn psql(&self) -> Command {
+        let mut cmd = Command::new(&self.psql);
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.bench_url])
+            .kill_on_drop(true);
+        cmd
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        if let Some(cluster) = self.cluster
+            && cluster.started_here()
+        {
+            eprintln!("stopping the embedded cluster");
+            cluster.stop()?;
+        }
+        Ok(())
+    }
+}
+
+/// One line of the final table.
+struct ResultRow {
+    name: String,
+    ours: String,
+    baseline: String,
+    ratio: String,
+    goal: String,
+    met: bool,
+}
+
+struct Bench<'a> {
+    args: Args,
+    server: &'a Server,
+    pool: PgPool,
+    tenancy: Tenancy,
+    actor: Actor,
+    /// Numbers slugs and psql schema names so every run of every phase gets fresh ones.
+    serial: AtomicUsize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    // Blocking (runs initdb/pg_ctl), so before the runtime exists.
+    let server = Server::open()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(run(args, &server));
+    let cleanup = runtime.block_on(server.drop_database());
+    drop(runtime);
+    let stopped = server.stop();
+    outcome?;
+    cleanup?;
+    stopped
+}
+
+async fn run(args: Args, server: &Server) -> anyhow::Result<()> {
+    server.recreate_database().await?;
+    // More connections than any phase uses at once (fleet builders, --jobs 2, the CLI's own
+    // pool is separate), so nobody waits for a connection.
+    let pool = capliquify::db::connect(&server.bench_url, 8).await?;
+    migrate::migrate_public(&pool, migrate::tenant_migrations()).await?;
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(&pool)
+        .await?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("capliquify tenancy benchmarks");
+    println!(
+        "  date:     {}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    println!("  cores:    {cores}");
+    println!("  server:   {version}");
+    println!(
+        "  database: {} ({})",
+        capliquify::db::redact(&server.bench_url),
+        if server.cluster.is_some() {
+            "embedded, durable"
+        } else {
+            "DATABASE_URL"
+        }
+    );
+    println!("  psql:     {}", psql_version(server).await?);
+
+    let bench = Bench {
+        tenancy: Tenancy::new(pool.clone(), 30),
+        actor: Actor::operator(),
+        serial: AtomicUsize::new(0),
+        args,
+        server,
+        pool,
+    };
+    let mut rows = Vec::new();
+    if bench.args.runs(Which::Provision) {
+        rows.push(bench.provision().await?);
+    }
+    // No-op first: after the column benchmark the catalog holds versions this build of the
+    // binary does not know, and `capliquify migrate` rightly refuses to run.
+    if bench.args.runs(Which::MigrateNoop) {
+        rows.extend(bench.migrate_noop().await?);
+    }
+    if bench.args.runs(Which::MigrateColumn) {
+        rows.push(bench.migrate_column().await?);
+    }
+    bench.pool.close().await;
+    print_table(&rows);
+    Ok(())
+}
+
+async fn psql_version(server: &Server) -> anyhow::Result<String> {
+    let out = Command::new(&server.psql)
+        .arg("--version")
+        .output()
+        .await
+        .with_context(|| format!("running {} --version", server.psql.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Bench<'_> {
+    fn next_serial(&self) -> usize {
+        self.serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn new_tenant(&self, prefix: &str) -> anyhow::Result<NewTenant> {
+        let n = self.next_serial();
+        let slug = format!("{prefix}-{n:06}");
+        Ok(NewTenant::parse(
+            &slug,
+            &format!("Bench {slug}"),
+            Tier::Professional,
+            &format!("org_{slug}"),
+        )?)
+    }
+
+    // ---- provisioning -------------------------------------------------------------------
+
+    async fn provision(&self) -> anyhow::Result<ResultRow> {
+        let (rounds, per_round) = (self.args.rounds, self.args.per_round);
+        println!(
+            "\n== provision: {rounds} rounds x {per_round} tenants per path (+ {} warm-up)",
+            self.args.warmup
+        );
+        // The same text create_tenant_schema runs, straight from the embedded migrations.
+        let tenant_sql: String = migrate::tenant_migrations()
+            .iter()
+            .map(|m| m.sql.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut psql = PsqlSession::start(self.server).await?;
+
+        if self.args.warmup > 0 {
+            self.provision_ours(self.args.warmup).await?;
+            psql.provision(self, &tenant_sql, self.args.warmup).await?;
+        }
+        let (mut ours, mut psql_timing, mut psql_wall) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // Alternate who goes first, so neither path always runs on a fresher server.
+            let (o, (t, w)) = if round % 2 == 0 {
+                let o = self.provision_ours(per_round).await?;
+                (o, psql.provision(self, &tenant_sql, per_round).await?)
+            } else {
+                let p = psql.provision(self, &tenant_sql, per_round).await?;
+                (self.provision_ours(per_round).await?, p)
+            };
+            println!(
+                "  round {}/{rounds}: ours median {:.2} ms, psql median {:.2} ms (\\timing sum), {:.2} ms (wall)",
+                round + 1,
+                median(&o),
+                median(&t),
+                median(&w)
+            );
+            ours.extend(o);
+            psql_timing.extend(t);
+            psql_wall.extend(w);
+        }
+        psql.finish().await?;
+        let (o, t, w) = (median(&ours), median(&psql_timing), median(&psql_wall));
+        let ratio = o / t;
+        println!(
+            "  overall medians over {} tenants each: ours {o:.2} ms, psql {t:.2} ms (\\timing sum) / {w:.2} ms (wall, server clock); ratio {ratio:.2} (vs wall {:.2})",
+            ours.len(),
+            o / w
+        );
+        println!(
+            "  ours p10/p90: {:.2}/{:.2} ms; psql \\timing p10/p90: {:.2}/{:.2} ms",
+            percentile(&ours, 0.1),
+            percentile(&ours, 0.9),
+            percentile(&psql_timing, 0.1),
+            percentile(&psql_timing, 0.9)
+        );
+        Ok(ResultRow {
+            name: "provision, median ms/tenant".into(),
+            ours: format!("{o:.2}"),
+            baseline: format!("{t:.2}"),
+            ratio: format!("{ratio:.2}"),
+            goal: "ratio <= 1.2".into(),
+            met: ratio <= 1.2,
+        })
+    }
+
+    /// Provisions `n` tenants one after another; milliseconds each.
+    async fn provision_ours(&self, n: usize) -> anyhow::Result<Vec<f64>> {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let new = self.new_tenant("prov")?;
+            let started = Instant::now();
+            self.tenancy.provision(&new, &self.actor).await?;
+            times.push(ms(started.elapsed()));
+        }
+        Ok(times)
+    }
+
+    // ---- the fleet ----------------------------------------------------------------------
+
+    /// Makes sure `--tenants` tenants are registered (earlier phases' tenants count),
+    /// provisioning the rest with a few concurrent tasks.
+    async fn ensure_fleet(&self) -> anyhow::Result<usize> {
+        let want = self.args.tenants;
+        let have: i64 = sqlx::query_scalar("SELECT count(*) FROM public.tenants")
+            .fetch_one(&self.pool)
+            .await?;
+        let missing = want.saturating_sub(usize::try_from(have)?);
+        if missing == 0 {
+            return Ok(want);
+        }
+        println!("  provisioning {missing} tenants ({FLEET_BUILDERS} concurrent tasks)");
+        let started = Instant::now();
+        // Tasks claim tenant numbers from one counter until `missing` are made.
+        let claimed = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let step = (missing / 10).max(1);
+        let first = usize::try_from(have)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..FLEET_BUILDERS {
+            let (tenancy, actor) = (self.tenancy.clone(), self.actor.clone());
+            let (claimed, done) = (claimed.clone(), done.clone());
+            tasks.spawn(async move {
+                loop {
+                    let i = claimed.fetch_add(1, Ordering::Relaxed);
+                    if i >= missing {
+                        break;
+                    }
+                    let slug = format!("fleet-{:06}", first + i);
+                    let new = NewTenant::parse(
+                        &slug,
+                        &format!("Bench {slug}"),
+                        Tier::Professional,
+                        &format!("org_{slug}"),
+                    )?;
+                    tenancy.provision(&new, &actor).await?;
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_multiple_of(step) || n == missing {
+                        eprintln!(
+                            "  provisioned {n}/{missing} ({:.0} s)",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+        }
+        Ok(want)
+    }
+
+    // ---- migrate with nothing to do -----------------------------------------------------
+
+    async fn migrate_noop(&self) -> anyhow::Result<Vec<ResultRow>> {
+        println!(
+            "\n== migrate-noop: {} tenants, nothing pending",
+            self.args.tenants
+        );
+        let fleet = self.ensure_fleet().await?;
+        let tenant_migrations = migrate::tenant_migrations();
+        let latest = migrate::latest_version(tenant_migrations);
+
+        // (a) The library sequence `capliquify migrate` runs, on an already open pool.
+        let mut library = Vec::with_capacity(NOOP_REPS);
+        for _ in 0..NOOP_REPS {
+            let started = Instant::now();
+            migrate::migrate_public(&self.pool, tenant_migrations).await?;
+            let pending = migrate::pending_tenants(&self.pool, latest).await?;
+            ensure!(
+                pending.is_empty(),
+                "{} tenants pending; expected none",
+                pending.len()
+            );
+            let report =
+                migrate::migrate_fleet(&self.pool, pending, latest, 4, Arc::new(|_| {})).await;
+            library.push(ms(started.elapsed()));
+            ensure!(report.failed.is_empty(), "no-op migrate failed");
+        }
+
+        // (b) The real binary: process start, pool connect, the same sequence, exit.
+        let binary = capliquify_binary()?;
+        let mut process = Vec::with_capacity(NOOP_REPS);
+        // One unmeasured run loads the binary into the page cache.
+        for rep in 0..=NOOP_REPS {
+            let started = Instant::now();
+            let out = Command::new(&binary)
+                .arg("migrate")
+                .env("DATABASE_URL", &self.server.bench_url)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .with_context(|| format!("running {}", binary.display()))?;
+            let elapsed = ms(started.elapsed());
+            ensure!(
+                out.status.success(),
+                "`capliquify migrate` failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if rep > 0 {
+                process.push(elapsed);
+            }
+        }
+        let (lib, bin) = (median(&library), median(&process));
+        println!(
+            "  library: median {lib:.1} ms (min {:.1}, max {:.1}) over {NOOP_REPS} runs",
+            min(&library),
+            max(&library)
+        );
+        println!(
+            "  `capliquify migrate` process: median {bin:.1} ms (min {:.1}, max {:.1}) over {NOOP_REPS} runs",
+            min(&process),
+            max(&process)
+        );
+        Ok(vec![
+            ResultRow {
+                name: format!("migrate no-op, {fleet} tenants, library (ms)"),
+                ours: format!("{lib:.1}"),
+                baseline: "-".into(),
+                ratio: "-".into(),
+                goal: "< 1000 ms".into(),
+                met: lib < 1000.0,
+            },
+            ResultRow {
+                name: format!("migrate no-op, {fleet} tenants, process (ms)"),
+                ours: format!("{bin:.1}"),
+                baseline: "-".into(),
+                ratio: "-".into(),
+                goal: "< 1000 ms".into(),
+                met: bin < 1000.0,
+            },
+        ])
+    }
+
+    // ---- a new-column migration over the fleet ------------------------------------------
+
+    async fn migrate_column(&self) -> anyhow::Result<ResultRow> {
+        println!(
+            "\n== migrate-column: {} tenants, --jobs {COLUMN_JOBS}, {} round(s) per path",
+            self.args.tenants, self.args.column_rounds
+        );
+        let fleet = self.ensure_fleet().await?;
+        let schemas: Vec<String> = sqlx::query_scalar(
+            "SELECT schema_name::text FROM public.tenants WHERE deleted_at IS NULL ORDER BY slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+
+        let mut startup = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let status = self
+                .server
+                .psql()
+                .args(["-c", "select 1"])
+                .stdout(Stdio::null())
+                .status()
+                .await?;
+            ensure!(status.success(), "psql -c 'select 1' failed");
+            startup.push(ms(started.elapsed()));
+        }
+        println!(
+            "  psql start-up (psql -c 'select 1'): median {:.1} ms",
+            median(&startup)
+        );
+
+        let mut migrations: Vec<Migration> = migrate::tenant_migrations().to_vec();
+        let (mut ours, mut baseline) = (Vec::new(), Vec::new());
+        for round in 0..self.args.column_rounds {
+            // The baseline goes first in the first round, then the order alternates.
+            let (p, o) = if round % 2 == 0 {
+                let p = self.column_psql(&schemas, round).await?;
+                (p, self.column_ours(&mut migrations, fleet, round).await?)
+            } else {
+                let o = self.column_ours(&mut migrations, fleet, round).await?;
+                (self.column_psql(&schemas, round).await?, o)
+            };
+            println!(
+                "  round {}: psql {:.0} ms, ours {:.0} ms, ratio {:.2}",
+                round + 1,
+                p,
+                o,
+                o / p
+            );
+            baseline.push(p);
+            ours.push(o);
+        }
+        let (o, p) = (median(&ours), median(&baseline));
+        let ratio = o / p;
+        Ok(ResultRow {
+            name: format!("new-column migration, {fleet} tenants, total ms"),
+            ours: format!("{o:.0}"),
+            baseline: format!("{p:.0}"),
+            ratio: format!("{ratio:.2}"),
+            goal: "ratio <= 1.5".into(),
+            met: ratio <= 1.5,
+        })
+    }
+
+    /// One psql process running every ALTER in autocommit mode; wall clock of the process.
+    async fn column_psql(&self, schemas: &[String], round: usize) -> anyhow::Result<f64> {
+        let script: String = schemas
+            .iter()
+            .map(|s| format!("ALTER TABLE \"{s}\".products ADD COLUMN bench_psql_{round} text;\n"))
+            .collect();
+        let path = std::env::temp_dir().join(format!(
+            "capliquify-bench-{}-alter-{round}.sql",
+            std::process::id()
+        ));
+        std::fs::write(&path, script)?;
+        let started = Instant::now();
+        let status = self
+            .server
+            .psql()
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .status()
+            .await?;
+        let elapsed = ms(started.elapsed());
+        let _ = std::fs::remove_file(&path);
+        ensure!(status.success(), "psql ALTER script failed");
+        Ok(elapsed)
+    }
+
+    /// A new tenant migration adding one column, synced and applied as `migrate` does it.
+    async fn column_ours(
+        &self,
+        migrations: &mut Vec<Migration>,
+        fleet: usize,
+        round: usize,
+    ) -> anyhow::Result<f64> {
+        let version = migrate::latest_version(migrations) + 1;
+        migrations.push(Migration::new(
+            version,
+            format!("bench note {round}").into(),
+            MigrationType::Simple,
+            AssertSqlSafe(format!(
+                "ALTER TABLE products ADD COLUMN bench_note_{round} text;"
+            ))
+            .into_sql_str(),
+            false,
+        ));
+        let done = Arc::new(AtomicUsize::new(0));
+        let step = (fleet / 4).max(1);
+        let on_done: Arc<dyn Fn(&TenantOutcome) + Send + Sync> = {
+            let done = done.clone();
+            Arc::new(move |_| {
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_multiple_of(step) {
+                    eprintln!("    migrated {n}/{fleet}");
+                }
+            })
+        };
+        let started = Instant::now();
+        let sync = migrate::sync_catalog(&self.pool, migrations).await?;
+        let pending = migrate::pending_tenants(&self.pool, sync.latest).await?;
+        ensure!(
+            pending.len() == fleet,
+            "{} tenants pending, expected {fleet}",
+            pending.len()
+        );
+        let report =
+            migrate::migrate_fleet(&self.pool, pending, sync.latest, COLUMN_JOBS, on_done).await;
+        let elapsed = ms(started.elapsed());
+        ensure!(
+            report.failed.is_empty(),
+            "{} tenants failed to migrate: {:?}",
+            report.failed.len(),
+            report.failed.first().and_then(|f| f.error.as_ref())
+        );
+        Ok(elapsed)
+    }
+}
+
+/// One `psql` process for the whole provisioning benchmark, so its start-up is not counted.
+struct PsqlSession {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl PsqlSession {
+    async fn start(server: &Server) -> anyhow::Result<Self> {
+        let mut child = server
+            .psql()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", server.psql.display()))?;
+        let mut stdin = child.stdin.take().context("psql stdin")?;
+        let stdout = child.stdout.take().context("psql stdout")?;
+        // Bare values, so marker lines are easy to recognise.
+        stdin
+            .write_all(b"\\pset tuples_only on\n\\pset format unaligned\n")
+            .await?;
+        Ok(Self {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// Creates `n` schemas, one transaction each. Returns per tenant the sum of psql's
+    /// `\timing` lines and the wall time between server-clock markers around the tenant.
+    async fn provision(
+        &mut self,
+        bench: &Bench<'_>,
+        tenant_sql: &str,
+        n: usize,
+    ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+        let mut script = String::new();
+        for _ in 0..n {
+            let schema = format!("bench_psql_{:06}", bench.next_serial());
+            // Markers run with \timing off so they are not counted in the tenant's sum.
+            script.push_str(&format!(
+                "SELECT '@@begin ' || (extract(epoch FROM clock_timestamp()) * 1000)::numeric(20,3);\n\
+                 \\timing on\n\
+                 BEGIN;\n\
+                 CREATE SCHEMA {schema};\n\
+                 SET LOCAL search_path TO {schema};\n\
+                 {tenant_sql}\n\
+                 COMMIT;\n\
+                 \\timing off\n\
+                 SELECT '@@end ' || (extract(epoch FROM clock_timestamp()) * 1000)::numeric(20,3);\n"
+            ));
+        }
+        script.push_str("\\echo @@batch\n");
+        self.stdin.write_all(script.as_bytes()).await?;
+        self.stdin.flush().await?;
+
+        let (mut timing, mut wall) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut sum, mut begin) = (0.0, None::<f64>);
+        loop {
+            let Some(line) = self.lines.next_line().await? else {
+                bail!("psql exited before finishing the provisioning script");
+            };
+            if line == "@@batch" {
+                break;
+            } else if let Some(rest) = line.strip_prefix("@@begin ") {
+                begin = Some(rest.trim().parse()?);
+                sum = 0.0;
+            } else if let Some(rest) = line.strip_prefix("@@end ") {
+                let end: f64 = rest.trim().parse()?;
+                wall.push(end - begin.take().context("@@end without @@begin")?);
+                timing.push(sum);
+            } else if let Some(t) = parse_timing(&line) {
+                sum += t;
+            }
+        }
+        ensure!(
+            timing.len() == n,
+            "psql reported {} tenants, expected {n}",
+            timing.len()
+        );
+        Ok((timing, wall))
+    }
+
+    async fn finish(mut self) -> anyhow::Result<()> {
+        self.stdin.write_all(b"\\q\n").await?;
+        drop(self.stdin);
+        let status = self.child.wait().await?;
+        ensure!(status.success(), "psql exited with {status}");
+        Ok(())
+    }
+}
+
+/// `Time: 12.345 ms` or `Time: 1234.567 ms (00:01.235)` → milliseconds.
+fn parse_timing(line: &str) -> Option<f64> {
+    line.strip_prefix("Time: ")?
+        .split_once(" ms")?
+        .0
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The `capliquify` binary Cargo built for this bench (`cargo bench` builds the package's
+/// binaries with the same profile), or `target/release/capliquify` as a fallback.
+fn capliquify_binary() -> anyhow::Result<PathBuf> {
+    let path = option_env!("CARGO_BIN_EXE_capliquify").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/capliquify"),
+        PathBuf::from,
+    );
+    ensure!(
+        path.is_file(),
+        "{} is missing; build it with `cargo build --release` (or run through `cargo bench`)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn sorted(xs: &[f64]) -> Vec<f64> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let v = sorted(xs);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Nearest-rank percentile, `p` in 0..=1.
+fn percentile(xs: &[f64], p: f64) -> f64 {
+    let v = sorted(xs);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+fn min(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn print_table(rows: &[ResultRow]) {
+    let header = ["benchmark", "ours", "baseline", "ratio", "goal", "met"];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.ours.clone(),
+                r.baseline.clone(),
+                r.ratio.clone(),
+                r.goal.clone(),
+                if r.met { "yes" } else { "NO" }.to_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    println!("\nresults");
+    let line = |row: [&str; 6]| {
+        let text: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                // Text left, numbers right.
+                if i == 0 || i == 4 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        println!("  {}", text.join("  "));
+    };
+    line(header);
+    let rule = widths.map(|w| "-".repeat(w));
+    line(rule.each_ref().map(String::as_str));
+    for row in &cells {
+        line(row.each_ref().map(String::as_str));
+    }
+}

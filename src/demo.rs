@@ -4,9 +4,14 @@
 use serde_json::json;
 use sqlx::PgPool;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::access::Role;
 use crate::audit::Actor;
 use crate::billing::Tier;
 use crate::db::scope;
+use crate::http::auth::Authenticator;
 use crate::tenancy::{NewTenant, Tenancy, TenancyError, Tenant, registry};
 
 struct DemoTenant {
@@ -14,6 +19,8 @@ struct DemoTenant {
     name: &'static str,
     tier: Tier,
     clerk_org: &'static str,
+    /// Suffix of the shell variable the token is printed into.
+    env_name: &'static str,
     products: &'static [(
         &'static str,
         &'static str,
@@ -29,6 +36,7 @@ const DEMO: &[DemoTenant] = &[
         name: "ACME Manufacturing",
         tier: Tier::Professional,
         clerk_org: "org_demo_acme",
+        env_name: "ACME",
         products: &[
             (
                 "ACME-WID-001",
@@ -58,6 +66,7 @@ const DEMO: &[DemoTenant] = &[
         name: "Beta Industries",
         tier: Tier::Starter,
         clerk_org: "org_demo_beta",
+        env_name: "BETA",
         products: &[
             (
                 "BETA-PUMP-01",
@@ -76,6 +85,47 @@ const DEMO: &[DemoTenant] = &[
         ],
     },
 ];
+
+/// The demo members of each tenant: one per role.
+const ROLES: [Role; 4] = [Role::Owner, Role::Admin, Role::Member, Role::Viewer];
+
+fn demo_user_id(slug: &str, role: Role) -> String {
+    format!("user_demo_{}_{}", slug.replace('-', "_"), role.as_str())
+}
+
+/// Makes sure the demo tenants exist and prints, for each, a ready token and `curl`
+/// examples against `addr`.
+pub async fn announce(pool: &PgPool, auth: &Authenticator, addr: SocketAddr) -> anyhow::Result<()> {
+    let tenants = ensure_demo_tenants(pool).await?;
+    println!(
+        "\nDemo mode: tokens below are signed with the development key and accepted only by this demo."
+    );
+    for (tenant, demo) in tenants.iter().zip(DEMO) {
+        let token = auth.sign_demo_token(
+            &demo_user_id(demo.slug, Role::Owner),
+            demo.clerk_org,
+            Duration::from_secs(24 * 3600),
+        )?;
+        println!(
+            "\n{} ({} plan) — owner token, valid 24 h:\n  export TOKEN_{}='{token}'",
+            tenant.name,
+            tenant.subscription_tier.as_str(),
+            demo.env_name
+        );
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TOKEN_{}\" http://{addr}/api/v1/tenant",
+            demo.env_name
+        );
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TOKEN_{}\" 'http://{addr}/api/v1/products?limit=5'",
+            demo.env_name
+        );
+    }
+    println!(
+        "\nOther roles: the same tenants have admin, member and viewer users (user_demo_<tenant>_<role>)."
+    );
+    Ok(())
+}
 
 /// Provisions the demo tenants that do not exist yet and fills them; returns all of them.
 pub async fn ensure_demo_tenants(pool: &PgPool) -> Result<Vec<Tenant>, TenancyError> {
@@ -102,6 +152,19 @@ pub async fn ensure_demo_tenants(pool: &PgPool) -> Result<Vec<Tenant>, TenancyEr
 /// inventory, demand forecasts and three months of working-capital metrics.
 async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), TenancyError> {
     let mut tx = scope::begin(pool, &tenant.scope()?).await?;
+    for role in ROLES {
+        sqlx::query(
+            "INSERT INTO public.users (clerk_user_id, email, full_name, tenant_id, role)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(demo_user_id(demo.slug, role))
+        .bind(format!("{}@{}.example", role.as_str(), demo.slug))
+        .bind(format!("Demo {}", role.as_str()))
+        .bind(tenant.id)
+        .bind(role)
+        .execute(&mut *tx)
+        .await?;
+    }
     let company: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO companies (name, legal_name, currency, fiscal_year_end, settings)
          VALUES ($1, $1 || ' Ltd', 'USD', '12-31', $2) RETURNING id",

@@ -11,6 +11,7 @@
 //! - [`http`]: the HTTP service;
 //! - [`cli`]: the `capliquify` command line.
 
+pub mod access;
 pub mod audit;
 pub mod billing;
 pub mod cli;

@@ -7,7 +7,17 @@ use serde::{Deserialize, Serialize};
 
 /// `public.subscription_tier`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    clap::ValueEnum,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "subscription_tier", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
@@ -18,7 +28,9 @@ pub enum Tier {
 }
 
 /// `public.subscription_status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "subscription_status", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionStatus {
@@ -78,8 +90,10 @@ pub struct Plan {
     pub features: Features,
 }
 
-/// The `tenants.features` document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The `tenants.features` document. A key missing from the stored document (rows written
+/// by hand, as in the guide's SQL example) reads as off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
 pub struct Features {
     pub ai_forecasting: bool,
     pub what_if: bool,

@@ -1,44 +1,127 @@
-//! The HTTP service (`capliquify serve`). For now it serves the operations endpoints
-//! (`/healthz`, `/readyz`); the tenant data API and the webhooks are built on top of it.
+//! The HTTP service (`capliquify serve`): the tenant data API under `/api/v1`, and the
+//! operations endpoints `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Each endpoint family owns its router; [`app`] merges them and adds the tower layers
+//! (request id, tracing, timeout, metrics). Every tenant request runs in one transaction
+//! scoped to the caller's tenant (see [`crate::db::scope`]).
+
+pub mod auth;
+pub mod context;
+pub mod cursor;
+pub mod error;
+pub mod metrics;
+pub mod resource;
+pub mod resources;
+pub mod tenant;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::db::Database;
 use crate::demo;
 use crate::tenancy::migrate;
+use auth::{AuthConfig, Authenticator};
+use cursor::CursorCodec;
+use resource::routes;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub auth: Arc<Authenticator>,
+    pub cursors: CursorCodec,
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, env = "CAPLIQUIFY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Where Clerk's signing keys are: https://<your-clerk-domain>/.well-known/jwks.json, or
+    /// file:///path/jwks.json offline. Required unless running the embedded demo.
+    #[arg(long, env = "CLERK_JWKS_URL")]
+    pub clerk_jwks_url: Option<String>,
+    /// The `iss` Clerk puts in session tokens (your Clerk frontend API URL).
+    #[arg(long, env = "CLERK_ISSUER")]
+    pub clerk_issuer: Option<String>,
+    /// Seconds a request may take before it is answered 408.
+    #[arg(long, env = "CAPLIQUIFY_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout_secs: u64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CAPLIQUIFY_MAX_BODY_BYTES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1024..=104_857_600))]
+    pub max_body_bytes: u64,
+    /// Secret that signs pagination cursors (any string of 32+ characters). Unset: a random
+    /// one per process, so cursors do not survive a restart or cross instances.
+    #[arg(long, env = "CAPLIQUIFY_CURSOR_SECRET", hide_env_values = true)]
+    pub cursor_secret: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "CAPLIQUIFY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// On the embedded database, do not create the demo tenants.
     #[arg(long)]
     pub no_demo: bool,
 }
 
+impl ServeArgs {
+    fn cursor_codec(&self) -> anyhow::Result<CursorCodec> {
+        match &self.cursor_secret {
+            Some(secret) if secret.len() >= 32 => Ok(CursorCodec::new(secret.as_bytes())),
+            Some(_) => anyhow::bail!("CAPLIQUIFY_CURSOR_SECRET must be at least 32 characters"),
+            None => Ok(CursorCodec::new(uuid::Uuid::new_v4().as_bytes())),
+        }
+    }
+}
+
 /// Runs the service until SIGTERM or Ctrl-C, then drains and stops the embedded cluster
 /// if this process started it.
 pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
+    // Settings are checked before anything starts, naming the one that is wrong.
+    let cursors = args.cursor_codec()?;
+    let demo = settings.database_url.is_none() && args.clerk_jwks_url.is_none();
+    let auth = if demo {
+        Authenticator::demo()?
+    } else {
+        let (Some(jwks_url), Some(issuer)) =
+            (args.clerk_jwks_url.clone(), args.clerk_issuer.clone())
+        else {
+            anyhow::bail!(
+                "CLERK_JWKS_URL and CLERK_ISSUER must both be set (only the embedded demo runs without them)"
+            );
+        };
+        Authenticator::new(AuthConfig { jwks_url, issuer })
+            .await
+            .context("CLERK_JWKS_URL")?
+    };
     let db = Database::open(settings).await?;
-    let result = run(&db, &args).await;
+    let result = run(&db, &args, Arc::new(auth), cursors).await;
     db.close().await?;
     result
 }
 
-async fn run(db: &Database, args: &ServeArgs) -> anyhow::Result<()> {
+async fn run(
+    db: &Database,
+    args: &ServeArgs,
+    auth: Arc<Authenticator>,
+    cursors: CursorCodec,
+) -> anyhow::Result<()> {
     if db.is_embedded() {
-        prepare_embedded(&db.pool, !args.no_demo).await?;
+        prepare_embedded(&db.pool).await?;
     } else {
         migrate::ensure_current(&db.pool).await?;
     }
@@ -46,9 +129,21 @@ async fn run(db: &Database, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (CAPLIQUIFY_LISTEN)", args.listen))?;
     let addr = listener.local_addr()?;
+    if auth.is_demo() && !args.no_demo {
+        demo::announce(&db.pool, &auth, addr).await?;
+    }
     tracing::info!(%addr, "listening");
-    println!("capliquify listening on http://{addr}  (GET /healthz, /readyz; Ctrl-C stops)");
-    axum::serve(listener, router(db.pool.clone()))
+    println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
+    let state = AppState {
+        pool: db.pool.clone(),
+        auth,
+        cursors,
+    };
+    let config = HttpConfig {
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+    };
+    axum::serve(listener, app(state, &config))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed")?;
@@ -58,7 +153,7 @@ async fn run(db: &Database, args: &ServeArgs) -> anyhow::Result<()> {
 
 /// The embedded cluster is a development database: bring it and every tenant current, and
 /// add the demo tenants.
-async fn prepare_embedded(pool: &PgPool, with_demo: bool) -> anyhow::Result<()> {
+async fn prepare_embedded(pool: &PgPool) -> anyhow::Result<()> {
     let tenant_migrations = migrate::tenant_migrations();
     let latest = migrate::latest_version(tenant_migrations);
     migrate::migrate_public(pool, tenant_migrations).await?;
@@ -67,33 +162,63 @@ async fn prepare_embedded(pool: &PgPool, with_demo: bool) -> anyhow::Result<()> 
     for failed in &report.failed {
         tracing::warn!(tenant = %failed.slug, error = ?failed.error, "tenant migration failed");
     }
-    if with_demo {
-        for tenant in demo::ensure_demo_tenants(pool).await? {
-            println!(
-                "demo tenant {:<20} {} ({}), schema {}",
-                tenant.slug,
-                tenant.name,
-                tenant.subscription_tier.as_str(),
-                tenant.schema_name
-            );
-        }
-    }
     Ok(())
 }
 
-pub fn router(pool: PgPool) -> Router {
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 1_048_576,
+        }
+    }
+}
+
+/// The whole application: routes and layers.
+pub fn app(state: AppState, config: &HttpConfig) -> Router {
+    // Install the recorder before the first request is counted.
+    metrics::handle();
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .merge(routes::<resources::companies::Companies>())
+        .merge(routes::<resources::products::Products>())
+        .route("/tenant", get(tenant::show))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::authenticate,
+        ));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
-        .with_state(pool)
+        .route("/metrics", get(metrics::render))
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
 }
 
 /// Ready when the database answers and its migrations are as new as this build.
-async fn readyz(State(pool): State<PgPool>) -> (StatusCode, Json<serde_json::Value>) {
-    match migrate::ensure_current(&pool).await {
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    match migrate::ensure_current(&state.pool).await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(err) => {
             tracing::warn!(error = %err, "not ready");

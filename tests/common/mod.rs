@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod api;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

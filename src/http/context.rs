@@ -1,0 +1,254 @@
+//! Who is calling: the middleware that turns a Clerk session token into a [`Caller`] (the
+//! tenant's typed scope plus the member's role) and applies the tenant-status and billing
+//! gates before any handler runs.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{AuthError, Authenticator};
+use super::error::ApiError;
+use crate::access::{Act, Role};
+use crate::billing::{Features, SubscriptionStatus, Tier};
+use crate::db::TenantScope;
+use crate::tenancy::{SchemaName, TenantSlug};
+
+/// The tenant a request works in, as the registry describes it.
+#[derive(Debug, Clone)]
+pub struct TenantAccess {
+    pub scope: TenantScope,
+    pub name: String,
+    pub tier: Tier,
+    pub status: SubscriptionStatus,
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    pub max_users: Option<i32>,
+    pub max_entities: Option<i32>,
+    pub features: Features,
+}
+
+/// The member making the request.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: Uuid,
+    pub clerk_user_id: String,
+    pub role: Role,
+}
+
+/// An authenticated caller, inserted into the request by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: Arc<TenantAccess>,
+    pub member: Member,
+}
+
+impl Caller {
+    /// Refuses with 403 unless the member's role allows `act`.
+    pub fn require(&self, act: Act) -> Result<(), ApiError> {
+        if self.member.role.allows(act) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "insufficient_role",
+                format!("the {} role may not do this", self.member.role.as_str()),
+            ))
+        }
+    }
+}
+
+/// Billing standing, derived from the subscription status and the trial's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Good,
+    /// Payment failed; still allowed, with a warning header.
+    PastDue,
+    /// Trial over without a subscription, or subscription cancelled: reads only.
+    ReadOnly(&'static str),
+}
+
+fn standing(
+    status: SubscriptionStatus,
+    trial_ends_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Standing {
+    match status {
+        SubscriptionStatus::Trial if trial_ends_at.is_some_and(|end| end <= now) => {
+            Standing::ReadOnly("the free trial has ended; subscribe to make changes")
+        }
+        SubscriptionStatus::Cancelled => {
+            Standing::ReadOnly("the subscription is cancelled; subscribe again to make changes")
+        }
+        SubscriptionStatus::PastDue => Standing::PastDue,
+        _ => Standing::Good,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AccessRow {
+    id: Uuid,
+    slug: String,
+    name: String,
+    schema_name: String,
+    subscription_tier: Tier,
+    subscription_status: SubscriptionStatus,
+    trial_ends_at: Option<DateTime<Utc>>,
+    max_users: Option<i32>,
+    max_entities: Option<i32>,
+    features: sqlx::types::Json<Features>,
+    deleted_at: Option<DateTime<Utc>>,
+    user_id: Option<Uuid>,
+    role: Option<Role>,
+}
+
+/// Resolves the caller in one query: the tenant of the token's organization and the
+/// user's membership in it.
+async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Caller, ApiError> {
+    let row: Option<AccessRow> = sqlx::query_as(
+        "SELECT t.id, t.slug::text, t.name::text, t.schema_name::text, t.subscription_tier,
+                t.subscription_status, t.trial_ends_at, t.max_users, t.max_entities, t.features,
+                t.deleted_at, u.id AS user_id, u.role
+           FROM public.tenants t
+           LEFT JOIN public.users u ON u.tenant_id = t.id AND u.clerk_user_id = $2
+          WHERE t.clerk_organization_id = $1",
+    )
+    .bind(org_id)
+    .bind(clerk_user_id)
+    .fetch_optional(pool)
+    .await?;
+    let row = row.ok_or_else(|| {
+        ApiError::forbidden(
+            "unknown_organization",
+            "the token's organization has no CapLiquify tenant",
+        )
+    })?;
+    if row.deleted_at.is_some() {
+        return Err(ApiError::forbidden(
+            "tenant_deleted",
+            "this tenant has been deleted",
+        ));
+    }
+    if row.subscription_status == SubscriptionStatus::Suspended {
+        return Err(ApiError::forbidden(
+            "tenant_suspended",
+            "this tenant is suspended",
+        ));
+    }
+    let (Some(user_id), Some(role)) = (row.user_id, row.role) else {
+        return Err(ApiError::forbidden(
+            "not_a_member",
+            "the user is not a member of this tenant",
+        ));
+    };
+    let scope = TenantScope {
+        id: row.id,
+        slug: TenantSlug::parse(&row.slug).map_err(ApiError::internal)?,
+        schema: SchemaName::parse(&row.schema_name).map_err(ApiError::internal)?,
+    };
+    Ok(Caller {
+        tenant: Arc::new(TenantAccess {
+            scope,
+            name: row.name,
+            tier: row.subscription_tier,
+            status: row.subscription_status,
+            trial_ends_at: row.trial_ends_at,
+            max_users: row.max_users,
+            max_entities: row.max_entities,
+            features: row.features.0,
+        }),
+        member: Member {
+            id: user_id,
+            clerk_user_id: clerk_user_id.to_owned(),
+            role,
+        },
+    })
+}
+
+fn auth_error(err: AuthError) -> ApiError {
+    match err {
+        AuthError::Jwks(detail) => ApiError::internal(format!("JWKS: {detail}")),
+        other => ApiError::unauthorized(other.to_string()),
+    }
+}
+
+/// Middleware for `/api/v1`: authenticates, resolves the tenant, applies the status and
+/// billing gates, and hands the [`Caller`] to the handler.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token =
+        Authenticator::bearer(request.headers().get(header::AUTHORIZATION)).map_err(auth_error)?;
+    let identity = state.auth.verify(token).await.map_err(auth_error)?;
+    let org_id = identity.org_id.as_deref().ok_or_else(|| {
+        ApiError::forbidden(
+            "no_organization",
+            "the token names no organization; select one in the app",
+        )
+    })?;
+    let caller = resolve(&state.pool, &identity.clerk_user_id, org_id).await?;
+    let is_write = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let standing = standing(
+        caller.tenant.status,
+        caller.tenant.trial_ends_at,
+        Utc::now(),
+    );
+    if let (true, Standing::ReadOnly(why)) = (is_write, standing) {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "payment_required",
+            why,
+        ));
+    }
+    request.extensions_mut().insert(caller);
+    let mut response = next.run(request).await;
+    if standing == Standing::PastDue {
+        response.headers_mut().insert(
+            "capliquify-billing-warning",
+            HeaderValue::from_static("payment past due; update the payment method to keep access"),
+        );
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn billing_standing_follows_status_and_trial() {
+        let now = Utc::now();
+        let past = Some(now - Duration::hours(1));
+        let future = Some(now + Duration::days(3));
+        assert_eq!(
+            standing(SubscriptionStatus::Trial, future, now),
+            Standing::Good
+        );
+        assert!(matches!(
+            standing(SubscriptionStatus::Trial, past, now),
+            Standing::ReadOnly(_)
+        ));
+        assert!(matches!(
+            standing(SubscriptionStatus::Cancelled, None, now),
+            Standing::ReadOnly(_)
+        ));
+        assert_eq!(
+            standing(SubscriptionStatus::PastDue, None, now),
+            Standing::PastDue
+        );
+        assert_eq!(
+            standing(SubscriptionStatus::Active, past, now),
+            Standing::Good
+        );
+    }
+}

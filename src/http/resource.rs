@@ -1,0 +1,571 @@
+//! The generic engine behind every tenant resource (`/api/v1/<resource>`): list with
+//! filters, sort and cursor pagination; get; create; partial update; delete.
+//!
+//! A resource describes itself once (table, columns, filters, sorts, input types) by
+//! implementing [`Resource`]; the handlers here do the rest, always inside the caller's
+//! tenant transaction ([`crate::db::scope::begin`]). Identifiers in the SQL built here come
+//! only from those `'static` descriptions, never from the request; values are bound.
+
+use std::future::Future;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::AppState;
+use super::context::Caller;
+use super::cursor::Position;
+use super::error::ApiError;
+use crate::access::Act;
+use crate::billing::Features;
+use crate::db::scope;
+
+/// A value to bind for one column.
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Text(Option<String>),
+    Int(Option<i32>),
+    Decimal(Option<Decimal>),
+    Date(Option<NaiveDate>),
+    Bool(Option<bool>),
+    Json(Option<serde_json::Value>),
+    Uuid(Option<Uuid>),
+    Time(Option<DateTime<Utc>>),
+}
+
+fn push_bind(qb: &mut QueryBuilder<Postgres>, value: Bind) {
+    match value {
+        Bind::Text(v) => qb.push_bind(v),
+        Bind::Int(v) => qb.push_bind(v),
+        Bind::Decimal(v) => qb.push_bind(v),
+        Bind::Date(v) => qb.push_bind(v),
+        Bind::Bool(v) => qb.push_bind(v),
+        Bind::Json(v) => qb.push_bind(v),
+        Bind::Uuid(v) => qb.push_bind(v),
+        Bind::Time(v) => qb.push_bind(v),
+    };
+}
+
+/// A sort a client may ask for (`?sort=name` or `?sort=-name`). Sort columns are NOT NULL,
+/// so keyset pagination on `(column, id)` is exact.
+#[derive(Debug, Clone, Copy)]
+pub struct Sort {
+    pub param: &'static str,
+    pub column: &'static str,
+    /// The SQL type to cast a cursor's key back to.
+    pub sql_type: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Gte,
+    Lte,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Text,
+    Bool,
+    Uuid,
+    Date,
+}
+
+/// A filter a client may use (`?category=components`, `?from=2026-01-01`).
+#[derive(Debug, Clone, Copy)]
+pub struct Filter {
+    pub param: &'static str,
+    pub column: &'static str,
+    pub op: Op,
+    pub kind: Kind,
+}
+
+/// A feature the tenant's plan must include to write a resource.
+#[derive(Debug, Clone, Copy)]
+pub struct RequiredFeature {
+    pub name: &'static str,
+    pub enabled: fn(&Features) -> bool,
+}
+
+/// One tenant resource.
+pub trait Resource: Send + Sync + 'static {
+    /// Singular, for messages ("product").
+    const NAME: &'static str;
+    /// URL segment and table ("products").
+    const PATH: &'static str;
+    const TABLE: &'static str;
+    /// The select list of [`Resource::Row`].
+    const COLUMNS: &'static str;
+    /// Allowed sorts; the first is the default.
+    const SORTS: &'static [Sort];
+    const FILTERS: &'static [Filter];
+    /// Writing needs this plan feature.
+    const WRITE_FEATURE: Option<RequiredFeature> = None;
+
+    type Row: for<'r> sqlx::FromRow<'r, PgRow> + Serialize + Send + Unpin;
+    type Create: DeserializeOwned + Send;
+    type Update: DeserializeOwned + Send;
+
+    /// Validated column values for an insert.
+    fn create(input: Self::Create) -> Result<Vec<(&'static str, Bind)>, ApiError>;
+    /// Validated column values for a partial update (only the fields present).
+    fn update(input: Self::Update) -> Result<Vec<(&'static str, Bind)>, ApiError>;
+
+    /// Runs in the insert's transaction before it (plan limits).
+    fn before_create(
+        _conn: &mut PgConnection,
+        _caller: &Caller,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 200;
+
+/// Reads the request body as `T`: malformed JSON is a 400, JSON of the wrong shape a 422
+/// naming the field.
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {inner}"),
+            )
+        } else {
+            let field = if path == "." { None } else { Some(path) };
+            let mut e = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                inner.to_string(),
+            );
+            e.field = field;
+            e
+        }
+    })
+}
+
+/// The raw body, with a too-large body answered 413 as a problem document.
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than the server accepts",
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", "the request body could not be read")
+        }
+    })
+}
+
+/// A path id that must be a UUID.
+pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::bad_request("invalid_id", "the id in the path must be a UUID").with_field("id")
+    })
+}
+
+/// Maps constraint violations to client errors; anything else is ours.
+pub fn db_error(err: sqlx::Error, table: &str, name: &str) -> ApiError {
+    let Some(db) = err.as_database_error() else {
+        return err.into();
+    };
+    // PostgreSQL's default names are <table>_<columns>_<suffix>: the middle is the field.
+    let field = db.constraint().map(|c| {
+        let c = c
+            .strip_prefix(table)
+            .and_then(|c| c.strip_prefix('_'))
+            .unwrap_or(c);
+        c.trim_end_matches("_fkey")
+            .trim_end_matches("_key")
+            .trim_end_matches("_check")
+            .to_owned()
+    });
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    match code.as_str() {
+        "23505" => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!(
+                "a {name} with this {} already exists",
+                field.as_deref().unwrap_or("value")
+            ),
+        )
+        .with_field(field.unwrap_or_default()),
+        "23503" => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reference_not_found",
+            format!(
+                "{} does not name an existing row",
+                field.as_deref().unwrap_or("a reference")
+            ),
+        )
+        .with_field(field.unwrap_or_default()),
+        "23514" | "23502" => ApiError::validation(
+            field.clone().unwrap_or_default(),
+            format!(
+                "{} is not allowed here",
+                field.as_deref().unwrap_or("a value")
+            ),
+        ),
+        "22003" => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "a number is out of range",
+        ),
+        _ => ApiError::internal(err),
+    }
+}
+
+struct ListParams {
+    limit: i64,
+    sort: Sort,
+    descending: bool,
+    sort_param: String,
+    cursor: Option<String>,
+    filters: Vec<(Filter, Bind)>,
+}
+
+fn parse_list_params<R: Resource>(pairs: Vec<(String, String)>) -> Result<ListParams, ApiError> {
+    let mut params = ListParams {
+        limit: DEFAULT_LIMIT,
+        sort: R::SORTS[0],
+        descending: false,
+        sort_param: R::SORTS[0].param.to_owned(),
+        cursor: None,
+        filters: Vec::new(),
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "limit" => {
+                params.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_parameter",
+                            format!("limit must be a whole number from 1 to {MAX_LIMIT}"),
+                        )
+                        .with_field("limit")
+                    })?;
+            }
+            "cursor" => params.cursor = Some(value),
+            "sort" => {
+                let (descending, name) = match value.strip_prefix('-') {
+                    Some(name) => (true, name),
+                    None => (false, value.as_str()),
+                };
+                let sort = R::SORTS.iter().find(|s| s.param == name).ok_or_else(|| {
+                    let allowed: Vec<_> = R::SORTS.iter().map(|s| s.param).collect();
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!(
+                            "sort must be one of {} (prefix - for descending)",
+                            allowed.join(", ")
+                        ),
+                    )
+                    .with_field("sort")
+                })?;
+                params.sort = *sort;
+                params.descending = descending;
+                params.sort_param = value.clone();
+            }
+            other => {
+                let filter = R::FILTERS
+                    .iter()
+                    .find(|f| f.param == other)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_parameter",
+                            format!("unknown query parameter {other:?}"),
+                        )
+                        .with_field(other.to_owned())
+                    })?;
+                params
+                    .filters
+                    .push((*filter, parse_filter(filter, &value)?));
+            }
+        }
+    }
+    Ok(params)
+}
+
+fn parse_filter(filter: &Filter, value: &str) -> Result<Bind, ApiError> {
+    let bad = |what: &str| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("{} must be {what}", filter.param),
+        )
+        .with_field(filter.param)
+    };
+    Ok(match filter.kind {
+        Kind::Text if value.chars().count() <= 255 => Bind::Text(Some(value.to_owned())),
+        Kind::Text => return Err(bad("at most 255 characters")),
+        Kind::Bool => Bind::Bool(Some(value.parse().map_err(|_| bad("true or false"))?)),
+        Kind::Uuid => Bind::Uuid(Some(Uuid::parse_str(value).map_err(|_| bad("a UUID"))?)),
+        Kind::Date => Bind::Date(Some(value.parse().map_err(|_| bad("a date (YYYY-MM-DD)"))?)),
+    })
+}
+
+fn query_pairs(
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    query.map(|Query(pairs)| pairs).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("the query string is malformed: {e}"),
+        )
+    })
+}
+
+/// `GET /api/v1/<resource>`
+pub async fn list<R: Resource>(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<R::Row>>, ApiError> {
+    caller.require(Act::ReadData)?;
+    let params = parse_list_params::<R>(query_pairs(query)?)?;
+    let after = match &params.cursor {
+        Some(c) => Some(state.cursors.decode(c, &params.sort_param)?),
+        None => None,
+    };
+    let (dir, cmp) = if params.descending {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    let column = params.sort.column;
+    let mut qb = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {}, ({column})::text AS cursor_key FROM {} WHERE true",
+        R::COLUMNS,
+        R::TABLE
+    ));
+    for (filter, value) in params.filters {
+        let op = match filter.op {
+            Op::Eq => " = ",
+            Op::Gte => " >= ",
+            Op::Lte => " <= ",
+        };
+        qb.push(format!(" AND {}{op}", filter.column));
+        push_bind(&mut qb, value);
+    }
+    if let Some(after) = &after {
+        qb.push(format!(" AND ({column}, id) {cmp} ("));
+        qb.push_bind(after.key.clone());
+        qb.push(format!("::{}, ", params.sort.sql_type));
+        qb.push_bind(after.id);
+        qb.push(")");
+    }
+    qb.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "));
+    qb.push_bind(params.limit + 1);
+
+    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let rows: Vec<PgRow> = qb.build().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+
+    let more = rows.len() as i64 > params.limit;
+    let mut data = Vec::with_capacity(rows.len());
+    let mut next_cursor = None;
+    for (i, row) in rows.iter().enumerate() {
+        if i as i64 == params.limit {
+            break;
+        }
+        if more && i as i64 == params.limit - 1 {
+            next_cursor = Some(state.cursors.encode(&Position {
+                sort: params.sort_param.clone(),
+                key: row.try_get("cursor_key")?,
+                id: row.try_get("id")?,
+            }));
+        }
+        data.push(<R::Row as sqlx::FromRow<PgRow>>::from_row(row)?);
+    }
+    Ok(Json(Page { data, next_cursor }))
+}
+
+/// `GET /api/v1/<resource>/{id}`
+pub async fn get<R: Resource>(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<R::Row>, ApiError> {
+    caller.require(Act::ReadData)?;
+    let id = parse_id(&id)?;
+    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let row = sqlx::query_as::<_, R::Row>(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM {} WHERE id = $1",
+        R::COLUMNS,
+        R::TABLE
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    row.map(Json).ok_or_else(|| ApiError::not_found(R::NAME))
+}
+
+fn require_write<R: Resource>(caller: &Caller) -> Result<(), ApiError> {
+    caller.require(Act::WriteData)?;
+    if let Some(feature) = R::WRITE_FEATURE
+        && !(feature.enabled)(&caller.tenant.features)
+    {
+        return Err(ApiError::forbidden(
+            "feature_not_in_plan",
+            format!(
+                "the {} plan does not include {}",
+                caller.tenant.tier.as_str(),
+                feature.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/<resource>`
+pub async fn create<R: Resource>(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    require_write::<R>(&caller)?;
+    let values = R::create(parse_body(&body_bytes(body)?)?)?;
+    let mut qb = QueryBuilder::<Postgres>::new(format!("INSERT INTO {} (", R::TABLE));
+    let mut columns = qb.separated(", ");
+    for (column, _) in &values {
+        columns.push(*column);
+    }
+    qb.push(") VALUES (");
+    let mut first = true;
+    for (_, value) in values {
+        if !first {
+            qb.push(", ");
+        }
+        first = false;
+        push_bind(&mut qb, value);
+    }
+    qb.push(format!(") RETURNING {}", R::COLUMNS));
+
+    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    R::before_create(&mut tx, &caller).await?;
+    let row = qb
+        .build_query_as::<R::Row>()
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, R::TABLE, R::NAME))?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(row)).into_response())
+}
+
+/// `PATCH /api/v1/<resource>/{id}`
+pub async fn update<R: Resource>(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<R::Row>, ApiError> {
+    require_write::<R>(&caller)?;
+    let id = parse_id(&id)?;
+    let values = R::update(parse_body(&body_bytes(body)?)?)?;
+    if values.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "the body names no field to change",
+        ));
+    }
+    let mut qb = QueryBuilder::<Postgres>::new(format!("UPDATE {} SET ", R::TABLE));
+    let mut first = true;
+    for (column, value) in values {
+        if !first {
+            qb.push(", ");
+        }
+        first = false;
+        qb.push(format!("{column} = "));
+        push_bind(&mut qb, value);
+    }
+    qb.push(" WHERE id = ");
+    qb.push_bind(id);
+    qb.push(format!(" RETURNING {}", R::COLUMNS));
+
+    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let row = qb
+        .build_query_as::<R::Row>()
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, R::TABLE, R::NAME))?;
+    tx.commit().await?;
+    row.map(Json).ok_or_else(|| ApiError::not_found(R::NAME))
+}
+
+/// `DELETE /api/v1/<resource>/{id}`
+pub async fn delete<R: Resource>(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_write::<R>(&caller)?;
+    let id = parse_id(&id)?;
+    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {} WHERE id = $1",
+        R::TABLE
+    )))
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| db_error(e, R::TABLE, R::NAME))?
+    .rows_affected();
+    tx.commit().await?;
+    if deleted == 0 {
+        Err(ApiError::not_found(R::NAME))
+    } else {
+        Ok(StatusCode::NO_CONTENT)
+    }
+}
+
+/// The routes of resource `R`.
+pub fn routes<R: Resource>() -> axum::Router<AppState> {
+    use axum::routing::get as on_get;
+    axum::Router::new()
+        .route(
+            &format!("/{}", R::PATH),
+            on_get(list::<R>).post(create::<R>),
+        )
+        .route(
+            &format!("/{}/{{id}}", R::PATH),
+            on_get(get::<R>).patch(update::<R>).delete(delete::<R>),
+        )
+}
+
+/// Deserializes a field that may be absent (`None`), null (`Some(None)`) or a value.
+pub fn nullable<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
