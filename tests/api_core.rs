@@ -512,3 +512,25 @@ async fn operations_endpoints_answer() {
         .await
         .problem(StatusCode::NOT_FOUND, "not_found");
 }
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let app = TestApp::spawn().await;
+    let served = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.body["openapi"], "3.1.0");
+    let committed = include_str!("../docs/openapi.json");
+    assert!(
+        served.text == committed,
+        "docs/openapi.json is out of date: run `cargo run -q -- openapi > docs/openapi.json` and commit it"
+    );
+    for path in [
+        "/api/v1/products",
+        "/api/v1/products/{id}",
+        "/api/v1/tenant",
+    ] {
+        assert!(served.body["paths"][path].is_object(), "{path} documented");
+    }
+}

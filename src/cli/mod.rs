@@ -66,6 +66,8 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// Manage the embedded PostgreSQL cluster (used when DATABASE_URL is unset).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Print the API's OpenAPI 3.1 document (the committed copy is docs/openapi.json).
+    Openapi,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +109,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Db(cmd) => db_command(&cli.settings, cmd, cli.json).await,
+        Command::Openapi => {
+            print!("{}", http::openapi::document_json());
+            Ok(ExitCode::SUCCESS)
+        }
         command => {
             let db = Database::open(&cli.settings).await?;
             let result = with_database(&db, &cli.settings, command, cli.json).await;
@@ -138,7 +144,9 @@ async fn with_database(
             migrate::ensure_current(&db.pool).await?;
             run_monitor(db, cmd, json).await
         }
-        Command::Serve(_) | Command::Db(_) => unreachable!("dispatched in run()"),
+        Command::Serve(_) | Command::Db(_) | Command::Openapi => {
+            unreachable!("dispatched in run()")
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod context;
 pub mod cursor;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod resource;
 pub mod resources;
 pub mod tenant;
@@ -36,7 +37,6 @@ use crate::demo;
 use crate::tenancy::migrate;
 use auth::{AuthConfig, Authenticator};
 use cursor::CursorCodec;
-use resource::routes;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -187,13 +187,14 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
     metrics::handle();
     let request_id = HeaderName::from_static("x-request-id");
     let api = Router::new()
-        .merge(routes::<resources::companies::Companies>())
-        .merge(routes::<resources::products::Products>())
+        .merge(resources::router())
         .route("/tenant", get(tenant::show))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::authenticate,
-        ));
+        ))
+        // Added after the auth layer: the document is public.
+        .route("/openapi.json", get(openapi_json));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
@@ -214,6 +215,15 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// `GET /api/v1/openapi.json`
+async fn openapi_json() -> impl axum::response::IntoResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.get_or_init(openapi::document_json).as_str(),
+    )
 }
 
 /// Ready when the database answers and its migrations are as new as this build.

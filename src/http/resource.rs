@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
@@ -112,9 +113,9 @@ pub trait Resource: Send + Sync + 'static {
     /// Writing needs this plan feature.
     const WRITE_FEATURE: Option<RequiredFeature> = None;
 
-    type Row: for<'r> sqlx::FromRow<'r, PgRow> + Serialize + Send + Unpin;
-    type Create: DeserializeOwned + Send;
-    type Update: DeserializeOwned + Send;
+    type Row: for<'r> sqlx::FromRow<'r, PgRow> + Serialize + ToSchema + Send + Unpin;
+    type Create: DeserializeOwned + ToSchema + Send;
+    type Update: DeserializeOwned + ToSchema + Send;
 
     /// Validated column values for an insert.
     fn create(input: Self::Create) -> Result<Vec<(&'static str, Bind)>, ApiError>;

@@ -1,0 +1,278 @@
+//! The OpenAPI 3.1 document, generated from the code: the resources describe themselves
+//! through [`Resource`] (their row, create and update types derive `ToSchema`), and the
+//! few other endpoints are added here. Served at `/api/v1/openapi.json`, printed by
+//! `capliquify openapi`, and committed as `docs/openapi.json` (a test fails when the two
+//! differ).
+
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ArrayBuilder, ComponentsBuilder, ContentBuilder, InfoBuilder, ObjectBuilder, OpenApi,
+    OpenApiBuilder, Paths, Ref, RefOr, Required, ResponseBuilder, Schema, Type,
+};
+use utoipa::{PartialSchema, ToSchema};
+
+use super::error::Problem;
+use super::resource::{DEFAULT_LIMIT, Kind, MAX_LIMIT, Resource};
+use super::resources;
+use super::tenant::TenantOverview;
+
+const JSON: &str = "application/json";
+const PROBLEM: &str = "application/problem+json";
+
+/// The whole document.
+pub fn document() -> OpenApi {
+    let mut api = OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("CapLiquify API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "The tenant data API. Every request carries a Clerk session token; the tenant is the \
+                     token's organization. Errors are RFC 9457 problem documents with a stable `code`.",
+                ))
+                .build(),
+        )
+        .paths(Paths::new())
+        .components(Some(
+            ComponentsBuilder::new()
+                .security_scheme(
+                    "clerk",
+                    SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+                )
+                .build(),
+        ))
+        .security(Some(vec![SecurityRequirement::new("clerk", Vec::<String>::new())]))
+        .build();
+    add_schema::<Problem>(&mut api);
+    add_schema::<TenantOverview>(&mut api);
+    let tenant = OperationBuilder::new()
+        .tag("tenant")
+        .operation_id(Some("getTenant"))
+        .summary(Some(
+            "The caller's tenant: plan, status, limits, features and usage",
+        ))
+        .response(
+            "200",
+            json_response("The tenant", schema_ref::<TenantOverview>()),
+        );
+    api.paths.add_path_operation(
+        "/api/v1/tenant",
+        vec![HttpMethod::Get],
+        with_problems(tenant),
+    );
+    resources::describe(&mut api);
+    api
+}
+
+/// The document as pretty JSON with a final newline (the committed file's form).
+pub fn document_json() -> String {
+    let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn add_schema<T: ToSchema>(api: &mut OpenApi) {
+    let components = api.components.get_or_insert_with(Default::default);
+    let mut nested = Vec::new();
+    T::schemas(&mut nested);
+    for (name, schema) in nested {
+        components.schemas.insert(name, schema);
+    }
+    components
+        .schemas
+        .insert(T::name().into_owned(), T::schema());
+}
+
+fn schema_ref<T: ToSchema>() -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(T::name()))
+}
+
+fn json_response(description: &str, schema: RefOr<Schema>) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(JSON, ContentBuilder::new().schema(Some(schema)).build())
+        .build()
+}
+
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM,
+            ContentBuilder::new()
+                .schema(Some(schema_ref::<Problem>()))
+                .build(),
+        )
+        .build()
+}
+
+/// The error answers every authenticated operation may give.
+fn with_problems(op: OperationBuilder) -> OperationBuilder {
+    op.response("400", problem_response("Malformed request (JSON, parameter, cursor or id)"))
+        .response("401", problem_response("Missing, expired or forged token"))
+        .response("402", problem_response("Trial ended or subscription cancelled (writes only)"))
+        .response("403", problem_response("Unknown organization, not a member, tenant suspended or deleted, role or plan does not allow it"))
+        .response("422", problem_response("Invalid field; `field` names it"))
+}
+
+fn parameter(
+    name: &str,
+    location: ParameterIn,
+    schema: RefOr<Schema>,
+    description: &str,
+) -> utoipa::openapi::path::Parameter {
+    let required = if location == ParameterIn::Path {
+        Required::True
+    } else {
+        Required::False
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(location)
+        .required(required)
+        .schema(Some(schema))
+        .description(Some(description))
+        .build()
+}
+
+fn scalar(kind: Type, format: Option<&str>) -> RefOr<Schema> {
+    let mut object = ObjectBuilder::new().schema_type(kind);
+    if let Some(format) = format {
+        object = object.format(Some(utoipa::openapi::SchemaFormat::Custom(
+            format.to_owned(),
+        )));
+    }
+    RefOr::T(Schema::Object(object.build()))
+}
+
+/// Adds `R`'s five operations and its schemas.
+pub fn describe<R: Resource>(api: &mut OpenApi) {
+    add_schema::<R::Row>(api);
+    add_schema::<R::Create>(api);
+    add_schema::<R::Update>(api);
+    let tag = R::PATH;
+    let collection = format!("/api/v1/{}", R::PATH);
+    let item = format!("/api/v1/{}/{{id}}", R::PATH);
+    let id = || {
+        parameter(
+            "id",
+            ParameterIn::Path,
+            String::schema(),
+            &format!("The {}'s id (UUID)", R::NAME),
+        )
+    };
+
+    let sorts: Vec<String> = R::SORTS
+        .iter()
+        .flat_map(|s| [s.param.to_owned(), format!("-{}", s.param)])
+        .collect();
+    let mut params = vec![
+        parameter(
+            "limit",
+            ParameterIn::Query,
+            i64::schema(),
+            &format!("Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})"),
+        ),
+        parameter(
+            "cursor",
+            ParameterIn::Query,
+            String::schema(),
+            "`next_cursor` of the previous page",
+        ),
+        parameter(
+            "sort",
+            ParameterIn::Query,
+            String::schema(),
+            &format!("One of {}; default {}", sorts.join(", "), R::SORTS[0].param),
+        ),
+    ];
+    for filter in R::FILTERS {
+        let schema = match filter.kind {
+            Kind::Text => String::schema(),
+            Kind::Bool => bool::schema(),
+            Kind::Uuid => scalar(Type::String, Some("uuid")),
+            Kind::Date => scalar(Type::String, Some("date")),
+        };
+        params.push(parameter(
+            filter.param,
+            ParameterIn::Query,
+            schema,
+            &format!("Filter on {}", filter.column),
+        ));
+    }
+    let page = RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .property("data", ArrayBuilder::new().items(schema_ref::<R::Row>()))
+            .required("data")
+            .property("next_cursor", scalar(Type::String, None))
+            .build(),
+    ));
+    let body = |schema: RefOr<Schema>| {
+        Some(
+            RequestBodyBuilder::new()
+                .content(JSON, ContentBuilder::new().schema(Some(schema)).build())
+                .required(Some(Required::True))
+                .build(),
+        )
+    };
+    let op = |verb: &str, summary: String| {
+        OperationBuilder::new()
+            .tag(tag)
+            .operation_id(Some(format!("{verb}_{}", R::PATH.replace('-', "_"))))
+            .summary(Some(summary))
+    };
+    let paths = &mut api.paths;
+    paths.add_path_operation(
+        &collection,
+        vec![HttpMethod::Get],
+        with_problems(
+            op("list", format!("List {}", R::PATH))
+                .parameters(Some(params))
+                .response("200", json_response("A page", page)),
+        ),
+    );
+    paths.add_path_operation(
+        &collection,
+        vec![HttpMethod::Post],
+        with_problems(
+            op("create", format!("Create a {}", R::NAME))
+                .request_body(body(schema_ref::<R::Create>()))
+                .response("201", json_response("Created", schema_ref::<R::Row>()))
+                .response("409", problem_response("A unique field is already taken")),
+        ),
+    );
+    paths.add_path_operation(
+        &item,
+        vec![HttpMethod::Get],
+        with_problems(
+            op("get", format!("Get a {}", R::NAME))
+                .parameters(Some(vec![id()]))
+                .response("200", json_response("Found", schema_ref::<R::Row>()))
+                .response("404", problem_response("No such row in this tenant")),
+        ),
+    );
+    paths.add_path_operation(
+        &item,
+        vec![HttpMethod::Patch],
+        with_problems(
+            op("update", format!("Change fields of a {}", R::NAME))
+                .parameters(Some(vec![id()]))
+                .request_body(body(schema_ref::<R::Update>()))
+                .response("200", json_response("Changed", schema_ref::<R::Row>()))
+                .response("404", problem_response("No such row in this tenant"))
+                .response("409", problem_response("A unique field is already taken")),
+        ),
+    );
+    paths.add_path_operation(
+        &item,
+        vec![HttpMethod::Delete],
+        with_problems(
+            op("delete", format!("Delete a {}", R::NAME))
+                .parameters(Some(vec![id()]))
+                .response("204", ResponseBuilder::new().description("Deleted").build())
+                .response("404", problem_response("No such row in this tenant")),
+        ),
+    );
+}
