@@ -15,10 +15,11 @@ use utoipa::ToSchema;
     Hash,
     Serialize,
     Deserialize,
-    sqlx::Type,
+    sqlx::Encode,
+    sqlx::Decode,
     ToSchema,
 )]
-#[sqlx(type_name = "user_role", rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
@@ -26,6 +27,8 @@ pub enum Role {
     Admin,
     Owner,
 }
+
+crate::db::public_enum_type!(Role, "user_role");
 
 /// Acts a role may be allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

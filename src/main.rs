@@ -5,19 +5,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = capliquify::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // The service logs its work; operator commands print results and keep logs for
-            // warnings (RUST_LOG overrides both).
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                EnvFilter::new(match cli.command {
-                    capliquify::cli::Command::Serve(_) => "warn,capliquify=info",
-                    _ => "warn",
-                })
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cli.command);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -31,5 +19,27 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The service logs its work (as JSON lines with `--log-format json`); operator commands
+/// print results and log only warnings. `RUST_LOG` overrides the filter.
+fn init_logging(command: &capliquify::cli::Command) {
+    let (default_filter, json) = match command {
+        capliquify::cli::Command::Serve(args) => (
+            "warn,capliquify=info,tower_http=info",
+            args.log_format == "json",
+        ),
+        _ => ("warn", false),
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }

@@ -455,3 +455,49 @@ async fn a_backend_killed_mid_provisioning_leaves_no_half_made_tenant() {
         assert_eq!(result, "PASS", "{name}: {details}");
     }
 }
+
+#[tokio::test]
+async fn public_enums_bind_and_decode_inside_a_tenant_transaction() {
+    let db = TestDb::new().await;
+    let t = db.tenant("enum-scope", Tier::Starter).await;
+    // A fresh connection has no type OIDs cached: the first lookup happens inside the
+    // tenant transaction, whose search_path lacks `public`.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let mut tx = capliquify::db::scope::begin(&pool, &t.scope().unwrap())
+        .await
+        .unwrap();
+    let (role, tier): (capliquify::access::Role, Tier) = sqlx::query_as("SELECT $1, $2")
+        .bind(capliquify::access::Role::Admin)
+        .bind(Tier::Enterprise)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        (role, tier),
+        (capliquify::access::Role::Admin, Tier::Enterprise)
+    );
+    let status: SubscriptionStatus =
+        sqlx::query_scalar("SELECT subscription_status FROM public.tenants")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(status, SubscriptionStatus::Trial);
+    let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(path, t.schema_name);
+    tx.commit().await.unwrap();
+    let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_ne!(
+        path, t.schema_name,
+        "the search path does not outlive the transaction"
+    );
+}

@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
     Hash,
     Serialize,
     Deserialize,
-    sqlx::Type,
+    sqlx::Encode,
+    sqlx::Decode,
     clap::ValueEnum,
     utoipa::ToSchema,
 )]
-#[sqlx(type_name = "subscription_tier", rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     Starter,
@@ -27,11 +28,23 @@ pub enum Tier {
     Enterprise,
 }
 
+crate::db::public_enum_type!(Tier, "subscription_tier");
+
 /// `public.subscription_status`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Encode,
+    sqlx::Decode,
+    utoipa::ToSchema,
 )]
-#[sqlx(type_name = "subscription_status", rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionStatus {
     Trial,
@@ -40,6 +53,8 @@ pub enum SubscriptionStatus {
     Cancelled,
     Suspended,
 }
+
+crate::db::public_enum_type!(SubscriptionStatus, "subscription_status");
 
 impl SubscriptionStatus {
     pub fn as_str(self) -> &'static str {

@@ -4,6 +4,29 @@
 pub mod embedded;
 pub mod scope;
 
+/// Implements `sqlx::Type` for a Rust enum mapped to an enum type of the `public` schema
+/// (the enum itself derives `sqlx::Encode` and `sqlx::Decode`).
+///
+/// Written by hand because sqlx resolves a custom type's OID by name through the session's
+/// `search_path`, and inside a tenant transaction that path holds only the tenant's schema:
+/// the derived impl (unqualified name) then fails to bind. The schema-qualified name resolves
+/// anywhere, and `compatible` accepts the bare name PostgreSQL reports for result columns.
+macro_rules! public_enum_type {
+    ($rust:ty, $sql:literal) => {
+        impl sqlx::Type<sqlx::Postgres> for $rust {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                sqlx::postgres::PgTypeInfo::with_name(concat!("public.", $sql))
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                let name = sqlx::TypeInfo::name(ty);
+                name == $sql || name == concat!("public.", $sql)
+            }
+        }
+    };
+}
+pub(crate) use public_enum_type;
+
 use std::time::Duration;
 
 use anyhow::Context as _;

@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod preferences;
 pub mod resource;
 pub mod resources;
 pub mod tenant;
@@ -29,7 +30,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::Settings;
 use crate::db::Database;
@@ -188,6 +189,7 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let api = Router::new()
         .merge(resources::router())
+        .merge(preferences::router())
         .route("/tenant", get(tenant::show))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -205,7 +207,7 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        .layer(TraceLayer::new_for_http().on_response(DefaultOnResponse::new().level(tracing::Level::INFO)).make_span_with(|req: &axum::http::Request<_>| {
             let id = req
                 .headers()
                 .get("x-request-id")

@@ -14,6 +14,7 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use super::error::Problem;
+use super::preferences::{Preferences, PreferencesInput};
 use super::resource::{DEFAULT_LIMIT, Kind, MAX_LIMIT, Resource};
 use super::resources;
 use super::tenant::TenantOverview;
@@ -62,8 +63,122 @@ pub fn document() -> OpenApi {
         vec![HttpMethod::Get],
         with_problems(tenant),
     );
+    describe_preferences(&mut api);
     resources::describe(&mut api);
     api
+}
+
+fn describe_preferences(api: &mut OpenApi) {
+    add_schema::<Preferences>(api);
+    add_schema::<PreferencesInput>(api);
+    let user_id = || {
+        parameter(
+            "user_id",
+            ParameterIn::Path,
+            String::schema(),
+            "The member's Clerk user id",
+        )
+    };
+    let body = || {
+        Some(
+            RequestBodyBuilder::new()
+                .content(
+                    JSON,
+                    ContentBuilder::new()
+                        .schema(Some(schema_ref::<PreferencesInput>()))
+                        .build(),
+                )
+                .required(Some(Required::True))
+                .build(),
+        )
+    };
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .tag("preferences")
+            .operation_id(Some(id))
+            .summary(Some(summary))
+    };
+    let found = || {
+        json_response(
+            "The preferences ({} until first saved)",
+            schema_ref::<Preferences>(),
+        )
+    };
+    let deleted = || ResponseBuilder::new().description("Removed").build();
+    let mine = "/api/v1/me/preferences";
+    let member = "/api/v1/user-preferences/{user_id}";
+    let paths = &mut api.paths;
+    paths.add_path_operation(
+        mine,
+        vec![HttpMethod::Get],
+        with_problems(op("getMyPreferences", "The caller's preferences").response("200", found())),
+    );
+    paths.add_path_operation(
+        mine,
+        vec![HttpMethod::Put],
+        with_problems(
+            op("putMyPreferences", "Replace the caller's preferences")
+                .request_body(body())
+                .response("200", found()),
+        ),
+    );
+    paths.add_path_operation(
+        mine,
+        vec![HttpMethod::Patch],
+        with_problems(
+            op(
+                "patchMyPreferences",
+                "Merge keys into the caller's preferences",
+            )
+            .request_body(body())
+            .response("200", found()),
+        ),
+    );
+    paths.add_path_operation(
+        mine,
+        vec![HttpMethod::Delete],
+        with_problems(
+            op("deleteMyPreferences", "Reset the caller's preferences").response("204", deleted()),
+        ),
+    );
+    let not_member = || problem_response("No such member in this tenant");
+    paths.add_path_operation(
+        member,
+        vec![HttpMethod::Get],
+        with_problems(
+            op("getMemberPreferences", "A member's preferences (admins)")
+                .parameters(Some(vec![user_id()]))
+                .response("200", found())
+                .response("404", not_member()),
+        ),
+    );
+    paths.add_path_operation(
+        member,
+        vec![HttpMethod::Put],
+        with_problems(
+            op(
+                "putMemberPreferences",
+                "Replace a member's preferences (admins)",
+            )
+            .parameters(Some(vec![user_id()]))
+            .request_body(body())
+            .response("200", found())
+            .response("404", not_member()),
+        ),
+    );
+    paths.add_path_operation(
+        member,
+        vec![HttpMethod::Delete],
+        with_problems(
+            op(
+                "deleteMemberPreferences",
+                "Reset a member's preferences (admins)",
+            )
+            .parameters(Some(vec![user_id()]))
+            .response("204", deleted())
+            .response("404", not_member()),
+        ),
+    );
 }
 
 /// The document as pretty JSON with a final newline (the committed file's form).
