@@ -3,7 +3,12 @@
 //! both pick it up.
 
 pub mod companies;
+pub mod forecasts;
+pub mod inventory;
 pub mod products;
+pub mod sales;
+pub mod scenarios;
+pub mod working_capital_metrics;
 
 use axum::Router;
 
@@ -24,4 +29,12 @@ macro_rules! resources {
     };
 }
 
-resources!(companies::Companies, products::Products);
+resources!(
+    companies::Companies,
+    products::Products,
+    sales::Sales,
+    inventory::Inventory,
+    forecasts::Forecasts,
+    working_capital_metrics::WorkingCapitalMetrics,
+    scenarios::Scenarios,
+);
