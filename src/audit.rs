@@ -5,11 +5,18 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Who did it. Operators act through the CLI; the service will add users and webhooks.
+/// Who did it.
 #[derive(Debug, Clone)]
 pub enum Actor {
     /// An operator at the command line; `who` is the OS user when known.
     Operator { who: Option<String> },
+    /// A provider's webhook; the event id ties the change to the delivery.
+    Webhook {
+        provider: &'static str,
+        event_id: String,
+    },
+    /// A scheduled job of the service (`lifecycle`).
+    System { job: &'static str },
 }
 
 impl Actor {
@@ -22,6 +29,10 @@ impl Actor {
     fn describe(&self) -> Value {
         match self {
             Self::Operator { who } => serde_json::json!({ "kind": "operator", "who": who }),
+            Self::Webhook { provider, event_id } => {
+                serde_json::json!({ "kind": "webhook", "provider": provider, "event_id": event_id })
+            }
+            Self::System { job } => serde_json::json!({ "kind": "system", "job": job }),
         }
     }
 }

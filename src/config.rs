@@ -25,6 +25,11 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub grace_days: u32,
 
+    /// Days a tenant may stay past due (payment failed) before the lifecycle job suspends it.
+    #[arg(long, env = "CAPLIQUIFY_PAST_DUE_GRACE_DAYS", default_value_t = 7, global = true,
+          value_parser = clap::value_parser!(u32).range(0..=365))]
+    pub past_due_grace_days: u32,
+
     /// Most database connections this process opens.
     #[arg(long, env = "CAPLIQUIFY_DB_MAX_CONNECTIONS", default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]

@@ -8,7 +8,8 @@
 //! - [`billing`]: plans (tiers) and what they allow;
 //! - [`audit`]: the append-only audit trail;
 //! - [`monitor`]: the guide's monitoring queries;
-//! - [`http`]: the HTTP service;
+//! - [`http`]: the HTTP service (tenant data API, operations endpoints);
+//! - [`webhooks`]: Clerk and Stripe webhooks;
 //! - [`cli`]: the `capliquify` command line.
 
 pub mod access;
@@ -21,3 +22,4 @@ pub mod demo;
 pub mod http;
 pub mod monitor;
 pub mod tenancy;
+pub mod webhooks;

@@ -57,7 +57,7 @@ pub async fn tenants(pool: &PgPool) -> sqlx::Result<Vec<TenantActivity>> {
         "SELECT t.slug::text, t.name::text, t.subscription_tier, t.subscription_status,
                 count(u.id) AS user_count, t.max_users, t.created_at
            FROM public.tenants t
-           LEFT JOIN public.users u ON u.tenant_id = t.id
+           LEFT JOIN public.users u ON u.tenant_id = t.id AND u.removed_at IS NULL
           WHERE t.deleted_at IS NULL
           GROUP BY t.id
           ORDER BY t.created_at DESC",

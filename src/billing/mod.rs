@@ -3,6 +3,8 @@
 //! Tenancy reads these defaults when it provisions a tenant; the Stripe integration will
 //! move a tenant between tiers with the same table.
 
+pub mod prices;
+
 use serde::{Deserialize, Serialize};
 
 /// `public.subscription_tier`.

@@ -68,6 +68,17 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     Db(DbCommand),
     /// Print the API's OpenAPI 3.1 document (the committed copy is docs/openapi.json).
     Openapi,
+    /// Time-driven tenant changes: suspend ended trials and long past-due tenants, end
+    /// cancelled subscriptions, purge tenants deleted longer than the grace period.
+    #[command(subcommand)]
+    Lifecycle(LifecycleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LifecycleCommand {
+    /// Run the lifecycle job once (for cron; `serve` also runs it on a timer). Safe beside
+    /// running services: only one instance works at a time.
+    Run,
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +151,43 @@ async fn with_database(
             tenant::run(db, settings, cmd, json).await
         }
         Command::Doctor => doctor(db, json).await,
+        Command::Lifecycle(LifecycleCommand::Run) => {
+            migrate::ensure_current(&db.pool).await?;
+            let report = crate::tenancy::lifecycle_job::run(
+                &db.pool,
+                settings.grace_days,
+                settings.past_due_grace_days,
+            )
+            .await?;
+            if json {
+                output::json(&report)?;
+            } else if report.skipped {
+                println!("another instance is running the lifecycle job; nothing done");
+            } else {
+                let rows = [
+                    ("trials ended → suspended", &report.trials_suspended),
+                    (
+                        "past due beyond grace → suspended",
+                        &report.past_due_suspended,
+                    ),
+                    ("paid period over → cancelled", &report.subscriptions_ended),
+                    ("deleted beyond grace → purged", &report.purged),
+                ]
+                .into_iter()
+                .map(|(what, slugs)| {
+                    vec![what.to_owned(), slugs.len().to_string(), slugs.join(", ")]
+                });
+                println!("{}", output::table(&["CHANGE", "TENANTS", "SLUGS"], rows));
+                for (slug, error) in &report.failed {
+                    eprintln!("FAILED {slug}: {error}");
+                }
+            }
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Monitor(cmd) => {
             migrate::ensure_current(&db.pool).await?;
             run_monitor(db, cmd, json).await

@@ -104,6 +104,7 @@ struct AccessRow {
     deleted_at: Option<DateTime<Utc>>,
     user_id: Option<Uuid>,
     role: Option<Role>,
+    over_plan_limit: Option<bool>,
 }
 
 /// Resolves the caller in one query: the tenant of the token's organization and the
@@ -112,9 +113,9 @@ async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Cal
     let row: Option<AccessRow> = sqlx::query_as(
         "SELECT t.id, t.slug::text, t.name::text, t.schema_name::text, t.subscription_tier,
                 t.subscription_status, t.trial_ends_at, t.max_users, t.max_entities, t.features,
-                t.deleted_at, u.id AS user_id, u.role
+                t.deleted_at, u.id AS user_id, u.role, u.over_plan_limit
            FROM public.tenants t
-           LEFT JOIN public.users u ON u.tenant_id = t.id AND u.clerk_user_id = $2
+           LEFT JOIN public.users u ON u.tenant_id = t.id AND u.clerk_user_id = $2 AND u.removed_at IS NULL
           WHERE t.clerk_organization_id = $1",
     )
     .bind(org_id)
@@ -145,6 +146,12 @@ async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Cal
             "the user is not a member of this tenant",
         ));
     };
+    if row.over_plan_limit == Some(true) {
+        return Err(ApiError::forbidden(
+            "plan_limit_reached",
+            "this tenant has more members than its plan allows; an owner can upgrade the plan",
+        ));
+    }
     let scope = TenantScope {
         id: row.id,
         slug: TenantSlug::parse(&row.slug).map_err(ApiError::internal)?,

@@ -36,6 +36,7 @@ use crate::config::Settings;
 use crate::db::Database;
 use crate::demo;
 use crate::tenancy::migrate;
+use crate::webhooks::{self, WebhookConfig};
 use auth::{AuthConfig, Authenticator};
 use cursor::CursorCodec;
 
@@ -45,6 +46,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub auth: Arc<Authenticator>,
     pub cursors: CursorCodec,
+    pub webhooks: Arc<WebhookConfig>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -74,12 +76,52 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "CAPLIQUIFY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Clerk's webhook signing secret (`whsec_…`); unset: /webhooks/clerk answers 503.
+    #[arg(long, env = "CLERK_WEBHOOK_SIGNING_SECRET", hide_env_values = true)]
+    pub clerk_webhook_signing_secret: Option<String>,
+    /// Stripe's endpoint secret (`whsec_…`); unset: /webhooks/stripe answers 503.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+    /// Which Stripe price is which plan: `price_id=tier:cycle,…` (tier starter, professional
+    /// or enterprise; cycle monthly or annual).
+    #[arg(long, env = "CAPLIQUIFY_STRIPE_PRICES", default_value = "")]
+    pub stripe_prices: String,
+    /// Seconds between runs of the lifecycle job (trial ends, past due, purges); 0 = never.
+    #[arg(
+        long,
+        env = "CAPLIQUIFY_LIFECYCLE_INTERVAL_SECS",
+        default_value_t = 300
+    )]
+    pub lifecycle_interval_secs: u64,
     /// On the embedded database, do not create the demo tenants.
     #[arg(long)]
     pub no_demo: bool,
 }
 
 impl ServeArgs {
+    fn webhook_config(&self, settings: &Settings) -> anyhow::Result<WebhookConfig> {
+        let clerk = match &self.clerk_webhook_signing_secret {
+            Some(secret) => Some(
+                webhooks::signature::SvixSecret::parse(secret)
+                    .map_err(|e| anyhow::anyhow!("CLERK_WEBHOOK_SIGNING_SECRET {e}"))?,
+            ),
+            None => None,
+        };
+        let prices = self
+            .stripe_prices
+            .parse()
+            .map_err(|e| anyhow::anyhow!("CAPLIQUIFY_STRIPE_PRICES: {e}"))?;
+        Ok(WebhookConfig {
+            clerk,
+            stripe: self
+                .stripe_webhook_secret
+                .as_deref()
+                .map(webhooks::signature::StripeSecret::new),
+            prices,
+            deletion_grace_days: settings.grace_days,
+        })
+    }
+
     fn cursor_codec(&self) -> anyhow::Result<CursorCodec> {
         match &self.cursor_secret {
             Some(secret) if secret.len() >= 32 => Ok(CursorCodec::new(secret.as_bytes())),
@@ -94,6 +136,7 @@ impl ServeArgs {
 pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
     // Settings are checked before anything starts, naming the one that is wrong.
     let cursors = args.cursor_codec()?;
+    let webhooks = Arc::new(args.webhook_config(settings)?);
     let demo = settings.database_url.is_none() && args.clerk_jwks_url.is_none();
     let auth = if demo {
         Authenticator::demo()?
@@ -110,7 +153,13 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
             .context("CLERK_JWKS_URL")?
     };
     let db = Database::open(settings).await?;
-    let result = run(&db, &args, Arc::new(auth), cursors).await;
+    let state = AppState {
+        pool: db.pool.clone(),
+        auth: Arc::new(auth),
+        cursors,
+        webhooks,
+    };
+    let result = run(&db, &args, settings, state).await;
     db.close().await?;
     result
 }
@@ -118,8 +167,8 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
 async fn run(
     db: &Database,
     args: &ServeArgs,
-    auth: Arc<Authenticator>,
-    cursors: CursorCodec,
+    settings: &Settings,
+    state: AppState,
 ) -> anyhow::Result<()> {
     if db.is_embedded() {
         prepare_embedded(&db.pool).await?;
@@ -130,16 +179,19 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {} (CAPLIQUIFY_LISTEN)", args.listen))?;
     let addr = listener.local_addr()?;
-    if auth.is_demo() && !args.no_demo {
-        demo::announce(&db.pool, &auth, addr).await?;
+    if state.auth.is_demo() && !args.no_demo {
+        demo::announce(&db.pool, &state.auth, addr).await?;
     }
+    let job = (args.lifecycle_interval_secs > 0).then(|| {
+        tokio::spawn(lifecycle_loop(
+            db.pool.clone(),
+            Duration::from_secs(args.lifecycle_interval_secs),
+            settings.grace_days,
+            settings.past_due_grace_days,
+        ))
+    });
     tracing::info!(%addr, "listening");
     println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
-    let state = AppState {
-        pool: db.pool.clone(),
-        auth,
-        cursors,
-    };
     let config = HttpConfig {
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
@@ -148,8 +200,32 @@ async fn run(
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed")?;
+    if let Some(job) = job {
+        job.abort();
+    }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Runs the lifecycle job every `interval` until the service stops.
+async fn lifecycle_loop(
+    pool: PgPool,
+    interval: Duration,
+    grace_days: u32,
+    past_due_grace_days: u32,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match crate::tenancy::lifecycle_job::run(&pool, grace_days, past_due_grace_days).await {
+            Ok(report) if report.changes() > 0 || !report.failed.is_empty() => {
+                tracing::info!(?report, "lifecycle job changed tenants");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "lifecycle job failed"),
+        }
+    }
 }
 
 /// The embedded cluster is a development database: bring it and every tenant current, and
@@ -199,6 +275,7 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         .route("/openapi.json", get(openapi_json));
     Router::new()
         .nest("/api/v1", api)
+        .merge(webhooks::router())
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))

@@ -127,7 +127,7 @@ async fn require_member(
 ) -> Result<(), ApiError> {
     caller.require(Act::Administer)?;
     let member: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM public.users WHERE tenant_id = $1 AND clerk_user_id = $2)",
+        "SELECT EXISTS (SELECT 1 FROM public.users WHERE tenant_id = $1 AND clerk_user_id = $2 AND removed_at IS NULL)",
     )
     .bind(caller.tenant.scope.id)
     .bind(user_id)

@@ -45,7 +45,7 @@ pub async fn show(
     let tenant = &caller.tenant;
     let mut tx = scope::begin(&state.pool, &tenant.scope).await?;
     let (users, entities): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM public.users WHERE tenant_id = $1),
+        "SELECT (SELECT count(*) FROM public.users WHERE tenant_id = $1 AND removed_at IS NULL),
                 (SELECT count(*) FROM companies)",
     )
     .bind(tenant.scope.id)

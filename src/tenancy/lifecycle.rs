@@ -95,48 +95,8 @@ impl Tenancy {
     /// Registers the tenant and creates its schema in one transaction, with its audit row.
     /// The tier's limits and features and a 14-day trial come from [`Tier::plan`].
     pub async fn provision(&self, new: &NewTenant, actor: &Actor) -> Result<Tenant, TenancyError> {
-        let id = Uuid::new_v4();
-        let schema = SchemaName::for_tenant(id);
-        let plan = new.tier.plan();
-        let features = serde_json::to_value(&plan.features).unwrap_or_else(|_| json!({}));
         let mut tx = self.pool.begin().await?;
-        let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO public.tenants (id, slug, name, schema_name, clerk_organization_id,
-                 subscription_tier, subscription_status, trial_ends_at, max_users, max_entities, features)
-             VALUES ($1, $2, $3, $4, $5, $6, 'trial', now() + make_interval(days => $7), $8, $9, $10)
-             RETURNING {TENANT_COLUMNS}"
-        ));
-        let inserted = sqlx::query_as::<_, Tenant>(sql)
-            .bind(id)
-            .bind(new.slug.as_str())
-            .bind(&new.name)
-            .bind(schema.as_str())
-            .bind(&new.clerk_organization_id)
-            .bind(new.tier)
-            .bind(TRIAL_DAYS as i32)
-            .bind(plan.max_users)
-            .bind(plan.max_entities)
-            .bind(&features)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| {
-                TenancyError::from_insert(e, new.slug.as_str(), &new.clerk_organization_id)
-            })?;
-        sqlx::query("SELECT public.create_tenant_schema($1)")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        audit::record(
-            &mut tx,
-            actor,
-            entry(
-                &inserted,
-                "tenant.provisioned",
-                json!({ "slug": inserted.slug, "tier": new.tier, "clerk_organization_id": new.clerk_organization_id }),
-            ),
-        )
-        .await?;
-        let tenant = registry::fetch(&mut tx, new.slug.as_str(), false).await?;
+        let tenant = provision_in(&mut tx, new, actor).await?;
         tx.commit().await?;
         Ok(tenant)
     }
@@ -182,23 +142,10 @@ impl Tenancy {
 
     /// Soft delete: the tenant becomes unusable, its data stays until purged.
     pub async fn soft_delete(&self, slug: &str, actor: &Actor) -> Result<Tenant, TenancyError> {
-        let purge_after = Utc::now() + self.grace;
-        self.transition(
-            slug,
-            actor,
-            "tenant.deleted",
-            json!({ "purge_after": purge_after }),
-            |t| {
-                if t.state() == TenantState::Deleted {
-                    return Err(wrong_state(
-                        t,
-                        "it is already soft-deleted; restore or purge it",
-                    ));
-                }
-                Ok("UPDATE public.tenants SET deleted_at = now() WHERE id = $1")
-            },
-        )
-        .await
+        let mut tx = self.pool.begin().await?;
+        let tenant = self.soft_delete_in(&mut tx, slug, actor).await?;
+        tx.commit().await?;
+        Ok(tenant)
     }
 
     /// Undoes a soft delete within the grace period (or later with `force`).
@@ -349,7 +296,7 @@ impl Tenancy {
         Ok((tenant, repair))
     }
 
-    /// Locks the tenant, lets `decide` check the state and name the update, runs it, audits.
+    /// [`transition_in`] in a transaction of its own.
     async fn transition<F>(
         &self,
         slug: &str,
@@ -362,22 +309,113 @@ impl Tenancy {
         F: FnOnce(&Tenant) -> Result<&'static str, TenancyError>,
     {
         let mut tx = self.pool.begin().await?;
-        let before = registry::fetch(&mut tx, slug, true).await?;
-        let update = decide(&before)?;
-        sqlx::query(update)
-            .bind(before.id)
-            .execute(&mut *tx)
-            .await?;
-        let mut metadata = metadata;
-        if let serde_json::Value::Object(map) = &mut metadata {
-            map.insert("slug".into(), json!(before.slug));
-            map.insert("from_status".into(), json!(before.subscription_status));
-        }
-        audit::record(&mut tx, actor, entry(&before, action, metadata)).await?;
-        let after = registry::fetch(&mut tx, slug, false).await?;
+        let after = transition_in(&mut tx, slug, actor, action, metadata, decide).await?;
         tx.commit().await?;
         Ok(after)
     }
+
+    /// Soft delete inside the caller's transaction.
+    pub(crate) async fn soft_delete_in(
+        &self,
+        conn: &mut PgConnection,
+        slug: &str,
+        actor: &Actor,
+    ) -> Result<Tenant, TenancyError> {
+        let purge_after = Utc::now() + self.grace;
+        transition_in(
+            conn,
+            slug,
+            actor,
+            "tenant.deleted",
+            json!({ "purge_after": purge_after }),
+            |t| {
+                if t.state() == TenantState::Deleted {
+                    return Err(wrong_state(
+                        t,
+                        "it is already soft-deleted; restore or purge it",
+                    ));
+                }
+                Ok("UPDATE public.tenants SET deleted_at = now() WHERE id = $1")
+            },
+        )
+        .await
+    }
+}
+
+/// Locks the tenant, lets `decide` check the state and name the update, runs it, audits.
+async fn transition_in<F>(
+    conn: &mut PgConnection,
+    slug: &str,
+    actor: &Actor,
+    action: &str,
+    metadata: serde_json::Value,
+    decide: F,
+) -> Result<Tenant, TenancyError>
+where
+    F: FnOnce(&Tenant) -> Result<&'static str, TenancyError>,
+{
+    let before = registry::fetch(&mut *conn, slug, true).await?;
+    let update = decide(&before)?;
+    sqlx::query(update)
+        .bind(before.id)
+        .execute(&mut *conn)
+        .await?;
+    let mut metadata = metadata;
+    if let serde_json::Value::Object(map) = &mut metadata {
+        map.insert("slug".into(), json!(before.slug));
+        map.insert("from_status".into(), json!(before.subscription_status));
+    }
+    audit::record(&mut *conn, actor, entry(&before, action, metadata)).await?;
+    registry::fetch(&mut *conn, slug, false).await
+}
+
+/// [`Tenancy::provision`] inside the caller's transaction (webhooks record their event in
+/// the same one).
+pub(crate) async fn provision_in(
+    conn: &mut PgConnection,
+    new: &NewTenant,
+    actor: &Actor,
+) -> Result<Tenant, TenancyError> {
+    let id = Uuid::new_v4();
+    let schema = SchemaName::for_tenant(id);
+    let plan = new.tier.plan();
+    let features = serde_json::to_value(&plan.features).unwrap_or_else(|_| json!({}));
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO public.tenants (id, slug, name, schema_name, clerk_organization_id,
+             subscription_tier, subscription_status, trial_ends_at, max_users, max_entities, features)
+         VALUES ($1, $2, $3, $4, $5, $6, 'trial', now() + make_interval(days => $7), $8, $9, $10)
+         RETURNING {TENANT_COLUMNS}"
+    ));
+    let inserted = sqlx::query_as::<_, Tenant>(sql)
+        .bind(id)
+        .bind(new.slug.as_str())
+        .bind(&new.name)
+        .bind(schema.as_str())
+        .bind(&new.clerk_organization_id)
+        .bind(new.tier)
+        .bind(TRIAL_DAYS as i32)
+        .bind(plan.max_users)
+        .bind(plan.max_entities)
+        .bind(&features)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| TenancyError::from_insert(e, new.slug.as_str(), &new.clerk_organization_id))?;
+    sqlx::query("SELECT public.create_tenant_schema($1)")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    audit::record(
+        &mut *conn,
+        actor,
+        entry(
+            &inserted,
+            "tenant.provisioned",
+            json!({ "slug": inserted.slug, "tier": new.tier, "clerk_organization_id": new.clerk_organization_id }),
+        ),
+    )
+    .await?;
+    let tenant = registry::fetch(&mut *conn, new.slug.as_str(), false).await?;
+    Ok(tenant)
 }
 
 /// What purge removed.

@@ -8,6 +8,7 @@
 mod error;
 pub mod ident;
 pub mod lifecycle;
+pub mod lifecycle_job;
 pub mod migrate;
 pub mod registry;
 pub mod verify;

@@ -10,6 +10,8 @@ use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
 use capliquify::http::cursor::CursorCodec;
 use capliquify::http::{AppState, HttpConfig, app};
 use capliquify::tenancy::Tenant;
+use capliquify::webhooks::WebhookConfig;
+use capliquify::webhooks::signature::{StripeSecret, SvixSecret};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -19,6 +21,10 @@ pub const ISSUER: &str = "https://clerk.test.capliquify";
 pub const KID: &str = "test-key";
 pub const TEST_KEY: &str = include_str!("../fixtures/test-signing-key.pem");
 pub const OTHER_KEY: &str = include_str!("../fixtures/other-signing-key.pem");
+/// Webhook secrets and prices the test server is configured with.
+pub const CLERK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const STRIPE_SECRET: &str = "whsec_test_stripe_endpoint_secret";
+pub const STRIPE_PRICES: &str = "price_starter_m=starter:monthly,price_pro_m=professional:monthly,price_ent_y=enterprise:annual";
 
 pub struct TestApp {
     pub db: TestDb,
@@ -88,6 +94,12 @@ impl TestApp {
             pool,
             auth: std::sync::Arc::new(auth),
             cursors: CursorCodec::new(b"test cursor secret"),
+            webhooks: std::sync::Arc::new(WebhookConfig {
+                clerk: Some(SvixSecret::parse(CLERK_SECRET).unwrap()),
+                stripe: Some(StripeSecret::new(STRIPE_SECRET)),
+                prices: STRIPE_PRICES.parse().unwrap(),
+                deletion_grace_days: 30,
+            }),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

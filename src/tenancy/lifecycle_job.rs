@@ -1,0 +1,176 @@
+//! The lifecycle job: what time alone changes. Runs inside `serve` every
+//! `CAPLIQUIFY_LIFECYCLE_INTERVAL_SECS` and as `capliquify lifecycle run` (for cron).
+//!
+//! - a trial that ended without a live subscription → suspended;
+//! - past due for longer than `--past-due-grace-days` → suspended;
+//! - a cancelled subscription whose paid period is over → status `cancelled`;
+//! - soft-deleted for longer than `--grace-days` → purged.
+//!
+//! Several service instances may run it: a session advisory lock lets one run at a time
+//! (the others skip). Every change goes through the lifecycle acts, so each is audited.
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+
+use super::{Tenancy, TenancyError};
+use crate::audit::{self, Actor, Entry};
+
+/// Key of the advisory lock that lets one instance run the job at a time.
+const JOB_LOCK: i64 = 0x6361_706c_6971_0002;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobReport {
+    /// Another instance held the lock; nothing was done.
+    pub skipped: bool,
+    pub trials_suspended: Vec<String>,
+    pub past_due_suspended: Vec<String>,
+    pub subscriptions_ended: Vec<String>,
+    pub purged: Vec<String>,
+    /// Tenants whose change failed, with the reason (the others went on).
+    pub failed: Vec<(String, String)>,
+}
+
+impl JobReport {
+    pub fn changes(&self) -> usize {
+        self.trials_suspended.len()
+            + self.past_due_suspended.len()
+            + self.subscriptions_ended.len()
+            + self.purged.len()
+    }
+}
+
+/// Runs the job once.
+pub async fn run(
+    pool: &PgPool,
+    deletion_grace_days: u32,
+    past_due_grace_days: u32,
+) -> Result<JobReport, TenancyError> {
+    let mut lock_conn = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(JOB_LOCK)
+        .fetch_one(&mut *lock_conn)
+        .await?;
+    if !locked {
+        return Ok(JobReport {
+            skipped: true,
+            ..JobReport::default()
+        });
+    }
+    let result = run_locked(pool, deletion_grace_days, past_due_grace_days).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(JOB_LOCK)
+        .execute(&mut *lock_conn)
+        .await?;
+    result
+}
+
+async fn slugs(pool: &PgPool, sql: &'static str, days: Option<u32>) -> sqlx::Result<Vec<String>> {
+    let mut query = sqlx::query_scalar(sql);
+    if let Some(days) = days {
+        query = query.bind(i32::try_from(days).unwrap_or(i32::MAX));
+    }
+    query.fetch_all(pool).await
+}
+
+async fn run_locked(
+    pool: &PgPool,
+    deletion_grace_days: u32,
+    past_due_grace_days: u32,
+) -> Result<JobReport, TenancyError> {
+    let tenancy = Tenancy::new(pool.clone(), deletion_grace_days);
+    let actor = Actor::System { job: "lifecycle" };
+    let mut report = JobReport::default();
+
+    let trials = slugs(
+        pool,
+        "SELECT t.slug::text FROM public.tenants t
+          WHERE t.deleted_at IS NULL AND t.subscription_status = 'trial' AND t.trial_ends_at < now()
+            AND NOT EXISTS (SELECT 1 FROM public.subscriptions s
+                             WHERE s.tenant_id = t.id AND s.status IN ('trial', 'active', 'past_due'))
+          ORDER BY t.slug",
+        None,
+    )
+    .await?;
+    for slug in trials {
+        match tenancy
+            .suspend(
+                &slug,
+                Some("the trial ended without a subscription"),
+                &actor,
+            )
+            .await
+        {
+            Ok(_) => report.trials_suspended.push(slug),
+            Err(e) => report.failed.push((slug, e.to_string())),
+        }
+    }
+
+    let past_due = slugs(
+        pool,
+        "SELECT slug::text FROM public.tenants
+          WHERE deleted_at IS NULL AND subscription_status = 'past_due'
+            AND past_due_since < now() - make_interval(days => $1)
+          ORDER BY slug",
+        Some(past_due_grace_days),
+    )
+    .await?;
+    for slug in past_due {
+        match tenancy
+            .suspend(
+                &slug,
+                Some("payment past due beyond the grace period"),
+                &actor,
+            )
+            .await
+        {
+            Ok(_) => report.past_due_suspended.push(slug),
+            Err(e) => report.failed.push((slug, e.to_string())),
+        }
+    }
+
+    // Cancelled subscriptions whose paid period is over: one transaction with its audit rows.
+    let mut tx = pool.begin().await?;
+    let ended: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "UPDATE public.tenants t SET subscription_status = 'cancelled'
+           FROM public.subscriptions s
+          WHERE s.tenant_id = t.id AND s.status = 'cancelled' AND t.deleted_at IS NULL
+            AND t.subscription_status NOT IN ('cancelled', 'suspended')
+            AND t.subscription_ends_at IS NOT NULL AND t.subscription_ends_at <= now()
+          RETURNING t.id, t.slug::text",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, slug) in ended {
+        audit::record(
+            &mut tx,
+            &actor,
+            Entry {
+                tenant_id: Some(id),
+                action: "tenant.subscription_ended",
+                resource_type: "tenant",
+                resource_id: id.to_string(),
+                metadata: json!({ "slug": slug }),
+            },
+        )
+        .await?;
+        report.subscriptions_ended.push(slug);
+    }
+    tx.commit().await?;
+
+    let expired = slugs(
+        pool,
+        "SELECT slug::text FROM public.tenants
+          WHERE deleted_at IS NOT NULL AND deleted_at < now() - make_interval(days => $1)
+          ORDER BY slug",
+        Some(deletion_grace_days),
+    )
+    .await?;
+    for slug in expired {
+        match tenancy.purge(&slug, false, None, &actor).await {
+            Ok(_) => report.purged.push(slug),
+            Err(e) => report.failed.push((slug, e.to_string())),
+        }
+    }
+    Ok(report)
+}

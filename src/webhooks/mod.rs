@@ -1,0 +1,205 @@
+//! Webhooks: Clerk (organizations, memberships, users) and Stripe (subscriptions and
+//! invoices) drive tenants through signed HTTP calls.
+//!
+//! Every delivery goes the same way ([`deliver`]): the signature is checked on the raw body,
+//! the event is recorded in `public.webhook_events` and applied **in one transaction**. A
+//! replay finds its row and changes nothing (200); an event older than the state it would
+//! change is recorded as `stale`; unknown types are recorded as `ignored` (200); a failure
+//! rolls the change back, is recorded as `failed` and answered 500 so the provider retries.
+
+pub mod clerk;
+pub mod signature;
+pub mod stripe;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+
+use crate::billing::prices::PriceCatalog;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use signature::{StripeSecret, SvixSecret};
+
+/// Secrets, the price catalog and grace periods; a provider without a secret answers 503.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub clerk: Option<SvixSecret>,
+    pub stripe: Option<StripeSecret>,
+    pub prices: PriceCatalog,
+    /// Days a tenant deleted through Clerk can be restored (`--grace-days`).
+    pub deletion_grace_days: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            clerk: None,
+            stripe: None,
+            prices: PriceCatalog::default(),
+            deletion_grace_days: 30,
+        }
+    }
+}
+
+/// The webhook routes (outside `/api/v1`: they authenticate by signature, not by token).
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/webhooks/clerk", axum::routing::post(clerk::receive))
+        .route("/webhooks/stripe", axum::routing::post(stripe::receive))
+}
+
+/// What processing an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Ignored,
+    Stale,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Ignored => "ignored",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// The envelope of one delivery.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub provider: &'static str,
+    pub id: String,
+    pub kind: String,
+    pub subject: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Processing of one event inside the delivery's transaction.
+pub type Apply<'c> =
+    Pin<Box<dyn Future<Output = anyhow::Result<(Outcome, Option<String>)>> + Send + 'c>>;
+
+/// Records `event` and runs `apply` in one transaction; see the module docs for the answers.
+pub async fn deliver<F>(pool: &PgPool, event: Event, apply: F) -> Response
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> Apply<'c>,
+{
+    match try_deliver(pool, &event, apply).await {
+        Ok(Some(outcome)) => (
+            StatusCode::OK,
+            Json(json!({ "received": true, "outcome": outcome.as_str() })),
+        )
+            .into_response(),
+        Ok(None) => (
+            StatusCode::OK,
+            Json(json!({ "received": true, "outcome": "duplicate" })),
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(provider = event.provider, event_id = %event.id, kind = %event.kind, error = %format!("{err:#}"), "webhook failed");
+            if let Err(e) = record_failure(pool, &event, &format!("{err:#}")).await {
+                tracing::error!(error = %e, "could not record the failed webhook");
+            }
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "webhook_failed",
+                "the event could not be processed; it will be retried",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn try_deliver<F>(pool: &PgPool, event: &Event, apply: F) -> anyhow::Result<Option<Outcome>>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> Apply<'c>,
+{
+    let mut tx = pool.begin().await?;
+    // New events, and events whose earlier delivery failed, are (re)claimed; the row lock
+    // makes concurrent deliveries of one event wait for each other.
+    let claimed: Option<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO public.webhook_events (provider, event_id, event_type, subject, event_created_at, outcome)
+         VALUES ($1, $2, $3, $4, $5, 'failed')
+         ON CONFLICT (provider, event_id) DO UPDATE SET received_at = now()
+             WHERE public.webhook_events.outcome = 'failed'
+         RETURNING id",
+    )
+    .bind(event.provider)
+    .bind(&event.id)
+    .bind(&event.kind)
+    .bind(&event.subject)
+    .bind(event.created_at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = claimed else {
+        return Ok(None);
+    };
+    let (outcome, note) = apply(&mut tx).await?;
+    sqlx::query("UPDATE public.webhook_events SET outcome = $2, error = $3, processed_at = now() WHERE id = $1")
+        .bind(row)
+        .bind(outcome.as_str())
+        .bind(note)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(outcome))
+}
+
+async fn record_failure(pool: &PgPool, event: &Event, error: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO public.webhook_events (provider, event_id, event_type, subject, event_created_at, outcome, error)
+         VALUES ($1, $2, $3, $4, $5, 'failed', $6)
+         ON CONFLICT (provider, event_id) DO UPDATE SET error = EXCLUDED.error, received_at = now()
+             WHERE public.webhook_events.outcome = 'failed'",
+    )
+    .bind(event.provider)
+    .bind(&event.id)
+    .bind(&event.kind)
+    .bind(&event.subject)
+    .bind(event.created_at)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A 400 for a delivery that is not signed right or not readable; nothing is stored.
+pub fn rejected(detail: impl Into<String>) -> Response {
+    ApiError::bad_request("webhook_rejected", detail).into_response()
+}
+
+/// Seconds since the epoch, for signature tolerance.
+pub fn now_secs() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// Recomputes which members are beyond the plan's `max_users`: the owner first, then by
+/// joining order; the later ones are marked and refused until the plan grows.
+pub async fn refresh_user_limits(
+    conn: &mut PgConnection,
+    tenant_id: uuid::Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE public.users u SET over_plan_limit = ranked.over
+           FROM (SELECT x.id, t.max_users IS NOT NULL
+                          AND row_number() OVER (ORDER BY (x.role = 'owner') DESC, x.created_at, x.id) > t.max_users AS over
+                   FROM public.users x JOIN public.tenants t ON t.id = x.tenant_id
+                  WHERE x.tenant_id = $1 AND x.removed_at IS NULL) ranked
+          WHERE u.id = ranked.id AND u.over_plan_limit IS DISTINCT FROM ranked.over",
+    )
+    .bind(tenant_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE public.users SET over_plan_limit = false WHERE tenant_id = $1 AND removed_at IS NOT NULL AND over_plan_limit")
+        .bind(tenant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,541 @@
+//! `POST /webhooks/stripe`: subscriptions drive the tenant's tier, limits, features and
+//! status.
+//!
+//! Events (`Stripe-Signature`, `STRIPE_WEBHOOK_SECRET`):
+//! - `checkout.session.completed` links the Stripe customer to the tenant named by
+//!   `client_reference_id` (the slug) or `metadata.tenant`;
+//! - `customer.subscription.created|updated` upserts `subscriptions`; the price maps to a
+//!   tier and billing cycle (`CAPLIQUIFY_STRIPE_PRICES`), and the tenant's tier, limits,
+//!   features and status follow;
+//! - `customer.subscription.deleted` cancels; access ends at the period's end;
+//! - `invoice.payment_failed` → past due (the lifecycle job suspends after the grace period);
+//!   `invoice.paid` → active again.
+//!
+//! Ordering: two watermarks of Stripe's `created`. `subscriptions.stripe_event_at` is the
+//! newest subscription event applied: an older one does not touch the plan, price or
+//! period (every subscription event carries the whole subscription, so the newest alone
+//! decides). `tenants.stripe_event_at` is the newest event that set the tenant's billing
+//! status, from subscription and invoice events alike. An event older than both is `stale`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Apply, Event, Outcome, deliver, now_secs, refresh_user_limits, rejected};
+use crate::audit::{self, Actor, Entry};
+use crate::billing::SubscriptionStatus;
+use crate::billing::prices::PriceCatalog;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::resource::body_bytes;
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    created: i64,
+    data: Data,
+}
+
+#[derive(Debug, Deserialize)]
+struct Data {
+    object: Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct CheckoutSession {
+    client_reference_id: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+    customer: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Price {
+    id: String,
+    unit_amount: Option<i64>,
+    currency: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Item {
+    price: Price,
+    current_period_start: Option<i64>,
+    current_period_end: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Items {
+    data: Vec<Item>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Subscription {
+    id: String,
+    customer: String,
+    status: String,
+    items: Items,
+    current_period_start: Option<i64>,
+    current_period_end: Option<i64>,
+    #[serde(default)]
+    cancel_at_period_end: bool,
+    canceled_at: Option<i64>,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Invoice {
+    customer: String,
+}
+
+#[derive(Debug, Clone)]
+enum Change {
+    Checkout(CheckoutSession),
+    SubscriptionUpsert(Subscription),
+    SubscriptionDeleted(Subscription),
+    PaymentFailed(Invoice),
+    Paid(Invoice),
+    Unknown,
+}
+
+impl Change {
+    fn parse(kind: &str, object: Value) -> Result<Self, serde_json::Error> {
+        Ok(match kind {
+            "checkout.session.completed" => Self::Checkout(serde_json::from_value(object)?),
+            "customer.subscription.created" | "customer.subscription.updated" => {
+                Self::SubscriptionUpsert(serde_json::from_value(object)?)
+            }
+            "customer.subscription.deleted" => {
+                Self::SubscriptionDeleted(serde_json::from_value(object)?)
+            }
+            "invoice.payment_failed" => Self::PaymentFailed(serde_json::from_value(object)?),
+            "invoice.paid" => Self::Paid(serde_json::from_value(object)?),
+            _ => Self::Unknown,
+        })
+    }
+
+    fn subject(&self) -> Option<String> {
+        match self {
+            Self::Checkout(c) => c.customer.clone(),
+            Self::SubscriptionUpsert(s) | Self::SubscriptionDeleted(s) => Some(s.id.clone()),
+            Self::PaymentFailed(i) | Self::Paid(i) => Some(i.customer.clone()),
+            Self::Unknown => None,
+        }
+    }
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(secret) = state.webhooks.stripe.clone() else {
+        return ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "webhook_not_configured",
+            "Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET)",
+        )
+        .into_response();
+    };
+    let body = match body_bytes(body) {
+        Ok(body) => body,
+        Err(err) => return err.into_response(),
+    };
+    if let Err(err) = secret.verify(&headers, &body, now_secs()) {
+        return rejected(format!("signature check failed: {err}"));
+    }
+    let envelope: Envelope = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(err) => return rejected(format!("the body is not a Stripe event: {err}")),
+    };
+    let change = match Change::parse(&envelope.kind, envelope.data.object) {
+        Ok(c) => c,
+        Err(err) => return rejected(format!("{} object is malformed: {err}", envelope.kind)),
+    };
+    let event = Event {
+        provider: "stripe",
+        id: envelope.id,
+        kind: envelope.kind,
+        subject: change.subject(),
+        created_at: DateTime::from_timestamp(envelope.created, 0),
+    };
+    let prices = state.webhooks.prices.clone();
+    let ev = event.clone();
+    deliver(&state.pool, event, move |conn| -> Apply<'_> {
+        Box::pin(apply(conn, change, ev, prices))
+    })
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: Uuid,
+    slug: String,
+    subscription_status: SubscriptionStatus,
+    stripe_event_at: Option<DateTime<Utc>>,
+}
+
+const TENANT_ROW: &str =
+    "SELECT id, slug::text, subscription_status, stripe_event_at FROM public.tenants";
+
+async fn tenant_by_slug(conn: &mut PgConnection, slug: &str) -> sqlx::Result<Option<TenantRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TENANT_ROW} WHERE slug = $1 FOR UPDATE"
+    )))
+    .bind(slug)
+    .fetch_optional(conn)
+    .await
+}
+
+async fn tenant_by_customer(
+    conn: &mut PgConnection,
+    customer: &str,
+) -> sqlx::Result<Option<TenantRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TENANT_ROW} WHERE stripe_customer_id = $1 FOR UPDATE"
+    )))
+    .bind(customer)
+    .fetch_optional(conn)
+    .await
+}
+
+fn entry(
+    tenant: &TenantRow,
+    action: &'static str,
+    resource: &str,
+    metadata: Value,
+) -> Entry<'static> {
+    Entry {
+        tenant_id: Some(tenant.id),
+        action,
+        resource_type: "subscription",
+        resource_id: resource.to_owned(),
+        metadata,
+    }
+}
+
+/// Stripe's subscription status in ours.
+fn map_status(stripe: &str) -> SubscriptionStatus {
+    match stripe {
+        "trialing" => SubscriptionStatus::Trial,
+        "active" => SubscriptionStatus::Active,
+        "canceled" | "incomplete_expired" => SubscriptionStatus::Cancelled,
+        "paused" => SubscriptionStatus::Suspended,
+        // past_due, unpaid, incomplete: payment is owed.
+        _ => SubscriptionStatus::PastDue,
+    }
+}
+
+async fn apply(
+    conn: &mut PgConnection,
+    change: Change,
+    event: Event,
+    prices: PriceCatalog,
+) -> anyhow::Result<(Outcome, Option<String>)> {
+    let actor = Actor::Webhook {
+        provider: "stripe",
+        event_id: event.id.clone(),
+    };
+    let created = event.created_at.unwrap_or_else(Utc::now);
+    match change {
+        Change::Checkout(session) => link_customer(conn, &session, &actor).await,
+        Change::SubscriptionUpsert(sub) => {
+            upsert_subscription(conn, &sub, false, created, &prices, &actor).await
+        }
+        Change::SubscriptionDeleted(sub) => {
+            upsert_subscription(conn, &sub, true, created, &prices, &actor).await
+        }
+        Change::PaymentFailed(invoice) => {
+            payment(conn, &invoice.customer, false, created, &actor).await
+        }
+        Change::Paid(invoice) => payment(conn, &invoice.customer, true, created, &actor).await,
+        Change::Unknown => Ok((Outcome::Ignored, Some("event type not handled".into()))),
+    }
+}
+
+async fn link_customer(
+    conn: &mut PgConnection,
+    session: &CheckoutSession,
+    actor: &Actor,
+) -> anyhow::Result<(Outcome, Option<String>)> {
+    let Some(slug) = session
+        .client_reference_id
+        .clone()
+        .or_else(|| session.metadata.get("tenant").cloned())
+    else {
+        return Ok((
+            Outcome::Ignored,
+            Some("no client_reference_id or metadata.tenant".into()),
+        ));
+    };
+    let Some(customer) = &session.customer else {
+        return Ok((Outcome::Ignored, Some("the session has no customer".into())));
+    };
+    let Some(tenant) = tenant_by_slug(conn, &slug).await? else {
+        return Ok((
+            Outcome::Ignored,
+            Some(format!("no tenant with slug {slug:?}")),
+        ));
+    };
+    sqlx::query("UPDATE public.tenants SET stripe_customer_id = $2 WHERE id = $1")
+        .bind(tenant.id)
+        .bind(customer)
+        .execute(&mut *conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        entry(
+            &tenant,
+            "billing.customer_linked",
+            customer,
+            json!({ "customer": customer }),
+        ),
+    )
+    .await?;
+    Ok((Outcome::Applied, None))
+}
+
+fn ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
+    secs.and_then(|s| DateTime::from_timestamp(s, 0))
+}
+
+async fn upsert_subscription(
+    conn: &mut PgConnection,
+    sub: &Subscription,
+    deleted: bool,
+    created: DateTime<Utc>,
+    prices: &PriceCatalog,
+    actor: &Actor,
+) -> anyhow::Result<(Outcome, Option<String>)> {
+    let tenant = match sub.metadata.get("tenant") {
+        Some(slug) => tenant_by_slug(conn, slug).await?,
+        None => tenant_by_customer(conn, &sub.customer).await?,
+    };
+    let Some(tenant) = tenant else {
+        // checkout.session.completed may not have arrived yet: fail so Stripe retries.
+        anyhow::bail!(
+            "no tenant for customer {} (no checkout linked it yet)",
+            sub.customer
+        );
+    };
+    let held: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT stripe_event_at FROM public.subscriptions WHERE tenant_id = $1 FOR UPDATE",
+    )
+    .bind(tenant.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let plan_stale = held.flatten().is_some_and(|held| created < held);
+    let status_stale = tenant.stripe_event_at.is_some_and(|held| created < held);
+    if plan_stale && status_stale {
+        return Ok((Outcome::Stale, None));
+    }
+    let item = sub
+        .items
+        .data
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("subscription {} has no items", sub.id))?;
+    let (tier, cycle) = prices.get(&item.price.id).ok_or_else(|| {
+        anyhow::anyhow!("price {} is not in CAPLIQUIFY_STRIPE_PRICES", item.price.id)
+    })?;
+    let status = if deleted {
+        SubscriptionStatus::Cancelled
+    } else {
+        map_status(&sub.status)
+    };
+    let period_start = ts(sub.current_period_start.or(item.current_period_start));
+    let period_end = ts(sub.current_period_end.or(item.current_period_end));
+    if !plan_stale {
+        let sub_row = SubscriptionRow {
+            tenant_id: tenant.id,
+            customer: &sub.customer,
+            subscription: &sub.id,
+            price: &item.price.id,
+            cycle,
+            amount_cents: i32::try_from(item.price.unit_amount.unwrap_or(0)).unwrap_or(i32::MAX),
+            currency: item
+                .price
+                .currency
+                .clone()
+                .unwrap_or_else(|| "usd".into())
+                .to_uppercase(),
+            status,
+            period_start,
+            period_end,
+            cancel_at_period_end: sub.cancel_at_period_end,
+            cancelled_at: if deleted {
+                ts(sub.canceled_at).or(Some(created))
+            } else {
+                ts(sub.canceled_at)
+            },
+            event_at: created,
+        };
+        store_subscription(conn, &sub_row).await?;
+        // A cancelled subscription keeps access until its period ends (the lifecycle job
+        // then marks the tenant cancelled).
+        let access_ends = if deleted || sub.cancel_at_period_end {
+            period_end
+        } else {
+            None
+        };
+        let plan = tier.plan();
+        sqlx::query(
+            "UPDATE public.tenants SET subscription_tier = $2, max_users = $3, max_entities = $4, features = $5,
+                 stripe_customer_id = coalesce(stripe_customer_id, $6),
+                 subscription_starts_at = coalesce(subscription_starts_at, $7), subscription_ends_at = $8
+             WHERE id = $1",
+        )
+        .bind(tenant.id)
+        .bind(tier)
+        .bind(plan.max_users)
+        .bind(plan.max_entities)
+        .bind(serde_json::to_value(&plan.features)?)
+        .bind(&sub.customer)
+        .bind(period_start)
+        .bind(access_ends)
+        .execute(&mut *conn)
+        .await?;
+        refresh_user_limits(conn, tenant.id).await?;
+    }
+    if !status_stale {
+        // A cancellation whose paid period is still running leaves the status alone.
+        let tenant_status = match status {
+            SubscriptionStatus::Cancelled if period_end.is_some_and(|end| end > Utc::now()) => None,
+            other => Some(other),
+        };
+        set_tenant_billing(conn, &tenant, tenant_status, created).await?;
+    }
+    let action = if deleted {
+        "subscription.cancelled"
+    } else {
+        "subscription.updated"
+    };
+    let metadata = json!({ "tier": tier, "status": status, "stripe_status": sub.status, "price": item.price.id,
+                           "plan_stale": plan_stale, "status_stale": status_stale });
+    audit::record(conn, actor, entry(&tenant, action, &sub.id, metadata)).await?;
+    Ok((Outcome::Applied, None))
+}
+
+/// One `public.subscriptions` row as a subscription event describes it.
+struct SubscriptionRow<'a> {
+    tenant_id: Uuid,
+    customer: &'a str,
+    subscription: &'a str,
+    price: &'a str,
+    cycle: crate::billing::prices::BillingCycle,
+    amount_cents: i32,
+    currency: String,
+    status: SubscriptionStatus,
+    period_start: Option<DateTime<Utc>>,
+    period_end: Option<DateTime<Utc>>,
+    cancel_at_period_end: bool,
+    cancelled_at: Option<DateTime<Utc>>,
+    event_at: DateTime<Utc>,
+}
+
+async fn store_subscription(
+    conn: &mut PgConnection,
+    row: &SubscriptionRow<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO public.subscriptions (tenant_id, stripe_customer_id, stripe_subscription_id, stripe_price_id,
+             billing_cycle, amount_cents, currency, status, current_period_start, current_period_end,
+             cancel_at_period_end, cancelled_at, stripe_event_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (tenant_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id,
+             stripe_subscription_id = EXCLUDED.stripe_subscription_id, stripe_price_id = EXCLUDED.stripe_price_id,
+             billing_cycle = EXCLUDED.billing_cycle, amount_cents = EXCLUDED.amount_cents, currency = EXCLUDED.currency,
+             status = EXCLUDED.status, current_period_start = EXCLUDED.current_period_start,
+             current_period_end = EXCLUDED.current_period_end, cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+             cancelled_at = EXCLUDED.cancelled_at, stripe_event_at = EXCLUDED.stripe_event_at",
+    )
+    .bind(row.tenant_id)
+    .bind(row.customer)
+    .bind(row.subscription)
+    .bind(row.price)
+    .bind(row.cycle)
+    .bind(row.amount_cents)
+    .bind(&row.currency)
+    .bind(row.status)
+    .bind(row.period_start)
+    .bind(row.period_end)
+    .bind(row.cancel_at_period_end)
+    .bind(row.cancelled_at)
+    .bind(row.event_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets the tenant's status (unless `None`) and the newest-event mark. An operator's
+/// suspension stands: billing then changes the status the tenant returns to.
+async fn set_tenant_billing(
+    conn: &mut PgConnection,
+    tenant: &TenantRow,
+    status: Option<SubscriptionStatus>,
+    created: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let column = if tenant.subscription_status == SubscriptionStatus::Suspended {
+        "status_before_suspension"
+    } else {
+        "subscription_status"
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE public.tenants SET {column} = coalesce($2, {column}), stripe_event_at = $3,
+             past_due_since = CASE WHEN coalesce($2, {column}) = 'past_due' THEN coalesce(past_due_since, $3) ELSE NULL END
+         WHERE id = $1"
+    )))
+    .bind(tenant.id)
+    .bind(status)
+    .bind(created)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn payment(
+    conn: &mut PgConnection,
+    customer: &str,
+    paid: bool,
+    created: DateTime<Utc>,
+    actor: &Actor,
+) -> anyhow::Result<(Outcome, Option<String>)> {
+    let Some(tenant) = tenant_by_customer(conn, customer).await? else {
+        anyhow::bail!("no tenant for customer {customer} (no checkout linked it yet)");
+    };
+    if tenant.stripe_event_at.is_some_and(|held| created < held) {
+        return Ok((Outcome::Stale, None));
+    }
+    let status = if paid {
+        SubscriptionStatus::Active
+    } else {
+        SubscriptionStatus::PastDue
+    };
+    set_tenant_billing(conn, &tenant, Some(status), created).await?;
+    sqlx::query("UPDATE public.subscriptions SET status = $2 WHERE tenant_id = $1 AND status <> 'cancelled'")
+        .bind(tenant.id)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
+    let action = if paid {
+        "billing.payment_succeeded"
+    } else {
+        "billing.payment_failed"
+    };
+    audit::record(
+        conn,
+        actor,
+        entry(&tenant, action, customer, json!({ "slug": tenant.slug })),
+    )
+    .await?;
+    Ok((Outcome::Applied, None))
+}
