@@ -477,6 +477,13 @@ async fn inventory_crud_with_generated_columns_filters_sorts_and_pages() {
         .await,
         "quantity_reserved",
     );
+    // Only the reserved quantity in the body: the database compares it with the stored
+    // quantity on hand (40).
+    invalid(
+        &app.patch(&token, &item, json!({ "quantity_reserved": 41 }))
+            .await,
+        "quantity_reserved",
+    );
     invalid(
         &app.patch(&token, &item, json!({ "quantity_on_hand": -1 }))
             .await,
@@ -1040,8 +1047,13 @@ async fn scenarios_crud_with_filters_sorts_and_pages() {
     assert_eq!(rows[1]["results"], json!({ "cash_min": 1000 }));
     assert_eq!(rows[0]["parameters"], json!({ "growth": 0.05 }));
     assert!(rows[0]["results"].is_null());
-    // Not recorded yet: `Resource::create` does not know the caller.
-    assert!(rows.iter().all(|r| r["created_by_user_id"].is_null()));
+    // The server records who created it, from the token.
+    let creator = t.user(Role::Member);
+    assert!(
+        rows.iter()
+            .all(|r| r["created_by_user_id"] == creator.as_str()),
+        "{rows:?}"
+    );
 
     let item = format!("/api/v1/scenarios/{}", id(&rows[1]));
     let got = app.get(&token, &item).await;

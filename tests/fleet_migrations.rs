@@ -9,11 +9,14 @@ use capliquify::billing::Tier;
 use capliquify::tenancy::migrate::{self, FleetReport, MigrateError};
 use common::TestDb;
 
-const ADD_NOTES: (i64, &str, &str) = (
-    2,
-    "add notes",
-    "ALTER TABLE products ADD COLUMN notes text;",
-);
+/// A new-column migration right after the real ones.
+fn add_notes() -> (i64, &'static str, &'static str) {
+    (
+        common::version(1),
+        "add notes",
+        "ALTER TABLE products ADD COLUMN notes text;",
+    )
+}
 
 async fn run_fleet(db: &TestDb, latest: i64, jobs: usize) -> FleetReport {
     let pending = migrate::pending_tenants(&db.pool, latest).await.unwrap();
@@ -36,18 +39,21 @@ async fn a_new_tenant_migration_reaches_every_tenant_and_then_nothing_is_pending
         tenants.push(db.tenant(&format!("fleet-{i}"), Tier::Starter).await);
     }
     assert!(
-        migrate::pending_tenants(&db.pool, 1)
+        migrate::pending_tenants(&db.pool, common::version(0))
             .await
             .unwrap()
             .is_empty()
     );
 
-    let migrations = common::tenant_migrations_with(&[ADD_NOTES]);
+    let migrations = common::tenant_migrations_with(&[add_notes()]);
     let sync = migrate::migrate_public(&db.pool, &migrations)
         .await
         .unwrap();
-    assert_eq!((sync.added.as_slice(), sync.latest), (&[2][..], 2));
-    let report = run_fleet(&db, 2, 3).await;
+    assert_eq!(
+        (sync.added.as_slice(), sync.latest),
+        (&[common::version(1)][..], common::version(1))
+    );
+    let report = run_fleet(&db, common::version(1), 3).await;
     assert_eq!((report.pending, report.migrated), (6, 6));
     assert!(report.failed.is_empty());
     for t in &tenants {
@@ -58,18 +64,18 @@ async fn a_new_tenant_migration_reaches_every_tenant_and_then_nothing_is_pending
                 t.schema_name
             ))
             .await,
-            2
+            common::version(1)
         );
     }
     assert!(
-        migrate::pending_tenants(&db.pool, 2)
+        migrate::pending_tenants(&db.pool, common::version(1))
             .await
             .unwrap()
             .is_empty()
     );
     // New tenants are created at the newest version directly.
     let late = db.tenant("late-comer", Tier::Starter).await;
-    assert_eq!(late.schema_version, Some(2));
+    assert_eq!(late.schema_version, Some(common::version(1)));
     assert!(has_notes_column(&db, &late.schema_name).await);
 }
 
@@ -85,9 +91,9 @@ async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate
     ))
     .await;
     let migrations = common::tenant_migrations_with(&[
-        ADD_NOTES,
+        add_notes(),
         (
-            3,
+            common::version(2),
             "upper-case skus",
             "ALTER TABLE products ADD CONSTRAINT sku_upper CHECK (sku = upper(sku));",
         ),
@@ -95,7 +101,7 @@ async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate
     migrate::migrate_public(&db.pool, &migrations)
         .await
         .unwrap();
-    let report = run_fleet(&db, 3, 2).await;
+    let report = run_fleet(&db, common::version(2), 2).await;
     assert_eq!(report.migrated, 1);
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].slug, "bad");
@@ -116,7 +122,10 @@ async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate
             .unwrap();
     assert_eq!(
         versions,
-        [("bad".into(), Some(1)), ("good".into(), Some(3))]
+        [
+            ("bad".into(), Some(common::version(0))),
+            ("good".into(), Some(common::version(2)))
+        ]
     );
 
     // Fix the data; the next run resumes with just that tenant.
@@ -125,7 +134,7 @@ async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate
         bad.schema_name
     ))
     .await;
-    let report = run_fleet(&db, 3, 2).await;
+    let report = run_fleet(&db, common::version(2), 2).await;
     assert_eq!((report.pending, report.migrated), (1, 1));
 }
 
@@ -157,14 +166,14 @@ async fn a_changed_migration_is_refused_and_the_catalog_is_unchanged() {
 #[tokio::test]
 async fn a_database_newer_than_this_build_is_refused() {
     let db = TestDb::new().await;
-    migrate::sync_catalog(&db.pool, &common::tenant_migrations_with(&[ADD_NOTES]))
+    migrate::sync_catalog(&db.pool, &common::tenant_migrations_with(&[add_notes()]))
         .await
         .unwrap();
     let err = migrate::sync_catalog(&db.pool, migrate::tenant_migrations())
         .await
         .unwrap_err();
     assert!(
-        matches!(err, MigrateError::UnknownToThisBuild { version: 2, .. }),
+        matches!(err, MigrateError::UnknownToThisBuild { version, .. } if version == common::version(1)),
         "{err}"
     );
 }
@@ -195,7 +204,7 @@ async fn two_overlapping_runs_apply_each_migration_once() {
                 .schema_name,
         );
     }
-    let migrations = common::tenant_migrations_with(&[ADD_NOTES]);
+    let migrations = common::tenant_migrations_with(&[add_notes()]);
     let (a, b) = tokio::join!(
         migrate::migrate_public(&db.pool, &migrations),
         migrate::migrate_public(&db.pool, &migrations)
@@ -203,10 +212,18 @@ async fn two_overlapping_runs_apply_each_migration_once() {
     a.unwrap();
     b.unwrap();
     // Both runs see all eight tenants as pending and race through them.
-    let pending = migrate::pending_tenants(&db.pool, 2).await.unwrap();
+    let pending = migrate::pending_tenants(&db.pool, common::version(1))
+        .await
+        .unwrap();
     let (first, second) = tokio::join!(
-        migrate::migrate_fleet(&db.pool, pending.clone(), 2, 2, Arc::new(|_| {})),
-        migrate::migrate_fleet(&db.pool, pending, 2, 2, Arc::new(|_| {}))
+        migrate::migrate_fleet(
+            &db.pool,
+            pending.clone(),
+            common::version(1),
+            2,
+            Arc::new(|_| {})
+        ),
+        migrate::migrate_fleet(&db.pool, pending, common::version(1), 2, Arc::new(|_| {}))
     );
     assert!(first.failed.is_empty() && second.failed.is_empty());
     let applied: i64 = first
@@ -223,7 +240,7 @@ async fn two_overlapping_runs_apply_each_migration_once() {
         assert_eq!(
             db.scalar_i64(&format!("SELECT count(*) FROM {s}.schema_migrations"))
                 .await,
-            2
+            common::version(1)
         );
     }
 }
@@ -233,7 +250,7 @@ async fn a_backend_killed_mid_migration_leaves_that_tenant_at_its_old_version() 
     let db = TestDb::new().await;
     let t = db.tenant("interrupted", Tier::Starter).await;
     let migrations = common::tenant_migrations_with(&[(
-        2,
+        common::version(1),
         "slow",
         "ALTER TABLE products ADD COLUMN notes text; SELECT pg_sleep(30);",
     )]);
@@ -242,8 +259,10 @@ async fn a_backend_killed_mid_migration_leaves_that_tenant_at_its_old_version() 
         .unwrap();
     let pool = db.pool.clone();
     let run = tokio::spawn(async move {
-        let pending = migrate::pending_tenants(&pool, 2).await.unwrap();
-        migrate::migrate_fleet(&pool, pending, 2, 1, Arc::new(|_| {})).await
+        let pending = migrate::pending_tenants(&pool, common::version(1))
+            .await
+            .unwrap();
+        migrate::migrate_fleet(&pool, pending, common::version(1), 1, Arc::new(|_| {})).await
     });
     assert!(common::kill_backend_running(&db, "%migrate_tenant_schema%").await);
     let report = run.await.unwrap();
@@ -255,7 +274,7 @@ async fn a_backend_killed_mid_migration_leaves_that_tenant_at_its_old_version() 
             t.schema_name
         ))
         .await,
-        1
+        common::version(0)
     );
     assert_eq!(db.check("tenant_schemas_current").await.0, "FAIL");
 }
@@ -275,10 +294,10 @@ async fn tenants_without_a_schema_are_reported_not_skipped_unless_purge_is_pendi
     db.exec(&format!("SELECT delete_tenant_schema('{}')", gone.id))
         .await;
     // A newer catalog makes every tenant with a schema version behind.
-    migrate::migrate_public(&db.pool, &common::tenant_migrations_with(&[ADD_NOTES]))
+    migrate::migrate_public(&db.pool, &common::tenant_migrations_with(&[add_notes()]))
         .await
         .unwrap();
-    let report = run_fleet(&db, 2, 1).await;
+    let report = run_fleet(&db, common::version(1), 1).await;
     assert_eq!(
         report.pending, 1,
         "the purge-pending tenant without schema is not pending"

@@ -309,7 +309,7 @@ async fn repair_recreates_a_missing_schema() {
         .await;
     let (tenant, repair) = db.tenancy().repair("lost-schema", &actor()).await.unwrap();
     assert!(matches!(repair, Repair::Recreated));
-    assert_eq!(tenant.schema_version, Some(1));
+    assert_eq!(tenant.schema_version, Some(common::version(0)));
     assert_eq!(db.check("tenant_schemas_current").await.0, "PASS");
     assert_eq!(
         db.audit_actions(t.id).await,
@@ -364,7 +364,7 @@ async fn repair_applies_pending_migrations_and_reports_a_healthy_tenant() {
     let (_, repair) = db.tenancy().repair("behind", &actor()).await.unwrap();
     assert!(matches!(repair, Repair::Healthy));
     let migrations = common::tenant_migrations_with(&[(
-        2,
+        common::version(1),
         "add notes",
         "ALTER TABLE products ADD COLUMN notes text;",
     )]);
@@ -376,7 +376,7 @@ async fn repair_applies_pending_migrations_and_reports_a_healthy_tenant() {
         matches!(repair, Repair::Migrated { applied: 1 }),
         "{repair:?}"
     );
-    assert_eq!(tenant.schema_version, Some(2));
+    assert_eq!(tenant.schema_version, Some(common::version(1)));
 }
 
 #[tokio::test]
@@ -410,7 +410,7 @@ async fn twenty_tenants_provisioned_concurrently_all_succeed() {
 async fn a_failing_tenant_migration_leaves_no_half_made_tenant() {
     let db = TestDb::new().await;
     let migrations = common::tenant_migrations_with(&[(
-        2,
+        common::version(1),
         "fails at the end",
         "CREATE TABLE extra (id int); SELECT 1 / 0;",
     )]);
@@ -430,7 +430,7 @@ async fn a_backend_killed_mid_provisioning_leaves_no_half_made_tenant() {
     let db = TestDb::new().await;
     // A tenant migration that takes long enough to be caught in the act.
     let migrations = common::tenant_migrations_with(&[(
-        2,
+        common::version(1),
         "slow",
         "CREATE TABLE extra (id int); SELECT pg_sleep(30);",
     )]);

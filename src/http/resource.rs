@@ -112,6 +112,8 @@ pub trait Resource: Send + Sync + 'static {
     const FILTERS: &'static [Filter];
     /// Writing needs this plan feature.
     const WRITE_FEATURE: Option<RequiredFeature> = None;
+    /// A column the engine fills with the caller's Clerk user id on create.
+    const CREATED_BY: Option<&'static str> = None;
 
     type Row: for<'r> sqlx::FromRow<'r, PgRow> + Serialize + ToSchema + Send + Unpin;
     type Create: DeserializeOwned + ToSchema + Send;
@@ -195,15 +197,22 @@ pub fn db_error(err: sqlx::Error, table: &str, name: &str) -> ApiError {
         return err.into();
     };
     // PostgreSQL's default names are <table>_<columns>_<suffix>: the middle is the field.
+    // Our own rules are named <table>_<field>__<rule>_check (migrations/tenant/0002).
     let field = db.constraint().map(|c| {
         let c = c
             .strip_prefix(table)
             .and_then(|c| c.strip_prefix('_'))
             .unwrap_or(c);
-        c.trim_end_matches("_fkey")
+        let c = c
+            .trim_end_matches("_fkey")
             .trim_end_matches("_key")
-            .trim_end_matches("_check")
-            .to_owned()
+            .trim_end_matches("_check");
+        c.split("__").next().unwrap_or(c).to_owned()
+    });
+    // A NOT NULL violation names its column rather than a constraint.
+    let field = field.or_else(|| {
+        db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.column().map(str::to_owned))
     });
     let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
     match code.as_str() {
@@ -453,7 +462,13 @@ pub async fn create<R: Resource>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_write::<R>(&caller)?;
-    let values = R::create(parse_body(&body_bytes(body)?)?)?;
+    let mut values = R::create(parse_body(&body_bytes(body)?)?)?;
+    if let Some(column) = R::CREATED_BY {
+        values.push((
+            column,
+            Bind::Text(Some(caller.member.clerk_user_id.clone())),
+        ));
+    }
     let mut qb = QueryBuilder::<Postgres>::new(format!("INSERT INTO {} (", R::TABLE));
     let mut columns = qb.separated(", ");
     for (column, _) in &values {

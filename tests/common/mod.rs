@@ -214,6 +214,12 @@ impl Drop for TestDb {
     }
 }
 
+/// The newest embedded tenant migration's version plus `offset`: tests add migrations after
+/// the real ones without knowing how many there are.
+pub fn version(offset: i64) -> i64 {
+    migrate::latest_version(migrate::tenant_migrations()) + offset
+}
+
 /// The embedded tenant migrations plus `extra` ones (tests of later migrations).
 pub fn tenant_migrations_with(extra: &[(i64, &str, &str)]) -> Vec<Migration> {
     let mut all: Vec<Migration> = migrate::tenant_migrations().to_vec();

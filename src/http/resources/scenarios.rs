@@ -107,13 +107,14 @@ impl Resource for Scenarios {
         name: "what_if",
         enabled: |f| f.what_if,
     });
+    const CREATED_BY: Option<&'static str> = Some("created_by_user_id");
 
     type Row = Scenario;
     type Create = NewScenario;
     type Update = ScenarioChanges;
 
-    // `created_by_user_id` is the caller's, which `Resource::create` is not given; it stays
-    // NULL until the engine passes the caller in (never taken from the client).
+    // `created_by_user_id` is set by the engine from the caller (`CREATED_BY`), never
+    // taken from the client.
     fn create(s: NewScenario) -> Result<Vec<(&'static str, Bind)>, ApiError> {
         let mut values = vec![
             ("company_id", Bind::Uuid(Some(s.company_id))),
