@@ -1,1 +1,977 @@
-fn main() {}
+//! API throughput benchmark: `GET /api/v1/products?limit=50` through the real service,
+//! against `pgbench` running the same transaction on the same server in the same run.
+//!
+//! Setup: 100 tenants (`--tenants`) provisioned through [`Tenancy::provision`], each with
+//! one member, one company and 100 products (`--products`). The service runs in-process on
+//! `127.0.0.1:0` with the production router ([`app`]), an RS256 authenticator reading a
+//! `file://` JWKS, and a pool of 8 connections (`--clients`).
+//!
+//! Measured, each with 8 concurrent connections (`--clients`) for a 2 s warm-up followed by
+//! a 10 s window (`--warmup`, `--duration`):
+//!
+//! - **API**: 8 client tasks, each with its own keep-alive HTTP connection, loop over the
+//!   tenants round-robin (each task from its own offset), one request at a time per task,
+//!   with the tenant member's bearer token. A response counts as good when it is 200 with 50
+//!   rows.
+//! - **pgbench**: `pgbench -n -c 8 -j 2 -T 12 -l -f t0.sql@1 … -f t99.sql@1`, one script per
+//!   tenant (picked at random per transaction), each the transaction the API runs:
+//!   `BEGIN \; SET LOCAL search_path TO "tenant_…";` (one round trip, as
+//!   [`capliquify::db::scope::begin`] sends it), the list handler's SELECT with the same
+//!   columns, sort and `LIMIT 51`, and `COMMIT;`. pgbench's default simple query protocol;
+//!   the API's driver (sqlx) sends `BEGIN; SET LOCAL` as a simple query and the SELECT as a
+//!   cached prepared statement.
+//! - Two decomposition rows (information, no goal): the same work through sqlx alone, at the
+//!   same concurrency — the caller lookup query the auth middleware runs plus the scoped
+//!   transaction, and the scoped transaction alone (what pgbench runs) — so the gap can be
+//!   split between the database driver and the HTTP/JWT/JSON layers.
+//!
+//! Throughput and latency use one method for every row: a transaction counts when it
+//! started after the warm-up and completed within the window; requests/s is that count over
+//! the window, and p50/p99 are nearest-rank percentiles of the latencies of those
+//! transactions (for pgbench read from its per-transaction `-l` logs, whose `time` column is
+//! the latency in µs and whose epoch columns are the completion time). pgbench's own `tps`
+//! is printed next to it as a cross-check. Goal: API requests/s ÷ pgbench tps ≥ 0.8.
+//!
+//! Finally one caller, sequentially, times each phase of a request (JWT verification, the
+//! caller lookup, the scoped transaction, row decoding plus JSON encoding, and the whole HTTP
+//! request) to show where the time goes.
+//!
+//! Everything (server, clients, pgbench, PostgreSQL) shares the machine's cores; clients and
+//! pgbench are part of what is measured on both sides.
+//!
+//! Run (release profile):
+//!
+//! ```text
+//! cargo bench --bench api -- [--tenants N] [--products N] [--clients N]
+//!     [--warmup SECS] [--duration SECS]
+//! ```
+//!
+//! The server is `DATABASE_URL` when set (the benchmark creates and drops the database
+//! `capliquify_bench_api` on it, and needs `pgbench` on `PATH`), otherwise a durable embedded
+//! cluster under `target/bench-api-pg`, stopped at the end if this run started it. The
+//! database is dropped and recreated at the start of every run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail, ensure};
+use capliquify::audit::Actor;
+use capliquify::billing::Tier;
+use capliquify::db::TenantScope;
+use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
+use capliquify::db::scope;
+use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
+use capliquify::http::cursor::CursorCodec;
+use capliquify::http::resource::{Page, Resource};
+use capliquify::http::resources::products::{Product, Products};
+use capliquify::http::{AppState, HttpConfig, app};
+use capliquify::tenancy::migrate;
+use capliquify::tenancy::{NewTenant, SchemaName, Tenancy, TenantSlug};
+use capliquify::webhooks::WebhookConfig;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::json;
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Connection, FromRow, PgConnection, PgPool};
+use tokio::process::Command;
+
+const BENCH_DB: &str = "capliquify_bench_api";
+const TEST_KEY: &str = include_str!("../tests/fixtures/test-signing-key.pem");
+const KID: &str = "bench-key";
+const ISSUER: &str = "https://clerk.bench.capliquify";
+/// Rows per page, as the goal states it.
+const LIMIT: usize = 50;
+/// Concurrent provisioning tasks: enough to overlap commits' fsyncs on two cores.
+const PROVISIONERS: usize = 4;
+/// pgbench accepts at most this many `-f` scripts.
+const PGBENCH_MAX_SCRIPTS: usize = 128;
+/// Sequential repetitions of each phase in the profile.
+const PROFILE_REPS: u32 = 500;
+/// The auth middleware's caller lookup (`resolve` in `src/http/context.rs`), copied so the
+/// decomposition can run it on its own; keep in step with the original.
+const USAGE: &str = "usage: cargo bench --bench api -- [--tenants N] [--products N] \
+[--clients N] [--warmup SECS] [--duration SECS]";
+
+#[derive(Debug, Clone)]
+struct Args {
+    tenants: usize,
+    products: usize,
+    clients: usize,
+    warmup: usize,
+    duration: usize,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Self> {
+        let mut args = Self {
+            tenants: 100,
+            products: 100,
+            clients: 8,
+            warmup: 2,
+            duration: 10,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let target = match flag.as_str() {
+                "--tenants" => &mut args.tenants,
+                "--products" => &mut args.products,
+                "--clients" => &mut args.clients,
+                "--warmup" => &mut args.warmup,
+                "--duration" => &mut args.duration,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                // Cargo passes `--bench` to harness = false targets.
+                f if f.starts_with('-') => continue,
+                other => bail!("unexpected argument `{other}`\n{USAGE}"),
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))?,
+            };
+            *target = value
+                .parse()
+                .with_context(|| format!("{flag} {value}: not a number"))?;
+        }
+        ensure!(
+            (1..=PGBENCH_MAX_SCRIPTS).contains(&args.tenants),
+            "--tenants must be 1 to {PGBENCH_MAX_SCRIPTS} (one pgbench script per tenant)"
+        );
+        ensure!(
+            args.products > LIMIT,
+            "--products must exceed {LIMIT} so every page is full"
+        );
+        ensure!(
+            args.clients >= 1 && args.duration >= 1,
+            "--clients and --duration must be at least 1"
+        );
+        Ok(args)
+    }
+
+    fn warmup(&self) -> Duration {
+        Duration::from_secs(self.warmup as u64)
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.duration as u64)
+    }
+}
+
+/// Where the benchmark database lives and how to reach it.
+struct Server {
+    admin_url: String,
+    bench_url: String,
+    pgbench: PathBuf,
+    /// The embedded cluster when `DATABASE_URL` is unset.
+    cluster: Option<EmbeddedCluster>,
+}
+
+impl Server {
+    fn open() -> anyhow::Result<Self> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => {
+                let mut bench = url::Url::parse(&url).context("DATABASE_URL does not parse")?;
+                bench.set_path(BENCH_DB);
+                Ok(Self {
+                    admin_url: url,
+                    bench_url: bench.to_string(),
+                    pgbench: PathBuf::from("pgbench"),
+                    cluster: None,
+                })
+            }
+            _ => {
+                let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-api-pg");
+                eprintln!(
+                    "DATABASE_URL unset: starting the embedded cluster under {}",
+                    root.display()
+                );
+                let cluster = EmbeddedCluster::start(&EmbeddedOptions {
+                    root,
+                    // Durable, as in production (reads do not fsync, so this mostly shapes
+                    // the setup's cost).
+                    durable: true,
+                    database: BENCH_DB.into(),
+                })?;
+                let local = cluster.bin_dir().join("pgbench");
+                Ok(Self {
+                    admin_url: cluster.admin_url(),
+                    bench_url: cluster.url(),
+                    pgbench: if local.is_file() {
+                        local
+                    } else {
+                        PathBuf::from("pgbench")
+                    },
+                    cluster: Some(cluster),
+                })
+            }
+        }
+    }
+
+    async fn admin(&self, sql: &str) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .context("connecting to the maintenance database")?;
+        sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(&mut admin)
+            .await
+            .with_context(|| sql.to_owned())?;
+        admin.close().await?;
+        Ok(())
+    }
+
+    async fn recreate_database(&self) -> anyhow::Result<()> {
+        self.drop_database().await?;
+        self.admin(&format!("CREATE DATABASE \"{BENCH_DB}\"")).await
+    }
+
+    async fn drop_database(&self) -> anyhow::Result<()> {
+        self.admin(&format!(
+            "DROP DATABASE IF EXISTS \"{BENCH_DB}\" WITH (FORCE)"
+        ))
+        .await
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        if let Some(cluster) = self.cluster
+            && cluster.started_here()
+        {
+            eprintln!("stopping the embedded cluster");
+            cluster.stop()?;
+        }
+        Ok(())
+    }
+}
+
+/// One provisioned tenant and its member's credentials.
+#[derive(Debug, Clone)]
+struct BenchTenant {
+    scope: TenantScope,
+    org: String,
+    user: String,
+    token: String,
+}
+
+/// What one load run produced, windowed as described at the top.
+struct Measured {
+    name: String,
+    /// Latencies of the transactions inside the window.
+    latencies: Vec<Duration>,
+    window: Duration,
+    /// Transactions in the window whose answer was not the expected one.
+    bad: usize,
+    /// Extra text for the table (pgbench's own tps).
+    note: String,
+    /// CPU time of this process (server and clients) per transaction over the whole run;
+    /// `None` for pgbench, whose client is another process.
+    cpu_per_tx: Option<Duration>,
+}
+
+impl Measured {
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.window.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        percentile(&self.latencies, p).as_secs_f64() * 1e3
+    }
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; USER_HZ is
+/// 100 on every Linux ABI). Zero where unavailable.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Nearest-rank percentile (`p` in 0..=1) of unsorted durations.
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    // Blocking (runs initdb/pg_ctl), so before the runtime exists.
+    let server = Server::open()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(run(&args, &server));
+    let cleanup = runtime.block_on(server.drop_database());
+    drop(runtime);
+    let stopped = server.stop();
+    outcome?;
+    cleanup?;
+    stopped
+}
+
+async fn run(args: &Args, server: &Server) -> anyhow::Result<()> {
+    server.recreate_database().await?;
+    let setup_pool = capliquify::db::connect(&server.bench_url, PROVISIONERS as u32).await?;
+    migrate::migrate_public(&setup_pool, migrate::tenant_migrations()).await?;
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(&setup_pool)
+        .await?;
+    let pgbench_version = Command::new(&server.pgbench)
+        .arg("--version")
+        .output()
+        .await
+        .with_context(|| format!("running {} --version", server.pgbench.display()))?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("capliquify API benchmark");
+    println!(
+        "  date:     {}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    println!("  cores:    {cores}");
+    // Other work on the machine takes cores from both sides; recorded with the results.
+    println!(
+        "  loadavg:  {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!("  server:   {version}");
+    println!(
+        "  database: {} ({})",
+        capliquify::db::redact(&server.bench_url),
+        if server.cluster.is_some() {
+            "embedded, durable"
+        } else {
+            "DATABASE_URL"
+        }
+    );
+    println!(
+        "  pgbench:  {}",
+        String::from_utf8_lossy(&pgbench_version.stdout).trim()
+    );
+    println!(
+        "  load:     {} tenants x {} products, {} connections, {} s warm-up + {} s window",
+        args.tenants, args.products, args.clients, args.warmup, args.duration
+    );
+
+    let started = Instant::now();
+    let tenants = provision(args, &setup_pool).await?;
+    // Fresh statistics and visibility maps for both sides alike; no autovacuum mid-run.
+    sqlx::raw_sql("VACUUM ANALYZE").execute(&setup_pool).await?;
+    setup_pool.close().await;
+    println!("  setup:    {:.1} s", started.elapsed().as_secs_f64());
+
+    let service = Service::start(server, args).await?;
+    let mut rows = Vec::new();
+    println!("\n== API: GET /api/v1/products?limit={LIMIT}");
+    rows.push(load_api(args, &service, &tenants).await?);
+    println!("== pgbench: the same transaction");
+    rows.push(load_pgbench(args, server, &tenants).await?);
+    println!("== sqlx alone (decomposition)");
+    let pool = capliquify::db::connect(&server.bench_url, args.clients as u32).await?;
+    rows.push(load_sqlx(args, &pool, &tenants, true).await?);
+    rows.push(load_sqlx(args, &pool, &tenants, false).await?);
+    println!("== phases of one request, one caller, {PROFILE_REPS} times each");
+    let phases = profile(&service, &pool, &tenants[0]).await?;
+    pool.close().await;
+    service.stop().await;
+
+    print_table(&rows, &phases);
+    Ok(())
+}
+
+/// Provisions the tenants with a few concurrent tasks; returns them in slug order.
+async fn provision(args: &Args, pool: &PgPool) -> anyhow::Result<Vec<BenchTenant>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..PROVISIONERS {
+        let (next, pool, args) = (next.clone(), pool.clone(), args.clone());
+        tasks.spawn(async move {
+            let tenancy = Tenancy::new(pool.clone(), 30);
+            let mut made = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= args.tenants {
+                    return Ok::<_, anyhow::Error>(made);
+                }
+                made.push((i, provision_one(&tenancy, &pool, &args, i).await?));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        all.extend(joined??);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
+}
+
+async fn provision_one(
+    tenancy: &Tenancy,
+    pool: &PgPool,
+    args: &Args,
+    i: usize,
+) -> anyhow::Result<BenchTenant> {
+    let slug = format!("bench-{i:03}");
+    let org = format!("org_{slug}");
+    let user = format!("user_bench_{i:03}");
+    let new = NewTenant::parse(&slug, &format!("Bench {slug}"), Tier::Professional, &org)?;
+    let tenant = tenancy.provision(&new, &Actor::operator()).await?;
+    let schema = &tenant.schema_name;
+    // Setup only: schema-qualified SQL in one transaction per tenant.
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO public.users (clerk_user_id, email, tenant_id, role)
+         VALUES ($1, $2, $3, 'member')",
+    )
+    .bind(&user)
+    .bind(format!("member@{slug}.bench"))
+    .bind(tenant.id)
+    .execute(&mut *tx)
+    .await?;
+    let company: uuid::Uuid = sqlx::query_scalar(AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\".companies (name) VALUES ($1) RETURNING id"
+    )))
+    .bind(format!("{slug} Co"))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\".products
+             (company_id, sku, name, description, category, unit_cost, unit_price,
+              reorder_point, reorder_quantity, lead_time_days)
+         SELECT $1, 'SKU-' || lpad(n::text, 5, '0'), 'Product ' || md5(n::text),
+                'Bench product ' || n, 'category-' || (n % 7), 5 + n % 50, 12.5 + n % 90,
+                n % 20, 10 + n % 40, 1 + n % 30
+           FROM generate_series(1, $2) AS n"
+    )))
+    .bind(company)
+    .bind(args.products as i32)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "sub": user, "iss": ISSUER, "iat": now, "nbf": now - 5, "exp": now + 3600,
+        "azp": "https://app.bench", "o": { "id": org, "rol": "member" },
+    });
+    Ok(BenchTenant {
+        scope: TenantScope {
+            id: tenant.id,
+            slug: TenantSlug::parse(&tenant.slug)?,
+            schema: SchemaName::parse(schema)?,
+        },
+        token: sign_rs256(TEST_KEY, KID, &claims)?,
+        org,
+        user,
+    })
+}
+
+/// The service on a loopback port, as `capliquify serve` builds it.
+struct Service {
+    addr: SocketAddr,
+    auth: Arc<Authenticator>,
+    jwks: PathBuf,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Service {
+    async fn start(server: &Server, args: &Args) -> anyhow::Result<Self> {
+        let jwks =
+            std::env::temp_dir().join(format!("capliquify-bench-jwks-{}.json", std::process::id()));
+        std::fs::write(&jwks, jwks_for(TEST_KEY, KID)?.to_string())?;
+        let auth = Arc::new(
+            Authenticator::new(AuthConfig {
+                jwks_url: format!("file://{}", jwks.display()),
+                issuer: ISSUER.into(),
+            })
+            .await?,
+        );
+        // The pool as the service makes it, one connection per client.
+        let pool = capliquify::db::connect(&server.bench_url, args.clients as u32).await?;
+        let state = AppState {
+            pool,
+            auth: auth.clone(),
+            cursors: CursorCodec::new(b"benchmark cursor secret, 32+ chars"),
+            // No webhook secrets: the webhook endpoints are off, as nothing here calls them.
+            webhooks: Arc::new(WebhookConfig::default()),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = app(state, &HttpConfig::default());
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            auth,
+            jwks,
+            shutdown,
+            serving,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/api/v1/products?limit={LIMIT}", self.addr)
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.serving.await;
+        let _ = std::fs::remove_file(&self.jwks);
+    }
+}
+
+/// Only the row count of a page is looked at: cheap on the client side.
+#[derive(Deserialize)]
+struct PageShape {
+    data: Vec<IgnoredAny>,
+}
+
+/// The window's bounds, shared by the tasks of one load run.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Instant,
+    to: Instant,
+}
+
+impl Window {
+    fn after_warmup(args: &Args) -> Self {
+        let from = Instant::now() + args.warmup();
+        Self {
+            from,
+            to: from + args.window(),
+        }
+    }
+
+    fn holds(&self, start: Instant, end: Instant) -> bool {
+        start >= self.from && end <= self.to
+    }
+}
+
+/// Runs `clients` tasks of `one` (which answers whether the transaction was good) over the
+/// tenants, round-robin from each task's offset, and windows the results.
+async fn load<F, Fut>(name: &str, args: &Args, tenants: &[BenchTenant], one: F) -> Measured
+where
+    F: Fn(usize, BenchTenant) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let cpu_before = process_cpu();
+    let window = Window::after_warmup(args);
+    let clients = args.clients;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..args.clients {
+        let (one, tenants) = (one.clone(), tenants.to_vec());
+        tasks.spawn(async move {
+            let (mut latencies, mut bad, mut total) = (Vec::new(), 0, 0);
+            // Each task starts at its own offset so they do not march in step.
+            let mut i = task * tenants.len() / clients;
+            while Instant::now() < window.to {
+                let tenant = tenants[i % tenants.len()].clone();
+                i += 1;
+                let start = Instant::now();
+                let good = one(task, tenant).await;
+                let end = Instant::now();
+                total += 1;
+                if window.holds(start, end) {
+                    latencies.push(end - start);
+                    bad += usize::from(!good);
+                }
+            }
+            (latencies, bad, total)
+        });
+    }
+    let (mut latencies, mut bad, mut total) = (Vec::new(), 0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (l, b, t) = joined.expect("a load task panicked");
+        latencies.extend(l);
+        bad += b;
+        total += t;
+    }
+    let cpu = process_cpu().saturating_sub(cpu_before);
+    let measured = Measured {
+        name: name.to_owned(),
+        latencies,
+        window: args.window(),
+        bad,
+        note: String::new(),
+        cpu_per_tx: Some(cpu / u32::try_from(total.max(1)).unwrap_or(u32::MAX)),
+    };
+    report(&measured);
+    measured
+}
+
+fn report(m: &Measured) {
+    println!(
+        "  {}: {} transactions in the window, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} bad {}",
+        m.name,
+        m.latencies.len(),
+        m.per_second(),
+        m.percentile_ms(0.5),
+        m.percentile_ms(0.99),
+        m.bad,
+        m.note
+    );
+}
+
+async fn load_api(
+    args: &Args,
+    service: &Service,
+    tenants: &[BenchTenant],
+) -> anyhow::Result<Measured> {
+    // One client per task: each keeps its own keep-alive connection, as pgbench does.
+    let clients: Vec<reqwest::Client> = (0..args.clients)
+        .map(|_| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
+    let clients = Arc::new(clients);
+    let url: Arc<str> = service.url().into();
+    let measured = load("API", args, tenants, move |task, tenant| {
+        let (clients, url) = (clients.clone(), url.clone());
+        async move {
+            let Ok(response) = clients[task]
+                .get(&*url)
+                .bearer_auth(&tenant.token)
+                .send()
+                .await
+            else {
+                return false;
+            };
+            if response.status() != reqwest::StatusCode::OK {
+                return false;
+            }
+            match response.bytes().await {
+                Ok(body) => serde_json::from_slice::<PageShape>(&body)
+                    .is_ok_and(|page| page.data.len() == LIMIT),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    Ok(measured)
+}
+
+/// The list handler's SELECT for the default sort (`name`), with its `LIMIT` bound to 51.
+fn list_sql(limit: &str) -> String {
+    format!(
+        "SELECT {}, (name)::text AS cursor_key FROM {} WHERE true ORDER BY name ASC, id ASC LIMIT {limit}",
+        Products::COLUMNS,
+        Products::TABLE
+    )
+}
+
+async fn load_pgbench(
+    args: &Args,
+    server: &Server,
+    tenants: &[BenchTenant],
+) -> anyhow::Result<Measured> {
+    let dir = std::env::temp_dir().join(format!("capliquify-bench-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let select = list_sql(&(LIMIT + 1).to_string());
+    let mut command = Command::new(&server.pgbench);
+    command
+        .arg("-n")
+        .args(["-c", &args.clients.to_string()])
+        .args(["-j", &args.clients.min(2).to_string()])
+        .args(["-T", &(args.warmup + args.duration).to_string()])
+        .arg("-l")
+        .arg(format!("--log-prefix={}", dir.join("txlog").display()));
+    for (i, tenant) in tenants.iter().enumerate() {
+        let script = dir.join(format!("t{i}.sql"));
+        // `\;` sends BEGIN and SET LOCAL as one query, as scope::begin does.
+        std::fs::write(
+            &script,
+            format!(
+                "BEGIN \\; SET LOCAL search_path TO {};\n{select};\nCOMMIT;\n",
+                tenant.scope.schema.quoted()
+            ),
+        )?;
+        command.arg("-f").arg(format!("{}@1", script.display()));
+    }
+    command.arg(&server.bench_url);
+    for var in [
+        "PGOPTIONS",
+        "PGSERVICE",
+        "PGHOST",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+    ] {
+        command.env_remove(var);
+    }
+    let launched = SystemTime::now();
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", server.pgbench.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "pgbench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let own_tps = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+
+    // Per-transaction logs (one file per pgbench thread): "client tx latency_us script
+    // epoch_s epoch_us"; the epoch columns are the completion time.
+    let mut transactions = Vec::new();
+    let mut failed = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("txlog"))
+        {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path)?.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let parsed = (|| {
+                let latency_us: u64 = f.get(2)?.parse().ok()?;
+                let secs: u64 = f.get(4)?.parse().ok()?;
+                let micros: u64 = f.get(5)?.parse().ok()?;
+                Some((
+                    Duration::from_micros(secs * 1_000_000 + micros),
+                    Duration::from_micros(latency_us),
+                ))
+            })();
+            match parsed {
+                Some(t) => transactions.push(t),
+                None => failed += 1,
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(!transactions.is_empty(), "pgbench logged no transaction");
+    // pgbench's clock starts with its first transaction (connections are made before).
+    let first_start = transactions
+        .iter()
+        .map(|(end, latency)| end.saturating_sub(*latency))
+        .min()
+        .unwrap_or_default();
+    let launched = launched.duration_since(UNIX_EPOCH)?;
+    let from = first_start + args.warmup();
+    let to = from + args.window();
+    let latencies = transactions
+        .iter()
+        .filter(|(end, latency)| end.saturating_sub(*latency) >= from && *end <= to)
+        .map(|(_, latency)| *latency)
+        .collect();
+    let measured = Measured {
+        name: "pgbench".into(),
+        latencies,
+        window: args.window(),
+        bad: failed,
+        note: format!(
+            "(pgbench's own tps over {} s: {own_tps}; connected in {:.0} ms)",
+            args.warmup + args.duration,
+            first_start.saturating_sub(launched).as_secs_f64() * 1e3
+        ),
+        cpu_per_tx: None,
+    };
+    report(&measured);
+    Ok(measured)
+}
+
+/// The database work of one request through sqlx alone: with `lookup`, the auth
+/// middleware's caller query first; then the scoped transaction with the list SELECT.
+async fn load_sqlx(
+    args: &Args,
+    pool: &PgPool,
+    tenants: &[BenchTenant],
+    lookup: bool,
+) -> anyhow::Result<Measured> {
+    let pool = pool.clone();
+    let name = if lookup {
+        "sqlx: lookup + scoped tx"
+    } else {
+        "sqlx: scoped tx only"
+    };
+    let sql: Arc<str> = list_sql("$1").into();
+    Ok(load(name, args, tenants, move |_, tenant| {
+        let (pool, sql) = (pool.clone(), sql.clone());
+        async move {
+            let run = async {
+                if lookup {
+                    sqlx::query(capliquify::http::context::RESOLVE_CALLER_SQL)
+                        .bind(&tenant.org)
+                        .bind(&tenant.user)
+                        .fetch_optional(&pool)
+                        .await?;
+                }
+                let mut tx = scope::begin(&pool, &tenant.scope).await?;
+                let rows = sqlx::query(AssertSqlSafe(sql.to_string()))
+                    .bind((LIMIT + 1) as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(rows.len())
+            };
+            run.await.is_ok_and(|n| n == LIMIT + 1)
+        }
+    })
+    .await)
+}
+
+/// Mean time of each phase of one request, measured sequentially by one caller.
+async fn profile(
+    service: &Service,
+    pool: &PgPool,
+    tenant: &BenchTenant,
+) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+    async fn mean<F, Fut, T>(mut f: F) -> anyhow::Result<Duration>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        for _ in 0..PROFILE_REPS / 10 {
+            f().await?;
+        }
+        let start = Instant::now();
+        for _ in 0..PROFILE_REPS {
+            f().await?;
+        }
+        Ok(start.elapsed() / PROFILE_REPS)
+    }
+    let sql = list_sql("$1");
+    let mut phases = Vec::new();
+    phases.push((
+        "JWT verification (RS256)",
+        mean(|| async { Ok(service.auth.verify(&tenant.token).await?) }).await?,
+    ));
+    phases.push((
+        "caller lookup query",
+        mean(|| async {
+            Ok(sqlx::query(capliquify::http::context::RESOLVE_CALLER_SQL)
+                .bind(&tenant.org)
+                .bind(&tenant.user)
+                .fetch_optional(pool)
+                .await?)
+        })
+        .await?,
+    ));
+    let scoped_tx = || async {
+        let mut tx = scope::begin(pool, &tenant.scope).await?;
+        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind((LIMIT + 1) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows)
+    };
+    phases.push((
+        "scoped transaction (BEGIN+SET, SELECT, COMMIT)",
+        mean(scoped_tx).await?,
+    ));
+    let rows = scoped_tx().await?;
+    phases.push((
+        "decode 50 rows + JSON encode the page",
+        mean(|| async {
+            let data = rows[..LIMIT]
+                .iter()
+                .map(Product::from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            // The handler's own response type, serialized as axum's `Json` does.
+            let page = Page {
+                data,
+                next_cursor: Some("x".repeat(120)),
+            };
+            Ok(serde_json::to_vec(&page)?)
+        })
+        .await?,
+    ));
+    let client = reqwest::Client::new();
+    let url = service.url();
+    phases.push((
+        "whole HTTP request (client included)",
+        mean(|| async {
+            let response = client
+                .get(&url)
+                .bearer_auth(&tenant.token)
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(response.bytes().await?)
+        })
+        .await?,
+    ));
+    for (name, d) in &phases {
+        println!("  {name}: {:.1} µs", d.as_secs_f64() * 1e6);
+    }
+    Ok(phases)
+}
+
+fn print_table(rows: &[Measured], phases: &[(&'static str, Duration)]) {
+    let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(8);
+    println!("\n== results ({} s window)", rows[0].window.as_secs());
+    println!(
+        "  {:<name_width$}  {:>10}  {:>8}  {:>8}  {:>5}  {:>14}",
+        "", "requests/s", "p50 ms", "p99 ms", "bad", "our CPU µs/tx"
+    );
+    for r in rows {
+        let cpu = r
+            .cpu_per_tx
+            .map_or("-".to_owned(), |d| format!("{:.0}", d.as_secs_f64() * 1e6));
+        println!(
+            "  {:<name_width$}  {:>10.0}  {:>8.2}  {:>8.2}  {:>5}  {cpu:>14}",
+            r.name,
+            r.per_second(),
+            r.percentile_ms(0.5),
+            r.percentile_ms(0.99),
+            r.bad
+        );
+    }
+    let ratio = rows[0].per_second() / rows[1].per_second();
+    println!(
+        "\n  ratio API/pgbench (requests/s): {ratio:.2}   goal >= 0.80   met: {}",
+        if ratio >= 0.8 { "yes" } else { "no" }
+    );
+    for r in &rows[2..] {
+        println!(
+            "  ratio {}/pgbench: {:.2}",
+            r.name,
+            r.per_second() / rows[1].per_second()
+        );
+    }
+    println!("\n  one caller, mean per phase:");
+    for (name, d) in phases {
+        println!("    {name:<48} {:>8.1} µs", d.as_secs_f64() * 1e6);
+    }
+}

@@ -107,21 +107,24 @@ struct AccessRow {
     over_plan_limit: Option<bool>,
 }
 
-/// Resolves the caller in one query: the tenant of the token's organization and the
-/// user's membership in it.
-async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Caller, ApiError> {
-    let row: Option<AccessRow> = sqlx::query_as(
+/// The tenant of an organization (`$1`) and the user's (`$2`) live membership in it: the
+/// one query authentication adds to a request.
+pub const RESOLVE_CALLER_SQL: &str =
         "SELECT t.id, t.slug::text, t.name::text, t.schema_name::text, t.subscription_tier,
                 t.subscription_status, t.trial_ends_at, t.max_users, t.max_entities, t.features,
                 t.deleted_at, u.id AS user_id, u.role, u.over_plan_limit
            FROM public.tenants t
            LEFT JOIN public.users u ON u.tenant_id = t.id AND u.clerk_user_id = $2 AND u.removed_at IS NULL
-          WHERE t.clerk_organization_id = $1",
-    )
-    .bind(org_id)
-    .bind(clerk_user_id)
-    .fetch_optional(pool)
-    .await?;
+          WHERE t.clerk_organization_id = $1";
+
+/// Resolves the caller in one query: the tenant of the token's organization and the
+/// user's membership in it.
+async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Caller, ApiError> {
+    let row: Option<AccessRow> = sqlx::query_as(RESOLVE_CALLER_SQL)
+        .bind(org_id)
+        .bind(clerk_user_id)
+        .fetch_optional(pool)
+        .await?;
     let row = row.ok_or_else(|| {
         ApiError::forbidden(
             "unknown_organization",
