@@ -404,16 +404,44 @@ async fn the_catalog_refuses_sql_that_does_not_match_its_checksum() {
 #[tokio::test]
 async fn migrate_tenant_schema_refuses_a_schema_whose_history_drifted() {
     let db = TestDb::new().await;
-    let tenant = db.tenant("drifted", Tier::Starter).await;
+    // An unregistered schema: the function reads its history itself.
+    let schema: String = sqlx::query_scalar("SELECT create_tenant_schema(gen_random_uuid())")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     db.exec(&format!(
-        "UPDATE {}.schema_migrations SET checksum = '\\x00'",
-        tenant.schema_name
+        "UPDATE {schema}.schema_migrations SET checksum = '\\x00'"
     ))
     .await;
     let err = sqlx::query("SELECT migrate_tenant_schema($1)")
-        .bind(&tenant.schema_name)
+        .bind(&schema)
         .execute(&db.pool)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[tokio::test]
+async fn doctor_finds_a_registered_tenant_whose_history_drifted() {
+    let db = TestDb::new().await;
+    let tenant = db.tenant("drifted", Tier::Starter).await;
+    let report = capliquify::tenancy::verify::report(&db.pool).await.unwrap();
+    assert!(report.healthy(), "{:?}", report.checks);
+    db.exec(&format!(
+        "UPDATE {}.schema_migrations SET checksum = '\\x00' WHERE version = 1",
+        tenant.schema_name
+    ))
+    .await;
+    let report = capliquify::tenancy::verify::report(&db.pool).await.unwrap();
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.test_name == "tenant_histories_match_catalog")
+        .unwrap();
+    assert_eq!(check.result, "FAIL");
+    assert!(
+        check.details.contains("drifted: migration 1"),
+        "{}",
+        check.details
+    );
 }

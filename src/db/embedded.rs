@@ -204,16 +204,12 @@ impl EmbeddedCluster {
 
     /// URL of the requested database.
     pub fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/{}",
-            self.port,
-            percent_encode(&self.database)
-        )
+        database_url(self.port, &self.database)
     }
 
     /// URL of the `postgres` maintenance database.
     pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        database_url(self.port, "postgres")
     }
 
     pub fn port(&self) -> u16 {
@@ -874,16 +870,14 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for byte in s.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+/// `postgres://postgres@127.0.0.1:<port>/<database>`, the database name percent-encoded.
+fn database_url(port: u16, database: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(database.as_bytes()).collect();
+    // form encoding writes spaces as '+'; a URL path wants %20.
+    format!(
+        "postgres://postgres@127.0.0.1:{port}/{}",
+        encoded.replace('+', "%20")
+    )
 }
 
 fn run(cmd: &mut Command) -> Result<Output, EmbeddedError> {
@@ -1170,8 +1164,14 @@ mod tests {
     fn quoting_and_urls() {
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(percent_encode("capliquify_test-1"), "capliquify_test-1");
-        assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(
+            database_url(1, "capliquify_test-1"),
+            "postgres://postgres@127.0.0.1:1/capliquify_test-1"
+        );
+        assert_eq!(
+            database_url(1, "a b/é"),
+            "postgres://postgres@127.0.0.1:1/a%20b%2F%C3%A9"
+        );
         let cluster = EmbeddedCluster {
             bin_dir: PathBuf::from("/bin"),
             root: PathBuf::from("/r"),

@@ -100,6 +100,7 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
         sqlx::query_as("SELECT test_name, result, details FROM public.verify_tenant_isolation()")
             .fetch_all(pool)
             .await?;
+    checks.push(histories(pool).await?);
     let current = versions.public_schema == versions.public_schema_expected
         && versions.tenant_catalog == versions.tenant_catalog_expected;
     checks.insert(
@@ -125,5 +126,57 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
         versions,
         summary,
         checks,
+    })
+}
+
+/// Every tenant schema's applied history against the catalog: a version whose checksum the
+/// catalog does not have means someone edited a schema's history or an applied migration.
+/// (`migrate_tenant_schema` trusts the registry's version for registered tenants, so this
+/// is where drift shows.) One query per tenant, each its own short transaction, so the
+/// check holds no locks across the fleet.
+async fn histories(pool: &PgPool) -> sqlx::Result<Check> {
+    let tenants: Vec<(String, String)> = sqlx::query_as(
+        "SELECT t.slug::text, t.schema_name::text FROM public.tenants t
+          WHERE to_regclass(quote_ident(t.schema_name) || '.schema_migrations') IS NOT NULL
+          ORDER BY t.slug",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut drifted = Vec::new();
+    for (slug, schema) in &tenants {
+        let Ok(schema) = super::SchemaName::parse(schema) else {
+            continue;
+        };
+        let version: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT min(s.version) FROM {}.schema_migrations s
+               LEFT JOIN public.tenant_migrations c USING (version)
+              WHERE c.checksum IS DISTINCT FROM s.checksum",
+            schema.quoted()
+        )))
+        .fetch_one(pool)
+        .await?;
+        if let Some(version) = version {
+            drifted.push(format!("{slug}: migration {version}"));
+        }
+    }
+    Ok(Check {
+        test_name: "tenant_histories_match_catalog".into(),
+        result: if drifted.is_empty() { "PASS" } else { "FAIL" }.into(),
+        details: if drifted.is_empty() {
+            format!(
+                "{} tenant schema histories match the catalog",
+                tenants.len()
+            )
+        } else {
+            format!(
+                "applied with a checksum the catalog lacks: {}",
+                drifted
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        },
     })
 }
