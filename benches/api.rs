@@ -517,6 +517,10 @@ impl Service {
             cursors: CursorCodec::new(b"benchmark cursor secret, 32+ chars"),
             // No webhook secrets: the webhook endpoints are off, as nothing here calls them.
             webhooks: Arc::new(WebhookConfig::default()),
+            callers: Arc::new(capliquify::http::context::CallerCache::new(
+                Duration::from_secs(2),
+                100_000,
+            )),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -2,7 +2,9 @@
 //! tenant's typed scope plus the member's role) and applies the tenant-status and billing
 //! gates before any handler runs.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -179,6 +181,60 @@ async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Cal
     })
 }
 
+/// A short-lived memory of resolved callers, so that a burst of requests from one member
+/// costs one lookup query. Only successful resolutions are kept, for `ttl` (default 2 s,
+/// `CAPLIQUIFY_AUTH_CACHE_MS`; 0 turns it off): a suspension, removal or role change takes
+/// effect within that time. Bounded: when full, expired entries go, then everything.
+pub struct CallerCache {
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<(String, String), (Instant, Caller)>>,
+}
+
+impl CallerCache {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            ttl,
+            max_entries,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// No caching: every request looks its caller up.
+    pub fn disabled() -> Self {
+        Self::new(Duration::ZERO, 0)
+    }
+
+    fn get(&self, org_id: &str, user: &str) -> Option<Caller> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().ok()?;
+        let (stored, caller) = entries.get(&(org_id.to_owned(), user.to_owned()))?;
+        (stored.elapsed() < self.ttl).then(|| caller.clone())
+    }
+
+    fn put(&self, org_id: &str, user: &str, caller: &Caller) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= self.max_entries {
+            let ttl = self.ttl;
+            entries.retain(|_, (stored, _)| stored.elapsed() < ttl);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            (org_id.to_owned(), user.to_owned()),
+            (Instant::now(), caller.clone()),
+        );
+    }
+}
+
 fn auth_error(err: AuthError) -> ApiError {
     match err {
         AuthError::Jwks(detail) => ApiError::internal(format!("JWKS: {detail}")),
@@ -202,7 +258,14 @@ pub async fn authenticate(
             "the token names no organization; select one in the app",
         )
     })?;
-    let caller = resolve(&state.pool, &identity.clerk_user_id, org_id).await?;
+    let caller = match state.callers.get(org_id, &identity.clerk_user_id) {
+        Some(caller) => caller,
+        None => {
+            let caller = resolve(&state.pool, &identity.clerk_user_id, org_id).await?;
+            state.callers.put(org_id, &identity.clerk_user_id, &caller);
+            caller
+        }
+    };
     let is_write = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -233,13 +296,56 @@ pub async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Duration;
+    use chrono::Duration as ChronoDuration;
+
+    fn caller(slug: &str) -> Caller {
+        Caller {
+            tenant: Arc::new(TenantAccess {
+                scope: TenantScope {
+                    id: Uuid::nil(),
+                    slug: TenantSlug::parse(slug).unwrap(),
+                    schema: SchemaName::parse("tenant_x").unwrap(),
+                },
+                name: "x".into(),
+                tier: Tier::Starter,
+                status: SubscriptionStatus::Active,
+                trial_ends_at: None,
+                max_users: None,
+                max_entities: None,
+                features: Features::default(),
+            }),
+            member: Member {
+                id: Uuid::nil(),
+                clerk_user_id: "u".into(),
+                role: Role::Member,
+            },
+        }
+    }
+
+    #[test]
+    fn the_caller_cache_expires_and_stays_bounded() {
+        let cache = CallerCache::new(Duration::from_millis(50), 2);
+        cache.put("org_a", "u", &caller("aaa"));
+        assert_eq!(
+            cache.get("org_a", "u").unwrap().tenant.scope.slug.as_str(),
+            "aaa"
+        );
+        assert!(cache.get("org_a", "other").is_none());
+        cache.put("org_b", "u", &caller("bbb"));
+        cache.put("org_c", "u", &caller("ccc"));
+        assert!(cache.entries.lock().unwrap().len() <= 2);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get("org_c", "u").is_none(), "expired");
+        let off = CallerCache::disabled();
+        off.put("org_a", "u", &caller("aaa"));
+        assert!(off.get("org_a", "u").is_none());
+    }
 
     #[test]
     fn billing_standing_follows_status_and_trial() {
         let now = Utc::now();
-        let past = Some(now - Duration::hours(1));
-        let future = Some(now + Duration::days(3));
+        let past = Some(now - ChronoDuration::hours(1));
+        let future = Some(now + ChronoDuration::days(3));
         assert_eq!(
             standing(SubscriptionStatus::Trial, future, now),
             Standing::Good

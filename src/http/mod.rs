@@ -47,6 +47,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub cursors: CursorCodec,
     pub webhooks: Arc<WebhookConfig>,
+    pub callers: Arc<context::CallerCache>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -73,6 +74,12 @@ pub struct ServeArgs {
     /// one per process, so cursors do not survive a restart or cross instances.
     #[arg(long, env = "CAPLIQUIFY_CURSOR_SECRET", hide_env_values = true)]
     pub cursor_secret: Option<String>,
+    /// Milliseconds a resolved caller (tenant, membership, role) is reused before it is
+    /// looked up again; 0 looks it up on every request. Suspensions and role changes take
+    /// effect within this time.
+    #[arg(long, env = "CAPLIQUIFY_AUTH_CACHE_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub auth_cache_ms: u64,
     /// Log format: text or json.
     #[arg(long, env = "CAPLIQUIFY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -158,6 +165,10 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
         auth: Arc::new(auth),
         cursors,
         webhooks,
+        callers: Arc::new(context::CallerCache::new(
+            Duration::from_millis(args.auth_cache_ms),
+            100_000,
+        )),
     };
     let result = run(&db, &args, settings, state).await;
     db.close().await?;

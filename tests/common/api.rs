@@ -100,6 +100,8 @@ impl TestApp {
                 prices: STRIPE_PRICES.parse().unwrap(),
                 deletion_grace_days: 30,
             }),
+            // Tests change tenants between requests and expect the next request to see it.
+            callers: std::sync::Arc::new(capliquify::http::context::CallerCache::disabled()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
