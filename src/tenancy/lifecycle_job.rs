@@ -6,7 +6,7 @@
 //! - a cancelled subscription whose paid period is over → status `cancelled`;
 //! - soft-deleted for longer than `--grace-days` → purged.
 //!
-//! Several service instances may run it: a session advisory lock lets one run at a time
+//! Several service instances may run it: an advisory lock lets one run at a time
 //! (the others skip). Every change goes through the lifecycle acts, so each is audited.
 
 use serde::Serialize;
@@ -46,10 +46,13 @@ pub async fn run(
     deletion_grace_days: u32,
     past_due_grace_days: u32,
 ) -> Result<JobReport, TenancyError> {
-    let mut lock_conn = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+    // A transaction-scoped lock held by a transaction that stays open for the run: if the
+    // run is cancelled (the service stops), dropping the transaction rolls it back and the
+    // lock goes with it, so it can never be left behind on a pooled connection.
+    let mut lock_tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(JOB_LOCK)
-        .fetch_one(&mut *lock_conn)
+        .fetch_one(&mut *lock_tx)
         .await?;
     if !locked {
         return Ok(JobReport {
@@ -58,10 +61,7 @@ pub async fn run(
         });
     }
     let result = run_locked(pool, deletion_grace_days, past_due_grace_days).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(JOB_LOCK)
-        .execute(&mut *lock_conn)
-        .await?;
+    lock_tx.rollback().await?;
     result
 }
 

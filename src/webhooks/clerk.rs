@@ -139,6 +139,18 @@ impl Change {
     }
 }
 
+/// An organization name as a tenant name: trimmed, without control characters, at most 255
+/// characters; `None` when nothing is left.
+fn clean_name(raw: &str) -> Option<String> {
+    let name: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
 fn millis(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
@@ -306,7 +318,8 @@ async fn upsert_organization(
             return Ok((Outcome::Stale, Some("the organization was deleted".into())));
         }
         let slug = free_slug(conn, org).await?;
-        let name: String = org.name.trim().chars().take(255).collect();
+        // Clerk requires a name, but a blank one must not make the event fail forever.
+        let name = clean_name(&org.name).unwrap_or_else(|| slug.to_string());
         let new = NewTenant::parse(slug.as_str(), &name, Tier::Starter, &org.id)?;
         let tenant = provision_in(conn, &new, actor).await?;
         sqlx::query(
@@ -360,12 +373,7 @@ async fn upsert_organization(
             Err(err) => note = Some(format!("slug kept: {err}")),
         }
     }
-    let name: String = org.name.trim().chars().take(255).collect();
-    let name = if name.is_empty() {
-        tenant.name.clone()
-    } else {
-        name
-    };
+    let name = clean_name(&org.name).unwrap_or_else(|| tenant.name.clone());
     sqlx::query("UPDATE public.tenants SET name = $2, slug = $3, clerk_updated_at = coalesce($4, clerk_updated_at), clerk_created_by = coalesce(clerk_created_by, $5) WHERE id = $1")
         .bind(tenant.id)
         .bind(&name)
@@ -449,7 +457,12 @@ fn full_name(first: &Option<String>, last: &Option<String>) -> Option<String> {
         .flatten()
         .collect::<Vec<_>>()
         .join(" ");
-    let name: String = name.trim().chars().take(255).collect();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect();
     (!name.is_empty()).then_some(name)
 }
 
