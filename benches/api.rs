@@ -9,47 +9,54 @@
 //! Measured, each with 8 concurrent connections (`--clients`) for a 2 s warm-up followed by
 //! a 10 s window (`--warmup`, `--duration`):
 //!
-//! - **API**: 8 client tasks, each with its own keep-alive HTTP connection, loop over the
-//!   tenants round-robin (each task from its own offset), one request at a time per task,
-//!   with the tenant member's bearer token. A response counts as good when it is 200 with 50
-//!   rows.
+//! - **API**: `wrk -t2 -c8 -d10s --latency -s <script>` (after a separate 2 s warm-up run of
+//!   the same command), a C load generator in its own process, as pgbench is for the
+//!   database. The generated Lua script gives each request the next tenant's bearer token
+//!   (the 100 tenants in rotation, each wrk thread from its own offset) and counts non-200
+//!   responses in `response()`, summed over the threads in `done()`. Requests/s is wrk's
+//!   `Requests/sec`; p50/p99 come from its `--latency` histogram. Before any load, one
+//!   request per tenant checks for a 200 with 50 rows (wrk only looks at statuses). When
+//!   wrk is not installed (`apt-get install wrk`), or with `--load reqwest`, the fallback is
+//!   8 reqwest tasks inside this process, windowed as pgbench is below; their CPU competes
+//!   with the server's, so that row understates the API.
 //! - **pgbench**: `pgbench -n -c 8 -j 2 -T 12 -l -f t0.sql@1 … -f t99.sql@1`, one script per
 //!   tenant (picked at random per transaction), each the transaction the API runs:
 //!   `BEGIN \; SET LOCAL search_path TO "tenant_…";` (one round trip, as
 //!   [`capliquify::db::scope::begin`] sends it), the list handler's SELECT with the same
 //!   columns, sort and `LIMIT 51`, and `COMMIT;`. pgbench's default simple query protocol;
 //!   the API's driver (sqlx) sends `BEGIN; SET LOCAL` as a simple query and the SELECT as a
-//!   cached prepared statement.
-//! - Two decomposition rows (information, no goal): the same work through sqlx alone, at the
-//!   same concurrency — the caller lookup query the auth middleware runs plus the scoped
-//!   transaction, and the scoped transaction alone (what pgbench runs) — so the gap can be
-//!   split between the database driver and the HTTP/JWT/JSON layers.
+//!   cached prepared statement. A transaction counts when it started after the 2 s warm-up
+//!   and completed within the window; p50/p99 are nearest-rank percentiles of their
+//!   latencies, read from pgbench's per-transaction `-l` logs (`time` column in µs, epoch
+//!   columns the completion time). pgbench's own `tps` is printed as a cross-check.
+//! - Two decomposition rows (information, no goal), windowed as pgbench: the database work
+//!   of a request through sqlx alone from tasks in this process — the auth middleware's
+//!   caller lookup plus the scoped transaction (a request with the caller cache off), and
+//!   the scoped transaction alone (what pgbench runs).
 //!
-//! Throughput and latency use one method for every row: a transaction counts when it
-//! started after the warm-up and completed within the window; requests/s is that count over
-//! the window, and p50/p99 are nearest-rank percentiles of the latencies of those
-//! transactions (for pgbench read from its per-transaction `-l` logs, whose `time` column is
-//! the latency in µs and whose epoch columns are the completion time). pgbench's own `tps`
-//! is printed next to it as a cross-check. Goal: API requests/s ÷ pgbench tps ≥ 0.8.
+//! Goal: API requests/s ÷ pgbench requests/s ≥ 0.8. The service's caller cache is on (2 s,
+//! its default), as in production; `--no-auth-cache` turns it off
+//! (`CallerCache::disabled()`), so every request runs the caller lookup query.
 //!
 //! Finally one caller, sequentially, times each phase of a request (JWT verification, the
 //! caller lookup, the scoped transaction, row decoding plus JSON encoding, and the whole HTTP
 //! request) to show where the time goes.
 //!
-//! Everything (server, clients, pgbench, PostgreSQL) shares the machine's cores; clients and
-//! pgbench are part of what is measured on both sides.
+//! Everything (server, load generators, PostgreSQL) shares the machine's cores; the CPU
+//! time per transaction of this process and of the external load generator is printed.
 //!
 //! Run (release profile):
 //!
 //! ```text
 //! cargo bench --bench api -- [--tenants N] [--products N] [--clients N]
-//!     [--warmup SECS] [--duration SECS]
+//!     [--warmup SECS] [--duration SECS] [--no-auth-cache] [--load wrk|reqwest]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the benchmark creates and drops the database
 //! `capliquify_bench_api` on it, and needs `pgbench` on `PATH`), otherwise a durable embedded
 //! cluster under `target/bench-api-pg`, stopped at the end if this run started it. The
-//! database is dropped and recreated at the start of every run.
+//! database is dropped and recreated at the start of every run. wrk is `$WRK` or found on
+//! `PATH`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,6 +72,7 @@ use capliquify::db::TenantScope;
 use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
 use capliquify::db::scope;
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
+use capliquify::http::context::CallerCache;
 use capliquify::http::cursor::CursorCodec;
 use capliquify::http::resource::{Page, Resource};
 use capliquify::http::resources::products::{Product, Products};
@@ -91,10 +99,12 @@ const PROVISIONERS: usize = 4;
 const PGBENCH_MAX_SCRIPTS: usize = 128;
 /// Sequential repetitions of each phase in the profile.
 const PROFILE_REPS: u32 = 500;
-/// The auth middleware's caller lookup (`resolve` in `src/http/context.rs`), copied so the
-/// decomposition can run it on its own; keep in step with the original.
 const USAGE: &str = "usage: cargo bench --bench api -- [--tenants N] [--products N] \
-[--clients N] [--warmup SECS] [--duration SECS]";
+[--clients N] [--warmup SECS] [--duration SECS] [--no-auth-cache] [--load wrk|reqwest]";
+/// The service's default caller cache (`CAPLIQUIFY_AUTH_CACHE_MS`).
+const AUTH_CACHE: Duration = Duration::from_secs(2);
+/// Threads of the C load generator: one per core of the machine this was written for.
+const WRK_THREADS: usize = 2;
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -103,6 +113,10 @@ struct Args {
     clients: usize,
     warmup: usize,
     duration: usize,
+    /// The caller cache off (`CallerCache::disabled()`): every request looks its caller up.
+    no_auth_cache: bool,
+    /// Use the in-process reqwest load even when wrk is installed.
+    force_reqwest: bool,
 }
 
 impl Args {
@@ -113,6 +127,8 @@ impl Args {
             clients: 8,
             warmup: 2,
             duration: 10,
+            no_auth_cache: false,
+            force_reqwest: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -120,6 +136,25 @@ impl Args {
                 Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
                 _ => (arg.clone(), None),
             };
+            match flag.as_str() {
+                "--no-auth-cache" => {
+                    args.no_auth_cache = true;
+                    continue;
+                }
+                "--load" => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => it.next().unwrap_or_default(),
+                    };
+                    args.force_reqwest = match value.as_str() {
+                        "wrk" => false,
+                        "reqwest" => true,
+                        other => bail!("--load {other}: expected wrk or reqwest\n{USAGE}"),
+                    };
+                    continue;
+                }
+                _ => {}
+            }
             let target = match flag.as_str() {
                 "--tenants" => &mut args.tenants,
                 "--products" => &mut args.products,
@@ -262,46 +297,79 @@ struct BenchTenant {
     token: String,
 }
 
-/// What one load run produced, windowed as described at the top.
+/// What one load run produced.
 struct Measured {
     name: String,
-    /// Latencies of the transactions inside the window.
-    latencies: Vec<Duration>,
-    window: Duration,
-    /// Transactions in the window whose answer was not the expected one.
+    /// Transactions counted (in the window, or wrk's completed requests).
+    count: usize,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Counted transactions whose answer was not the expected one (or errors).
     bad: usize,
-    /// Extra text for the table (pgbench's own tps).
+    /// Extra text for the report line (pgbench's own tps, wrk's distribution).
     note: String,
-    /// CPU time of this process (server and clients) per transaction over the whole run;
-    /// `None` for pgbench, whose client is another process.
+    /// CPU time of this process per transaction over the whole run (the server, plus the
+    /// clients for the in-process loads).
     cpu_per_tx: Option<Duration>,
+    /// CPU time of the external load generator (wrk, pgbench) per transaction.
+    client_cpu_per_tx: Option<Duration>,
 }
 
 impl Measured {
-    fn per_second(&self) -> f64 {
-        self.latencies.len() as f64 / self.window.as_secs_f64()
-    }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        percentile(&self.latencies, p).as_secs_f64() * 1e3
+    /// Windowed latencies of one run: count, rate and nearest-rank percentiles.
+    fn from_latencies(name: &str, latencies: &[Duration], window: Duration, bad: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            count: latencies.len(),
+            per_second: latencies.len() as f64 / window.as_secs_f64(),
+            p50: percentile(latencies, 0.5),
+            p99: percentile(latencies, 0.99),
+            bad,
+            note: String::new(),
+            cpu_per_tx: None,
+            client_cpu_per_tx: None,
+        }
     }
 }
 
-/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; USER_HZ is
-/// 100 on every Linux ABI). Zero where unavailable.
-fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
+/// CPU time used so far by this process (`own`) and by its waited-for children
+/// (`children`: wrk, pgbench), from `/proc/self/stat` (Linux; USER_HZ is 100 on every Linux
+/// ABI). Zero where unavailable.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    own: Duration,
+    children: Duration,
+}
+
+impl CpuTimes {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the parenthesised command name: utime, stime, cutime, cstime are
+        // fields 14 to 17.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|f| f.parse::<u64>().unwrap_or(0))
+            .collect();
+        let ticks = |i: usize| Duration::from_millis(f.get(i).copied().unwrap_or(0) * 10);
+        Self {
+            own: ticks(0) + ticks(1),
+            children: ticks(2) + ticks(3),
+        }
+    }
+
+    /// (own, children) CPU per transaction since `self`.
+    fn per_tx(self, transactions: usize) -> (Duration, Duration) {
+        let now = Self::now();
+        let n = u32::try_from(transactions.max(1)).unwrap_or(u32::MAX);
+        (
+            now.own.saturating_sub(self.own) / n,
+            now.children.saturating_sub(self.children) / n,
+        )
+    }
 }
 
 /// Nearest-rank percentile (`p` in 0..=1) of unsorted durations.
@@ -375,6 +443,43 @@ async fn run(args: &Args, server: &Server) -> anyhow::Result<()> {
         "  load:     {} tenants x {} products, {} connections, {} s warm-up + {} s window",
         args.tenants, args.products, args.clients, args.warmup, args.duration
     );
+    let wrk = if args.force_reqwest {
+        None
+    } else {
+        find_wrk().await
+    };
+    match &wrk {
+        Some((path, version)) => println!(
+            "  API load: wrk -t{} -c{} ({}; {version})",
+            WRK_THREADS.min(args.clients),
+            args.clients,
+            path.display()
+        ),
+        None => {
+            if !args.force_reqwest {
+                println!(
+                    "  wrk not found (install it: `apt-get install wrk`); falling back to the \
+                     in-process load"
+                );
+            }
+            println!(
+                "  API load: {} reqwest tasks inside this process (their CPU competes with the \
+                 server's)",
+                args.clients
+            );
+        }
+    }
+    println!(
+        "  auth cache: {}",
+        if args.no_auth_cache {
+            "off (--no-auth-cache: every request runs the caller lookup)".to_owned()
+        } else {
+            format!(
+                "on, {} ms (the service's default, CAPLIQUIFY_AUTH_CACHE_MS)",
+                AUTH_CACHE.as_millis()
+            )
+        }
+    );
 
     let started = Instant::now();
     let tenants = provision(args, &setup_pool).await?;
@@ -386,7 +491,11 @@ async fn run(args: &Args, server: &Server) -> anyhow::Result<()> {
     let service = Service::start(server, args).await?;
     let mut rows = Vec::new();
     println!("\n== API: GET /api/v1/products?limit={LIMIT}");
-    rows.push(load_api(args, &service, &tenants).await?);
+    check_every_tenant(&service, &tenants).await?;
+    rows.push(match &wrk {
+        Some((path, _)) => load_api_wrk(args, &service, &tenants, path).await?,
+        None => load_api_reqwest(args, &service, &tenants).await?,
+    });
     println!("== pgbench: the same transaction");
     rows.push(load_pgbench(args, server, &tenants).await?);
     println!("== sqlx alone (decomposition)");
@@ -398,7 +507,7 @@ async fn run(args: &Args, server: &Server) -> anyhow::Result<()> {
     pool.close().await;
     service.stop().await;
 
-    print_table(&rows, &phases);
+    print_table(args, &rows, &phases);
     Ok(())
 }
 
@@ -517,10 +626,11 @@ impl Service {
             cursors: CursorCodec::new(b"benchmark cursor secret, 32+ chars"),
             // No webhook secrets: the webhook endpoints are off, as nothing here calls them.
             webhooks: Arc::new(WebhookConfig::default()),
-            callers: Arc::new(capliquify::http::context::CallerCache::new(
-                Duration::from_secs(2),
-                100_000,
-            )),
+            callers: Arc::new(if args.no_auth_cache {
+                CallerCache::disabled()
+            } else {
+                CallerCache::new(AUTH_CACHE, 100_000)
+            }),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -587,7 +697,7 @@ where
     F: Fn(usize, BenchTenant) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
-    let cpu_before = process_cpu();
+    let cpu_before = CpuTimes::now();
     let window = Window::after_warmup(args);
     let clients = args.clients;
     let mut tasks = tokio::task::JoinSet::new();
@@ -619,33 +729,36 @@ where
         bad += b;
         total += t;
     }
-    let cpu = process_cpu().saturating_sub(cpu_before);
-    let measured = Measured {
-        name: name.to_owned(),
-        latencies,
-        window: args.window(),
-        bad,
-        note: String::new(),
-        cpu_per_tx: Some(cpu / u32::try_from(total.max(1)).unwrap_or(u32::MAX)),
-    };
+    let mut measured = Measured::from_latencies(name, &latencies, args.window(), bad);
+    measured.cpu_per_tx = Some(cpu_before.per_tx(total).0);
     report(&measured);
     measured
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn report(m: &Measured) {
     println!(
-        "  {}: {} transactions in the window, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} bad {}",
+        "  {}: {} transactions, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} bad{}",
         m.name,
-        m.latencies.len(),
-        m.per_second(),
-        m.percentile_ms(0.5),
-        m.percentile_ms(0.99),
+        m.count,
+        m.per_second,
+        ms(m.p50),
+        ms(m.p99),
         m.bad,
-        m.note
+        if m.note.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", m.note)
+        }
     );
 }
 
-async fn load_api(
+/// The API load from 8 reqwest tasks inside this process (the fallback when wrk is
+/// missing): their CPU competes with the server's.
+async fn load_api_reqwest(
     args: &Args,
     service: &Service,
     tenants: &[BenchTenant],
@@ -660,7 +773,7 @@ async fn load_api(
         .collect::<Result<_, _>>()?;
     let clients = Arc::new(clients);
     let url: Arc<str> = service.url().into();
-    let measured = load("API", args, tenants, move |task, tenant| {
+    let measured = load("API (reqwest)", args, tenants, move |task, tenant| {
         let (clients, url) = (clients.clone(), url.clone());
         async move {
             let Ok(response) = clients[task]
@@ -682,6 +795,250 @@ async fn load_api(
         }
     })
     .await;
+    Ok(measured)
+}
+
+/// Checks every tenant's token gets a full page (200, 50 rows) before any load runs: wrk
+/// only looks at statuses.
+async fn check_every_tenant(service: &Service, tenants: &[BenchTenant]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for tenant in tenants {
+        let response = client
+            .get(service.url())
+            .bearer_auth(&tenant.token)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        let rows = serde_json::from_slice::<PageShape>(&body).map_or(0, |p| p.data.len());
+        ensure!(
+            status == reqwest::StatusCode::OK && rows == LIMIT,
+            "{}: {status} with {rows} rows: {}",
+            tenant.org,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
+}
+
+/// `wrk` on `PATH` (or `$WRK`), with its version line.
+async fn find_wrk() -> Option<(PathBuf, String)> {
+    let path = match std::env::var_os("WRK") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join("wrk"))
+            .find(|p| p.is_file())?,
+    };
+    // `wrk -v` prints its version and usage, and exits non-zero.
+    let out = Command::new(&path).arg("-v").output().await.ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let version = text.lines().next().unwrap_or("wrk").trim().to_owned();
+    Some((path, version))
+}
+
+/// wrk's Lua script: each request carries the next tenant's token (each thread starts at
+/// its own offset), and non-200 responses are counted per thread and summed in `done()`,
+/// which also prints wrk's exact p50/p99 in µs.
+fn wrk_script(tenants: &[BenchTenant]) -> String {
+    let tokens: Vec<String> = tenants
+        .iter()
+        .map(|t| format!("  \"{}\",", t.token))
+        .collect();
+    format!(
+        r#"-- Generated by benches/api.rs.
+local tokens = {{
+{}
+}}
+local threads = {{}}
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+
+function init(args)
+  bad = 0
+  reqs = {{}}
+  for k, token in ipairs(tokens) do
+    reqs[k] = wrk.format(nil, nil, {{ ["Authorization"] = "Bearer " .. token }})
+  end
+  i = (id - 1) * math.floor(#tokens / {WRK_THREADS})
+end
+
+function request()
+  i = i + 1
+  return reqs[(i % #reqs) + 1]
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    bad = bad + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local b = 0
+  for _, t in ipairs(threads) do
+    b = b + t:get("bad")
+  end
+  io.write(string.format("BENCH bad=%d p50_us=%d p99_us=%d\n",
+    b, latency:percentile(50), latency:percentile(99)))
+end
+"#,
+        tokens.join("\n")
+    )
+}
+
+/// One wrk run of `secs` seconds.
+struct WrkRun {
+    requests: usize,
+    per_second: f64,
+    /// wrk's `--latency` distribution: (percent, latency) for 50/75/90/99.
+    distribution: Vec<(String, Duration)>,
+    p50: Duration,
+    p99: Duration,
+    /// Non-200 responses (counted by the script) plus socket errors.
+    bad: usize,
+}
+
+async fn run_wrk(
+    wrk: &Path,
+    script: &Path,
+    args: &Args,
+    url: &str,
+    secs: usize,
+) -> anyhow::Result<WrkRun> {
+    let output = Command::new(wrk)
+        .args(["-t", &WRK_THREADS.min(args.clients).to_string()])
+        .args(["-c", &args.clients.to_string()])
+        .args(["-d", &format!("{secs}s")])
+        .args(["--timeout", "10s", "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", wrk.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "wrk failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_wrk(&stdout).with_context(|| format!("unexpected wrk output:\n{stdout}"))
+}
+
+/// A wrk duration such as `812.00us`, `1.23ms` or `2.01s`.
+fn wrk_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let secs = match unit {
+        "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+fn parse_wrk(stdout: &str) -> Option<WrkRun> {
+    let mut run = WrkRun {
+        requests: 0,
+        per_second: 0.0,
+        distribution: Vec::new(),
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+        bad: 0,
+    };
+    let (mut per_second, mut requests, mut done) = (None, None, None);
+    let mut in_distribution = false;
+    for line in stdout.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if line.starts_with("Latency Distribution") {
+            in_distribution = true;
+            continue;
+        }
+        if in_distribution {
+            if let [percent, latency] = words[..]
+                && percent.ends_with('%')
+            {
+                run.distribution
+                    .push((percent.to_owned(), wrk_duration(latency)?));
+                continue;
+            }
+            in_distribution = false;
+        }
+        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+            per_second = rest.trim().parse().ok();
+        } else if words.get(1) == Some(&"requests") && words.get(2) == Some(&"in") {
+            // "123456 requests in 10.00s, 1.23GB read"
+            requests = words[0].parse().ok();
+        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+            // "Socket errors: connect 0, read 0, write 0, timeout 0"
+            run.bad += rest
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<usize>().ok())
+                .sum::<usize>();
+        } else if let Some(rest) = line.strip_prefix("BENCH ") {
+            let field = |name: &str| -> Option<u64> {
+                rest.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            };
+            done = Some((field("bad")?, field("p50_us")?, field("p99_us")?));
+        }
+    }
+    let (bad, p50_us, p99_us) = done?;
+    run.per_second = per_second?;
+    run.requests = requests?;
+    run.bad += usize::try_from(bad).ok()?;
+    run.p50 = Duration::from_micros(p50_us);
+    run.p99 = Duration::from_micros(p99_us);
+    Some(run)
+}
+
+/// The API load from wrk, a separate C process (as pgbench is for the database): a
+/// warm-up run, then the measured run.
+async fn load_api_wrk(
+    args: &Args,
+    service: &Service,
+    tenants: &[BenchTenant],
+    wrk: &Path,
+) -> anyhow::Result<Measured> {
+    let script =
+        std::env::temp_dir().join(format!("capliquify-bench-api-{}.lua", std::process::id()));
+    std::fs::write(&script, wrk_script(tenants))?;
+    let url = service.url();
+    if args.warmup > 0 {
+        let warm = run_wrk(wrk, &script, args, &url, args.warmup).await?;
+        ensure!(warm.bad == 0, "wrk warm-up: {} bad responses", warm.bad);
+    }
+    let cpu_before = CpuTimes::now();
+    let run = run_wrk(wrk, &script, args, &url, args.duration).await;
+    let _ = std::fs::remove_file(&script);
+    let run = run?;
+    let (own, children) = cpu_before.per_tx(run.requests);
+    let measured = Measured {
+        name: "API (wrk)".into(),
+        count: run.requests,
+        per_second: run.per_second,
+        p50: run.p50,
+        p99: run.p99,
+        bad: run.bad,
+        note: format!(
+            "(wrk --latency: {})",
+            run.distribution
+                .iter()
+                .map(|(p, d)| format!("{p} {:.2} ms", ms(*d)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        cpu_per_tx: Some(own),
+        client_cpu_per_tx: Some(children),
+    };
+    report(&measured);
     Ok(measured)
 }
 
@@ -734,6 +1091,7 @@ async fn load_pgbench(
     ] {
         command.env_remove(var);
     }
+    let cpu_before = CpuTimes::now();
     let launched = SystemTime::now();
     let output = command
         .stdin(Stdio::null())
@@ -793,23 +1151,18 @@ async fn load_pgbench(
     let launched = launched.duration_since(UNIX_EPOCH)?;
     let from = first_start + args.warmup();
     let to = from + args.window();
-    let latencies = transactions
+    let latencies: Vec<Duration> = transactions
         .iter()
         .filter(|(end, latency)| end.saturating_sub(*latency) >= from && *end <= to)
         .map(|(_, latency)| *latency)
         .collect();
-    let measured = Measured {
-        name: "pgbench".into(),
-        latencies,
-        window: args.window(),
-        bad: failed,
-        note: format!(
-            "(pgbench's own tps over {} s: {own_tps}; connected in {:.0} ms)",
-            args.warmup + args.duration,
-            first_start.saturating_sub(launched).as_secs_f64() * 1e3
-        ),
-        cpu_per_tx: None,
-    };
+    let mut measured = Measured::from_latencies("pgbench", &latencies, args.window(), failed);
+    measured.note = format!(
+        "(pgbench's own tps over {} s: {own_tps}; connected in {:.0} ms)",
+        args.warmup + args.duration,
+        first_start.saturating_sub(launched).as_secs_f64() * 1e3
+    );
+    measured.client_cpu_per_tx = Some(cpu_before.per_tx(transactions.len()).1);
     report(&measured);
     Ok(measured)
 }
@@ -942,36 +1295,42 @@ async fn profile(
     Ok(phases)
 }
 
-fn print_table(rows: &[Measured], phases: &[(&'static str, Duration)]) {
+fn print_table(args: &Args, rows: &[Measured], phases: &[(&'static str, Duration)]) {
     let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(8);
-    println!("\n== results ({} s window)", rows[0].window.as_secs());
     println!(
-        "  {:<name_width$}  {:>10}  {:>8}  {:>8}  {:>5}  {:>14}",
-        "", "requests/s", "p50 ms", "p99 ms", "bad", "our CPU µs/tx"
+        "\n== results ({} s window, auth cache {})",
+        args.duration,
+        if args.no_auth_cache { "off" } else { "on" }
     );
+    println!(
+        "  {:<name_width$}  {:>10}  {:>8}  {:>8}  {:>5}  {:>14}  {:>17}",
+        "", "requests/s", "p50 ms", "p99 ms", "bad", "our CPU µs/tx", "client CPU µs/tx"
+    );
+    let micros =
+        |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.0}", d.as_secs_f64() * 1e6));
     for r in rows {
-        let cpu = r
-            .cpu_per_tx
-            .map_or("-".to_owned(), |d| format!("{:.0}", d.as_secs_f64() * 1e6));
         println!(
-            "  {:<name_width$}  {:>10.0}  {:>8.2}  {:>8.2}  {:>5}  {cpu:>14}",
+            "  {:<name_width$}  {:>10.0}  {:>8.2}  {:>8.2}  {:>5}  {:>14}  {:>17}",
             r.name,
-            r.per_second(),
-            r.percentile_ms(0.5),
-            r.percentile_ms(0.99),
-            r.bad
+            r.per_second,
+            ms(r.p50),
+            ms(r.p99),
+            r.bad,
+            micros(r.cpu_per_tx),
+            micros(r.client_cpu_per_tx),
         );
     }
-    let ratio = rows[0].per_second() / rows[1].per_second();
+    let ratio = rows[0].per_second / rows[1].per_second;
     println!(
-        "\n  ratio API/pgbench (requests/s): {ratio:.2}   goal >= 0.80   met: {}",
+        "\n  ratio {}/pgbench (requests/s): {ratio:.2}   goal >= 0.80   met: {}",
+        rows[0].name,
         if ratio >= 0.8 { "yes" } else { "no" }
     );
     for r in &rows[2..] {
         println!(
             "  ratio {}/pgbench: {:.2}",
             r.name,
-            r.per_second() / rows[1].per_second()
+            r.per_second / rows[1].per_second
         );
     }
     println!("\n  one caller, mean per phase:");
