@@ -1,6 +1,7 @@
 //! The audit trail: one `public.audit_logs` row per sensitive act, written in the same
 //! transaction as the act so neither exists without the other.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -17,6 +18,13 @@ pub enum Actor {
     },
     /// A scheduled job of the service (`lifecycle`).
     System { job: &'static str },
+    /// A member of a tenant, through the API.
+    Member {
+        user_id: Uuid,
+        clerk_user_id: String,
+        ip: Option<std::net::IpAddr>,
+        user_agent: Option<String>,
+    },
 }
 
 impl Actor {
@@ -33,6 +41,9 @@ impl Actor {
                 serde_json::json!({ "kind": "webhook", "provider": provider, "event_id": event_id })
             }
             Self::System { job } => serde_json::json!({ "kind": "system", "job": job }),
+            Self::Member { clerk_user_id, .. } => {
+                serde_json::json!({ "kind": "member", "clerk_user_id": clerk_user_id })
+            }
         }
     }
 }
@@ -54,16 +65,111 @@ pub async fn record(conn: &mut PgConnection, actor: &Actor, entry: Entry<'_>) ->
     if let Value::Object(map) = &mut metadata {
         map.insert("actor".into(), actor.describe());
     }
+    let (user_id, ip, user_agent) = match actor {
+        Actor::Member {
+            user_id,
+            ip,
+            user_agent,
+            ..
+        } => (
+            Some(*user_id),
+            ip.map(|ip| ip.to_string()),
+            user_agent.clone(),
+        ),
+        _ => (None, None, None),
+    };
     sqlx::query(
-        "INSERT INTO public.audit_logs (tenant_id, action, resource_type, resource_id, metadata)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO public.audit_logs (tenant_id, user_id, action, resource_type, resource_id,
+                                        ip_address, user_agent, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6::inet, $7, $8)",
     )
     .bind(entry.tenant_id)
+    .bind(user_id)
     .bind(entry.action)
     .bind(entry.resource_type)
     .bind(entry.resource_id)
+    .bind(ip)
+    .bind(user_agent)
     .bind(metadata)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Which audit rows to read, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub tenant_id: Option<Uuid>,
+    pub action: Option<String>,
+    pub resource_type: Option<String>,
+    /// The member's Clerk user id.
+    pub user: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Keyset position: rows strictly older than this (created_at, id).
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// One audit row as operators and tenant admins read it. A tenant's own id never appears:
+/// for tenant acts `resource_id` is the tenant's slug.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Row {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// The tenant's slug (absent for acts whose tenant is gone, such as a purge).
+    pub tenant: Option<String>,
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    /// The member's Clerk user id, when a member did it.
+    pub user: Option<String>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// Reads audit rows matching `filter`, newest first.
+pub async fn list(conn: &mut PgConnection, filter: &Filter) -> sqlx::Result<Vec<Row>> {
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "SELECT a.id, a.created_at, t.slug::text AS tenant, a.action::text,
+                a.resource_type::text,
+                CASE WHEN a.resource_type = 'tenant' AND t.slug IS NOT NULL THEN t.slug::text
+                     ELSE a.resource_id::text END AS resource_id,
+                u.clerk_user_id::text AS \"user\", host(a.ip_address) AS ip_address,
+                a.user_agent, a.metadata
+           FROM public.audit_logs a
+           LEFT JOIN public.tenants t ON t.id = a.tenant_id
+           LEFT JOIN public.users u ON u.id = a.user_id
+          WHERE true",
+    );
+    if let Some(tenant) = filter.tenant_id {
+        qb.push(" AND a.tenant_id = ").push_bind(tenant);
+    }
+    if let Some(action) = &filter.action {
+        qb.push(" AND a.action = ").push_bind(action.clone());
+    }
+    if let Some(resource_type) = &filter.resource_type {
+        qb.push(" AND a.resource_type = ")
+            .push_bind(resource_type.clone());
+    }
+    if let Some(user) = &filter.user {
+        qb.push(" AND u.clerk_user_id = ").push_bind(user.clone());
+    }
+    if let Some(from) = filter.from {
+        qb.push(" AND a.created_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        qb.push(" AND a.created_at < ").push_bind(to);
+    }
+    if let Some((at, id)) = filter.before {
+        qb.push(" AND (a.created_at, a.id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    qb.push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ")
+        .push_bind(filter.limit);
+    qb.build_query_as::<Row>().fetch_all(conn).await
 }

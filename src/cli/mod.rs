@@ -68,10 +68,28 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     Db(DbCommand),
     /// Print the API's OpenAPI 3.1 document (the committed copy is docs/openapi.json).
     Openapi,
+    /// Read the audit trail, newest first (every tenant, or one with --tenant).
+    Audit(AuditArgs),
     /// Time-driven tenant changes: suspend ended trials and long past-due tenants, end
     /// cancelled subscriptions, purge tenants deleted longer than the grace period.
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only this tenant (slug).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this action, e.g. tenant.suspended or scenario.created.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only entries from this time on (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many entries at most.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub limit: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +169,10 @@ async fn with_database(
             tenant::run(db, settings, cmd, json).await
         }
         Command::Doctor => doctor(db, json).await,
+        Command::Audit(args) => {
+            migrate::ensure_current(&db.pool).await?;
+            run_audit(db, args, json).await
+        }
         Command::Lifecycle(LifecycleCommand::Run) => {
             migrate::ensure_current(&db.pool).await?;
             let report = crate::tenancy::lifecycle_job::run(
@@ -349,6 +371,74 @@ async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn run_audit(db: &Database, args: AuditArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let tenant_id = match &args.tenant {
+        Some(slug) => Some(crate::tenancy::registry::find(&db.pool, slug).await?.id),
+        None => None,
+    };
+    let filter = crate::audit::Filter {
+        tenant_id,
+        action: args.action,
+        from: args.since,
+        limit: args.limit,
+        ..Default::default()
+    };
+    let mut conn = db.pool.acquire().await?;
+    let rows = crate::audit::list(&mut conn, &filter).await?;
+    if json {
+        return output::json(&rows).map(|()| ExitCode::SUCCESS);
+    }
+    let table = output::table(
+        &["TIME", "TENANT", "ACTION", "RESOURCE", "BY"],
+        rows.iter().map(|r| {
+            let actor = r.metadata.as_ref().and_then(|m| m.get("actor"));
+            let by = match actor.and_then(|a| a.get("kind")).and_then(|k| k.as_str()) {
+                Some("member") => r.user.clone().unwrap_or_else(|| "member".into()),
+                Some("webhook") => format!(
+                    "{} {}",
+                    actor
+                        .and_then(|a| a.get("provider"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("webhook"),
+                    actor
+                        .and_then(|a| a.get("event_id"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                ),
+                Some("operator") => format!(
+                    "operator {}",
+                    actor
+                        .and_then(|a| a.get("who"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                ),
+                Some(kind) => kind.to_owned(),
+                None => "-".into(),
+            };
+            vec![
+                r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                output::opt(r.tenant.clone()),
+                r.action.clone(),
+                format!(
+                    "{} {}",
+                    r.resource_type.clone().unwrap_or_default(),
+                    r.resource_id.clone().unwrap_or_default()
+                )
+                .trim()
+                .to_owned(),
+                by.trim().to_owned(),
+            ]
+        }),
+    );
+    println!("{table}");
+    println!(
+        "{} entr{}",
+        rows.len(),
+        if rows.len() == 1 { "y" } else { "ies" }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::Result<ExitCode> {

@@ -48,9 +48,28 @@ pub struct Member {
 pub struct Caller {
     pub tenant: Arc<TenantAccess>,
     pub member: Member,
+    /// Where the request came from (for the audit trail).
+    pub client: Client,
+}
+
+/// The peer address and user agent of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
 }
 
 impl Caller {
+    /// The caller as the audit trail records it.
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor::Member {
+            user_id: self.member.id,
+            clerk_user_id: self.member.clerk_user_id.clone(),
+            ip: self.client.ip,
+            user_agent: self.client.user_agent.clone(),
+        }
+    }
+
     /// Refuses with 403 unless the member's role allows `act`.
     pub fn require(&self, act: Act) -> Result<(), ApiError> {
         if self.member.role.allows(act) {
@@ -178,6 +197,7 @@ async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Cal
             clerk_user_id: clerk_user_id.to_owned(),
             role,
         },
+        client: Client::default(),
     })
 }
 
@@ -258,7 +278,7 @@ pub async fn authenticate(
             "the token names no organization; select one in the app",
         )
     })?;
-    let caller = match state.callers.get(org_id, &identity.clerk_user_id) {
+    let mut caller = match state.callers.get(org_id, &identity.clerk_user_id) {
         Some(caller) => caller,
         None => {
             let caller = resolve(&state.pool, &identity.clerk_user_id, org_id).await?;
@@ -282,6 +302,17 @@ pub async fn authenticate(
             why,
         ));
     }
+    caller.client = Client {
+        ip: request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip()),
+        user_agent: request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(500).collect()),
+    };
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;
     if standing == Standing::PastDue {
@@ -319,6 +350,7 @@ mod tests {
                 clerk_user_id: "u".into(),
                 role: Role::Member,
             },
+            client: Client::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! (request id, tracing, timeout, metrics). Every tenant request runs in one transaction
 //! scoped to the caller's tenant (see [`crate::db::scope`]).
 
+pub mod audit_logs;
 pub mod auth;
 pub mod context;
 pub mod cursor;
@@ -207,10 +208,13 @@ async fn run(
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
     };
-    axum::serve(listener, app(state, &config))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    axum::serve(
+        listener,
+        app(state, &config).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server failed")?;
     if let Some(job) = job {
         job.abort();
     }
@@ -278,6 +282,7 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         .merge(resources::router())
         .merge(preferences::router())
         .route("/tenant", get(tenant::show))
+        .route("/audit-logs", get(audit_logs::list))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::authenticate,

@@ -13,6 +13,7 @@ use utoipa::openapi::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
+use super::audit_logs::AuditPage;
 use super::error::Problem;
 use super::preferences::{Preferences, PreferencesInput};
 use super::resource::{DEFAULT_LIMIT, Kind, MAX_LIMIT, Resource};
@@ -64,6 +65,38 @@ pub fn document() -> OpenApi {
         with_problems(tenant),
     );
     describe_preferences(&mut api);
+    add_schema::<AuditPage>(&mut api);
+    let audit = OperationBuilder::new()
+        .tag("audit")
+        .operation_id(Some("listAuditLogs"))
+        .summary(Some(
+            "The tenant's audit trail, newest first (admins and owners)",
+        ))
+        .parameters(Some(
+            [
+                ("action", "Only this action, e.g. scenario.created"),
+                ("resource_type", "Only this resource type"),
+                ("user", "Only acts of this member (Clerk user id)"),
+                ("from", "From this time (RFC 3339) or date"),
+                ("to", "Before this time (RFC 3339) or date"),
+                ("limit", "Page size, 1 to 200 (default 50)"),
+                ("cursor", "`next_cursor` of the previous page"),
+            ]
+            .into_iter()
+            .map(|(name, description)| {
+                parameter(name, ParameterIn::Query, String::schema(), description)
+            })
+            .collect::<Vec<_>>(),
+        ))
+        .response(
+            "200",
+            json_response("A page of audit entries", schema_ref::<AuditPage>()),
+        );
+    api.paths.add_path_operation(
+        "/api/v1/audit-logs",
+        vec![HttpMethod::Get],
+        with_problems(audit),
+    );
     resources::describe(&mut api);
     api
 }

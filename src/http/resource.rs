@@ -114,6 +114,9 @@ pub trait Resource: Send + Sync + 'static {
     const WRITE_FEATURE: Option<RequiredFeature> = None;
     /// A column the engine fills with the caller's Clerk user id on create.
     const CREATED_BY: Option<&'static str> = None;
+    /// Writes are sensitive acts: each create, update and delete writes an audit row
+    /// (`<name>.created` …) in the same transaction.
+    const AUDITED: bool = false;
 
     type Row: for<'r> sqlx::FromRow<'r, PgRow> + Serialize + ToSchema + Send + Unpin;
     type Create: DeserializeOwned + ToSchema + Send;
@@ -492,8 +495,46 @@ pub async fn create<R: Resource>(
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| db_error(e, R::TABLE, R::NAME))?;
+    audit_write::<R>(&mut tx, &caller, "created", row_id(&row)).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
+}
+
+/// Records a write of an audited resource in the write's transaction.
+async fn audit_write<R: Resource>(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    verb: &str,
+    id: Option<Uuid>,
+) -> Result<(), ApiError> {
+    if !R::AUDITED {
+        return Ok(());
+    }
+    let action = format!("{}.{verb}", R::NAME);
+    crate::audit::record(
+        conn,
+        &caller.actor(),
+        crate::audit::Entry {
+            tenant_id: Some(caller.tenant.scope.id),
+            action: &action,
+            resource_type: R::NAME,
+            resource_id: id.map(|id| id.to_string()).unwrap_or_default(),
+            metadata: serde_json::json!({}),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `id` of a row, read through its JSON form: rows are typed per resource, and only
+/// audited writes need this.
+fn row_id<T: Serialize>(row: &T) -> Option<Uuid> {
+    serde_json::to_value(row)
+        .ok()?
+        .get("id")?
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 /// `PATCH /api/v1/<resource>/{id}`
@@ -533,8 +574,12 @@ pub async fn update<R: Resource>(
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| db_error(e, R::TABLE, R::NAME))?;
+    let Some(row) = row else {
+        return Err(ApiError::not_found(R::NAME));
+    };
+    audit_write::<R>(&mut tx, &caller, "updated", Some(id)).await?;
     tx.commit().await?;
-    row.map(Json).ok_or_else(|| ApiError::not_found(R::NAME))
+    Ok(Json(row))
 }
 
 /// `DELETE /api/v1/<resource>/{id}`
@@ -555,12 +600,12 @@ pub async fn delete<R: Resource>(
     .await
     .map_err(|e| db_error(e, R::TABLE, R::NAME))?
     .rows_affected();
-    tx.commit().await?;
     if deleted == 0 {
-        Err(ApiError::not_found(R::NAME))
-    } else {
-        Ok(StatusCode::NO_CONTENT)
+        return Err(ApiError::not_found(R::NAME));
     }
+    audit_write::<R>(&mut tx, &caller, "deleted", Some(id)).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The routes of resource `R`.

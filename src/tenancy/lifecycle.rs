@@ -201,6 +201,12 @@ impl Tenancy {
                 given: confirm.unwrap_or("").chars().take(60).collect(),
             });
         }
+        // The one exception to the append-only audit trail (migrations/public/0005): the
+        // tenant's own rows go with it.
+        sqlx::query("SELECT set_config('capliquify.purging_tenant', $1, true)")
+            .bind(tenant.id.to_string())
+            .execute(&mut *tx)
+            .await?;
         let dropped: bool = sqlx::query_scalar("SELECT public.delete_tenant_schema($1)")
             .bind(tenant.id)
             .fetch_one(&mut *tx)

@@ -108,17 +108,23 @@ impl TestApp {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = app(state, &config);
         tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
         });
         Self {
             db,
             addr,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .user_agent("capliquify-tests")
+                .build()
+                .unwrap(),
             _jwks: jwks,
             shutdown: Some(tx),
         }

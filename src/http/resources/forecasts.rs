@@ -209,6 +209,7 @@ impl Resource for Forecasts {
         name: "ai_forecasting",
         enabled: |f| f.ai_forecasting,
     });
+    const AUDITED: bool = true;
 
     type Row = Forecast;
     type Create = NewForecast;

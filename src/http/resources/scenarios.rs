@@ -108,6 +108,7 @@ impl Resource for Scenarios {
         enabled: |f| f.what_if,
     });
     const CREATED_BY: Option<&'static str> = Some("created_by_user_id");
+    const AUDITED: bool = true;
 
     type Row = Scenario;
     type Create = NewScenario;

@@ -1,0 +1,118 @@
+//! `GET /api/v1/audit-logs`: the tenant's audit trail, for its admins and owners.
+//! Filters: `action`, `resource_type`, `user` (Clerk user id), `from`/`to` (RFC 3339 time or
+//! a date); newest first, cursor pagination.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::context::Caller;
+use super::cursor::Position;
+use super::error::ApiError;
+use super::resource::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::access::Act;
+use crate::audit::{self, Filter, Row};
+use crate::db::scope;
+
+/// The cursor's sort name.
+const SORT: &str = "-created_at";
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub data: Vec<Row>,
+    /// Pass as `cursor` to get older entries; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn bad(field: &str, detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_parameter", detail).with_field(field.to_owned())
+}
+
+/// A time bound: RFC 3339, or a date meaning its midnight UTC.
+fn instant(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            bad(
+                field,
+                format!("{field} must be an RFC 3339 time or a date (YYYY-MM-DD)"),
+            )
+        })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    caller.require(Act::Administer)?;
+    let Query(pairs) = query.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("the query string is malformed: {e}"),
+        )
+    })?;
+    let mut filter = Filter {
+        tenant_id: Some(caller.tenant.scope.id),
+        limit: DEFAULT_LIMIT,
+        ..Filter::default()
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "action" => filter.action = Some(value),
+            "resource_type" => filter.resource_type = Some(value),
+            "user" => filter.user = Some(value),
+            "from" => filter.from = Some(instant("from", &value)?),
+            "to" => filter.to = Some(instant("to", &value)?),
+            "limit" => {
+                filter.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        bad(
+                            "limit",
+                            format!("limit must be a whole number from 1 to {MAX_LIMIT}"),
+                        )
+                    })?;
+            }
+            "cursor" => {
+                let position = state.cursors.decode(&value, SORT)?;
+                let at = DateTime::parse_from_rfc3339(&position.key)
+                    .map_err(|_| bad("cursor", "the cursor is not one this API issued"))?
+                    .with_timezone(&Utc);
+                filter.before = Some((at, position.id));
+            }
+            other => return Err(bad(other, format!("unknown query parameter {other:?}"))),
+        }
+    }
+    let limit = filter.limit;
+    filter.limit += 1;
+    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut rows = audit::list(&mut tx, &filter).await?;
+    tx.commit().await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| {
+            state.cursors.encode(&Position {
+                sort: SORT.into(),
+                key: last.created_at.to_rfc3339(),
+                id: last.id,
+            })
+        })
+    } else {
+        None
+    };
+    Ok(Json(AuditPage {
+        data: rows,
+        next_cursor,
+    }))
+}
