@@ -626,6 +626,11 @@ impl Service {
             cursors: CursorCodec::new(b"benchmark cursor secret, 32+ chars"),
             // No webhook secrets: the webhook endpoints are off, as nothing here calls them.
             webhooks: Arc::new(WebhookConfig::default()),
+            keys: Arc::new(capliquify::crypto::Keyring::from_settings(
+                Some(&"ab".repeat(32)),
+                "k1",
+                None,
+            )?),
             callers: Arc::new(if args.no_auth_cache {
                 CallerCache::disabled()
             } else {

@@ -30,8 +30,40 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(0..=365))]
     pub past_due_grace_days: u32,
 
+    /// Key sealing API credentials: 64 hex characters (`openssl rand -hex 32`). Required by
+    /// `serve` except in the embedded demo, which uses a public development key.
+    #[arg(long, env = "ENCRYPTION_KEY", global = true, hide_env_values = true)]
+    pub encryption_key: Option<String>,
+
+    /// Id recorded in envelopes sealed with ENCRYPTION_KEY (change it when the key changes).
+    #[arg(long, env = "ENCRYPTION_KEY_ID", default_value = "k1", global = true)]
+    pub encryption_key_id: String,
+
+    /// Older keys that may still open envelopes: `id=<64 hex>,…` (keep them until
+    /// `capliquify keys rotate` has re-sealed everything).
+    #[arg(long, env = "ENCRYPTION_KEYS", global = true, hide_env_values = true)]
+    pub encryption_keys: Option<String>,
+
     /// Most database connections this process opens.
     #[arg(long, env = "CAPLIQUIFY_DB_MAX_CONNECTIONS", default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
+}
+
+/// The development key of the embedded demo: public on purpose, used only when no
+/// ENCRYPTION_KEY is set and the database is the embedded one.
+const DEMO_ENCRYPTION_KEY: &str = "6465762d6f6e6c792d6b65792d636170";
+
+impl Settings {
+    /// The keyring for credentials. `demo` allows the development key when none is set.
+    pub fn keyring(&self, demo: bool) -> anyhow::Result<crate::crypto::Keyring> {
+        let demo_key = DEMO_ENCRYPTION_KEY.repeat(2);
+        let (key, id) = match (&self.encryption_key, demo) {
+            (Some(key), _) => (Some(key.as_str()), self.encryption_key_id.as_str()),
+            (None, true) => (Some(demo_key.as_str()), "demo"),
+            (None, false) => (None, self.encryption_key_id.as_str()),
+        };
+        crate::crypto::Keyring::from_settings(key, id, self.encryption_keys.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
 }

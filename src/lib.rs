@@ -17,6 +17,8 @@ pub mod audit;
 pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod credentials;
+pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod http;

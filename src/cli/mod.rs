@@ -70,6 +70,9 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     Openapi,
     /// Read the audit trail, newest first (every tenant, or one with --tenant).
     Audit(AuditArgs),
+    /// Manage the keys that seal API credentials.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Time-driven tenant changes: suspend ended trials and long past-due tenants, end
     /// cancelled subscriptions, purge tenants deleted longer than the grace period.
     #[command(subcommand)]
@@ -90,6 +93,17 @@ pub struct AuditArgs {
     /// How many entries at most.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub limit: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-seal every tenant's credentials under ENCRYPTION_KEY (ENCRYPTION_KEY_ID), opening
+    /// old envelopes with the keys in ENCRYPTION_KEYS. One transaction per tenant, audited,
+    /// resumable: run it again after an interruption.
+    #[command(
+        after_help = "Rotation, step by step:\n  1. ENCRYPTION_KEY=<new hex> ENCRYPTION_KEY_ID=k2 ENCRYPTION_KEYS=k1=<old hex>: restart the service\n  2. capliquify keys rotate\n  3. remove k1 from ENCRYPTION_KEYS and restart"
+    )]
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +183,10 @@ async fn with_database(
             tenant::run(db, settings, cmd, json).await
         }
         Command::Doctor => doctor(db, json).await,
+        Command::Keys(KeysCommand::Rotate) => {
+            migrate::ensure_current(&db.pool).await?;
+            rotate_keys(db, settings, json).await
+        }
         Command::Audit(args) => {
             migrate::ensure_current(&db.pool).await?;
             run_audit(db, args, json).await
@@ -367,6 +385,59 @@ async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", output::table(&["TEST", "RESULT", "DETAILS"], rows));
     }
     Ok(if report.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let keys = settings.keyring(db.is_embedded())?;
+    let tenants = crate::tenancy::registry::list(&db.pool, true).await?;
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(tenants.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tenants  {elapsed}  {msg}")
+            .context("progress bar template")?,
+    );
+    let actor = crate::audit::Actor::operator();
+    let (mut resealed, mut failed) = (0u64, Vec::new());
+    for tenant in &tenants {
+        bar.inc(1);
+        if tenant.schema_version.is_none() {
+            continue;
+        }
+        let result = match tenant.scope() {
+            Ok(scope) => crate::credentials::rotate_keys(&db.pool, &keys, &scope, &actor)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(n) => resealed += n,
+            Err(e) => {
+                bar.println(format!("FAILED {}: {e}", tenant.slug));
+                failed.push((tenant.slug.clone(), e));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if json {
+        output::json(
+            &serde_json::json!({ "resealed": resealed, "key_id": keys.sealing_key_id(), "failed": failed }),
+        )?;
+    } else {
+        println!(
+            "{resealed} credential(s) re-sealed under key {} across {} tenant(s); {} failed",
+            keys.sealing_key_id(),
+            tenants.len(),
+            failed.len()
+        );
+    }
+    Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -8,6 +8,7 @@
 pub mod audit_logs;
 pub mod auth;
 pub mod context;
+pub mod credentials;
 pub mod cursor;
 pub mod error;
 pub mod metrics;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub cursors: CursorCodec,
     pub webhooks: Arc<WebhookConfig>,
     pub callers: Arc<context::CallerCache>,
+    /// Seals and opens API credentials.
+    pub keys: Arc<crate::crypto::Keyring>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -146,6 +149,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
     let cursors = args.cursor_codec()?;
     let webhooks = Arc::new(args.webhook_config(settings)?);
     let demo = settings.database_url.is_none() && args.clerk_jwks_url.is_none();
+    let keys = Arc::new(settings.keyring(demo)?);
     let auth = if demo {
         Authenticator::demo()?
     } else {
@@ -166,6 +170,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
         auth: Arc::new(auth),
         cursors,
         webhooks,
+        keys,
         callers: Arc::new(context::CallerCache::new(
             Duration::from_millis(args.auth_cache_ms),
             100_000,
@@ -281,6 +286,7 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
     let api = Router::new()
         .merge(resources::router())
         .merge(preferences::router())
+        .merge(credentials::router())
         .route("/tenant", get(tenant::show))
         .route("/audit-logs", get(audit_logs::list))
         .route_layer(axum::middleware::from_fn_with_state(

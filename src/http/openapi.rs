@@ -14,11 +14,13 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use super::audit_logs::AuditPage;
+use super::credentials::{NewCredential, NewSecrets};
 use super::error::Problem;
 use super::preferences::{Preferences, PreferencesInput};
 use super::resource::{DEFAULT_LIMIT, Kind, MAX_LIMIT, Resource};
 use super::resources;
 use super::tenant::TenantOverview;
+use crate::credentials::Credential;
 
 const JSON: &str = "application/json";
 const PROBLEM: &str = "application/problem+json";
@@ -65,6 +67,7 @@ pub fn document() -> OpenApi {
         with_problems(tenant),
     );
     describe_preferences(&mut api);
+    describe_credentials(&mut api);
     add_schema::<AuditPage>(&mut api);
     let audit = OperationBuilder::new()
         .tag("audit")
@@ -99,6 +102,118 @@ pub fn document() -> OpenApi {
     );
     resources::describe(&mut api);
     api
+}
+
+fn describe_credentials(api: &mut OpenApi) {
+    add_schema::<Credential>(api);
+    add_schema::<NewCredential>(api);
+    add_schema::<NewSecrets>(api);
+    let body = |schema: RefOr<Schema>| {
+        Some(
+            RequestBodyBuilder::new()
+                .content(JSON, ContentBuilder::new().schema(Some(schema)).build())
+                .required(Some(Required::True))
+                .build(),
+        )
+    };
+    let id = || {
+        vec![parameter(
+            "id",
+            ParameterIn::Path,
+            String::schema(),
+            "The credential's id (UUID)",
+        )]
+    };
+    let op = |op_id: &str, summary: &str| {
+        OperationBuilder::new()
+            .tag("api-credentials")
+            .operation_id(Some(op_id))
+            .summary(Some(summary))
+    };
+    let one = || {
+        json_response(
+            "The credential (never its secrets)",
+            schema_ref::<Credential>(),
+        )
+    };
+    let list = RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .property(
+                "data",
+                ArrayBuilder::new().items(schema_ref::<Credential>()),
+            )
+            .required("data")
+            .build(),
+    ));
+    let missing = || problem_response("No such credential in this tenant");
+    let base = "/api/v1/api-credentials";
+    let item = "/api/v1/api-credentials/{id}";
+    let paths = &mut api.paths;
+    paths.add_path_operation(
+        base,
+        vec![HttpMethod::Get],
+        with_problems(
+            op("listApiCredentials", "List credentials (admins)")
+                .response("200", json_response("All credentials", list)),
+        ),
+    );
+    paths.add_path_operation(
+        base,
+        vec![HttpMethod::Post],
+        with_problems(
+            op("createApiCredential", "Store a credential, sealed (admins)")
+                .request_body(body(schema_ref::<NewCredential>()))
+                .response("201", one())
+                .response(
+                    "409",
+                    problem_response("This company already has a credential for the service"),
+                ),
+        ),
+    );
+    paths.add_path_operation(
+        item,
+        vec![HttpMethod::Get],
+        with_problems(
+            op("getApiCredential", "One credential (admins)")
+                .parameters(Some(id()))
+                .response("200", one())
+                .response("404", missing()),
+        ),
+    );
+    paths.add_path_operation(
+        item,
+        vec![HttpMethod::Delete],
+        with_problems(
+            op("deleteApiCredential", "Delete a credential (admins)")
+                .parameters(Some(id()))
+                .response("204", ResponseBuilder::new().description("Deleted").build())
+                .response("404", missing()),
+        ),
+    );
+    paths.add_path_operation(
+        format!("{item}/rotate"),
+        vec![HttpMethod::Post],
+        with_problems(
+            op("rotateApiCredential", "Replace the secrets (admins)")
+                .parameters(Some(id()))
+                .request_body(body(schema_ref::<NewSecrets>()))
+                .response("200", one())
+                .response("404", missing()),
+        ),
+    );
+    paths.add_path_operation(
+        format!("{item}/deactivate"),
+        vec![HttpMethod::Post],
+        with_problems(
+            op(
+                "deactivateApiCredential",
+                "Stop using a credential (admins)",
+            )
+            .parameters(Some(id()))
+            .response("200", one())
+            .response("404", missing()),
+        ),
+    );
 }
 
 fn describe_preferences(api: &mut OpenApi) {

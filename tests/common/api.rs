@@ -21,6 +21,8 @@ pub const ISSUER: &str = "https://clerk.test.capliquify";
 pub const KID: &str = "test-key";
 pub const TEST_KEY: &str = include_str!("../fixtures/test-signing-key.pem");
 pub const OTHER_KEY: &str = include_str!("../fixtures/other-signing-key.pem");
+/// The key the test server seals credentials with.
+pub const ENCRYPTION_KEY: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 /// Webhook secrets and prices the test server is configured with.
 pub const CLERK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const STRIPE_SECRET: &str = "whsec_test_stripe_endpoint_secret";
@@ -102,6 +104,10 @@ impl TestApp {
             }),
             // Tests change tenants between requests and expect the next request to see it.
             callers: std::sync::Arc::new(capliquify::http::context::CallerCache::disabled()),
+            keys: std::sync::Arc::new(
+                capliquify::crypto::Keyring::from_settings(Some(ENCRYPTION_KEY), "k1", None)
+                    .unwrap(),
+            ),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
