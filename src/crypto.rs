@@ -86,11 +86,7 @@ fn parse_key(hex: &str, setting: &'static str) -> Result<LessSafeKey, CryptoErro
     if hex.len() != 64 {
         return Err(CryptoError::MalformedKey(setting));
     }
-    let bytes: Option<Vec<u8>> = (0..64)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    let bytes = bytes.ok_or(CryptoError::MalformedKey(setting))?;
+    let bytes = decode_hex(hex).ok_or(CryptoError::MalformedKey(setting))?;
     let key =
         UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| CryptoError::MalformedKey(setting))?;
     Ok(LessSafeKey::new(key))
@@ -191,6 +187,18 @@ impl Keyring {
     pub fn parse(value: &serde_json::Value) -> Result<Envelope, CryptoError> {
         serde_json::from_value(value.clone()).map_err(|_| CryptoError::NotAnEnvelope)
     }
+}
+
+/// Hex (either case) to bytes; `None` unless every character is a hex digit and the
+/// length is even. (`u8::from_str_radix` alone would also take a leading `+`.)
+pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// A short fingerprint of a secret for display ("sha256:1a2b3c4d"), never the secret.

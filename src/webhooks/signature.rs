@@ -166,7 +166,9 @@ impl StripeSecret {
         }
         check_timestamp(ts, now)?;
         for sig in signatures {
-            let Some(sig) = decode_hex(sig) else { continue };
+            let Some(sig) = crate::crypto::decode_hex(sig) else {
+                continue;
+            };
             let mut m = mac(self.0.as_bytes());
             m.update(format!("{ts_raw}.").as_bytes());
             m.update(body);
@@ -176,17 +178,6 @@ impl StripeSecret {
         }
         Err(SignatureError::Mismatch)
     }
-}
-
-/// Lower- or upper-case hex to bytes; `None` if it is not hex.
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
