@@ -69,7 +69,6 @@ use anyhow::{Context as _, bail, ensure};
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::db::TenantScope;
-use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
 use capliquify::db::scope;
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
 use capliquify::http::context::CallerCache;
@@ -84,7 +83,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::json;
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Connection, FromRow, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, FromRow, PgPool};
 use tokio::process::Command;
 
 const BENCH_DB: &str = "capliquify_bench_api";
@@ -204,90 +203,6 @@ impl Args {
 }
 
 /// Where the benchmark database lives and how to reach it.
-struct Server {
-    admin_url: String,
-    bench_url: String,
-    pgbench: PathBuf,
-    /// The embedded cluster when `DATABASE_URL` is unset.
-    cluster: Option<EmbeddedCluster>,
-}
-
-impl Server {
-    fn open() -> anyhow::Result<Self> {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => {
-                let mut bench = url::Url::parse(&url).context("DATABASE_URL does not parse")?;
-                bench.set_path(BENCH_DB);
-                Ok(Self {
-                    admin_url: url,
-                    bench_url: bench.to_string(),
-                    pgbench: PathBuf::from("pgbench"),
-                    cluster: None,
-                })
-            }
-            _ => {
-                let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-api-pg");
-                eprintln!(
-                    "DATABASE_URL unset: starting the embedded cluster under {}",
-                    root.display()
-                );
-                let cluster = EmbeddedCluster::start(&EmbeddedOptions {
-                    root,
-                    // Durable, as in production (reads do not fsync, so this mostly shapes
-                    // the setup's cost).
-                    durable: true,
-                    database: BENCH_DB.into(),
-                })?;
-                let local = cluster.bin_dir().join("pgbench");
-                Ok(Self {
-                    admin_url: cluster.admin_url(),
-                    bench_url: cluster.url(),
-                    pgbench: if local.is_file() {
-                        local
-                    } else {
-                        PathBuf::from("pgbench")
-                    },
-                    cluster: Some(cluster),
-                })
-            }
-        }
-    }
-
-    async fn admin(&self, sql: &str) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url)
-            .await
-            .context("connecting to the maintenance database")?;
-        sqlx::query(AssertSqlSafe(sql.to_owned()))
-            .execute(&mut admin)
-            .await
-            .with_context(|| sql.to_owned())?;
-        admin.close().await?;
-        Ok(())
-    }
-
-    async fn recreate_database(&self) -> anyhow::Result<()> {
-        self.drop_database().await?;
-        self.admin(&format!("CREATE DATABASE \"{BENCH_DB}\"")).await
-    }
-
-    async fn drop_database(&self) -> anyhow::Result<()> {
-        self.admin(&format!(
-            "DROP DATABASE IF EXISTS \"{BENCH_DB}\" WITH (FORCE)"
-        ))
-        .await
-    }
-
-    fn stop(self) -> anyhow::Result<()> {
-        if let Some(cluster) = self.cluster
-            && cluster.started_here()
-        {
-            eprintln!("stopping the embedded cluster");
-            cluster.stop()?;
-        }
-        Ok(())
-    }
-}
-
 /// One provisioned tenant and its member's credentials.
 #[derive(Debug, Clone)]
 struct BenchTenant {
@@ -383,10 +298,14 @@ fn percentile(values: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+mod support;
+
+use support::BenchServer;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
     // Blocking (runs initdb/pg_ctl), so before the runtime exists.
-    let server = Server::open()?;
+    let server = BenchServer::open(BENCH_DB, "bench-api-pg")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -399,18 +318,18 @@ fn main() -> anyhow::Result<()> {
     stopped
 }
 
-async fn run(args: &Args, server: &Server) -> anyhow::Result<()> {
+async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     server.recreate_database().await?;
     let setup_pool = capliquify::db::connect(&server.bench_url, PROVISIONERS as u32).await?;
     migrate::migrate_public(&setup_pool, migrate::tenant_migrations()).await?;
     let version: String = sqlx::query_scalar("SELECT version()")
         .fetch_one(&setup_pool)
         .await?;
-    let pgbench_version = Command::new(&server.pgbench)
+    let pgbench_version = Command::new(server.tool("pgbench"))
         .arg("--version")
         .output()
         .await
-        .with_context(|| format!("running {} --version", server.pgbench.display()))?;
+        .with_context(|| format!("running {} --version", server.tool("pgbench").display()))?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("capliquify API benchmark");
     println!(
@@ -426,15 +345,7 @@ async fn run(args: &Args, server: &Server) -> anyhow::Result<()> {
             .trim()
     );
     println!("  server:   {version}");
-    println!(
-        "  database: {} ({})",
-        capliquify::db::redact(&server.bench_url),
-        if server.cluster.is_some() {
-            "embedded, durable"
-        } else {
-            "DATABASE_URL"
-        }
-    );
+    println!("  database: {}", server.describe());
     println!(
         "  pgbench:  {}",
         String::from_utf8_lossy(&pgbench_version.stdout).trim()
@@ -607,7 +518,7 @@ struct Service {
 }
 
 impl Service {
-    async fn start(server: &Server, args: &Args) -> anyhow::Result<Self> {
+    async fn start(server: &BenchServer, args: &Args) -> anyhow::Result<Self> {
         let jwks =
             std::env::temp_dir().join(format!("capliquify-bench-jwks-{}.json", std::process::id()));
         std::fs::write(&jwks, jwks_for(TEST_KEY, KID)?.to_string())?;
@@ -1058,14 +969,14 @@ fn list_sql(limit: &str) -> String {
 
 async fn load_pgbench(
     args: &Args,
-    server: &Server,
+    server: &BenchServer,
     tenants: &[BenchTenant],
 ) -> anyhow::Result<Measured> {
     let dir = std::env::temp_dir().join(format!("capliquify-bench-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let select = list_sql(&(LIMIT + 1).to_string());
-    let mut command = Command::new(&server.pgbench);
+    let mut command = Command::new(server.tool("pgbench"));
     command
         .arg("-n")
         .args(["-c", &args.clients.to_string()])
@@ -1102,7 +1013,7 @@ async fn load_pgbench(
         .stdin(Stdio::null())
         .output()
         .await
-        .with_context(|| format!("running {}", server.pgbench.display()))?;
+        .with_context(|| format!("running {}", server.tool("pgbench").display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     ensure!(
         output.status.success(),

@@ -37,11 +37,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
-use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
 use capliquify::tenancy::migrate::{self, TenantOutcome};
 use capliquify::tenancy::{NewTenant, Tenancy};
 use sqlx::migrate::{Migration, MigrationType};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, SqlSafeStr};
+use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -150,102 +149,15 @@ impl Args {
 }
 
 /// Where the benchmark database lives and how to reach it.
-struct Server {
-    admin_url: String,
-    bench_url: String,
-    psql: PathBuf,
-    /// The embedded cluster when `DATABASE_URL` is unset.
-    cluster: Option<EmbeddedCluster>,
-}
-
-impl Server {
-    fn open() -> anyhow::Result<Self> {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => {
-                let mut bench = url::Url::parse(&url).context("DATABASE_URL does not parse")?;
-                bench.set_path(BENCH_DB);
-                Ok(Self {
-                    admin_url: url,
-                    bench_url: bench.to_string(),
-                    psql: PathBuf::from("psql"),
-                    cluster: None,
-                })
-            }
-            _ => {
-                let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pg");
-                eprintln!(
-                    "DATABASE_URL unset: starting the embedded cluster under {}",
-                    root.display()
-                );
-                let cluster = EmbeddedCluster::start(&EmbeddedOptions {
-                    root,
-                    // Durable: fsync at commit is part of both paths' cost, as in production.
-                    durable: true,
-                    database: BENCH_DB.into(),
-                })?;
-                let local = cluster.bin_dir().join("psql");
-                Ok(Self {
-                    admin_url: cluster.admin_url(),
-                    bench_url: cluster.url(),
-                    psql: if local.is_file() {
-                        local
-                    } else {
-                        PathBuf::from("psql")
-                    },
-                    cluster: Some(cluster),
-                })
-            }
-        }
-    }
-
-    async fn recreate_database(&self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url)
-            .await
-            .context("connecting to the maintenance database")?;
-        sqlx::query(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{BENCH_DB}\" WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await?;
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{BENCH_DB}\"")))
-            .execute(&mut admin)
-            .await?;
-        admin.close().await?;
-        Ok(())
-    }
-
-    async fn drop_database(&self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{BENCH_DB}\" WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await?;
-        admin.close().await?;
-        Ok(())
-    }
-
-    /// `psql` with the flags every baseline uses: no ~/.psqlrc, quiet, stop at the first
-    /// error, warnings and errors only.
-    fn psql(&self) -> Command {
-        let mut cmd = Command::new(&self.psql);
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.bench_url])
-            // migrate_tenant_schema's `CREATE TABLE IF NOT EXISTS` notice, once per tenant,
-            // would bury the progress output.
-            .env("PGOPTIONS", "-c client_min_messages=warning")
-            .kill_on_drop(true);
-        cmd
-    }
-
-    fn stop(self) -> anyhow::Result<()> {
-        if let Some(cluster) = self.cluster
-            && cluster.started_here()
-        {
-            eprintln!("stopping the embedded cluster");
-            cluster.stop()?;
-        }
-        Ok(())
-    }
+/// `psql` with the flags every baseline uses: no ~/.psqlrc, quiet, stop at the first error,
+/// warnings and errors only.
+fn psql(server: &BenchServer) -> Command {
+    let mut cmd = Command::new(server.tool("psql"));
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &server.bench_url])
+        // Notices (e.g. "already exists, skipping"), once per tenant, would bury the progress.
+        .env("PGOPTIONS", "-c client_min_messages=warning")
+        .kill_on_drop(true);
+    cmd
 }
 
 /// One line of the final table.
@@ -261,7 +173,7 @@ struct ResultRow {
 
 struct Bench<'a> {
     args: Args,
-    server: &'a Server,
+    server: &'a BenchServer,
     pool: PgPool,
     tenancy: Tenancy,
     actor: Actor,
@@ -269,10 +181,14 @@ struct Bench<'a> {
     serial: AtomicUsize,
 }
 
+mod support;
+
+use support::BenchServer;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
     // Blocking (runs initdb/pg_ctl), so before the runtime exists.
-    let server = Server::open()?;
+    let server = BenchServer::open(BENCH_DB, "bench-pg")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -285,7 +201,7 @@ fn main() -> anyhow::Result<()> {
     stopped
 }
 
-async fn run(args: Args, server: &Server) -> anyhow::Result<()> {
+async fn run(args: Args, server: &BenchServer) -> anyhow::Result<()> {
     server.recreate_database().await?;
     // More connections than any phase uses at once (fleet builders, --jobs 2, the CLI's own
     // pool is separate), so nobody waits for a connection.
@@ -302,15 +218,7 @@ async fn run(args: Args, server: &Server) -> anyhow::Result<()> {
     );
     println!("  cores:    {cores}");
     println!("  server:   {version}");
-    println!(
-        "  database: {} ({})",
-        capliquify::db::redact(&server.bench_url),
-        if server.cluster.is_some() {
-            "embedded, durable"
-        } else {
-            "DATABASE_URL"
-        }
-    );
+    println!("  database: {}", server.describe());
     println!("  psql:     {}", psql_version(server).await?);
 
     let bench = Bench {
@@ -338,12 +246,12 @@ async fn run(args: Args, server: &Server) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn psql_version(server: &Server) -> anyhow::Result<String> {
-    let out = Command::new(&server.psql)
+async fn psql_version(server: &BenchServer) -> anyhow::Result<String> {
+    let out = Command::new(server.tool("psql"))
         .arg("--version")
         .output()
         .await
-        .with_context(|| format!("running {} --version", server.psql.display()))?;
+        .with_context(|| format!("running {} --version", server.tool("psql").display()))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
@@ -597,9 +505,7 @@ impl Bench<'_> {
         let mut startup = Vec::new();
         for _ in 0..5 {
             let started = Instant::now();
-            let status = self
-                .server
-                .psql()
+            let status = psql(self.server)
                 .args(["-c", "select 1"])
                 .stdout(Stdio::null())
                 .status()
@@ -668,9 +574,7 @@ impl Bench<'_> {
         ));
         std::fs::write(&path, script)?;
         let started = Instant::now();
-        let status = self
-            .server
-            .psql()
+        let status = psql(self.server)
             .arg("-f")
             .arg(&path)
             .stdout(Stdio::null())
@@ -797,13 +701,12 @@ struct PsqlSession {
 }
 
 impl PsqlSession {
-    async fn start(server: &Server) -> anyhow::Result<Self> {
-        let mut child = server
-            .psql()
+    async fn start(server: &BenchServer) -> anyhow::Result<Self> {
+        let mut child = psql(server)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {}", server.psql.display()))?;
+            .with_context(|| format!("starting {}", server.tool("psql").display()))?;
         let mut stdin = child.stdin.take().context("psql stdin")?;
         let stdout = child.stdout.take().context("psql stdout")?;
         // Bare values, so marker lines are easy to recognise.

@@ -1,0 +1,113 @@
+//! What both benchmarks need from the server: `DATABASE_URL` or the embedded cluster (in
+//! durable mode, as in production), a bench database recreated for every run, and the
+//! PostgreSQL client tools (psql, pgbench) matching the server.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
+
+pub struct BenchServer {
+    pub admin_url: String,
+    pub bench_url: String,
+    database: String,
+    /// The embedded cluster when `DATABASE_URL` is unset.
+    cluster: Option<EmbeddedCluster>,
+}
+
+impl BenchServer {
+    /// `DATABASE_URL`'s server, or the embedded cluster under `target/<folder>`.
+    pub fn open(database: &str, folder: &str) -> anyhow::Result<Self> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => {
+                let mut bench = url::Url::parse(&url).context("DATABASE_URL does not parse")?;
+                bench.set_path(database);
+                Ok(Self {
+                    admin_url: url,
+                    bench_url: bench.to_string(),
+                    database: database.into(),
+                    cluster: None,
+                })
+            }
+            _ => {
+                let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("target")
+                    .join(folder);
+                eprintln!(
+                    "DATABASE_URL unset: starting the embedded cluster under {}",
+                    root.display()
+                );
+                // Durable: fsync at commit is part of every path's cost, as in production.
+                let cluster = EmbeddedCluster::start(&EmbeddedOptions {
+                    root,
+                    durable: true,
+                    database: database.into(),
+                })?;
+                Ok(Self {
+                    admin_url: cluster.admin_url(),
+                    bench_url: cluster.url(),
+                    database: database.into(),
+                    cluster: Some(cluster),
+                })
+            }
+        }
+    }
+
+    /// The database for the report: its URL without a password, and where it comes from.
+    pub fn describe(&self) -> String {
+        let origin = if self.cluster.is_some() {
+            "embedded, durable"
+        } else {
+            "DATABASE_URL"
+        };
+        format!("{} ({origin})", capliquify::db::redact(&self.bench_url))
+    }
+
+    /// A PostgreSQL client tool: the embedded cluster's own, else the one on PATH.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.cluster
+            .as_ref()
+            .map(|c| c.bin_dir().join(name))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(name))
+    }
+
+    async fn admin(&self, sql: String) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .context("connecting to the maintenance database")?;
+        sqlx::query(AssertSqlSafe(sql.clone()))
+            .execute(&mut admin)
+            .await
+            .with_context(|| sql)?;
+        admin.close().await?;
+        Ok(())
+    }
+
+    /// Drops and creates the bench database, so runs do not depend on each other.
+    pub async fn recreate_database(&self) -> anyhow::Result<()> {
+        self.drop_database().await?;
+        self.admin(format!("CREATE DATABASE \"{}\"", self.database))
+            .await
+    }
+
+    pub async fn drop_database(&self) -> anyhow::Result<()> {
+        self.admin(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.database
+        ))
+        .await
+    }
+
+    /// Stops the embedded cluster if this run started it.
+    pub fn stop(self) -> anyhow::Result<()> {
+        if let Some(cluster) = self.cluster
+            && cluster.started_here()
+        {
+            eprintln!("stopping the embedded cluster");
+            cluster.stop()?;
+        }
+        Ok(())
+    }
+}
