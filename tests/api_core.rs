@@ -534,3 +534,57 @@ async fn the_served_openapi_document_is_the_committed_one() {
         assert!(served.body["paths"][path].is_object(), "{path} documented");
     }
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_not_passed_to_the_database() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("nul-chars", Tier::Professional).await;
+    let owner = app.token_for(&t, Role::Owner);
+    // JSON fields stored as jsonb (found by schemathesis).
+    app.call(
+        Method::PUT,
+        "/api/v1/me/preferences",
+        Some(&owner),
+        Some(json!({ "preferences": { "a": "\u{0}" } })),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    app.patch(
+        &owner,
+        "/api/v1/me/preferences",
+        json!({ "preferences": { "\u{0}": 1 } }),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let reply = app
+        .post(
+            &owner,
+            "/api/v1/companies",
+            json!({ "name": "ok", "settings": { "k": ["\u{0}"] } }),
+        )
+        .await;
+    assert_eq!(
+        reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["field"],
+        "settings"
+    );
+    // Paths and query strings.
+    for path in [
+        "/api/v1/products?category=%00",
+        "/api/v1/products?sku=a%00",
+        "/api/v1/audit-logs?action=%00",
+        "/api/v1/user-preferences/a%00b",
+    ] {
+        app.get(&owner, path)
+            .await
+            .problem(StatusCode::BAD_REQUEST, "invalid_url");
+    }
+    assert_eq!(
+        app.db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM {}.companies",
+                t.tenant.schema_name
+            ))
+            .await,
+        0
+    );
+}

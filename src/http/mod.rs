@@ -303,6 +303,7 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -316,6 +317,25 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// A NUL character (`%00`) in the path or query can reach neither a PostgreSQL string nor
+/// an identifier; refusing it here covers every route and parameter at once.
+async fn refuse_nul_in_url(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let uri = request.uri();
+    let raw = format!("{}?{}", uri.path(), uri.query().unwrap_or(""));
+    if raw.to_ascii_lowercase().contains("%00") {
+        return error::ApiError::bad_request(
+            "invalid_url",
+            "the URL contains a NUL character (%00)",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// `GET /api/v1/openapi.json`

@@ -64,6 +64,7 @@ fn input(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiEr
         ));
     }
     let PreferencesInput { preferences } = parse_body(&body)?;
+    super::validate::storable_json("preferences", &preferences)?;
     if !preferences.is_object() {
         return Err(ApiError::validation(
             "preferences",

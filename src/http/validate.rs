@@ -155,8 +155,39 @@ pub fn object(
             field,
             format!("{field} must be a JSON object"),
         )),
-        other => Ok(other),
+        Some(v) => storable_json(field, &v).map(|()| Some(v)),
+        None => Ok(None),
     }
+}
+
+/// JSON that PostgreSQL's `jsonb` can hold: no NUL character (`\u0000`) in any key or
+/// string, at any depth.
+pub fn storable_json(field: &str, value: &serde_json::Value) -> Result<(), ApiError> {
+    let has_nul = |s: &str| s.contains('\0');
+    let ok = match value {
+        serde_json::Value::String(s) => !has_nul(s),
+        serde_json::Value::Array(items) => {
+            return items.iter().try_for_each(|v| storable_json(field, v));
+        }
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                if has_nul(key) {
+                    return Err(nul_in(field));
+                }
+                storable_json(field, v)?;
+            }
+            true
+        }
+        _ => true,
+    };
+    if ok { Ok(()) } else { Err(nul_in(field)) }
+}
+
+fn nul_in(field: &str) -> ApiError {
+    ApiError::validation(
+        field,
+        format!("{field} must not contain the NUL character (\\u0000)"),
+    )
 }
 
 /// A date within a sane range for business records (year 1900–2200).
