@@ -73,6 +73,9 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// Manage the keys that seal API credentials.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Cross-tenant queries.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Time-driven tenant changes: suspend ended trials and long past-due tenants, end
     /// cancelled subscriptions, purge tenants deleted longer than the grace period.
     #[command(subcommand)]
@@ -93,6 +96,28 @@ pub struct AuditArgs {
     /// How many entries at most.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub limit: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Run one read-only query in every tenant's schema (in parallel) and print the rows with
+    /// a tenant column.
+    #[command(
+        after_help = "Each tenant runs the query in its own read-only transaction with its schema as the\nsearch path and a statement timeout, so the query can neither change data nor run away.\nThe query must be one row-returning statement (it is run as a subquery).\n\nExamples:\n  capliquify fleet sql \"SELECT count(*) AS products FROM products\"\n  capliquify fleet sql \"SELECT sum(total_amount) AS revenue FROM sales WHERE sale_date >= '2026-01-01'\" --json"
+    )]
+    Sql {
+        /// The query, with unqualified table names (products, sales, …).
+        query: String,
+        /// Only these tenants (repeatable); default: every live tenant.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// How many tenants to query at the same time.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
+        /// Seconds each tenant's query may run.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +208,15 @@ async fn with_database(
             tenant::run(db, settings, cmd, json).await
         }
         Command::Doctor => doctor(db, json).await,
+        Command::Fleet(FleetCommand::Sql {
+            query,
+            tenants,
+            jobs,
+            timeout_secs,
+        }) => {
+            migrate::ensure_current(&db.pool).await?;
+            fleet_sql(db, &query, &tenants, jobs as usize, timeout_secs, json).await
+        }
         Command::Keys(KeysCommand::Rotate) => {
             migrate::ensure_current(&db.pool).await?;
             rotate_keys(db, settings, json).await
@@ -385,6 +419,82 @@ async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", output::table(&["TEST", "RESULT", "DETAILS"], rows));
     }
     Ok(if report.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn fleet_sql(
+    db: &Database,
+    query: &str,
+    only: &[String],
+    jobs: usize,
+    timeout_secs: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut tenants: Vec<_> = crate::tenancy::registry::list(&db.pool, false)
+        .await?
+        .into_iter()
+        .filter(|t| t.schema_version.is_some())
+        .collect();
+    if !only.is_empty() {
+        for slug in only {
+            if !tenants.iter().any(|t| &t.slug == slug) {
+                anyhow::bail!("no live tenant with slug {slug:?} (see `capliquify tenant list`)");
+            }
+        }
+        tenants.retain(|t| only.contains(&t.slug));
+    }
+    let results = crate::tenancy::fleet::query(
+        &db.pool,
+        tenants,
+        query,
+        jobs,
+        std::time::Duration::from_secs(timeout_secs),
+    )
+    .await;
+    let failed: Vec<_> = results.iter().filter(|r| r.error.is_some()).collect();
+    let rows: Vec<&serde_json::Value> = results.iter().flat_map(|r| r.rows.iter()).collect();
+    if json {
+        output::json(&serde_json::json!({ "rows": rows, "failed": failed }))?;
+    } else {
+        // Columns: the tenant, then every key in the order first seen.
+        let mut columns = vec!["tenant".to_owned()];
+        for row in &rows {
+            if let serde_json::Value::Object(map) = row {
+                for key in map.keys() {
+                    if !columns.contains(key) {
+                        columns.push(key.clone());
+                    }
+                }
+            }
+        }
+        let header: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let table = output::table(
+            &header,
+            rows.iter().map(|row| {
+                columns
+                    .iter()
+                    .map(|c| match row.get(c) {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(serde_json::Value::Null) | None => "-".to_owned(),
+                        Some(v) => v.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        );
+        println!("{table}");
+        println!(
+            "{} row(s) from {} tenant(s)",
+            rows.len(),
+            results.len() - failed.len()
+        );
+        for f in &failed {
+            eprintln!("FAILED {}: {}", f.tenant, f.error.as_deref().unwrap_or(""));
+        }
+    }
+    Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -6,6 +6,7 @@
 //! operators call from `psql`, so both paths build identical schemas.
 
 mod error;
+pub mod fleet;
 pub mod ident;
 pub mod lifecycle;
 pub mod lifecycle_job;
