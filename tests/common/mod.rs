@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod api;
+pub mod stress;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
