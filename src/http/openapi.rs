@@ -61,11 +61,7 @@ pub fn document() -> OpenApi {
             "200",
             json_response("The tenant", schema_ref::<TenantOverview>()),
         );
-    api.paths.add_path_operation(
-        "/api/v1/tenant",
-        vec![HttpMethod::Get],
-        with_problems(tenant),
-    );
+    add(&mut api.paths, "/api/v1/tenant", HttpMethod::Get, tenant);
     describe_preferences(&mut api);
     describe_credentials(&mut api);
     add_schema::<AuditPage>(&mut api);
@@ -95,11 +91,7 @@ pub fn document() -> OpenApi {
             "200",
             json_response("A page of audit entries", schema_ref::<AuditPage>()),
         );
-    api.paths.add_path_operation(
-        "/api/v1/audit-logs",
-        vec![HttpMethod::Get],
-        with_problems(audit),
-    );
+    add(&mut api.paths, "/api/v1/audit-logs", HttpMethod::Get, audit);
     resources::describe(&mut api);
     api
 }
@@ -108,14 +100,6 @@ fn describe_credentials(api: &mut OpenApi) {
     add_schema::<Credential>(api);
     add_schema::<NewCredential>(api);
     add_schema::<NewSecrets>(api);
-    let body = |schema: RefOr<Schema>| {
-        Some(
-            RequestBodyBuilder::new()
-                .content(JSON, ContentBuilder::new().schema(Some(schema)).build())
-                .required(Some(Required::True))
-                .build(),
-        )
-    };
     let id = || {
         vec![parameter(
             "id",
@@ -149,70 +133,64 @@ fn describe_credentials(api: &mut OpenApi) {
     let base = "/api/v1/api-credentials";
     let item = "/api/v1/api-credentials/{id}";
     let paths = &mut api.paths;
-    paths.add_path_operation(
+    add(
+        paths,
         base,
-        vec![HttpMethod::Get],
-        with_problems(
-            op("listApiCredentials", "List credentials (admins)")
-                .response("200", json_response("All credentials", list)),
-        ),
+        HttpMethod::Get,
+        op("listApiCredentials", "List credentials (admins)")
+            .response("200", json_response("All credentials", list)),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         base,
-        vec![HttpMethod::Post],
-        with_problems(
-            op("createApiCredential", "Store a credential, sealed (admins)")
-                .request_body(body(schema_ref::<NewCredential>()))
-                .response("201", one())
-                .response(
-                    "409",
-                    problem_response("This company already has a credential for the service"),
-                ),
-        ),
+        HttpMethod::Post,
+        op("createApiCredential", "Store a credential, sealed (admins)")
+            .request_body(json_body(schema_ref::<NewCredential>()))
+            .response("201", one())
+            .response(
+                "409",
+                problem_response("This company already has a credential for the service"),
+            ),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         item,
-        vec![HttpMethod::Get],
-        with_problems(
-            op("getApiCredential", "One credential (admins)")
-                .parameters(Some(id()))
-                .response("200", one())
-                .response("404", missing()),
-        ),
-    );
-    paths.add_path_operation(
-        item,
-        vec![HttpMethod::Delete],
-        with_problems(
-            op("deleteApiCredential", "Delete a credential (admins)")
-                .parameters(Some(id()))
-                .response("204", ResponseBuilder::new().description("Deleted").build())
-                .response("404", missing()),
-        ),
-    );
-    paths.add_path_operation(
-        format!("{item}/rotate"),
-        vec![HttpMethod::Post],
-        with_problems(
-            op("rotateApiCredential", "Replace the secrets (admins)")
-                .parameters(Some(id()))
-                .request_body(body(schema_ref::<NewSecrets>()))
-                .response("200", one())
-                .response("404", missing()),
-        ),
-    );
-    paths.add_path_operation(
-        format!("{item}/deactivate"),
-        vec![HttpMethod::Post],
-        with_problems(
-            op(
-                "deactivateApiCredential",
-                "Stop using a credential (admins)",
-            )
+        HttpMethod::Get,
+        op("getApiCredential", "One credential (admins)")
             .parameters(Some(id()))
             .response("200", one())
             .response("404", missing()),
-        ),
+    );
+    add(
+        paths,
+        item,
+        HttpMethod::Delete,
+        op("deleteApiCredential", "Delete a credential (admins)")
+            .parameters(Some(id()))
+            .response("204", ResponseBuilder::new().description("Deleted").build())
+            .response("404", missing()),
+    );
+    add(
+        paths,
+        format!("{item}/rotate"),
+        HttpMethod::Post,
+        op("rotateApiCredential", "Replace the secrets (admins)")
+            .parameters(Some(id()))
+            .request_body(json_body(schema_ref::<NewSecrets>()))
+            .response("200", one())
+            .response("404", missing()),
+    );
+    add(
+        paths,
+        format!("{item}/deactivate"),
+        HttpMethod::Post,
+        op(
+            "deactivateApiCredential",
+            "Stop using a credential (admins)",
+        )
+        .parameters(Some(id()))
+        .response("200", one())
+        .response("404", missing()),
     );
 }
 
@@ -225,19 +203,6 @@ fn describe_preferences(api: &mut OpenApi) {
             ParameterIn::Path,
             String::schema(),
             "The member's Clerk user id",
-        )
-    };
-    let body = || {
-        Some(
-            RequestBodyBuilder::new()
-                .content(
-                    JSON,
-                    ContentBuilder::new()
-                        .schema(Some(schema_ref::<PreferencesInput>()))
-                        .build(),
-                )
-                .required(Some(Required::True))
-                .build(),
         )
     };
     let op = |id: &str, summary: &str| {
@@ -256,76 +221,71 @@ fn describe_preferences(api: &mut OpenApi) {
     let mine = "/api/v1/me/preferences";
     let member = "/api/v1/user-preferences/{user_id}";
     let paths = &mut api.paths;
-    paths.add_path_operation(
+    add(
+        paths,
         mine,
-        vec![HttpMethod::Get],
-        with_problems(op("getMyPreferences", "The caller's preferences").response("200", found())),
+        HttpMethod::Get,
+        op("getMyPreferences", "The caller's preferences").response("200", found()),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         mine,
-        vec![HttpMethod::Put],
-        with_problems(
-            op("putMyPreferences", "Replace the caller's preferences")
-                .request_body(body())
-                .response("200", found()),
-        ),
-    );
-    paths.add_path_operation(
-        mine,
-        vec![HttpMethod::Patch],
-        with_problems(
-            op(
-                "patchMyPreferences",
-                "Merge keys into the caller's preferences",
-            )
-            .request_body(body())
+        HttpMethod::Put,
+        op("putMyPreferences", "Replace the caller's preferences")
+            .request_body(json_body(schema_ref::<PreferencesInput>()))
             .response("200", found()),
-        ),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         mine,
-        vec![HttpMethod::Delete],
-        with_problems(
-            op("deleteMyPreferences", "Reset the caller's preferences").response("204", deleted()),
-        ),
+        HttpMethod::Patch,
+        op(
+            "patchMyPreferences",
+            "Merge keys into the caller's preferences",
+        )
+        .request_body(json_body(schema_ref::<PreferencesInput>()))
+        .response("200", found()),
+    );
+    add(
+        paths,
+        mine,
+        HttpMethod::Delete,
+        op("deleteMyPreferences", "Reset the caller's preferences").response("204", deleted()),
     );
     let not_member = || problem_response("No such member in this tenant");
-    paths.add_path_operation(
+    add(
+        paths,
         member,
-        vec![HttpMethod::Get],
-        with_problems(
-            op("getMemberPreferences", "A member's preferences (admins)")
-                .parameters(Some(vec![user_id()]))
-                .response("200", found())
-                .response("404", not_member()),
-        ),
-    );
-    paths.add_path_operation(
-        member,
-        vec![HttpMethod::Put],
-        with_problems(
-            op(
-                "putMemberPreferences",
-                "Replace a member's preferences (admins)",
-            )
+        HttpMethod::Get,
+        op("getMemberPreferences", "A member's preferences (admins)")
             .parameters(Some(vec![user_id()]))
-            .request_body(body())
             .response("200", found())
             .response("404", not_member()),
-        ),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         member,
-        vec![HttpMethod::Delete],
-        with_problems(
-            op(
-                "deleteMemberPreferences",
-                "Reset a member's preferences (admins)",
-            )
-            .parameters(Some(vec![user_id()]))
-            .response("204", deleted())
-            .response("404", not_member()),
-        ),
+        HttpMethod::Put,
+        op(
+            "putMemberPreferences",
+            "Replace a member's preferences (admins)",
+        )
+        .parameters(Some(vec![user_id()]))
+        .request_body(json_body(schema_ref::<PreferencesInput>()))
+        .response("200", found())
+        .response("404", not_member()),
+    );
+    add(
+        paths,
+        member,
+        HttpMethod::Delete,
+        op(
+            "deleteMemberPreferences",
+            "Reset a member's preferences (admins)",
+        )
+        .parameters(Some(vec![user_id()]))
+        .response("204", deleted())
+        .response("404", not_member()),
     );
 }
 
@@ -369,6 +329,21 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
                 .build(),
         )
         .build()
+}
+
+/// Adds `op` for `method` on `path`, with the error answers every operation may give.
+fn add(paths: &mut Paths, path: impl AsRef<str>, method: HttpMethod, op: OperationBuilder) {
+    paths.add_path_operation(path, vec![method], with_problems(op));
+}
+
+/// A required JSON request body of `schema`.
+fn json_body(schema: RefOr<Schema>) -> Option<utoipa::openapi::request_body::RequestBody> {
+    Some(
+        RequestBodyBuilder::new()
+            .content(JSON, ContentBuilder::new().schema(Some(schema)).build())
+            .required(Some(Required::True))
+            .build(),
+    )
 }
 
 /// The error answers every authenticated operation may give.
@@ -472,14 +447,6 @@ pub fn describe<R: Resource>(api: &mut OpenApi) {
             .property("next_cursor", scalar(Type::String, None))
             .build(),
     ));
-    let body = |schema: RefOr<Schema>| {
-        Some(
-            RequestBodyBuilder::new()
-                .content(JSON, ContentBuilder::new().schema(Some(schema)).build())
-                .required(Some(Required::True))
-                .build(),
-        )
-    };
     let op = |verb: &str, summary: String| {
         OperationBuilder::new()
             .tag(tag)
@@ -487,55 +454,50 @@ pub fn describe<R: Resource>(api: &mut OpenApi) {
             .summary(Some(summary))
     };
     let paths = &mut api.paths;
-    paths.add_path_operation(
+    add(
+        paths,
         &collection,
-        vec![HttpMethod::Get],
-        with_problems(
-            op("list", format!("List {}", R::PATH))
-                .parameters(Some(params))
-                .response("200", json_response("A page", page)),
-        ),
+        HttpMethod::Get,
+        op("list", format!("List {}", R::PATH))
+            .parameters(Some(params))
+            .response("200", json_response("A page", page)),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         &collection,
-        vec![HttpMethod::Post],
-        with_problems(
-            op("create", format!("Create a {}", R::NAME))
-                .request_body(body(schema_ref::<R::Create>()))
-                .response("201", json_response("Created", schema_ref::<R::Row>()))
-                .response("409", problem_response("A unique field is already taken")),
-        ),
+        HttpMethod::Post,
+        op("create", format!("Create a {}", R::NAME))
+            .request_body(json_body(schema_ref::<R::Create>()))
+            .response("201", json_response("Created", schema_ref::<R::Row>()))
+            .response("409", problem_response("A unique field is already taken")),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         &item,
-        vec![HttpMethod::Get],
-        with_problems(
-            op("get", format!("Get a {}", R::NAME))
-                .parameters(Some(vec![id()]))
-                .response("200", json_response("Found", schema_ref::<R::Row>()))
-                .response("404", problem_response("No such row in this tenant")),
-        ),
+        HttpMethod::Get,
+        op("get", format!("Get a {}", R::NAME))
+            .parameters(Some(vec![id()]))
+            .response("200", json_response("Found", schema_ref::<R::Row>()))
+            .response("404", problem_response("No such row in this tenant")),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         &item,
-        vec![HttpMethod::Patch],
-        with_problems(
-            op("update", format!("Change fields of a {}", R::NAME))
-                .parameters(Some(vec![id()]))
-                .request_body(body(schema_ref::<R::Update>()))
-                .response("200", json_response("Changed", schema_ref::<R::Row>()))
-                .response("404", problem_response("No such row in this tenant"))
-                .response("409", problem_response("A unique field is already taken")),
-        ),
+        HttpMethod::Patch,
+        op("update", format!("Change fields of a {}", R::NAME))
+            .parameters(Some(vec![id()]))
+            .request_body(json_body(schema_ref::<R::Update>()))
+            .response("200", json_response("Changed", schema_ref::<R::Row>()))
+            .response("404", problem_response("No such row in this tenant"))
+            .response("409", problem_response("A unique field is already taken")),
     );
-    paths.add_path_operation(
+    add(
+        paths,
         &item,
-        vec![HttpMethod::Delete],
-        with_problems(
-            op("delete", format!("Delete a {}", R::NAME))
-                .parameters(Some(vec![id()]))
-                .response("204", ResponseBuilder::new().description("Deleted").build())
-                .response("404", problem_response("No such row in this tenant")),
-        ),
+        HttpMethod::Delete,
+        op("delete", format!("Delete a {}", R::NAME))
+            .parameters(Some(vec![id()]))
+            .response("204", ResponseBuilder::new().description("Deleted").build())
+            .response("404", problem_response("No such row in this tenant")),
     );
 }
