@@ -480,24 +480,33 @@ async fn public_enums_bind_and_decode_inside_a_tenant_transaction() {
         (role, tier),
         (capliquify::access::Role::Admin, Tier::Enterprise)
     );
+    // (The tenant's role cannot read public.tenants; the type itself is public.)
     let status: SubscriptionStatus =
-        sqlx::query_scalar("SELECT subscription_status FROM public.tenants")
+        sqlx::query_scalar("SELECT 'past_due'::public.subscription_status")
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-    assert_eq!(status, SubscriptionStatus::Trial);
-    let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    assert_eq!(status, SubscriptionStatus::PastDue);
+    let (path, role): (String, String) =
+        sqlx::query_as("SELECT current_setting('search_path'), current_user::text")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
     assert_eq!(path, t.schema_name);
+    assert_eq!(role, capliquify::db::scope::role_name(t.id));
     tx.commit().await.unwrap();
-    let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let (path, role): (String, String) =
+        sqlx::query_as("SELECT current_setting('search_path'), current_user::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_ne!(
         path, t.schema_name,
         "the search path does not outlive the transaction"
+    );
+    assert_ne!(
+        role,
+        capliquify::db::scope::role_name(t.id),
+        "the role does not outlive the transaction"
     );
 }

@@ -168,6 +168,30 @@ pub enum DbCommand {
     Stop,
     /// Say whether the embedded cluster is running, and on which port.
     Status,
+    /// Create the login role the HTTP service should connect as (least privilege).
+    #[command(after_help = "\
+Run it once per cluster, after `capliquify migrate`, as a role with CREATEROLE (the one
+that runs migrations). It creates (or brings in line) a LOGIN role that is not a
+superuser and cannot create databases or roles, and makes it a member of
+capliquify_service: the service can then use the registry, members, subscriptions and
+webhook inbox, append (never change) audit rows, provision tenants through the database's
+own functions, and switch to a tenant's role for that tenant's work. Then run the service
+with DATABASE_URL naming that role; keep the migrating role for operators' commands.
+
+Example:
+  CAPLIQUIFY_APP_PASSWORD='…' capliquify db init-roles
+  DATABASE_URL=postgres://capliquify_app:…@db.internal/capliquify capliquify serve
+
+See docs/security.md (Database roles).")]
+    InitRoles {
+        /// Name of the login role to create or update.
+        #[arg(long, default_value = crate::db::roles::DEFAULT_LOGIN)]
+        login: String,
+        /// Its password (omit for peer/trust authentication). The password reaches the
+        /// server inside the CREATE/ALTER ROLE statement; keep statement logging off.
+        #[arg(long, env = "CAPLIQUIFY_APP_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
 }
 
 /// Runs the parsed command; errors are printed by `main`.
@@ -176,7 +200,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => http::serve(&cli.settings, args)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Command::Db(cmd) => db_command(&cli.settings, cmd, cli.json).await,
+        Command::Db(cmd) if !matches!(cmd, DbCommand::InitRoles { .. }) => {
+            db_command(&cli.settings, cmd, cli.json).await
+        }
         Command::Openapi => {
             print!("{}", http::openapi::document_json());
             Ok(ExitCode::SUCCESS)
@@ -265,6 +291,42 @@ async fn with_database(
         Command::Monitor(cmd) => {
             migrate::ensure_current(&db.pool).await?;
             run_monitor(db, cmd, json).await
+        }
+        Command::Db(DbCommand::InitRoles { login, password }) => {
+            migrate::ensure_current(&db.pool).await?;
+            let report = crate::db::roles::init(
+                &db.pool,
+                &login,
+                password.as_deref().filter(|p| !p.is_empty()),
+                &crate::audit::Actor::operator(),
+            )
+            .await?;
+            if json {
+                output::json(&report)?;
+            } else {
+                println!(
+                    "{}",
+                    output::table(
+                        &["ROLE", "ACTION", "PASSWORD", "MEMBER OF"],
+                        [vec![
+                            report.login.clone(),
+                            report.action.to_owned(),
+                            if report.password_set {
+                                "set"
+                            } else {
+                                "unchanged"
+                            }
+                            .to_owned(),
+                            report.member_of.to_owned(),
+                        ]],
+                    )
+                );
+                println!(
+                    "Run the service as it: DATABASE_URL=postgres://{}:<password>@<host>/<database>",
+                    report.login
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve(_) | Command::Db(_) | Command::Openapi => {
             unreachable!("dispatched in run()")
@@ -712,6 +774,7 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
                 }
             }
         }
+        DbCommand::InitRoles { .. } => unreachable!("dispatched in run()"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! tenant-scoped transaction every unit of tenant work runs in.
 
 pub mod embedded;
+pub mod roles;
 pub mod scope;
 
 /// Implements `sqlx::Type` for a Rust enum mapped to an enum type of the `public` schema

@@ -2,7 +2,9 @@
 //! resolved (a token, a slug on the command line) to the SQL that runs for it.
 //!
 //! Tenant work runs inside [`begin`]'s transaction, whose `search_path` is set with
-//! transaction scope (`SET LOCAL`) in the same round trip as `BEGIN`. Nothing here ever
+//! transaction scope (`SET LOCAL`) in the same round trip as `BEGIN`, and which runs as the
+//! tenant's own database role (`SET LOCAL ROLE`, public migration 0006): even a statement
+//! that names another schema, or `public.users`, is refused by PostgreSQL. Nothing here ever
 //! sets a session-level `search_path`: on a pooled connection that would leak into the
 //! next request (DESIGN.md §5), and behind PgBouncer in transaction mode into another
 //! client's.
@@ -20,19 +22,39 @@ pub struct TenantScope {
     pub schema: SchemaName,
 }
 
+impl TenantScope {
+    /// The tenant's database role: `capliquify_t_<id without dashes>`, the name
+    /// `public.tenant_role_name(id)` gives (45 characters, within PostgreSQL's 63).
+    pub fn role(&self) -> String {
+        role_name(self.id)
+    }
+}
+
+/// The database role of the tenant `id` (see [`TenantScope::role`]).
+pub fn role_name(id: Uuid) -> String {
+    format!("capliquify_t_{}", id.simple())
+}
+
 /// Begins a transaction in which unqualified names resolve to `scope`'s schema only (and
-/// `pg_catalog`). `BEGIN` and `SET LOCAL` go as one simple query: one round trip.
+/// `pg_catalog`), running as the tenant's role. `BEGIN` and both `SET LOCAL`s go as one
+/// simple query: one round trip.
 pub async fn begin(
     pool: &PgPool,
     scope: &TenantScope,
 ) -> sqlx::Result<Transaction<'static, Postgres>> {
-    pool.begin_with(AssertSqlSafe(begin_statement(&scope.schema)))
+    pool.begin_with(AssertSqlSafe(begin_statement(scope, "BEGIN")))
         .await
 }
 
-fn begin_statement(schema: &SchemaName) -> String {
-    // `schema.quoted()` is the validated, quoted identifier (tenancy::ident).
-    format!("BEGIN; SET LOCAL search_path TO {}", schema.quoted())
+/// `begin` (e.g. `BEGIN READ ONLY`) followed by the scope's transaction-local settings.
+pub(crate) fn begin_statement(scope: &TenantScope, begin: &str) -> String {
+    // `schema.quoted()` is the validated, quoted identifier (tenancy::ident); the role name
+    // is made of a fixed prefix and hex digits only.
+    format!(
+        "{begin}; SET LOCAL search_path TO {}; SET LOCAL ROLE \"{}\"",
+        scope.schema.quoted(),
+        scope.role()
+    )
 }
 
 #[cfg(test)]
@@ -40,11 +62,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_search_path_is_transaction_scoped() {
-        let schema = SchemaName::parse("tenant_acme").unwrap();
+    fn the_search_path_and_the_role_are_transaction_scoped() {
+        let scope = TenantScope {
+            id: Uuid::parse_str("0191c1d2-aaaa-7bbb-8ccc-123456789abc").unwrap(),
+            slug: TenantSlug::parse("acme").unwrap(),
+            schema: SchemaName::parse("tenant_acme").unwrap(),
+        };
         assert_eq!(
-            begin_statement(&schema),
-            "BEGIN; SET LOCAL search_path TO \"tenant_acme\""
+            begin_statement(&scope, "BEGIN"),
+            "BEGIN; SET LOCAL search_path TO \"tenant_acme\"; \
+             SET LOCAL ROLE \"capliquify_t_0191c1d2aaaa7bbb8ccc123456789abc\""
         );
     }
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -120,19 +120,16 @@ async fn remove(conn: &mut PgConnection, user_id: &str) -> Result<(), ApiError> 
 }
 
 /// For admins: `user_id` must be a member of the caller's tenant, else 404 (members of
-/// other tenants are not even acknowledged).
-async fn require_member(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    user_id: &str,
-) -> Result<(), ApiError> {
+/// other tenants are not even acknowledged). Runs as the service, before the tenant
+/// transaction: the tenant's role cannot read `public.users`.
+async fn require_member(pool: &PgPool, caller: &Caller, user_id: &str) -> Result<(), ApiError> {
     caller.require(Act::Administer)?;
     let member: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM public.users WHERE tenant_id = $1 AND clerk_user_id = $2 AND removed_at IS NULL)",
     )
     .bind(caller.tenant.scope.id)
     .bind(user_id)
-    .fetch_one(conn)
+    .fetch_one(pool)
     .await?;
     if member {
         Ok(())
@@ -190,8 +187,8 @@ async fn get_member(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Preferences>, ApiError> {
+    require_member(&state.pool, &caller, &user_id).await?;
     let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
-    require_member(&mut tx, &caller, &user_id).await?;
     let prefs = read(&mut tx, &user_id).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -204,8 +201,8 @@ async fn put_member(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Preferences>, ApiError> {
     let value = input(body)?;
+    require_member(&state.pool, &caller, &user_id).await?;
     let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
-    require_member(&mut tx, &caller, &user_id).await?;
     let prefs = write(&mut tx, &user_id, value, false).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -216,8 +213,8 @@ async fn delete_member(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    require_member(&state.pool, &caller, &user_id).await?;
     let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
-    require_member(&mut tx, &caller, &user_id).await?;
     remove(&mut tx, &user_id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

@@ -43,14 +43,18 @@ pub async fn show(
 ) -> Result<Json<TenantOverview>, ApiError> {
     caller.require(Act::ReadData)?;
     let tenant = &caller.tenant;
-    let mut tx = scope::begin(&state.pool, &tenant.scope).await?;
-    let (users, entities): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM public.users WHERE tenant_id = $1 AND removed_at IS NULL),
-                (SELECT count(*) FROM companies)",
+    // Members are public rows (read as the service), entities are the tenant's own (read in
+    // its transaction, as its role).
+    let users: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.users WHERE tenant_id = $1 AND removed_at IS NULL",
     )
     .bind(tenant.scope.id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&state.pool)
     .await?;
+    let mut tx = scope::begin(&state.pool, &tenant.scope).await?;
+    let entities: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Json(TenantOverview {
         slug: tenant.scope.slug.to_string(),

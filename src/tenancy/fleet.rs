@@ -1,8 +1,9 @@
 //! Fleet queries: one read-only query run in every tenant schema (or some), in parallel —
 //! the cross-tenant reporting that schema-per-tenant otherwise lacks (`capliquify fleet sql`).
 //!
-//! Each tenant's run is its own `BEGIN READ ONLY` transaction with the tenant's search path
-//! and a statement timeout, so the query cannot change data and cannot run away. The query
+//! Each tenant's run is its own `BEGIN READ ONLY` transaction with the tenant's search path,
+//! running as the tenant's database role, with a statement timeout: the query cannot change
+//! data, cannot read another tenant's schema, and cannot run away. The query
 //! is wrapped as a subquery (`SELECT json_agg(q) FROM (<query>) q`), so it must be a single
 //! row-returning statement; rows come back as JSON objects with the tenant's slug added.
 //! It is an operators' tool: the SQL is theirs, run with the service's database credentials.
@@ -85,11 +86,11 @@ async fn run_one(
     let scope = tenant
         .scope()
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    // The schema name is a validated, quoted identifier (tenancy::ident).
+    // The tenant's search path and role (db::scope), plus a timeout: an integer.
     let mut tx = pool
         .begin_with(sqlx::AssertSqlSafe(format!(
-            "BEGIN READ ONLY; SET LOCAL search_path TO {}; SET LOCAL statement_timeout = {timeout_ms}",
-            scope.schema.quoted()
+            "{}; SET LOCAL statement_timeout = {timeout_ms}",
+            crate::db::scope::begin_statement(&scope, "BEGIN READ ONLY")
         )))
         .await?;
     // The operator's own SQL, by design (see the module docs).

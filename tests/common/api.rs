@@ -89,7 +89,7 @@ impl TestApp {
         .expect("test JWKS loads");
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(pool_size)
-            .connect(&db.url)
+            .connect(&db.app_url().await)
             .await
             .unwrap();
         let state = AppState {

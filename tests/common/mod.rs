@@ -24,6 +24,9 @@ use sqlx::migrate::{Migration, MigrationType};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, SqlSafeStr};
 
+/// The login role the API tests' service connects as (see [`TestDb::app_url`]).
+pub const APP_ROLE: &str = "capliquify_app";
+
 /// URL of the server the tests run against, with the database part to be replaced.
 fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
@@ -75,6 +78,24 @@ impl TestDb {
             .await
             .expect("migrations apply");
         db
+    }
+
+    /// The URL of this database for the service's least-privilege login role
+    /// ([`APP_ROLE`], a member of capliquify_service), created once per cluster. The API
+    /// tests serve through it, so every grant the service needs is exercised.
+    pub async fn app_url(&self) -> String {
+        // Roles belong to the cluster; parallel tests may race to create it.
+        self.exec(&format!(
+            "DO $$ BEGIN
+                 CREATE ROLE {APP_ROLE} LOGIN IN ROLE capliquify_service;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        ))
+        .await;
+        let mut url = url::Url::parse(&self.url).expect("test URL parses");
+        url.set_username(APP_ROLE).expect("URL takes a user name");
+        url.set_password(None).expect("URL takes no password");
+        url.to_string()
     }
 
     /// A new database with nothing in it.

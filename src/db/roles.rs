@@ -1,0 +1,178 @@
+//! Least-privilege database roles (`capliquify db init-roles`).
+//!
+//! Public migration 0006 creates the group roles and the grants; this module creates the
+//! login role the HTTP service connects as: a plain member of `capliquify_service`
+//! (no superuser, no CREATEDB, no CREATEROLE, no BYPASSRLS), so it can read and write the
+//! registry, members, subscriptions and webhook inbox, append audit rows, provision through
+//! the SECURITY DEFINER functions, and switch to a tenant's role — and nothing else.
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::audit::{self, Actor, Entry};
+
+/// The login role `init-roles` creates when none is named.
+pub const DEFAULT_LOGIN: &str = "capliquify_app";
+
+/// The group whose rights the service's login role inherits (migration 0006).
+pub const SERVICE_GROUP: &str = "capliquify_service";
+
+/// Why `init-roles` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RolesError {
+    #[error(
+        "invalid login role name {0:?}: use 1-63 of a-z, 0-9 and '_', starting with a letter, not pg_… or capliquify_t_…/capliquify_service/capliquify_tenant"
+    )]
+    InvalidName(String),
+    #[error(
+        "role {0:?} is a superuser (or may bypass row-level security); the service must not run as one — pick another name with --login"
+    )]
+    Privileged(String),
+    #[error(
+        "the database has no capliquify_service role yet: run `capliquify migrate` first (as a role with CREATEROLE)"
+    )]
+    NotMigrated,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What `init-roles` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolesReport {
+    pub login: String,
+    /// `created` or `updated`.
+    pub action: &'static str,
+    pub password_set: bool,
+    pub member_of: &'static str,
+}
+
+/// Checks a login role name: a plain lower-case identifier that is not one of ours.
+pub fn parse_login(name: &str) -> Result<&str, RolesError> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let reserved = name.starts_with("pg_")
+        || name.starts_with("capliquify_t_")
+        || name == SERVICE_GROUP
+        || name == "capliquify_tenant";
+    if plain && !reserved {
+        Ok(name)
+    } else {
+        Err(RolesError::InvalidName(name.to_owned()))
+    }
+}
+
+/// Creates (or brings in line) the service's login role `login`, a member of
+/// `capliquify_service`, with `password` when given. Audited. Needs CREATEROLE.
+pub async fn init(
+    pool: &PgPool,
+    login: &str,
+    password: Option<&str>,
+    actor: &Actor,
+) -> Result<RolesReport, RolesError> {
+    let login = parse_login(login)?;
+    let mut tx = pool.begin().await?;
+    let group: bool = sqlx::query_scalar("SELECT to_regrole($1) IS NOT NULL")
+        .bind(SERVICE_GROUP)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !group {
+        return Err(RolesError::NotMigrated);
+    }
+    let existing: Option<(bool, bool)> =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
+            .bind(login)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((superuser, bypass)) = existing
+        && (superuser || bypass)
+    {
+        return Err(RolesError::Privileged(login.to_owned()));
+    }
+    let verb = if existing.is_some() {
+        "ALTER"
+    } else {
+        "CREATE"
+    };
+    // Role attributes and passwords cannot be bind parameters (utility statements), so the
+    // statement is built by PostgreSQL's own quoting: format() with %I and %L.
+    let statement: String = sqlx::query_scalar(
+        "SELECT format('%s ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT
+                        NOREPLICATION NOBYPASSRLS', $1::text, $2::text)
+                || CASE WHEN $3::text IS NULL THEN '' ELSE format(' PASSWORD %L', $3::text) END",
+    )
+    .bind(verb)
+    .bind(login)
+    .bind(password)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::raw_sql(AssertSqlSafe(statement))
+        .execute(&mut *tx)
+        .await?;
+    let member: bool = sqlx::query_scalar("SELECT pg_has_role($1, $2, 'MEMBER')")
+        .bind(login)
+        .bind(SERVICE_GROUP)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !member {
+        // `login` is checked above to be a plain identifier.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "GRANT {SERVICE_GROUP} TO \"{login}\""
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let report = RolesReport {
+        login: login.to_owned(),
+        action: if existing.is_some() {
+            "updated"
+        } else {
+            "created"
+        },
+        password_set: password.is_some(),
+        member_of: SERVICE_GROUP,
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        Entry {
+            tenant_id: None,
+            action: "db.roles_initialized",
+            resource_type: "database_role",
+            resource_id: login.to_owned(),
+            metadata: json!({ "action": report.action, "password_set": report.password_set }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_names_are_plain_and_not_ours() {
+        for ok in ["capliquify_app", "svc", "app_2"] {
+            assert!(parse_login(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "App",
+            "1app",
+            "pg_monitor",
+            "capliquify_service",
+            "capliquify_tenant",
+            "capliquify_t_00000000000000000000000000000000",
+            "a\"; DROP ROLE x; --",
+            &"a".repeat(64),
+        ] {
+            assert!(parse_login(bad).is_err(), "{bad}");
+        }
+    }
+}
