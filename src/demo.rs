@@ -151,7 +151,8 @@ pub async fn ensure_demo_tenants(pool: &PgPool) -> Result<Vec<Tenant>, TenancyEr
 /// Sample rows in one tenant transaction: a company, products, 90 days of sales,
 /// inventory, demand forecasts and three months of working-capital metrics.
 async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), TenancyError> {
-    let mut tx = scope::begin(pool, &tenant.scope()?).await?;
+    // Members are public rows; the tenant's role cannot write them.
+    let mut members = pool.begin().await?;
     for role in ROLES {
         sqlx::query(
             "INSERT INTO public.users (clerk_user_id, email, full_name, tenant_id, role)
@@ -162,9 +163,11 @@ async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), T
         .bind(format!("Demo {}", role.as_str()))
         .bind(tenant.id)
         .bind(role)
-        .execute(&mut *tx)
+        .execute(&mut *members)
         .await?;
     }
+    members.commit().await?;
+    let mut tx = scope::begin(pool, &tenant.scope()?).await?;
     let company: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO companies (name, legal_name, currency, fiscal_year_end, settings)
          VALUES ($1, $1 || ' Ltd', 'USD', '12-31', $2) RETURNING id",

@@ -104,7 +104,10 @@ async fn hostile_sql_in_a_tenant_transaction_is_refused_by_the_database() {
         // The provisioning functions.
         "SELECT public.create_tenant_schema(gen_random_uuid())".into(),
         format!("SELECT public.delete_tenant_schema('{b_id}')"),
-        format!("SELECT public.grant_tenant_role('{}', '{b_schema}')", f.a.id),
+        format!(
+            "SELECT public.grant_tenant_role('{}', '{b_schema}')",
+            f.a.id
+        ),
     ];
     let mut allowed = Vec::new();
     for sql in &hostile {
@@ -218,10 +221,13 @@ async fn provisioning_and_purging_as_the_service_creates_and_drops_the_tenant_ro
         .await
         .unwrap();
     let tenancy = capliquify::tenancy::Tenancy::new(app.clone(), 0);
-    let new = capliquify::tenancy::NewTenant::parse("svc-made", "Svc", Tier::Starter, "org_svc")
-        .unwrap();
+    let new =
+        capliquify::tenancy::NewTenant::parse("svc-made", "Svc", Tier::Starter, "org_svc").unwrap();
     let actor = capliquify::audit::Actor::operator();
-    let t = tenancy.provision(&new, &actor).await.expect("the service provisions");
+    let t = tenancy
+        .provision(&new, &actor)
+        .await
+        .expect("the service provisions");
     let role = scope::role_name(t.id);
     let rights: (bool, bool, bool) = sqlx::query_as(
         "SELECT has_schema_privilege($1, $2, 'USAGE'),
@@ -289,15 +295,25 @@ fn capliquify(db: &TestDb) -> Command {
 #[tokio::test]
 async fn init_roles_creates_a_plain_login_role_and_refuses_privileged_ones() {
     let db = TestDb::new().await;
-    let login = format!("cq_login_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let login = format!(
+        "cq_login_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let out = capliquify(&db)
         .args(["db", "init-roles", "--login", &login])
         .env("CAPLIQUIFY_APP_PASSWORD", "s3cret-for-tests")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&login) && stdout.contains("created"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&login) && stdout.contains("created"),
+        "{stdout}"
+    );
     let (login_ok, superuser, member, has_password): (bool, bool, bool, bool) = sqlx::query_as(
         "SELECT rolcanlogin, rolsuper, pg_has_role(rolname, 'capliquify_service', 'MEMBER'),
                 rolpassword IS NOT NULL

@@ -67,6 +67,13 @@ impl Database {
         self.embedded.is_some()
     }
 
+    /// The embedded cluster's URL for another role (trust authentication, local only).
+    pub fn embedded_url_as(&self, user: &str) -> Option<String> {
+        let mut url = url::Url::parse(&self.embedded.as_ref()?.url()).ok()?;
+        url.set_username(user).ok()?;
+        Some(url.to_string())
+    }
+
     /// Closes the pool and stops the embedded cluster if this process started it.
     pub async fn close(self) -> anyhow::Result<()> {
         self.pool.close().await;

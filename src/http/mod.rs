@@ -34,8 +34,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+use crate::audit::Actor;
 use crate::config::Settings;
-use crate::db::Database;
+use crate::db::{Database, roles};
 use crate::demo;
 use crate::tenancy::migrate;
 use crate::webhooks::{self, WebhookConfig};
@@ -185,12 +186,16 @@ async fn run(
     db: &Database,
     args: &ServeArgs,
     settings: &Settings,
-    state: AppState,
+    mut state: AppState,
 ) -> anyhow::Result<()> {
     if db.is_embedded() {
         prepare_embedded(&db.pool).await?;
+        // The embedded default serves as production should: through the least-privilege
+        // login role, not the superuser that migrated (docs/security.md).
+        state.pool = embedded_service_pool(db, settings).await?;
     } else {
         migrate::ensure_current(&db.pool).await?;
+        warn_if_privileged(&db.pool).await?;
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -201,12 +206,13 @@ async fn run(
     }
     let job = (args.lifecycle_interval_secs > 0).then(|| {
         tokio::spawn(lifecycle_loop(
-            db.pool.clone(),
+            state.pool.clone(),
             Duration::from_secs(args.lifecycle_interval_secs),
             settings.grace_days,
             settings.past_due_grace_days,
         ))
     });
+    let service_pool = state.pool.clone();
     tracing::info!(%addr, "listening");
     println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
     let config = HttpConfig {
@@ -223,7 +229,51 @@ async fn run(
     if let Some(job) = job {
         job.abort();
     }
+    service_pool.close().await;
     tracing::info!("shut down");
+    Ok(())
+}
+
+/// A pool on the embedded cluster as [`roles::DEFAULT_LOGIN`], created on first use.
+async fn embedded_service_pool(db: &Database, settings: &Settings) -> anyhow::Result<PgPool> {
+    let ready: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin AND NOT rolsuper
+                          AND pg_has_role(rolname, $2, 'MEMBER'))",
+    )
+    .bind(roles::DEFAULT_LOGIN)
+    .bind(roles::SERVICE_GROUP)
+    .fetch_one(&db.pool)
+    .await?;
+    if !ready {
+        roles::init(
+            &db.pool,
+            roles::DEFAULT_LOGIN,
+            None,
+            &Actor::System { job: "serve" },
+        )
+        .await?;
+    }
+    let url = db
+        .embedded_url_as(roles::DEFAULT_LOGIN)
+        .context("the embedded cluster's URL")?;
+    crate::db::connect(&url, settings.db_max_connections).await
+}
+
+/// Says so in the log when the service runs with more rights than it needs.
+async fn warn_if_privileged(pool: &PgPool) -> anyhow::Result<()> {
+    let (user, privileged): (String, bool) = sqlx::query_as(
+        "SELECT current_user::text, rolsuper OR rolbypassrls OR rolcreaterole
+           FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await?;
+    if privileged {
+        tracing::warn!(
+            role = %user,
+            "the service is connected as a superuser or a role that can create roles; \
+             run `capliquify db init-roles` and serve as that login role (docs/security.md)"
+        );
+    }
     Ok(())
 }
 
