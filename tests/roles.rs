@@ -364,3 +364,65 @@ async fn init_roles_creates_a_plain_login_role_and_refuses_privileged_ones() {
     );
     db.exec(&format!("DROP ROLE \"{login}\"")).await;
 }
+
+#[tokio::test]
+async fn doctor_finds_a_tenant_role_without_its_rights_and_repair_grants_them() {
+    let f = fleet().await;
+    let check = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move {
+            let report = capliquify::tenancy::verify::report(&pool).await.unwrap();
+            let c = report
+                .checks
+                .into_iter()
+                .find(|c| c.test_name == "tenant_roles_in_place")
+                .expect("doctor has the roles check");
+            (c.result, c.details)
+        }
+    };
+    assert_eq!(check(&f.db).await.0, "PASS");
+
+    // A table's grant lost, and another tenant's role let into B's schema.
+    f.db.exec(&format!(
+        "REVOKE INSERT ON {}.sales FROM \"{}\"",
+        f.a.schema.as_str(),
+        f.a.role()
+    ))
+    .await;
+    f.db.exec(&format!(
+        "GRANT USAGE ON SCHEMA {} TO \"{}\"",
+        f.b.schema.as_str(),
+        f.a.role()
+    ))
+    .await;
+    let (result, details) = check(&f.db).await;
+    assert_eq!(result, "FAIL");
+    assert!(
+        details.contains("hostile-a: no read/write grant on sales"),
+        "{details}"
+    );
+    assert!(
+        details.contains(&format!(
+            "{} is also granted to {}",
+            f.b.schema.as_str(),
+            f.a.role()
+        )),
+        "{details}"
+    );
+
+    let tenancy = f.db.tenancy();
+    let actor = capliquify::audit::Actor::operator();
+    let (_, repair) = tenancy.repair("hostile-a", &actor).await.unwrap();
+    assert!(
+        matches!(repair, capliquify::tenancy::lifecycle::Repair::RoleGranted),
+        "{repair:?}"
+    );
+    f.db.exec(&format!(
+        "REVOKE USAGE ON SCHEMA {} FROM \"{}\"",
+        f.b.schema.as_str(),
+        f.a.role()
+    ))
+    .await;
+    let (result, details) = check(&f.db).await;
+    assert_eq!(result, "PASS", "{details}");
+}

@@ -68,6 +68,8 @@ pub enum Repair {
     Rebuilt { missing_tables: Vec<String> },
     /// Pending migrations were applied.
     Migrated { applied: i32 },
+    /// The tenant's database role was missing or lacked rights on its tables: granted.
+    RoleGranted,
     /// Nothing was wrong.
     Healthy,
 }
@@ -285,6 +287,13 @@ impl Tenancy {
                 .await?;
             if applied > 0 {
                 Repair::Migrated { applied }
+            } else if !role_in_place(&mut tx, tenant.id).await? {
+                sqlx::query("SELECT public.grant_tenant_role($1, $2)")
+                    .bind(tenant.id)
+                    .bind(schema)
+                    .execute(&mut *tx)
+                    .await?;
+                Repair::RoleGranted
             } else {
                 Repair::Healthy
             }
@@ -502,4 +511,37 @@ async fn inspect_unmanaged(
     .fetch_all(&mut *conn)
     .await?;
     Ok((missing, with_data))
+}
+
+/// The SQL of [`role_in_place`], also used by `doctor` for every tenant at once.
+pub(crate) const ROLE_PROBLEMS_SQL: &str = "
+    WITH t AS (
+        SELECT t.slug::text AS slug, t.schema_name::text AS schema,
+               public.tenant_role_name(t.id) AS role
+          FROM public.tenants t
+         WHERE t.deleted_at IS NULL AND ($1::uuid IS NULL OR t.id = $1)
+    )
+    SELECT t.slug || ': role ' || t.role || ' is missing'
+      FROM t WHERE to_regrole(t.role) IS NULL
+    UNION ALL
+    SELECT t.slug || ': the tenant role cannot use schema ' || t.schema
+      FROM t JOIN pg_namespace n ON n.nspname = t.schema
+     WHERE to_regrole(t.role) IS NOT NULL AND NOT has_schema_privilege(t.role, n.oid, 'USAGE')
+    UNION ALL
+    SELECT t.slug || ': no read/write grant on ' || string_agg(c.relname, ', ' ORDER BY c.relname)
+      FROM t JOIN pg_namespace n ON n.nspname = t.schema
+      JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+                     AND c.relname <> 'schema_migrations'
+     WHERE to_regrole(t.role) IS NOT NULL
+       AND NOT (has_table_privilege(t.role, c.oid, 'SELECT') AND has_table_privilege(t.role, c.oid, 'INSERT')
+            AND has_table_privilege(t.role, c.oid, 'UPDATE') AND has_table_privilege(t.role, c.oid, 'DELETE'))
+     GROUP BY t.slug";
+
+/// True when the tenant's role exists and has its rights on every table of its schema.
+async fn role_in_place(conn: &mut PgConnection, tenant_id: Uuid) -> Result<bool, TenancyError> {
+    let problems: Vec<String> = sqlx::query_scalar(ROLE_PROBLEMS_SQL)
+        .bind(tenant_id)
+        .fetch_all(conn)
+        .await?;
+    Ok(problems.is_empty())
 }

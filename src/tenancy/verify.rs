@@ -101,6 +101,7 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
             .fetch_all(pool)
             .await?;
     checks.push(histories(pool).await?);
+    checks.push(roles(pool).await?);
     let current = versions.public_schema == versions.public_schema_expected
         && versions.tenant_catalog == versions.tenant_catalog_expected;
     checks.insert(
@@ -171,6 +172,46 @@ async fn histories(pool: &PgPool) -> sqlx::Result<Check> {
             format!(
                 "applied with a checksum the catalog lacks: {}",
                 drifted
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        },
+    })
+}
+
+/// Every live tenant's database role exists and holds its rights on its own schema, and no
+/// tenant schema is granted to any role but its owner and its tenant's role (public
+/// migration 0006; `capliquify tenant repair SLUG` re-grants).
+async fn roles(pool: &PgPool) -> sqlx::Result<Check> {
+    let mut problems: Vec<String> = sqlx::query_scalar(super::lifecycle::ROLE_PROBLEMS_SQL)
+        .bind(Option::<uuid::Uuid>::None)
+        .fetch_all(pool)
+        .await?;
+    let foreign: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || ' is also granted to ' || r.rolname
+           FROM pg_namespace n
+          CROSS JOIN LATERAL aclexplode(n.nspacl) a
+           JOIN pg_roles r ON r.oid = a.grantee
+           LEFT JOIN public.tenants t ON t.schema_name = n.nspname
+          WHERE n.nspname LIKE 'tenant\\_%' AND a.grantee <> n.nspowner
+            AND r.rolname IS DISTINCT FROM public.tenant_role_name(t.id)
+          ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    problems.extend(foreign);
+    Ok(Check {
+        test_name: "tenant_roles_in_place".into(),
+        result: if problems.is_empty() { "PASS" } else { "FAIL" }.into(),
+        details: if problems.is_empty() {
+            "every live tenant has its own role, granted on its own schema only".into()
+        } else {
+            format!(
+                "{}; run `capliquify tenant repair SLUG`",
+                problems
                     .iter()
                     .take(20)
                     .cloned()
