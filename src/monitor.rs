@@ -1,5 +1,6 @@
-//! The guide's monitoring queries: the largest tenant schemas and the tenants with their
-//! user counts.
+//! The guide's monitoring queries, made to work at fleet size: the largest tenant schemas,
+//! the tenants with their usage against their limits, and the slowest statements per tenant
+//! (attributed by the tenant's database role, not by query text).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -40,7 +41,8 @@ pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
     .await
 }
 
-/// A live tenant with its user count (the guide's "Active Tenant Queries").
+/// A live tenant with its usage against its plan's limits (the guide's "Active Tenant
+/// Queries", plus entities).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TenantActivity {
     pub slug: String,
@@ -49,19 +51,52 @@ pub struct TenantActivity {
     pub subscription_status: SubscriptionStatus,
     pub user_count: i64,
     pub max_users: Option<i32>,
+    /// Companies in the tenant's schema; `None` when the schema is missing.
+    pub entity_count: Option<i64>,
+    pub max_entities: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
 pub async fn tenants(pool: &PgPool) -> sqlx::Result<Vec<TenantActivity>> {
     sqlx::query_as(
         "SELECT t.slug::text, t.name::text, t.subscription_tier, t.subscription_status,
-                count(u.id) AS user_count, t.max_users, t.created_at
+                u.users AS user_count, t.max_users, u.entities AS entity_count, t.max_entities,
+                t.created_at
            FROM public.tenants t
-           LEFT JOIN public.users u ON u.tenant_id = t.id AND u.removed_at IS NULL
-          WHERE t.deleted_at IS NULL
-          GROUP BY t.id
-          ORDER BY t.created_at DESC",
+           JOIN public.tenant_usage() u ON u.tenant_id = t.id
+          ORDER BY t.created_at DESC, t.slug",
     )
+    .fetch_all(pool)
+    .await
+}
+
+/// One statement's statistics, attributed to the tenant whose role ran it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SlowQuery {
+    pub tenant: String,
+    pub queryid: Option<i64>,
+    pub query: String,
+    pub calls: i64,
+    pub total_ms: f64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+    pub rows: i64,
+}
+
+/// The `limit` statements with the most total execution time, of every tenant or of
+/// `tenant` (an id). Fails with SQLSTATE 0A000 and a hint when pg_stat_statements is not
+/// installed.
+pub async fn slow_queries(
+    pool: &PgPool,
+    tenant: Option<uuid::Uuid>,
+    limit: i32,
+) -> sqlx::Result<Vec<SlowQuery>> {
+    sqlx::query_as(
+        "SELECT slug AS tenant, queryid, query, calls, total_ms, mean_ms, max_ms, rows
+           FROM public.tenant_query_stats($1, $2)",
+    )
+    .bind(tenant)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

@@ -156,8 +156,26 @@ pub enum MonitorCommand {
         #[arg(long, default_value_t = 10)]
         limit: i64,
     },
-    /// Live tenants with their tier, status and number of users.
+    /// Live tenants with their tier, status, and usage against their plan's limits.
     Tenants,
+    /// The statements with the most total execution time, per tenant (pg_stat_statements).
+    #[command(after_help = "\
+Each tenant's statements run as that tenant's own database role, so pg_stat_statements
+knows whose they are even though the SQL never names a schema. Needs the
+pg_stat_statements module in shared_preload_libraries (the embedded cluster sets it) and
+`capliquify migrate` run once by a superuser after PostgreSQL loaded it.
+
+Examples:
+  capliquify monitor slow-queries --limit 5
+  capliquify monitor slow-queries --tenant acme")]
+    SlowQueries {
+        /// Only this tenant (slug).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How many statements to show.
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -716,13 +734,52 @@ async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::
                     t.subscription_tier.as_str().to_owned(),
                     t.subscription_status.as_str().to_owned(),
                     format!("{}/{}", t.user_count, output::opt(t.max_users)),
+                    format!(
+                        "{}/{}",
+                        output::opt(t.entity_count),
+                        output::opt(t.max_entities)
+                    ),
                     output::when(t.created_at),
                 ]
             });
             println!(
                 "{}",
                 output::table(
-                    &["TENANT", "NAME", "TIER", "STATUS", "USERS", "CREATED"],
+                    &[
+                        "TENANT", "NAME", "TIER", "STATUS", "USERS", "ENTITIES", "CREATED"
+                    ],
+                    rows
+                )
+            );
+        }
+        MonitorCommand::SlowQueries { tenant, limit } => {
+            let tenant_id = match &tenant {
+                Some(slug) => Some(crate::tenancy::registry::find(&db.pool, slug).await?.id),
+                None => None,
+            };
+            let queries = monitor::slow_queries(&db.pool, tenant_id, limit.clamp(1, 1000))
+                .await
+                .map_err(|e| anyhow::anyhow!(migrate::describe_db_error(&e)))?;
+            if json {
+                return output::json(&queries).map(|()| ExitCode::SUCCESS);
+            }
+            let rows = queries.iter().map(|q| {
+                vec![
+                    q.tenant.clone(),
+                    q.calls.to_string(),
+                    format!("{:.1}", q.total_ms),
+                    format!("{:.2}", q.mean_ms),
+                    format!("{:.1}", q.max_ms),
+                    q.rows.to_string(),
+                    one_line(&q.query, 80),
+                ]
+            });
+            println!(
+                "{}",
+                output::table(
+                    &[
+                        "TENANT", "CALLS", "TOTAL MS", "MEAN MS", "MAX MS", "ROWS", "QUERY"
+                    ],
                     rows
                 )
             );
@@ -777,4 +834,16 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
         DbCommand::InitRoles { .. } => unreachable!("dispatched in run()"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `text` on one line (whitespace runs collapsed), cut to `max` characters with `…`.
+fn one_line(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
 }

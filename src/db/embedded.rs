@@ -452,7 +452,7 @@ impl Context {
     /// Writes our settings file only when its content changes, owned by the
     /// server's user.
     fn write_conf(&self, path: &Path, port: u16, durable: bool) -> Result<(), EmbeddedError> {
-        let wanted = render_conf(port, durable);
+        let wanted = render_conf(port, durable, self.has_pg_stat_statements());
         if fs::read_to_string(path).is_ok_and(|current| current == wanted) {
             return Ok(());
         }
@@ -464,6 +464,27 @@ impl Context {
             chown_to(path, user)?;
         }
         Ok(())
+    }
+
+    /// True when the installed PostgreSQL has the pg_stat_statements module (contrib):
+    /// beside the binaries (Debian's layout) or where `pg_config` says.
+    fn has_pg_stat_statements(&self) -> bool {
+        const MODULE: &str = "pg_stat_statements.so";
+        if let Some(lib) = self.bin_dir.parent().map(|p| p.join("lib").join(MODULE))
+            && lib.is_file()
+        {
+            return true;
+        }
+        Command::new(self.bin_dir.join("pg_config"))
+            .arg("--pkglibdir")
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .is_some_and(|out| {
+                Path::new(String::from_utf8_lossy(&out.stdout).trim())
+                    .join(MODULE)
+                    .is_file()
+            })
     }
 
     fn running_port(&self) -> Result<Option<u16>, EmbeddedError> {
@@ -803,7 +824,7 @@ fn parse_version(name: &str) -> Option<Vec<u32>> {
     name.split('.').map(|part| part.parse().ok()).collect()
 }
 
-fn render_conf(port: u16, durable: bool) -> String {
+fn render_conf(port: u16, durable: bool, stat_statements: bool) -> String {
     let mut conf = format!(
         "# Managed by capliquify: rewritten at every start, so edits here are lost.\n\
          listen_addresses = '127.0.0.1'\n\
@@ -814,6 +835,15 @@ fn render_conf(port: u16, durable: bool) -> String {
          # Schema-per-tenant migrations touch many relations in one transaction.\n\
          max_locks_per_transaction = 256\n"
     );
+    if stat_statements {
+        // `capliquify monitor slow-queries`: per-tenant statement statistics.
+        conf.push_str(
+            "shared_preload_libraries = 'pg_stat_statements'\n\
+             pg_stat_statements.max = 10000\n\
+             # Each tenant's `SET LOCAL search_path`/`ROLE` would be an entry of its own.\n\
+             pg_stat_statements.track_utility = off\n",
+        );
+    }
     if !durable {
         conf.push_str(
             "# Throwaway cluster: speed over crash safety.\n\
@@ -1131,13 +1161,13 @@ mod tests {
 
     #[test]
     fn conf_round_trips_the_port() {
-        let durable = render_conf(54321, true);
+        let durable = render_conf(54321, true, false);
         assert_eq!(parse_conf_port(&durable), Some(54321));
         assert!(durable.contains("unix_socket_directories = ''"));
         assert!(durable.contains("max_connections = 200"));
         assert!(durable.contains("max_locks_per_transaction = 256"));
         assert!(!durable.contains("fsync"));
-        let fast = render_conf(1234, false);
+        let fast = render_conf(1234, false, true);
         assert!(fast.contains("fsync = off"));
         assert!(fast.contains("synchronous_commit = off"));
         assert!(fast.contains("full_page_writes = off"));

@@ -5,6 +5,7 @@
 //! (request id, tracing, timeout, metrics). Every tenant request runs in one transaction
 //! scoped to the caller's tenant (see [`crate::db::scope`]).
 
+pub mod admin;
 pub mod audit_logs;
 pub mod auth;
 pub mod context;
@@ -108,6 +109,10 @@ pub struct ServeArgs {
     /// On the embedded database, do not create the demo tenants.
     #[arg(long)]
     pub no_demo: bool,
+    /// Bearer token for the operators' `/admin/api/...` endpoints (at least 32
+    /// characters, e.g. `openssl rand -hex 32`). Unset: those endpoints answer 403.
+    #[arg(long, env = "CAPLIQUIFY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -134,6 +139,22 @@ impl ServeArgs {
         })
     }
 
+    /// The admin API's token, checked: unset, or at least [`admin::MIN_TOKEN_LEN`] characters.
+    fn admin_token(&self) -> anyhow::Result<Option<Arc<str>>> {
+        match self.admin_token.as_deref().filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(t)
+                if t.len() >= admin::MIN_TOKEN_LEN && t.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                Ok(Some(Arc::from(t)))
+            }
+            Some(_) => anyhow::bail!(
+                "CAPLIQUIFY_ADMIN_TOKEN must be at least {} printable characters without spaces (e.g. `openssl rand -hex 32`)",
+                admin::MIN_TOKEN_LEN
+            ),
+        }
+    }
+
     fn cursor_codec(&self) -> anyhow::Result<CursorCodec> {
         match &self.cursor_secret {
             Some(secret) if secret.len() >= 32 => Ok(CursorCodec::new(secret.as_bytes())),
@@ -148,6 +169,7 @@ impl ServeArgs {
 pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
     // Settings are checked before anything starts, naming the one that is wrong.
     let cursors = args.cursor_codec()?;
+    args.admin_token()?;
     let webhooks = Arc::new(args.webhook_config(settings)?);
     let demo = settings.database_url.is_none() && args.clerk_jwks_url.is_none();
     let keys = Arc::new(settings.keyring(demo)?);
@@ -218,6 +240,7 @@ async fn run(
     let config = HttpConfig {
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        admin_token: args.admin_token()?,
     };
     axum::serve(
         listener,
@@ -312,11 +335,13 @@ async fn prepare_embedded(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Limits of the HTTP layer.
+/// Limits of the HTTP layer, and the admin API's token.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Bearer token of `/admin/api/...`; `None` disables those endpoints (403).
+    pub admin_token: Option<Arc<str>>,
 }
 
 impl Default for HttpConfig {
@@ -324,6 +349,7 @@ impl Default for HttpConfig {
         Self {
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 1_048_576,
+            admin_token: None,
         }
     }
 }
@@ -347,6 +373,10 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         .route("/openapi.json", get(openapi_json));
     Router::new()
         .nest("/api/v1", api)
+        .nest(
+            "/admin/api",
+            admin::router(state.clone(), config.admin_token.clone()),
+        )
         .merge(webhooks::router())
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))

@@ -49,6 +49,14 @@ pub async fn migrate_public(
     tenant: &[Migration],
 ) -> Result<CatalogSync, MigrateError> {
     PUBLIC_MIGRATIONS.run(pool).await?;
+    // Installs pg_stat_statements once PostgreSQL has loaded it (migration 0007): a setting
+    // an operator may change after the migration ran.
+    let stats: String = sqlx::query_scalar("SELECT public.ensure_query_stats()")
+        .fetch_one(pool)
+        .await?;
+    if stats != "installed" {
+        tracing::debug!(%stats, "per-tenant query statistics unavailable");
+    }
     sync_catalog(pool, tenant).await
 }
 
