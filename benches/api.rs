@@ -322,6 +322,14 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     server.recreate_database().await?;
     let setup_pool = capliquify::db::connect(&server.bench_url, PROVISIONERS as u32).await?;
     migrate::migrate_public(&setup_pool, migrate::tenant_migrations()).await?;
+    // The service, the sqlx loads and pgbench all log in as the service's login role.
+    capliquify::db::roles::init(
+        &setup_pool,
+        capliquify::db::roles::DEFAULT_LOGIN,
+        None,
+        &capliquify::audit::Actor::operator(),
+    )
+    .await?;
     let version: String = sqlx::query_scalar("SELECT version()")
         .fetch_one(&setup_pool)
         .await?;
@@ -410,7 +418,7 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     println!("== pgbench: the same transaction");
     rows.push(load_pgbench(args, server, &tenants).await?);
     println!("== sqlx alone (decomposition)");
-    let pool = capliquify::db::connect(&server.bench_url, args.clients as u32).await?;
+    let pool = capliquify::db::connect(&service_url(server)?, args.clients as u32).await?;
     rows.push(load_sqlx(args, &pool, &tenants, true).await?);
     rows.push(load_sqlx(args, &pool, &tenants, false).await?);
     println!("== phases of one request, one caller, {PROFILE_REPS} times each");
@@ -529,8 +537,8 @@ impl Service {
             })
             .await?,
         );
-        // The pool as the service makes it, one connection per client.
-        let pool = capliquify::db::connect(&server.bench_url, args.clients as u32).await?;
+        // The pool as the service makes it, one connection per client, as its login role.
+        let pool = capliquify::db::connect(&service_url(server)?, args.clients as u32).await?;
         let state = AppState {
             pool,
             auth: auth.clone(),
@@ -986,17 +994,18 @@ async fn load_pgbench(
         .arg(format!("--log-prefix={}", dir.join("txlog").display()));
     for (i, tenant) in tenants.iter().enumerate() {
         let script = dir.join(format!("t{i}.sql"));
-        // `\;` sends BEGIN and SET LOCAL as one query, as scope::begin does.
+        // `\;` sends BEGIN and both SET LOCALs as one query, as scope::begin does.
         std::fs::write(
             &script,
             format!(
-                "BEGIN \\; SET LOCAL search_path TO {};\n{select};\nCOMMIT;\n",
-                tenant.scope.schema.quoted()
+                "BEGIN \\; SET LOCAL search_path TO {} \\; SET LOCAL ROLE \"{}\";\n{select};\nCOMMIT;\n",
+                tenant.scope.schema.quoted(),
+                tenant.scope.role()
             ),
         )?;
         command.arg("-f").arg(format!("{}@1", script.display()));
     }
-    command.arg(&server.bench_url);
+    command.arg(service_url(server)?);
     for var in [
         "PGOPTIONS",
         "PGSERVICE",
@@ -1253,4 +1262,9 @@ fn print_table(args: &Args, rows: &[Measured], phases: &[(&'static str, Duration
     for (name, d) in phases {
         println!("    {name:<48} {:>8.1} µs", d.as_secs_f64() * 1e6);
     }
+}
+
+/// The bench database as the service's least-privilege login role (`db init-roles`).
+fn service_url(server: &BenchServer) -> anyhow::Result<String> {
+    server.bench_url_as(capliquify::db::roles::DEFAULT_LOGIN)
 }

@@ -54,6 +54,18 @@ impl BenchServer {
         }
     }
 
+    /// The bench database's URL for another role (the service's login role): same server,
+    /// no password (the embedded cluster trusts local connections).
+    #[allow(dead_code)] // the api bench's; the tenancy bench runs everything as the owner
+    pub fn bench_url_as(&self, user: &str) -> anyhow::Result<String> {
+        let mut url = url::Url::parse(&self.bench_url).context("bench URL does not parse")?;
+        url.set_username(user)
+            .map_err(|()| anyhow::anyhow!("the bench URL takes no user name"))?;
+        url.set_password(None)
+            .map_err(|()| anyhow::anyhow!("the bench URL takes no password"))?;
+        Ok(url.to_string())
+    }
+
     /// The database for the report: its URL without a password, and where it comes from.
     pub fn describe(&self) -> String {
         let origin = if self.cluster.is_some() {
