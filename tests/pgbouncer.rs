@@ -3,11 +3,12 @@
 //!
 //! - [`stress_through_pgbouncer_in_transaction_mode_leaks_nothing`]: the isolation stress test
 //!   (as in `tests/isolation_stress.rs`, smaller: 10 tenants, at least 2,000 requests from 16
-//!   concurrent clients) against an API whose 8-connection sqlx pool connects through a private
-//!   PgBouncer with only 2 server connections. Every response is checked to hold only the
-//!   caller's rows (zero leaks, zero failures), the tables are checked with schema-qualified
-//!   SQL afterwards, and PgBouncer's own `SHOW POOLS` confirms that more clients than server
-//!   connections were multiplexed.
+//!   concurrent clients) against an API whose 8-connection sqlx pool connects, as the
+//!   service's least-privilege login role (`capliquify_app`), through a private PgBouncer with
+//!   only 2 server connections. Every response is checked to hold only the caller's rows (zero
+//!   leaks, zero failures), the tables are checked with schema-qualified SQL afterwards, and
+//!   PgBouncer's own `SHOW POOLS` confirms that more clients than server connections of that
+//!   role were multiplexed.
 //! - [`session_search_path_leaks_across_pgbouncer_clients_set_local_does_not`]: the hazard our
 //!   design avoids. Clients A, B and C share PgBouncer's single server connection. When A runs
 //!   the guide's middleware (a session-level `search_path` of `tenant_a, public`, set outside
@@ -17,11 +18,15 @@
 //!   (`BEGIN; SET LOCAL search_path …; …; COMMIT`, as `db::scope::begin` does) leaves nothing
 //!   behind: B and C's unscoped queries find no tenant table, and the path is the default.
 //!
-//! PgBouncer must be installed (`.ci/run` installs Debian's package): without it the tests fail.
 //! sqlx prepares its statements with the extended protocol; through transaction pooling that
 //! needs PgBouncer ≥ 1.21 with `max_prepared_statements` (protocol-level prepared statements),
-//! which the stress test requires. When we are root, PgBouncer (which refuses to run as root)
-//! runs as the `postgres` user, like the embedded cluster.
+//! which the stress test requires: with an older PgBouncer it fails (it is not skipped), and
+//! without any PgBouncer both tests fail. Debian 12 ships 1.18, so `scripts/install-pgbouncer.sh`
+//! (run by `.ci/run`) builds Debian 13's verified source package into `target/pgbouncer`. The
+//! binary used is `CAPLIQUIFY_PGBOUNCER` when set, else the newest of `target/pgbouncer/bin`,
+//! `PATH` and the usual sbin/bin folders. The hazard test works with any version. When we are
+//! root, PgBouncer (which refuses to run as root) runs as the `postgres` user, like the embedded
+//! cluster.
 //!
 //! Run: `cargo test --test pgbouncer -- --nocapture` (prints the counts).
 
@@ -32,7 +37,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for};
@@ -40,11 +45,11 @@ use capliquify::http::cursor::CursorCodec;
 use capliquify::http::{AppState, HttpConfig, app};
 use capliquify::webhooks::WebhookConfig;
 use capliquify::webhooks::signature::{StripeSecret, SvixSecret};
-use common::TestDb;
 use common::api::{
     CLERK_SECRET, ENCRYPTION_KEY, KID, STRIPE_PRICES, STRIPE_SECRET, TEST_KEY, TestApp,
 };
 use common::stress::{self, Params};
+use common::{APP_ROLE, TestDb};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use uuid::Uuid;
@@ -56,19 +61,58 @@ use uuid::Uuid;
 /// The first version with protocol-level prepared statements (`max_prepared_statements`).
 const PREPARED_STATEMENTS_SINCE: (u32, u32) = (1, 21);
 
-/// The `pgbouncer` executable: on `PATH`, else where Debian and others put it.
-fn pgbouncer_bin() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|dir| dir.join("pgbouncer"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
+/// Where `scripts/install-pgbouncer.sh` installs PgBouncer by default.
+const SCRIPT_PREFIX_BIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/target/pgbouncer/bin/pgbouncer"
+);
+
+/// The `pgbouncer` executable and its version: `CAPLIQUIFY_PGBOUNCER` when set, else the
+/// newest of `scripts/install-pgbouncer.sh`'s (target/pgbouncer/bin), those on `PATH` and
+/// those where Debian and others put it (the script's wins a tie).
+fn pgbouncer_bin() -> &'static (PathBuf, (u32, u32, u32)) {
+    static FOUND: OnceLock<(PathBuf, (u32, u32, u32))> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CAPLIQUIFY_PGBOUNCER").filter(|b| !b.is_empty()) {
+            let bin = PathBuf::from(bin);
+            assert!(
+                bin.is_file(),
+                "CAPLIQUIFY_PGBOUNCER={} is not a file (run scripts/install-pgbouncer.sh, \
+                 which prints the path of a suitable PgBouncer)",
+                bin.display()
+            );
+            let version = pgbouncer_version(&bin);
+            return (bin, version);
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut seen = Vec::new();
+        let mut best: Option<(PathBuf, (u32, u32, u32))> = None;
+        let candidates = std::iter::once(PathBuf::from(SCRIPT_PREFIX_BIN)).chain(
+            std::env::split_paths(&path)
+                .chain(
+                    ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"]
+                        .map(PathBuf::from),
+                )
+                .map(|dir| dir.join("pgbouncer")),
+        );
+        for bin in candidates.filter(|p| p.is_file()) {
+            let real = bin.canonicalize().unwrap_or_else(|_| bin.clone());
+            if seen.contains(&real) {
+                continue;
+            }
+            seen.push(real);
+            let version = pgbouncer_version(&bin);
+            if best.as_ref().is_none_or(|(_, v)| version > *v) {
+                best = Some((bin, version));
+            }
+        }
+        best.unwrap_or_else(|| {
             panic!(
-                "pgbouncer is not installed: these tests need it (Debian/Ubuntu: \
-                 `apt-get install pgbouncer`; `.ci/run` installs it)"
+                "pgbouncer is not installed: these tests need PgBouncer >= 1.21; run \
+                 `scripts/install-pgbouncer.sh` (`.ci/run` does)"
             )
         })
+    })
 }
 
 /// `pgbouncer --version` as (major, minor, patch).
@@ -123,8 +167,7 @@ struct PgBouncer {
 impl PgBouncer {
     /// Starts one whose every database gets at most `server_pool_size` server connections.
     fn start(db: &TestDb, server_pool_size: u32) -> Self {
-        let bin = pgbouncer_bin();
-        let version = pgbouncer_version(&bin);
+        let (bin, version) = pgbouncer_bin().clone();
         let server = url::Url::parse(&db.url).expect("test database URL parses");
         let host = server.host_str().unwrap_or("127.0.0.1").to_owned();
         let server_port = server.port().unwrap_or(5432);
@@ -132,10 +175,11 @@ impl PgBouncer {
             "" => "postgres".to_owned(),
             u => u.to_owned(),
         };
-        let mut target = format!("host={host} port={server_port} user={user}");
-        if let Some(password) = server.password() {
-            target.push_str(&format!(" password={password}"));
-        }
+        // No `user=`: each client's server connections log in as the client's user (the
+        // superuser of the test URL, or the API's least-privilege login role), with the
+        // password of the auth file.
+        let target = format!("host={host} port={server_port}");
+        let password = server.password().unwrap_or_default();
 
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -172,8 +216,11 @@ impl PgBouncer {
             dir = dir.display(),
         );
         std::fs::write(dir.join("pgbouncer.ini"), conf).expect("write pgbouncer.ini");
-        std::fs::write(dir.join("userlist.txt"), format!("\"{user}\" \"\"\n"))
-            .expect("write userlist.txt");
+        std::fs::write(
+            dir.join("userlist.txt"),
+            format!("\"{user}\" \"{password}\"\n\"{APP_ROLE}\" \"\"\n"),
+        )
+        .expect("write userlist.txt");
 
         let mut cmd = Command::new(&bin);
         cmd.arg(dir.join("pgbouncer.ini"))
@@ -229,9 +276,14 @@ impl PgBouncer {
         format!("{}.{}.{}", self.version.0, self.version.1, self.version.2)
     }
 
-    /// `db`'s URL with PgBouncer's address instead of the server's.
+    /// `db`'s URL (the superuser's) with PgBouncer's address instead of the server's.
     fn url_for(&self, db: &TestDb) -> String {
-        let mut url = url::Url::parse(&db.url).expect("test database URL parses");
+        self.through(&db.url)
+    }
+
+    /// A URL of the test server with PgBouncer's address instead of the server's.
+    fn through(&self, server_url: &str) -> String {
+        let mut url = url::Url::parse(server_url).expect("test database URL parses");
         url.set_host(Some("127.0.0.1")).unwrap();
         url.set_port(Some(self.port)).unwrap();
         url.set_password(None).unwrap();
@@ -247,15 +299,18 @@ impl PgBouncer {
             .unwrap_or_else(|e| panic!("connect to the PgBouncer admin console: {e}"))
     }
 
-    /// `SHOW POOLS` for `database`: (client connections, server connections).
-    async fn pool_counts(admin: &mut PgConnection, database: &str) -> (i64, i64) {
+    /// `SHOW POOLS` for `database` and `user`: (client connections, server connections).
+    async fn pool_counts(admin: &mut PgConnection, database: &str, user: &str) -> (i64, i64) {
         let rows = sqlx::raw_sql("SHOW POOLS")
             .fetch_all(&mut *admin)
             .await
             .expect("SHOW POOLS");
         let mut counts = (0, 0);
         for row in rows {
-            if row.try_get::<String, _>("database").ok().as_deref() != Some(database) {
+            let column = |name: &str| row.try_get::<String, _>(name).ok();
+            if column("database").as_deref() != Some(database)
+                || column("user").as_deref() != Some(user)
+            {
                 continue;
             }
             // Admin console columns are int4 or int8 depending on the version.
@@ -284,8 +339,9 @@ impl Drop for PgBouncer {
 // The API server with its pool through PgBouncer
 // ---------------------------------------------------------------------------------------------
 
-/// A second server on the test app's database whose pool connects through PgBouncer (built as
-/// `TestApp::spawn_with` builds its own); shut down on drop.
+/// A second server on the test app's database whose pool connects through PgBouncer as the
+/// service's least-privilege login role (built as `TestApp::spawn_with` builds its own); shut
+/// down on drop.
 struct BouncedServer {
     addr: SocketAddr,
     jwks: PathBuf,
@@ -294,6 +350,7 @@ struct BouncedServer {
 
 impl BouncedServer {
     async fn spawn(bouncer: &PgBouncer, db: &TestDb, pool_size: u32) -> Self {
+        let url = bouncer.through(&db.app_url().await);
         let jwks = std::env::temp_dir().join(format!("capliquify-jwks-{}.json", Uuid::new_v4()));
         std::fs::write(&jwks, jwks_for(TEST_KEY, KID).unwrap().to_string()).unwrap();
         let auth = Authenticator::new(AuthConfig {
@@ -304,7 +361,7 @@ impl BouncedServer {
         .expect("test JWKS loads");
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
-            .connect(&bouncer.url_for(db))
+            .connect(&url)
             .await
             .expect("connect through PgBouncer");
         let state = AppState {
@@ -371,24 +428,28 @@ const POOL_SIZE: u32 = 8;
 /// PgBouncer's server connections per database: fewer than the clients.
 const SERVER_POOL_SIZE: u32 = 2;
 
-// Debian 12 ships PgBouncer 1.18, which cannot carry sqlx's prepared statements in
-// transaction mode (see the module docs and docs/security.md); run with
-// `cargo test --test pgbouncer -- --ignored` where PgBouncer >= 1.21 is installed.
-#[ignore = "needs PgBouncer >= 1.21 (protocol-level prepared statements); Debian 12 ships 1.18"]
+// Needs PgBouncer >= 1.21 (see the module docs): with an older one this test fails, it is
+// not skipped; `scripts/install-pgbouncer.sh` provides one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_through_pgbouncer_in_transaction_mode_leaks_nothing() {
+    let (bin, version) = pgbouncer_bin();
+    assert!(
+        (version.0, version.1) >= PREPARED_STATEMENTS_SINCE,
+        "{} is PgBouncer {}.{}.{}, older than 1.21: it has no protocol-level prepared \
+         statements (`max_prepared_statements`), and in transaction mode sqlx's prepared \
+         statements would run on server connections that never prepared them (or prepared \
+         another client's statement under the same name: \"bind message supplies 2 \
+         parameters, but prepared statement sqlx_s_N requires 1\", \"prepared statement \
+         already exists\"). Run `scripts/install-pgbouncer.sh` (it builds Debian 13's \
+         PgBouncer into target/pgbouncer, where this test finds it, and prints its path for \
+         CAPLIQUIFY_PGBOUNCER, which takes precedence when set).",
+        bin.display(),
+        version.0,
+        version.1,
+        version.2,
+    );
     let app = TestApp::spawn_with(HttpConfig::default(), 4).await;
     let bouncer = PgBouncer::start(&app.db, SERVER_POOL_SIZE);
-    assert!(
-        (bouncer.version.0, bouncer.version.1) >= PREPARED_STATEMENTS_SINCE,
-        "PgBouncer {} is older than 1.21: it has no protocol-level prepared statements \
-         (`max_prepared_statements`), and in transaction mode sqlx's prepared statements \
-         would run on server connections that never prepared them (or prepared another \
-         client's statement under the same name: \"bind message supplies 2 parameters, but \
-         prepared statement sqlx_s_N requires 1\", \"prepared statement already exists\"). \
-         Install PgBouncer >= 1.21 (Debian 12 ships 1.18).",
-        bouncer.version_string()
-    );
     let bounced = BouncedServer::spawn(&bouncer, &app.db, POOL_SIZE).await;
 
     // PgBouncer's view while the clients run: client and server connections of the database.
@@ -398,7 +459,7 @@ async fn stress_through_pgbouncer_in_transaction_mode_leaks_nothing() {
     let sampler = tokio::spawn(async move {
         let mut max = (0, 0);
         loop {
-            let (clients, servers) = PgBouncer::pool_counts(&mut admin, &database).await;
+            let (clients, servers) = PgBouncer::pool_counts(&mut admin, &database, APP_ROLE).await;
             max = (max.0.max(clients), max.1.max(servers));
             tokio::select! {
                 _ = &mut stop_rx => return max,
@@ -418,12 +479,13 @@ async fn stress_through_pgbouncer_in_transaction_mode_leaks_nothing() {
     let (max_clients, max_servers) = sampler.await.expect("the sampler ran");
     println!(
         "PgBouncer {}: sqlx pool {POOL_SIZE}, server pool {SERVER_POOL_SIZE}; seen up to \
-         {max_clients} PgBouncer clients on {max_servers} server connections",
+         {max_clients} PgBouncer clients of {APP_ROLE} on {max_servers} server connections",
         bouncer.version_string()
     );
     assert!(
         max_servers >= 1 && max_servers <= i64::from(SERVER_POOL_SIZE),
-        "PgBouncer used {max_servers} server connections (pool {SERVER_POOL_SIZE})"
+        "PgBouncer used {max_servers} server connections for {APP_ROLE} (pool \
+         {SERVER_POOL_SIZE}; none means the API did not connect as {APP_ROLE})"
     );
     assert!(
         max_clients > max_servers,
