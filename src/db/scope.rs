@@ -10,6 +10,7 @@
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::cluster::ClusterName;
 use crate::tenancy::ident::{SchemaName, TenantSlug};
 
 /// A resolved tenant.
@@ -18,6 +19,9 @@ pub struct TenantScope {
     pub id: Uuid,
     pub slug: TenantSlug,
     pub schema: SchemaName,
+    /// The cluster that holds the schema (its placement): `begin` must be given that
+    /// cluster's pool ([`super::Clusters::pool`]).
+    pub cluster: ClusterName,
 }
 
 /// Begins a transaction in which unqualified names resolve to `scope`'s schema only (and

@@ -15,7 +15,6 @@ use super::error::ApiError;
 use super::resource::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::access::Act;
 use crate::audit::{self, Filter, Row};
-use crate::db::scope;
 
 /// The cursor's sort name.
 const SORT: &str = "-created_at";
@@ -96,9 +95,14 @@ pub async fn list(
     }
     let limit = filter.limit;
     filter.limit += 1;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
-    let mut rows = audit::list(&mut tx, &filter).await?;
-    tx.commit().await?;
+    // The trail lives on the home cluster; rows of acts done on the tenant's own cluster
+    // wait in that cluster's outbox until drained, so drain them first (audit::drain).
+    let scope = &caller.tenant.scope;
+    if !scope.cluster.is_home() {
+        audit::drain(&state.pool, state.tenant_pool(scope)?, Some(scope.id)).await?;
+    }
+    let mut conn = state.pool.acquire().await?;
+    let mut rows = audit::list(&mut conn, &filter).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|last| {

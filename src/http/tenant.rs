@@ -43,14 +43,17 @@ pub async fn show(
 ) -> Result<Json<TenantOverview>, ApiError> {
     caller.require(Act::ReadData)?;
     let tenant = &caller.tenant;
-    let mut tx = scope::begin(&state.pool, &tenant.scope).await?;
-    let (users, entities): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM public.users WHERE tenant_id = $1 AND removed_at IS NULL),
-                (SELECT count(*) FROM companies)",
+    // Members are in the home registry; companies in the tenant's schema, on its cluster.
+    let users: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.users WHERE tenant_id = $1 AND removed_at IS NULL",
     )
     .bind(tenant.scope.id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&state.pool)
     .await?;
+    let mut tx = scope::begin(state.tenant_pool(&tenant.scope)?, &tenant.scope).await?;
+    let entities: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Json(TenantOverview {
         slug: tenant.scope.slug.to_string(),
