@@ -509,6 +509,7 @@ async fn provision_one(
             id: tenant.id,
             slug: TenantSlug::parse(&tenant.slug)?,
             schema: SchemaName::parse(schema)?,
+            cluster: capliquify::db::ClusterName::home(),
         },
         token: sign_rs256(TEST_KEY, KID, &claims)?,
         org,
@@ -540,6 +541,7 @@ impl Service {
         // The pool as the service makes it, one connection per client, as its login role.
         let pool = capliquify::db::connect(&service_url(server)?, args.clients as u32).await?;
         let state = AppState {
+            clusters: capliquify::db::Clusters::single(pool.clone()),
             pool,
             auth: auth.clone(),
             cursors: CursorCodec::new(b"benchmark cursor secret, 32+ chars"),

@@ -3,8 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::db::{Clusters, TenantScope};
 
 /// Who did it.
 #[derive(Debug, Clone)]
@@ -59,8 +61,41 @@ pub struct Entry<'a> {
     pub metadata: Value,
 }
 
-/// Writes `entry` on `conn`, which must be the transaction of the act itself.
+/// Writes `entry` on `conn`, which must be the transaction of the act itself, on the home
+/// cluster (registry acts, webhooks, jobs).
 pub async fn record(conn: &mut PgConnection, actor: &Actor, entry: Entry<'_>) -> sqlx::Result<()> {
+    insert(conn, Trail::Home, actor, entry).await
+}
+
+/// Writes `entry` in a tenant transaction on `scope`'s cluster: into `public.audit_logs` on
+/// the home cluster, else into that cluster's `public.audit_outbox` (drained home by
+/// [`drain`]). Either way in the act's own transaction.
+pub async fn record_in_tenant(
+    conn: &mut PgConnection,
+    scope: &TenantScope,
+    actor: &Actor,
+    entry: Entry<'_>,
+) -> sqlx::Result<()> {
+    let trail = if scope.cluster.is_home() {
+        Trail::Home
+    } else {
+        Trail::Outbox
+    };
+    insert(conn, trail, actor, entry).await
+}
+
+#[derive(Clone, Copy)]
+enum Trail {
+    Home,
+    Outbox,
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    trail: Trail,
+    actor: &Actor,
+    entry: Entry<'_>,
+) -> sqlx::Result<()> {
     let mut metadata = entry.metadata;
     if let Value::Object(map) = &mut metadata {
         map.insert("actor".into(), actor.describe());
@@ -78,21 +113,29 @@ pub async fn record(conn: &mut PgConnection, actor: &Actor, entry: Entry<'_>) ->
         ),
         _ => (None, None, None),
     };
-    sqlx::query(
-        "INSERT INTO public.audit_logs (tenant_id, user_id, action, resource_type, resource_id,
-                                        ip_address, user_agent, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6::inet, $7, $8)",
-    )
-    .bind(entry.tenant_id)
-    .bind(user_id)
-    .bind(entry.action)
-    .bind(entry.resource_type)
-    .bind(entry.resource_id)
-    .bind(ip)
-    .bind(user_agent)
-    .bind(metadata)
-    .execute(conn)
-    .await?;
+    let sql = match trail {
+        Trail::Home => {
+            "INSERT INTO public.audit_logs (tenant_id, user_id, action, resource_type, resource_id,
+                                            ip_address, user_agent, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6::inet, $7, $8)"
+        }
+        Trail::Outbox => {
+            "INSERT INTO public.audit_outbox (tenant_id, user_id, action, resource_type, resource_id,
+                                              ip_address, user_agent, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6::inet, $7, $8)"
+        }
+    };
+    sqlx::query(sql)
+        .bind(entry.tenant_id)
+        .bind(user_id)
+        .bind(entry.action)
+        .bind(entry.resource_type)
+        .bind(entry.resource_id)
+        .bind(ip)
+        .bind(user_agent)
+        .bind(metadata)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -172,4 +215,84 @@ pub async fn list(conn: &mut PgConnection, filter: &Filter) -> sqlx::Result<Vec<
     qb.push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ")
         .push_bind(filter.limit);
     qb.build_query_as::<Row>().fetch_all(conn).await
+}
+
+/// Moves the audit rows waiting in `cluster`'s outbox (only `tenant`'s when given) into the
+/// home `public.audit_logs`; returns how many. Exactly-once in effect: the rows are deleted
+/// from the outbox in a transaction that commits only after the home insert committed, and
+/// the home insert skips ids it already has, so a crash between the two commits re-drains
+/// rows that are then ignored.
+pub async fn drain(home: &PgPool, cluster: &PgPool, tenant: Option<Uuid>) -> sqlx::Result<u64> {
+    let mut source = cluster.begin().await?;
+    let rows: Vec<OutboxRow> = sqlx::query_as(
+        "DELETE FROM public.audit_outbox WHERE $1::uuid IS NULL OR tenant_id = $1
+         RETURNING id, tenant_id, user_id, action::text, resource_type::text,
+                   resource_id::text, host(ip_address) AS ip_address, user_agent, metadata,
+                   created_at",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *source)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut target = home.begin().await?;
+    for row in &rows {
+        // A member removed since keeps the row, without the link (as ON DELETE SET NULL).
+        sqlx::query(
+            "INSERT INTO public.audit_logs (id, tenant_id, user_id, action, resource_type,
+                                            resource_id, ip_address, user_agent, metadata, created_at)
+             VALUES ($1, $2, (SELECT id FROM public.users WHERE id = $3), $4, $5, $6, $7::inet,
+                     $8, $9, $10)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(row.id)
+        .bind(row.tenant_id)
+        .bind(row.user_id)
+        .bind(&row.action)
+        .bind(&row.resource_type)
+        .bind(&row.resource_id)
+        .bind(&row.ip_address)
+        .bind(&row.user_agent)
+        .bind(&row.metadata)
+        .bind(row.created_at)
+        .execute(&mut *target)
+        .await?;
+    }
+    target.commit().await?;
+    source.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// [`drain`] for every secondary cluster; the first error is returned after all were tried.
+pub async fn drain_all(clusters: &Clusters, tenant: Option<Uuid>) -> sqlx::Result<u64> {
+    let mut total = 0;
+    let mut first_error = None;
+    for (name, pool) in clusters.secondaries() {
+        match drain(clusters.home(), pool, tenant).await {
+            Ok(n) => total += n,
+            Err(err) => {
+                tracing::warn!(cluster = %name, error = %err, "draining the audit outbox failed");
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(total),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    user_id: Option<Uuid>,
+    action: String,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    metadata: Option<Value>,
+    created_at: DateTime<Utc>,
 }

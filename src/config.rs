@@ -44,7 +44,17 @@ pub struct Settings {
     #[arg(long, env = "ENCRYPTION_KEYS", global = true, hide_env_values = true)]
     pub encryption_keys: Option<String>,
 
-    /// Most database connections this process opens.
+    /// PostgreSQL clusters beside the home one (DATABASE_URL or the embedded cluster), that
+    /// tenants can be placed on: `name=postgres://…;name=postgres://…`.
+    #[arg(
+        long,
+        env = "CAPLIQUIFY_CLUSTERS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub clusters: Option<String>,
+
+    /// Most database connections this process opens (per cluster).
     #[arg(long, env = "CAPLIQUIFY_DB_MAX_CONNECTIONS", default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,

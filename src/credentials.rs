@@ -160,8 +160,9 @@ pub async fn reveal(
         access.as_deref(),
         refresh.as_deref(),
     )?;
-    audit::record(
+    audit::record_in_tenant(
         &mut tx,
+        tenant,
         actor,
         Entry {
             tenant_id: Some(tenant.id),
@@ -206,8 +207,9 @@ pub async fn rotate_keys(
         update_secrets(&mut tx, keys, tenant, id, &secrets).await?;
     }
     if count > 0 {
-        audit::record(
+        audit::record_in_tenant(
             &mut tx,
+            tenant,
             actor,
             Entry {
                 tenant_id: Some(tenant.id),

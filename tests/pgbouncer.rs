@@ -365,6 +365,7 @@ impl BouncedServer {
             .await
             .expect("connect through PgBouncer");
         let state = AppState {
+            clusters: capliquify::db::Clusters::single(pool.clone()),
             pool,
             auth: Arc::new(auth),
             cursors: CursorCodec::new(b"test cursor secret"),

@@ -359,6 +359,16 @@ async fn run_migrate(db: &Database, args: MigrateArgs, json: bool) -> anyhow::Re
         return dry_run(db, latest, json).await;
     }
     let sync = migrate::migrate_public(&db.pool, tenant_migrations).await?;
+    let failed_clusters = migrate::migrate_secondaries(&db.clusters, tenant_migrations).await;
+    for (name, err) in &failed_clusters {
+        eprintln!("FAILED cluster {name}: {err}");
+    }
+    if !failed_clusters.is_empty() {
+        anyhow::bail!(
+            "{} cluster(s) could not be migrated (see above); tenant schemas were left as they were",
+            failed_clusters.len()
+        );
+    }
     let pending = migrate::pending_tenants(&db.pool, latest).await?;
     if !json {
         eprintln!(
@@ -387,7 +397,7 @@ async fn run_migrate(db: &Database, args: MigrateArgs, json: bool) -> anyhow::Re
         }
     });
     let report =
-        migrate::migrate_fleet(&db.pool, pending, latest, args.jobs as usize, on_done).await;
+        migrate::migrate_fleet(&db.clusters, pending, latest, args.jobs as usize, on_done).await;
     bar.finish_and_clear();
     if json {
         output::json(&report)?;
@@ -527,7 +537,7 @@ async fn fleet_sql(
         tenants.retain(|t| only.contains(&t.slug));
     }
     let results = crate::tenancy::fleet::query(
-        &db.pool,
+        &db.clusters,
         tenants,
         query,
         jobs,
@@ -601,9 +611,12 @@ async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::
             continue;
         }
         let result = match tenant.scope() {
-            Ok(scope) => crate::credentials::rotate_keys(&db.pool, &keys, &scope, &actor)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(scope) => match db.clusters.pool(&scope.cluster) {
+                Ok(pool) => crate::credentials::rotate_keys(pool, &keys, &scope, &actor)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e.to_string()),
         };
         match result {
@@ -646,6 +659,10 @@ async fn run_audit(db: &Database, args: AuditArgs, json: bool) -> anyhow::Result
         limit: args.limit,
         ..Default::default()
     };
+    // Rows of acts on other clusters wait in their outboxes until drained into the trail.
+    if let Err(err) = crate::audit::drain_all(&db.clusters, tenant_id).await {
+        eprintln!("WARNING: some audit rows of other clusters could not be collected: {err}");
+    }
     let mut conn = db.pool.acquire().await?;
     let rows = crate::audit::list(&mut conn, &filter).await?;
     if json {

@@ -10,6 +10,7 @@ use crate::audit::Actor;
 use crate::billing::Tier;
 use crate::config::Settings;
 use crate::db::Database;
+use crate::tenancy::placement::{self, MoveOptions};
 use crate::tenancy::{NewTenant, Tenancy, Tenant, registry};
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +74,21 @@ pub enum TenantCommand {
     },
     /// Recreate a missing schema, rebuild an empty half-made one, or apply pending migrations.
     Repair { slug: String },
+    /// Move a tenant's schema to another PostgreSQL cluster (named in CAPLIQUIFY_CLUSTERS,
+    /// or `home`): read-only while it copies, verified, then switched over.
+    #[command(
+        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. Run `capliquify migrate` first so the target cluster has the tenant catalog.\n\nExample:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' capliquify tenant move acme --to eu2"
+    )]
+    Move {
+        slug: String,
+        /// The cluster to move to.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait after turning the tenant read-only and again before dropping the
+        /// source: at least the services' CAPLIQUIFY_AUTH_CACHE_MS.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=600))]
+        drain_secs: u64,
+    },
 }
 
 pub async fn run(
@@ -133,6 +149,34 @@ pub async fn run(
             }
             return Ok(ExitCode::SUCCESS);
         }
+        TenantCommand::Move {
+            slug,
+            to,
+            drain_secs,
+        } => {
+            let options = MoveOptions {
+                drain: std::time::Duration::from_secs(drain_secs),
+                ..MoveOptions::default()
+            };
+            let report = placement::move_tenant(&db.clusters, &slug, &to, &actor, &options).await?;
+            if json {
+                output::json(&report)?;
+            } else {
+                println!(
+                    "moved tenant {} from {} to {}: {} rows in {} tables verified, in {} ms",
+                    report.slug,
+                    report.from,
+                    report.to,
+                    report.rows,
+                    report.tables.len(),
+                    report.millis
+                );
+            }
+            if let Some(warning) = &report.warning {
+                eprintln!("WARNING: {warning}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         TenantCommand::Repair { slug } => {
             let (tenant, repair) = tenancy.repair(&slug, &actor).await?;
             if json {
@@ -170,6 +214,7 @@ fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
             t.subscription_tier.as_str().to_owned(),
             t.subscription_status.as_str().to_owned(),
             t.state().as_str().to_owned(),
+            placement_of(t),
             output::opt(t.schema_version),
             output::when(t.created_at),
         ]
@@ -183,6 +228,7 @@ fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
                 "TIER",
                 "STATUS",
                 "STATE",
+                "CLUSTER",
                 "SCHEMA VERSION",
                 "CREATED"
             ],
@@ -203,6 +249,7 @@ fn print_one(t: &Tenant, json: bool) -> anyhow::Result<()> {
         ("id", t.id.to_string()),
         ("schema", t.schema_name.clone()),
         ("schema version", output::opt(t.schema_version)),
+        ("cluster", placement_of(t)),
         ("clerk organization", t.clerk_organization_id.clone()),
         ("tier", t.subscription_tier.as_str().to_owned()),
         ("status", t.subscription_status.as_str().to_owned()),
@@ -217,4 +264,12 @@ fn print_one(t: &Tenant, json: bool) -> anyhow::Result<()> {
     let rows = rows.into_iter().map(|(k, v)| vec![k.to_owned(), v]);
     println!("{}", output::table(&["FIELD", "VALUE"], rows));
     Ok(())
+}
+
+/// The tenant's cluster, and where it is moving to while a move runs.
+fn placement_of(t: &Tenant) -> String {
+    match &t.moving_to {
+        Some(to) => format!("{} → {to} (moving)", t.cluster),
+        None => t.cluster.clone(),
+    }
 }

@@ -1,6 +1,7 @@
 //! The database handle: a pool on `DATABASE_URL` or on the embedded cluster, and the
 //! tenant-scoped transaction every unit of tenant work runs in.
 
+pub mod cluster;
 pub mod embedded;
 pub mod roles;
 pub mod scope;
@@ -37,20 +38,26 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::config::Settings;
 use embedded::{EmbeddedCluster, EmbeddedOptions};
 
+pub use cluster::{ClusterName, Clusters};
 pub use scope::TenantScope;
 
 /// Name of the database the embedded cluster serves.
 pub const EMBEDDED_DATABASE: &str = "capliquify";
 
-/// An open database: the pool, and the embedded cluster behind it when there is one.
+/// An open database: the home pool, the pools of the other clusters (placements), and the
+/// embedded cluster behind the home pool when there is one.
 pub struct Database {
+    /// The home cluster: `public` and the tenants placed `home`.
     pub pool: PgPool,
+    pub clusters: Clusters,
     embedded: Option<EmbeddedCluster>,
 }
 
 impl Database {
     /// Connects to `DATABASE_URL`, or starts (or reuses) the embedded cluster when it is unset.
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        // Checked before anything starts.
+        let others = cluster::parse_config(settings.clusters.as_deref().unwrap_or(""))?;
         let (url, embedded) = match &settings.database_url {
             Some(url) => (url.clone(), None),
             None => {
@@ -59,7 +66,12 @@ impl Database {
             }
         };
         let pool = connect(&url, settings.db_max_connections).await?;
-        Ok(Self { pool, embedded })
+        let clusters = Clusters::new(pool.clone(), others, settings.db_max_connections);
+        Ok(Self {
+            pool,
+            clusters,
+            embedded,
+        })
     }
 
     /// True when this process runs on the embedded cluster (a private development database).
@@ -76,7 +88,7 @@ impl Database {
 
     /// Closes the pool and stops the embedded cluster if this process started it.
     pub async fn close(self) -> anyhow::Result<()> {
-        self.pool.close().await;
+        self.clusters.close().await;
         if let Some(cluster) = self.embedded
             && cluster.started_here()
         {

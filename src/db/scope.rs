@@ -12,6 +12,7 @@
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::cluster::ClusterName;
 use crate::tenancy::ident::{SchemaName, TenantSlug};
 
 /// A resolved tenant.
@@ -20,6 +21,9 @@ pub struct TenantScope {
     pub id: Uuid,
     pub slug: TenantSlug,
     pub schema: SchemaName,
+    /// The cluster that holds the schema (its placement): `begin` must be given that
+    /// cluster's pool ([`super::Clusters::pool`]).
+    pub cluster: ClusterName,
 }
 
 impl TenantScope {

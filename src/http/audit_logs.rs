@@ -97,6 +97,12 @@ pub async fn list(
     filter.limit += 1;
     // Audit rows are public rows: read as the service, filtered to the caller's tenant
     // (`filter.tenant_id`); the tenant's role may append audit rows but read none.
+    // The trail lives on the home cluster; rows of acts done on the tenant's own cluster
+    // wait in that cluster's outbox until drained, so drain them first (audit::drain).
+    let scope = &caller.tenant.scope;
+    if !scope.cluster.is_home() {
+        audit::drain(&state.pool, state.tenant_pool(scope)?, Some(scope.id)).await?;
+    }
     let mut conn = state.pool.acquire().await?;
     let mut rows = audit::list(&mut conn, &filter).await?;
     let next_cursor = if rows.len() as i64 > limit {

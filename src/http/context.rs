@@ -19,7 +19,7 @@ use super::auth::{AuthError, Authenticator};
 use super::error::ApiError;
 use crate::access::{Act, Role};
 use crate::billing::{Features, SubscriptionStatus, Tier};
-use crate::db::TenantScope;
+use crate::db::{ClusterName, TenantScope};
 use crate::tenancy::{SchemaName, TenantSlug};
 
 /// The tenant a request works in, as the registry describes it.
@@ -33,6 +33,8 @@ pub struct TenantAccess {
     pub max_users: Option<i32>,
     pub max_entities: Option<i32>,
     pub features: Features,
+    /// The tenant is being moved to another cluster: its data is read-only meanwhile.
+    pub moving: bool,
 }
 
 /// The member making the request.
@@ -83,6 +85,10 @@ impl Caller {
     }
 }
 
+/// What a write refused during a move is told to wait (`Retry-After`, seconds): small
+/// tenants move in well under it.
+pub const MOVE_RETRY_AFTER_SECS: u32 = 5;
+
 /// Billing standing, derived from the subscription status and the trial's end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standing {
@@ -123,6 +129,8 @@ struct AccessRow {
     max_entities: Option<i32>,
     features: sqlx::types::Json<Features>,
     deleted_at: Option<DateTime<Utc>>,
+    cluster: String,
+    moving_to: Option<String>,
     user_id: Option<Uuid>,
     role: Option<Role>,
     over_plan_limit: Option<bool>,
@@ -133,7 +141,7 @@ struct AccessRow {
 pub const RESOLVE_CALLER_SQL: &str =
         "SELECT t.id, t.slug::text, t.name::text, t.schema_name::text, t.subscription_tier,
                 t.subscription_status, t.trial_ends_at, t.max_users, t.max_entities, t.features,
-                t.deleted_at, u.id AS user_id, u.role, u.over_plan_limit
+                t.deleted_at, t.cluster, t.moving_to, u.id AS user_id, u.role, u.over_plan_limit
            FROM public.tenants t
            LEFT JOIN public.users u ON u.tenant_id = t.id AND u.clerk_user_id = $2 AND u.removed_at IS NULL
           WHERE t.clerk_organization_id = $1";
@@ -180,6 +188,7 @@ async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Cal
         id: row.id,
         slug: TenantSlug::parse(&row.slug).map_err(ApiError::internal)?,
         schema: SchemaName::parse(&row.schema_name).map_err(ApiError::internal)?,
+        cluster: ClusterName::parse(&row.cluster).map_err(ApiError::internal)?,
     };
     Ok(Caller {
         tenant: Arc::new(TenantAccess {
@@ -191,6 +200,7 @@ async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Cal
             max_users: row.max_users,
             max_entities: row.max_entities,
             features: row.features.0,
+            moving: row.moving_to.is_some(),
         }),
         member: Member {
             id: user_id,
@@ -295,6 +305,16 @@ pub async fn authenticate(
         caller.tenant.trial_ends_at,
         Utc::now(),
     );
+    if is_write && caller.tenant.moving {
+        // A move copies the tenant now; it waits for writes already under way (it locks
+        // the tenant's tables), so refusing new ones here is what keeps the copy complete.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tenant_moving",
+            "this tenant's data is being moved to another database and is read-only for a moment; retry shortly",
+        )
+        .with_retry_after(MOVE_RETRY_AFTER_SECS));
+    }
     if let (true, Standing::ReadOnly(why)) = (is_write, standing) {
         return Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
@@ -336,6 +356,7 @@ mod tests {
                     id: Uuid::nil(),
                     slug: TenantSlug::parse(slug).unwrap(),
                     schema: SchemaName::parse("tenant_x").unwrap(),
+                    cluster: ClusterName::home(),
                 },
                 name: "x".into(),
                 tier: Tier::Starter,
@@ -344,6 +365,7 @@ mod tests {
                 max_users: None,
                 max_entities: None,
                 features: Features::default(),
+                moving: false,
             }),
             member: Member {
                 id: Uuid::nil(),

@@ -126,8 +126,9 @@ async fn audit_act(
     id: Uuid,
     metadata: Value,
 ) -> Result<(), ApiError> {
-    audit::record(
+    audit::record_in_tenant(
         conn,
+        &caller.tenant.scope,
         &caller.actor(),
         Entry {
             tenant_id: Some(caller.tenant.scope.id),
@@ -156,7 +157,11 @@ async fn list(
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Act::Administer)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let rows: Vec<Credential> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM api_credentials ORDER BY service, id LIMIT 500"
     )))
@@ -173,7 +178,11 @@ async fn show(
 ) -> Result<Json<Credential>, ApiError> {
     caller.require(Act::Administer)?;
     let id = parse_id(&id)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let row = fetch(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Json(row))
@@ -201,7 +210,11 @@ async fn create(
     let id = Uuid::new_v4();
     let (sealed, access, refresh) =
         creds::seal(&state.keys, &caller.tenant.scope, id, &secrets).map_err(ApiError::internal)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     sqlx::query(
         "INSERT INTO api_credentials (id, company_id, service, service_display_name, credentials, oauth_access_token,
              oauth_refresh_token, oauth_token_expires_at, sync_frequency, auto_sync_enabled)
@@ -251,7 +264,11 @@ async fn rotate(
         input.oauth_access_token,
         input.oauth_refresh_token,
     )?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     fetch(&mut tx, id).await?;
     creds::update_secrets(&mut tx, &state.keys, &caller.tenant.scope, id, &secrets)
         .await
@@ -274,7 +291,11 @@ async fn deactivate(
 ) -> Result<Json<Credential>, ApiError> {
     caller.require(Act::Administer)?;
     let id = parse_id(&id)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     fetch(&mut tx, id).await?;
     sqlx::query("UPDATE api_credentials SET is_active = false WHERE id = $1")
         .bind(id)
@@ -300,7 +321,11 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Act::Administer)?;
     let id = parse_id(&id)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let deleted = sqlx::query("DELETE FROM api_credentials WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)

@@ -34,6 +34,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Headers the response must carry (e.g. `WWW-Authenticate`).
     pub www_authenticate: bool,
+    /// Seconds for a `Retry-After` header (503 while a tenant moves).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -44,7 +46,13 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             www_authenticate: false,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -130,6 +138,9 @@ impl IntoResponse for ApiError {
         );
         if self.www_authenticate {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -37,7 +37,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::audit::Actor;
 use crate::config::Settings;
-use crate::db::{Database, roles};
+use crate::db::{Clusters, Database, TenantScope, roles};
 use crate::demo;
 use crate::tenancy::migrate;
 use crate::webhooks::{self, WebhookConfig};
@@ -47,13 +47,25 @@ use cursor::CursorCodec;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The home cluster: `public` (registry, users, audit trail) and the tenants placed there.
     pub pool: PgPool,
+    /// Every cluster's pool, home included: tenant work goes to its placement's pool.
+    pub clusters: Clusters,
     pub auth: Arc<Authenticator>,
     pub cursors: CursorCodec,
     pub webhooks: Arc<WebhookConfig>,
     pub callers: Arc<context::CallerCache>,
     /// Seals and opens API credentials.
     pub keys: Arc<crate::crypto::Keyring>,
+}
+
+impl AppState {
+    /// The pool of the cluster holding `scope`'s schema: the one to begin its transaction on.
+    pub fn tenant_pool(&self, scope: &TenantScope) -> Result<&PgPool, error::ApiError> {
+        self.clusters
+            .pool(&scope.cluster)
+            .map_err(error::ApiError::internal)
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -190,6 +202,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
     let db = Database::open(settings).await?;
     let state = AppState {
         pool: db.pool.clone(),
+        clusters: db.clusters.clone(),
         auth: Arc::new(auth),
         cursors,
         webhooks,
@@ -215,6 +228,7 @@ async fn run(
         // The embedded default serves as production should: through the least-privilege
         // login role, not the superuser that migrated (docs/security.md).
         state.pool = embedded_service_pool(db, settings).await?;
+        state.clusters = state.clusters.with_home(state.pool.clone());
     } else {
         migrate::ensure_current(&db.pool).await?;
         warn_if_privileged(&db.pool).await?;
@@ -228,7 +242,7 @@ async fn run(
     }
     let job = (args.lifecycle_interval_secs > 0).then(|| {
         tokio::spawn(lifecycle_loop(
-            state.pool.clone(),
+            state.clusters.clone(),
             Duration::from_secs(args.lifecycle_interval_secs),
             settings.grace_days,
             settings.past_due_grace_days,
@@ -300,9 +314,10 @@ async fn warn_if_privileged(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the lifecycle job every `interval` until the service stops.
+/// Runs the lifecycle job (and drains the audit outboxes of other clusters) every
+/// `interval` until the service stops.
 async fn lifecycle_loop(
-    pool: PgPool,
+    clusters: Clusters,
     interval: Duration,
     grace_days: u32,
     past_due_grace_days: u32,
@@ -311,7 +326,13 @@ async fn lifecycle_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match crate::tenancy::lifecycle_job::run(&pool, grace_days, past_due_grace_days).await {
+        // Audit rows of tenants on other clusters reach the home trail (readers drain too).
+        if let Err(err) = crate::audit::drain_all(&clusters, None).await {
+            tracing::warn!(error = %err, "draining audit outboxes failed");
+        }
+        match crate::tenancy::lifecycle_job::run(clusters.home(), grace_days, past_due_grace_days)
+            .await
+        {
             Ok(report) if report.changes() > 0 || !report.failed.is_empty() => {
                 tracing::info!(?report, "lifecycle job changed tenants");
             }

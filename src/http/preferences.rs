@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -122,14 +122,15 @@ async fn remove(conn: &mut PgConnection, user_id: &str) -> Result<(), ApiError> 
 /// For admins: `user_id` must be a member of the caller's tenant, else 404 (members of
 /// other tenants are not even acknowledged). Runs as the service, before the tenant
 /// transaction: the tenant's role cannot read `public.users`.
-async fn require_member(pool: &PgPool, caller: &Caller, user_id: &str) -> Result<(), ApiError> {
+async fn require_member(state: &AppState, caller: &Caller, user_id: &str) -> Result<(), ApiError> {
     caller.require(Act::Administer)?;
     let member: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM public.users WHERE tenant_id = $1 AND clerk_user_id = $2 AND removed_at IS NULL)",
     )
     .bind(caller.tenant.scope.id)
     .bind(user_id)
-    .fetch_one(pool)
+    // Members are in the home registry, wherever the tenant's schema is placed.
+    .fetch_one(&state.pool)
     .await?;
     if member {
         Ok(())
@@ -142,7 +143,11 @@ async fn get_mine(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<Preferences>, ApiError> {
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let prefs = read(&mut tx, &caller.member.clerk_user_id).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -154,7 +159,11 @@ async fn put_mine(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Preferences>, ApiError> {
     let value = input(body)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let prefs = write(&mut tx, &caller.member.clerk_user_id, value, false).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -166,7 +175,11 @@ async fn patch_mine(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Preferences>, ApiError> {
     let value = input(body)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let prefs = write(&mut tx, &caller.member.clerk_user_id, value, true).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -176,7 +189,11 @@ async fn delete_mine(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     remove(&mut tx, &caller.member.clerk_user_id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
@@ -187,8 +204,12 @@ async fn get_member(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Preferences>, ApiError> {
-    require_member(&state.pool, &caller, &user_id).await?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    require_member(&state, &caller, &user_id).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let prefs = read(&mut tx, &user_id).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -201,8 +222,12 @@ async fn put_member(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Preferences>, ApiError> {
     let value = input(body)?;
-    require_member(&state.pool, &caller, &user_id).await?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    require_member(&state, &caller, &user_id).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let prefs = write(&mut tx, &user_id, value, false).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -213,8 +238,12 @@ async fn delete_member(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_member(&state.pool, &caller, &user_id).await?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    require_member(&state, &caller, &user_id).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     remove(&mut tx, &user_id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

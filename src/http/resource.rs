@@ -397,7 +397,11 @@ pub async fn list<R: Resource>(
     qb.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "));
     qb.push_bind(params.limit + 1);
 
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let rows: Vec<PgRow> = qb.build().fetch_all(&mut *tx).await?;
     tx.commit().await?;
 
@@ -428,7 +432,11 @@ pub async fn get<R: Resource>(
 ) -> Result<Json<R::Row>, ApiError> {
     caller.require(Act::ReadData)?;
     let id = parse_id(&id)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let row = sqlx::query_as::<_, R::Row>(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM {} WHERE id = $1",
         R::COLUMNS,
@@ -488,7 +496,11 @@ pub async fn create<R: Resource>(
     }
     qb.push(format!(") RETURNING {}", R::COLUMNS));
 
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     R::before_create(&mut tx, &caller).await?;
     let row = qb
         .build_query_as::<R::Row>()
@@ -511,8 +523,9 @@ async fn audit_write<R: Resource>(
         return Ok(());
     }
     let action = format!("{}.{verb}", R::NAME);
-    crate::audit::record(
+    crate::audit::record_in_tenant(
         conn,
+        &caller.tenant.scope,
         &caller.actor(),
         crate::audit::Entry {
             tenant_id: Some(caller.tenant.scope.id),
@@ -568,7 +581,11 @@ pub async fn update<R: Resource>(
     qb.push_bind(id);
     qb.push(format!(" RETURNING {}", R::COLUMNS));
 
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let row = qb
         .build_query_as::<R::Row>()
         .fetch_optional(&mut *tx)
@@ -590,7 +607,11 @@ pub async fn delete<R: Resource>(
 ) -> Result<StatusCode, ApiError> {
     require_write::<R>(&caller)?;
     let id = parse_id(&id)?;
-    let mut tx = scope::begin(&state.pool, &caller.tenant.scope).await?;
+    let mut tx = scope::begin(
+        state.tenant_pool(&caller.tenant.scope)?,
+        &caller.tenant.scope,
+    )
+    .await?;
     let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DELETE FROM {} WHERE id = $1",
         R::TABLE

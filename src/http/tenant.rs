@@ -43,15 +43,15 @@ pub async fn show(
 ) -> Result<Json<TenantOverview>, ApiError> {
     caller.require(Act::ReadData)?;
     let tenant = &caller.tenant;
-    // Members are public rows (read as the service), entities are the tenant's own (read in
-    // its transaction, as its role).
+    // Members are public rows in the home registry (read as the service); companies are the
+    // tenant's own, on its cluster (read in its transaction, as its role).
     let users: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM public.users WHERE tenant_id = $1 AND removed_at IS NULL",
     )
     .bind(tenant.scope.id)
     .fetch_one(&state.pool)
     .await?;
-    let mut tx = scope::begin(&state.pool, &tenant.scope).await?;
+    let mut tx = scope::begin(state.tenant_pool(&tenant.scope)?, &tenant.scope).await?;
     let entities: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
         .fetch_one(&mut *tx)
         .await?;

@@ -10,6 +10,18 @@ pub enum TenancyError {
     Slug(#[from] SlugError),
     #[error(transparent)]
     SchemaName(#[from] SchemaNameError),
+    #[error(transparent)]
+    ClusterName(#[from] crate::db::cluster::ClusterNameError),
+    #[error(transparent)]
+    Cluster(#[from] crate::db::cluster::ClusterError),
+    #[error(
+        "tenant {slug:?} is placed on cluster {cluster:?}: {act} works on home tenants only; move it home first (`capliquify tenant move {slug} --to home`)"
+    )]
+    NotHome {
+        slug: String,
+        cluster: String,
+        act: &'static str,
+    },
     #[error("invalid tenant name: {0}")]
     InvalidName(&'static str),
     #[error(

@@ -12,12 +12,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
-use sqlx::PgPool;
-
 use super::migrate::describe_db_error;
 use super::registry::Tenant;
+use crate::db::Clusters;
+use serde::Serialize;
+use serde_json::Value;
 
 /// The rows one tenant returned, or why it could not answer.
 #[derive(Debug, Clone, Serialize)]
@@ -29,12 +28,13 @@ pub struct TenantRows {
 
 /// Runs `query` in each tenant's schema, `jobs` at a time; results in tenant order.
 pub async fn query(
-    pool: &PgPool,
+    clusters: impl Into<Clusters>,
     tenants: Vec<Tenant>,
     query: &str,
     jobs: usize,
     timeout: Duration,
 ) -> Vec<TenantRows> {
+    let clusters = clusters.into();
     let total = tenants.len();
     let queue = Arc::new(Mutex::new(VecDeque::from(tenants)));
     let results = Arc::new(Mutex::new(Vec::with_capacity(total)));
@@ -46,13 +46,17 @@ pub async fn query(
         .max(1);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..jobs.clamp(1, total.max(1)) {
-        let (pool, queue, results, sql) =
-            (pool.clone(), queue.clone(), results.clone(), sql.clone());
+        let (clusters, queue, results, sql) = (
+            clusters.clone(),
+            queue.clone(),
+            results.clone(),
+            sql.clone(),
+        );
         workers.spawn(async move {
             loop {
                 let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
                 let Some(tenant) = next else { break };
-                let outcome = run_one(&pool, &tenant, &sql, timeout_ms).await;
+                let outcome = run_one(&clusters, &tenant, &sql, timeout_ms).await;
                 let entry = match outcome {
                     Ok(rows) => TenantRows {
                         tenant: tenant.slug.clone(),
@@ -78,13 +82,16 @@ pub async fn query(
 }
 
 async fn run_one(
-    pool: &PgPool,
+    clusters: &Clusters,
     tenant: &Tenant,
     sql: &str,
     timeout_ms: i64,
 ) -> sqlx::Result<Vec<Value>> {
     let scope = tenant
         .scope()
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let pool = clusters
+        .pool(&scope.cluster)
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     // The tenant's search path and role (db::scope), plus a timeout: an integer.
     let mut tx = pool

@@ -155,6 +155,51 @@ impl fmt::Display for SchemaName {
     }
 }
 
+/// The name of a table or column inside a tenant schema, as read from the catalog (a move
+/// copies whatever tables the schema has): 1–63 of `[a-z0-9_]`, not starting with a digit.
+/// Our migrations only make such names; anything else is refused rather than quoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unexpected table or column name {0:?} in a tenant schema: names must match ^[a-z_][a-z0-9_]{{0,62}}$"
+)]
+pub struct ObjectNameError(String);
+
+impl ObjectName {
+    pub fn parse(input: &str) -> Result<Self, ObjectNameError> {
+        let valid = (1..=63).contains(&input.len())
+            && input
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && input
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if valid {
+            Ok(Self(input.to_owned()))
+        } else {
+            Err(ObjectNameError(shorten(input)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as a double-quoted SQL identifier.
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Error messages echo bad input, so keep them short and printable.
 fn shorten(input: &str) -> String {
     const MAX: usize = 60;

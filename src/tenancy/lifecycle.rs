@@ -189,6 +189,7 @@ impl Tenancy {
     ) -> Result<PurgedTenant, TenancyError> {
         let mut tx = self.pool.begin().await?;
         let tenant = registry::fetch(&mut tx, slug, true).await?;
+        require_home(&tenant, "purge")?;
         let until = deleted_at(&tenant)? + self.grace;
         let early = Utc::now() < until;
         if early && !force {
@@ -251,6 +252,7 @@ impl Tenancy {
     ) -> Result<(Tenant, Repair), TenancyError> {
         let mut tx = self.pool.begin().await?;
         let tenant = registry::fetch(&mut tx, slug, true).await?;
+        require_home(&tenant, "repair")?;
         let scope = tenant.scope()?;
         let schema = scope.schema.as_str();
         let (schema_exists, has_history): (bool, bool) = sqlx::query_as(
@@ -355,6 +357,23 @@ impl Tenancy {
         )
         .await
     }
+}
+
+/// Purge and repair run the schema functions in the registry's own transaction, which
+/// only reaches schemas on the home cluster; a placed tenant is refused, naming the move
+/// that brings it home (a move also refuses while another is under way).
+fn require_home(tenant: &Tenant, act: &'static str) -> Result<(), TenancyError> {
+    if tenant.cluster == crate::db::cluster::HOME && tenant.moving_to.is_none() {
+        return Ok(());
+    }
+    Err(TenancyError::NotHome {
+        slug: tenant.slug.clone(),
+        cluster: tenant.moving_to.as_ref().map_or_else(
+            || tenant.cluster.clone(),
+            |to| format!("{} (moving to {to})", tenant.cluster),
+        ),
+        act,
+    })
 }
 
 /// Locks the tenant, lets `decide` check the state and name the update, runs it, audits.

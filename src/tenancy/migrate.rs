@@ -15,6 +15,8 @@ use sqlx::PgPool;
 use sqlx::migrate::{Migration, Migrator};
 use uuid::Uuid;
 
+use crate::db::{ClusterName, Clusters};
+
 /// `migrations/public/`, embedded at build time.
 pub static PUBLIC_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/public");
 /// `migrations/tenant/`, embedded at build time.
@@ -176,13 +178,15 @@ pub struct PendingTenant {
     pub schema_name: String,
     /// `None` when the schema does not exist (it needs `tenant repair`, not `migrate`).
     pub schema_version: Option<i64>,
+    /// The cluster holding the schema.
+    pub cluster: String,
 }
 
 /// Every tenant whose schema is not at `latest`, found with one query on the registry.
 /// Soft-deleted tenants whose schema was already dropped are not pending.
 pub async fn pending_tenants(pool: &PgPool, latest: i64) -> sqlx::Result<Vec<PendingTenant>> {
     sqlx::query_as(
-        "SELECT id, slug, schema_name, schema_version FROM public.tenants
+        "SELECT id, slug, schema_name, schema_version, cluster FROM public.tenants
           WHERE schema_version IS DISTINCT FROM $1
             AND NOT (deleted_at IS NOT NULL AND schema_version IS NULL)
           ORDER BY slug",
@@ -218,20 +222,21 @@ pub struct FleetReport {
 /// transaction. A failure is recorded and the others go on. `on_done` is called after each
 /// tenant (for a progress bar).
 pub async fn migrate_fleet(
-    pool: &PgPool,
+    clusters: impl Into<Clusters>,
     pending: Vec<PendingTenant>,
     latest: i64,
     jobs: usize,
     on_done: Arc<dyn Fn(&TenantOutcome) + Send + Sync>,
 ) -> FleetReport {
+    let clusters = clusters.into();
     let started = Instant::now();
     let total = pending.len();
     let queue = Arc::new(Mutex::new(VecDeque::from(pending)));
     let outcomes = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..jobs.max(1).min(total.max(1)) {
-        let (pool, queue, outcomes, on_done) = (
-            pool.clone(),
+        let (clusters, queue, outcomes, on_done) = (
+            clusters.clone(),
             queue.clone(),
             outcomes.clone(),
             on_done.clone(),
@@ -241,7 +246,7 @@ pub async fn migrate_fleet(
                 // The guard is dropped before the await below.
                 let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
                 let Some(tenant) = next else { break };
-                let outcome = migrate_one(&pool, &tenant, latest).await;
+                let outcome = migrate_one(&clusters, &tenant, latest).await;
                 on_done(&outcome);
                 if let Ok(mut all) = outcomes.lock() {
                     all.push(outcome);
@@ -267,19 +272,11 @@ pub async fn migrate_fleet(
     }
 }
 
-async fn migrate_one(pool: &PgPool, tenant: &PendingTenant, latest: i64) -> TenantOutcome {
+async fn migrate_one(clusters: &Clusters, tenant: &PendingTenant, latest: i64) -> TenantOutcome {
     let started = Instant::now();
-    // One statement is one transaction: the function's DDL and version record commit
-    // together or not at all.
-    let result: sqlx::Result<i32> =
-        sqlx::query_scalar("SELECT public.migrate_tenant_schema($1, $2)")
-            .bind(&tenant.schema_name)
-            .bind(latest)
-            .fetch_one(pool)
-            .await;
-    let (applied, error) = match result {
+    let (applied, error) = match migrate_placed(clusters, tenant, latest).await {
         Ok(n) => (Some(n), None),
-        Err(e) => (None, Some(describe_db_error(&e))),
+        Err(e) => (None, Some(e)),
     };
     TenantOutcome {
         slug: tenant.slug.clone(),
@@ -288,6 +285,36 @@ async fn migrate_one(pool: &PgPool, tenant: &PendingTenant, latest: i64) -> Tena
         error,
         millis: elapsed_millis(started.elapsed()),
     }
+}
+
+/// Migrates one schema on the cluster of its placement.
+async fn migrate_placed(
+    clusters: &Clusters,
+    tenant: &PendingTenant,
+    latest: i64,
+) -> Result<i32, String> {
+    let cluster = ClusterName::parse(&tenant.cluster).map_err(|e| e.to_string())?;
+    let pool = clusters.pool(&cluster).map_err(|e| e.to_string())?;
+    // One statement is one transaction: the function's DDL and version record commit
+    // together or not at all.
+    let applied: i32 = sqlx::query_scalar("SELECT public.migrate_tenant_schema($1, $2)")
+        .bind(&tenant.schema_name)
+        .bind(latest)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| describe_db_error(&e))?;
+    if !cluster.is_home() {
+        // On another cluster the function finds no registry row to mirror the version into;
+        // the home mirror is written here, after the schema's own commit. If this fails the
+        // tenant stays pending and the next run applies nothing and writes it.
+        sqlx::query("UPDATE public.tenants SET schema_version = $2 WHERE id = $1")
+            .bind(tenant.id)
+            .bind(latest)
+            .execute(clusters.home())
+            .await
+            .map_err(|e| describe_db_error(&e))?;
+    }
+    Ok(applied)
 }
 
 fn elapsed_millis(d: Duration) -> u64 {
@@ -308,4 +335,20 @@ pub fn describe_db_error(err: &sqlx::Error) -> String {
         }
         None => err.to_string(),
     }
+}
+
+/// Applies the public migrations and syncs the tenant catalog on every secondary cluster,
+/// so a tenant schema is built there by the same SQL functions from the same catalog.
+/// Returns the clusters that failed, with the error; the others are done.
+pub async fn migrate_secondaries(
+    clusters: &Clusters,
+    tenant: &[Migration],
+) -> Vec<(String, MigrateError)> {
+    let mut failed = Vec::new();
+    for (name, pool) in clusters.secondaries() {
+        if let Err(err) = migrate_public(pool, tenant).await {
+            failed.push((name.to_string(), err));
+        }
+    }
+    failed
 }

@@ -11,6 +11,7 @@ pub mod ident;
 pub mod lifecycle;
 pub mod lifecycle_job;
 pub mod migrate;
+pub mod placement;
 pub mod registry;
 pub mod verify;
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::TenancyError;
 use super::ident::{SchemaName, TenantSlug};
 use crate::billing::{SubscriptionStatus, Tier};
-use crate::db::TenantScope;
+use crate::db::{ClusterName, TenantScope};
 
 /// One row of `public.tenants`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -29,6 +29,10 @@ pub struct Tenant {
     pub deleted_at: Option<DateTime<Utc>>,
     pub status_before_suspension: Option<SubscriptionStatus>,
     pub schema_version: Option<i64>,
+    /// The cluster holding the schema (`home` unless moved).
+    pub cluster: String,
+    /// Set while the tenant is being moved to this cluster: its data is read-only.
+    pub moving_to: Option<String>,
 }
 
 /// Where a tenant stands in its lifecycle.
@@ -71,13 +75,14 @@ impl Tenant {
             id: self.id,
             slug: TenantSlug::parse(&self.slug)?,
             schema: SchemaName::parse(&self.schema_name)?,
+            cluster: ClusterName::parse(&self.cluster)?,
         })
     }
 }
 
 pub(crate) const TENANT_COLUMNS: &str = "id, slug, name, schema_name, clerk_organization_id, \
      subscription_tier, subscription_status, trial_ends_at, max_users, max_entities, features, \
-     created_at, updated_at, deleted_at, status_before_suspension, schema_version";
+     created_at, updated_at, deleted_at, status_before_suspension, schema_version, cluster, moving_to";
 
 /// The tenant with `slug`, deleted or not.
 pub async fn find(pool: &PgPool, slug: &str) -> Result<Tenant, TenancyError> {

@@ -76,6 +76,15 @@ impl TestApp {
 
     /// `pool_size` connections serve the API.
     pub async fn spawn_with(config: HttpConfig, pool_size: u32) -> Self {
+        Self::spawn_placed(config, pool_size, Vec::new()).await
+    }
+
+    /// With `others` as further clusters tenants can be placed on (placement tests).
+    pub async fn spawn_placed(
+        config: HttpConfig,
+        pool_size: u32,
+        others: Vec<(capliquify::db::ClusterName, sqlx::PgPool)>,
+    ) -> Self {
         let db = TestDb::new().await;
         let jwks_path =
             std::env::temp_dir().join(format!("capliquify-jwks-{}.json", uuid::Uuid::new_v4()));
@@ -92,7 +101,12 @@ impl TestApp {
             .connect(&db.app_url().await)
             .await
             .unwrap();
+        let clusters = others.into_iter().fold(
+            capliquify::db::Clusters::single(pool.clone()),
+            |clusters, (name, pool)| clusters.with(name, pool),
+        );
         let state = AppState {
+            clusters,
             pool,
             auth: std::sync::Arc::new(auth),
             cursors: CursorCodec::new(b"test cursor secret"),

@@ -57,8 +57,25 @@ pub fn test_cluster_root() -> PathBuf {
     std::env::temp_dir().join(format!("capliquify-test-{hash:016x}"))
 }
 
-fn url_for(database: &str) -> String {
-    let mut url = url::Url::parse(server_url()).expect("test server URL parses");
+/// A second PostgreSQL cluster on this machine, for placement tests: always an embedded
+/// cluster of its own (beside the first one's folder), started once and left running.
+pub fn second_server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let mut root = test_cluster_root().into_os_string();
+        root.push("-second");
+        let cluster = EmbeddedCluster::start(&EmbeddedOptions {
+            root: PathBuf::from(root),
+            durable: false,
+            database: "capliquify_test".into(),
+        })
+        .unwrap_or_else(|e| panic!("cannot start the second embedded test cluster: {e}"));
+        cluster.admin_url()
+    })
+}
+
+fn url_for(server: &str, database: &str) -> String {
+    let mut url = url::Url::parse(server).expect("test server URL parses");
     url.set_path(database);
     url.to_string()
 }
@@ -68,12 +85,19 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    /// The server's maintenance URL (to drop the database).
+    admin_url: String,
 }
 
 impl TestDb {
     /// A new database with the public schema and the tenant catalog migrated.
     pub async fn new() -> Self {
-        let db = Self::empty().await;
+        Self::new_on(server_url()).await
+    }
+
+    /// [`TestDb::new`] on the server of `admin_url` (e.g. [`second_server_url`]).
+    pub async fn new_on(admin_url: &str) -> Self {
+        let db = Self::empty_on(admin_url).await;
         migrate::migrate_public(&db.pool, migrate::tenant_migrations())
             .await
             .expect("migrations apply");
@@ -100,6 +124,10 @@ impl TestDb {
 
     /// A new database with nothing in it.
     pub async fn empty() -> Self {
+        Self::empty_on(server_url()).await
+    }
+
+    pub async fn empty_on(admin_url: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "cq_test_{}_{}_{}",
@@ -111,7 +139,7 @@ impl TestDb {
                 .get(..8)
                 .unwrap_or("x")
         );
-        let mut admin = PgConnection::connect(server_url())
+        let mut admin = PgConnection::connect(admin_url)
             .await
             .expect("connect to the test server");
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
@@ -119,13 +147,18 @@ impl TestDb {
             .await
             .expect("create test database");
         admin.close().await.ok();
-        let url = url_for(&name);
+        let url = url_for(admin_url, &name);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .connect(&url)
             .await
             .expect("connect to the test database");
-        Self { name, url, pool }
+        Self {
+            name,
+            url,
+            pool,
+            admin_url: admin_url.to_owned(),
+        }
     }
 
     pub fn tenancy(&self) -> Tenancy {
@@ -213,7 +246,7 @@ impl Drop for TestDb {
         // its own runtime removes the database even when the test panicked.
         let name = self.name.clone();
         let pool = self.pool.clone();
-        let admin_url = server_url().to_owned();
+        let admin_url = self.admin_url.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
