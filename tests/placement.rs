@@ -474,3 +474,60 @@ async fn a_placed_tenant_is_migrated_on_its_cluster_and_purge_asks_to_move_it_ho
     assert!(err.to_string().contains("--to home"), "{err}");
     assert!(schema_exists(&p.eu2.pool, &t.tenant.schema_name).await);
 }
+
+#[tokio::test]
+async fn a_move_whose_process_died_is_cleaned_up_by_the_next_move_and_a_live_one_is_left_alone() {
+    let p = Placed::new().await;
+    let t = tenant_with_data(&p.app, "orphaned").await;
+    let schema = t.tenant.schema_name.clone();
+    // As a mover that died after committing its copy: flag set, a copy on eu2, placement home.
+    p.app
+        .db
+        .exec("UPDATE tenants SET moving_to = 'eu2' WHERE slug = 'orphaned'")
+        .await;
+    p.eu2
+        .exec(&format!(
+            "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".partial (x int)"
+        ))
+        .await;
+
+    // While a mover is alive it holds the tenant's move lock: a second move is refused and
+    // touches nothing.
+    let key = format!("capliquify:tenant-move:{}", t.tenant.id);
+    let mut holder = p.app.db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(&key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let err = p.move_to("orphaned", "eu2").await.unwrap_err();
+    assert!(matches!(err, MoveError::AlreadyMoving { .. }), "{err}");
+    assert!(schema_exists(&p.eu2.pool, &schema).await);
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(&key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+
+    // The mover is gone: the next move drops its leftover copy, takes over and completes.
+    p.move_to("orphaned", "eu2")
+        .await
+        .expect("the next move recovers");
+    assert_eq!(p.cluster_of("orphaned").await, ("eu2".to_owned(), None));
+    assert_eq!(count(&p.eu2.pool, &schema, "sales").await, 2000);
+    assert!(
+        !p.eu2
+            .scalar_bool(&format!(
+                "SELECT to_regclass('\"{schema}\".partial') IS NOT NULL"
+            ))
+            .await,
+        "the leftover copy was replaced"
+    );
+    let actions = p.app.db.audit_actions(t.tenant.id).await;
+    assert!(
+        actions.iter().any(|a| a == "tenant.move_abandoned")
+            && actions.iter().any(|a| a == "tenant.moved"),
+        "{actions:?}"
+    );
+}

@@ -90,9 +90,9 @@ pub enum MoveError {
     #[error("tenant {slug:?} is already on cluster {cluster:?}; nothing to move")]
     AlreadyThere { slug: String, cluster: String },
     #[error(
-        "tenant {slug:?} is already being moved to cluster {to:?}; wait for that move to end (if its process died, clear it with: UPDATE public.tenants SET moving_to = NULL WHERE slug = '{slug}')"
+        "tenant {slug:?} is being moved by another process right now; wait for that move to end (a move whose process died is cleaned up by the next `tenant move`)"
     )]
-    AlreadyMoving { slug: String, to: String },
+    AlreadyMoving { slug: String },
     #[error("tenant {slug:?} has no schema to move; run `capliquify tenant repair {slug}` first")]
     NoSchema { slug: String },
     #[error("cluster {cluster:?} is not ready for tenants: {cause}")]
@@ -136,7 +136,20 @@ pub async fn move_tenant(
             cluster: target.to_string(),
             cause,
         })?;
-    let tenant = mark_moving(home, slug, &target).await?;
+    // One mover per tenant: a session-level advisory lock on a connection of its own, held
+    // for the whole move. PostgreSQL releases it when that session ends, so a move whose
+    // process died leaves the lock free and its `moving_to` flag behind: the next move
+    // sees both and cleans up (see `mark_moving`).
+    let mut guard = home.acquire().await.map_err(TenancyError::from)?.detach();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("capliquify:tenant-move:{}", tenant.id))
+        .fetch_one(&mut guard)
+        .await
+        .map_err(TenancyError::from)?;
+    if !locked {
+        return Err(MoveError::AlreadyMoving { slug: tenant.slug });
+    }
+    let tenant = mark_moving(clusters, slug, &target, actor).await?;
     let schema = SchemaName::parse(&tenant.schema_name).map_err(TenancyError::from)?;
     let job = Job {
         tenant: &tenant,
@@ -190,14 +203,45 @@ fn db_at(step: &'static str) -> impl Fn(sqlx::Error) -> StepFailure {
 }
 
 /// Locks the registry row, checks the tenant can move, and sets the read-only flag.
-async fn mark_moving(home: &PgPool, slug: &str, to: &ClusterName) -> Result<Tenant, MoveError> {
+/// Called with the tenant's move lock held: a flag already set is a move whose process
+/// died. Its placement never flipped, so its copy on the cluster it was moving to is a
+/// leftover: dropped there, then the flag is taken over (audited `tenant.move_abandoned`).
+async fn mark_moving(
+    clusters: &Clusters,
+    slug: &str,
+    to: &ClusterName,
+    actor: &Actor,
+) -> Result<Tenant, MoveError> {
+    let home = clusters.home();
     let mut tx = home.begin().await.map_err(TenancyError::from)?;
     let tenant = registry::fetch(&mut tx, slug, true).await?;
-    if let Some(moving_to) = tenant.moving_to {
-        return Err(MoveError::AlreadyMoving {
-            slug: tenant.slug,
-            to: moving_to,
-        });
+    if let Some(abandoned) = &tenant.moving_to {
+        let leftover = ClusterName::parse(abandoned).map_err(TenancyError::from)?;
+        let schema = SchemaName::parse(&tenant.schema_name).map_err(TenancyError::from)?;
+        if leftover.as_str() != tenant.cluster.as_str() {
+            let pool = clusters.pool(&leftover).map_err(TenancyError::from)?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                schema.quoted()
+            )))
+            .execute(pool)
+            .await
+            .map_err(TenancyError::from)?;
+        }
+        tracing::warn!(tenant = %tenant.slug, to = %abandoned, "cleaning up a move whose process died");
+        audit::record(
+            &mut tx,
+            actor,
+            Entry {
+                tenant_id: Some(tenant.id),
+                action: "tenant.move_abandoned",
+                resource_type: "tenant",
+                resource_id: tenant.id.to_string(),
+                metadata: json!({ "slug": tenant.slug, "from": tenant.cluster, "to": abandoned }),
+            },
+        )
+        .await
+        .map_err(TenancyError::from)?;
     }
     if tenant.cluster == to.as_str() {
         return Err(MoveError::AlreadyThere {
