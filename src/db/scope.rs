@@ -71,6 +71,7 @@ mod tests {
             id: Uuid::parse_str("0191c1d2-aaaa-7bbb-8ccc-123456789abc").unwrap(),
             slug: TenantSlug::parse("acme").unwrap(),
             schema: SchemaName::parse("tenant_acme").unwrap(),
+            cluster: crate::db::ClusterName::home(),
         };
         assert_eq!(
             begin_statement(&scope, "BEGIN"),
