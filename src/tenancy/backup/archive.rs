@@ -80,7 +80,7 @@ impl Writer {
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), BackupError> {
-        let part = self.open.as_mut().ok_or_else(|| no_part())?;
+        let part = self.open.as_mut().ok_or_else(no_part)?;
         part.bytes += data.len() as u64;
         part.rows += memchr_count(data);
         part.hash.update(data);
@@ -89,7 +89,7 @@ impl Writer {
 
     /// Ends the open entry: pads it and fills in its header.
     pub async fn end(&mut self) -> Result<Written, BackupError> {
-        let part = self.open.take().ok_or_else(|| no_part())?;
+        let part = self.open.take().ok_or_else(no_part)?;
         self.pad().await?;
         let header = header(&part.path, part.bytes, self.mtime)?;
         self.file.seek(SeekFrom::Start(part.header_at)).await?;
@@ -191,7 +191,7 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
     };
     let length = file.metadata()?.len();
     let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(256 * 1024, file));
-    let mut entries = archive
+    let entries = archive
         .entries()
         .map_err(|e| not_ours(format!("not a tar archive ({e})")))?;
 
@@ -199,8 +199,7 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
     let mut found = BTreeMap::new();
     let mut small = BTreeMap::new();
     let mut manifest = None;
-    let mut index = 0usize;
-    while let Some(entry) = entries.next() {
+    for (index, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| {
             if index == 0 {
                 not_ours(format!("not a tar archive ({e})"))
@@ -256,7 +255,9 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
                 "entry {name:?} has {bytes} of its {size} bytes (truncated archive)"
             )));
         }
-        if name == MANIFEST {
+        if index == 0 {
+            // The marker: its name was all there was to read.
+        } else if name == MANIFEST {
             manifest = Some(kept);
         } else {
             if found.contains_key(&name) {
@@ -275,7 +276,6 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
                 },
             );
         }
-        index += 1;
     }
     let layout_version =
         layout_version.ok_or_else(|| not_ours("the file holds no tar entries".into()))?;

@@ -542,9 +542,9 @@ async fn insert_tenant(
     .await
     .map_err(|e| {
         if e.as_database_error().and_then(|d| d.constraint()) == Some("tenants_pkey") {
-            BackupError::Refused(format!(
-                "a tenant with the backup's id exists under another slug; use --as NEW_SLUG for a copy (nothing was changed)"
-            ))
+            BackupError::Refused(
+                "a tenant with the backup's id exists under another slug; use --as NEW_SLUG for a copy (nothing was changed)".to_owned(),
+            )
         } else {
             TenancyError::from_insert(e, slug, clerk_org).into()
         }
