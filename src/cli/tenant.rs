@@ -11,7 +11,49 @@ use crate::billing::Tier;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::tenancy::placement::{self, MoveOptions};
+use crate::tenancy::backup::{self, PartSummary, Progress, RestoreMode, RestoreReport};
 use crate::tenancy::{NewTenant, Tenancy, Tenant, registry};
+
+const BACKUP_HELP: &str = "\
+The archive is one tar file: every table of the tenant's schema (COPY text), its public
+rows (the tenant, its users, its subscription; its audit rows with --with-audit) and a
+manifest with versions, row counts and SHA-256 checksums. All of it is read in one
+read-only snapshot, so the parts agree with each other; the tenant keeps working meanwhile.
+The file appears under its final name only when complete. The backup is audited
+(tenant.backup).
+
+Examples:
+  capliquify tenant backup acme
+  capliquify tenant backup acme -o /backups/acme.capliquify-backup --with-audit
+  tar tvf /backups/acme.capliquify-backup        # list the parts";
+
+const RESTORE_HELP: &str = "\
+The archive is checked in full first (format, every checksum and row count, the tenant it
+belongs to); a damaged or foreign file is refused and nothing changes. The schema is then
+rebuilt at the archive's schema version, loaded, migrated to the current version and put
+in place in one transaction: on any failure the database stays as it was.
+
+Three ways:
+  (none)      the archive's tenant is gone (e.g. purged): register it again with its id,
+              slug, Clerk organization, users and subscription
+  --replace   the tenant exists: replace its data with the archive's; its tenant row, users
+              and subscription are set as the archive says (its slug, id and Clerk
+              organization stay)
+  --as SLUG   a copy beside it: new id, new schema, no users, no subscription; Clerk
+              organization from --clerk-org, else unlinked-<new id>
+
+Examples:
+  capliquify tenant restore acme-20261201T020000Z.capliquify-backup
+  capliquify tenant restore acme.capliquify-backup --replace
+  capliquify tenant restore acme.capliquify-backup --as acme-staging --name 'ACME (staging)'";
+
+const CLONE_HELP: &str = "\
+Backs the tenant up to a temporary file and restores it with --as: the copy has its own id
+and schema, the source's data as of one snapshot, no users and no subscription. The source
+is only read.
+
+Example:
+  capliquify tenant clone acme acme-staging --clerk-org org_2staging";
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -52,12 +94,63 @@ pub enum TenantCommand {
     Reactivate { slug: String },
     /// Soft-delete a tenant: unusable at once, data kept for the grace period (--grace-days).
     Delete { slug: String },
-    /// Undo a soft delete within the grace period.
-    Restore {
+    /// Undo a soft delete within the grace period (formerly `tenant restore SLUG`).
+    #[command(
+        after_help = "Example:\n  capliquify tenant undelete acme\n\nTo bring back data from a backup file, use `capliquify tenant restore FILE`."
+    )]
+    Undelete {
         slug: String,
-        /// Restore even though the grace period has ended.
+        /// Undelete even though the grace period has ended.
         #[arg(long)]
         force: bool,
+    },
+    /// Write a consistent backup of one tenant (its schema's data and its public rows) to
+    /// one archive file.
+    #[command(after_help = BACKUP_HELP)]
+    Backup {
+        /// The tenant to back up.
+        slug: String,
+        /// Where to write the archive (default: ./<slug>-<UTC time>.capliquify-backup). An
+        /// existing file is never overwritten.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// Also include the tenant's audit trail (audit_logs rows).
+        #[arg(long)]
+        with_audit: bool,
+    },
+    /// Restore a tenant from a backup file: register it again, replace its data
+    /// (--replace), or make a copy under a new slug (--as).
+    #[command(after_help = RESTORE_HELP)]
+    Restore {
+        /// The archive written by `capliquify tenant backup`.
+        file: std::path::PathBuf,
+        /// Replace the data of the existing tenant (same id) with the archive's.
+        #[arg(long, conflicts_with = "as_slug")]
+        replace: bool,
+        /// Restore as a new tenant with this slug (a copy with its own id and schema).
+        #[arg(long = "as", value_name = "NEW_SLUG")]
+        as_slug: Option<String>,
+        /// With --as: the copy's display name (default: the archive's).
+        #[arg(long, requires = "as_slug")]
+        name: Option<String>,
+        /// With --as: the copy's Clerk organization id (default: unlinked-<new id>, so no
+        /// Clerk user reaches the copy until it is linked).
+        #[arg(long = "clerk-org", requires = "as_slug")]
+        clerk_org: Option<String>,
+    },
+    /// Copy a tenant's data into a new tenant with its own identity.
+    #[command(after_help = CLONE_HELP)]
+    Clone {
+        /// The tenant to copy.
+        slug: String,
+        /// The new tenant's slug.
+        new_slug: String,
+        /// The copy's display name (default: the source's).
+        #[arg(long)]
+        name: Option<String>,
+        /// The copy's Clerk organization id (default: unlinked-<new id>).
+        #[arg(long = "clerk-org")]
+        clerk_org: Option<String>,
     },
     /// Permanently drop a soft-deleted tenant's schema and registry row (after the grace period).
     #[command(
@@ -120,7 +213,77 @@ pub async fn run(
         }
         TenantCommand::Reactivate { slug } => tenancy.reactivate(&slug, &actor).await?,
         TenantCommand::Delete { slug } => tenancy.soft_delete(&slug, &actor).await?,
-        TenantCommand::Restore { slug, force } => tenancy.restore(&slug, force, &actor).await?,
+        TenantCommand::Undelete { slug, force } => tenancy.restore(&slug, force, &actor).await?,
+        TenantCommand::Backup {
+            slug,
+            output,
+            with_audit,
+        } => {
+            let bar = Bar::new(json, "parts");
+            let report = backup::backup(
+                &db.pool,
+                &slug,
+                output.as_deref(),
+                with_audit,
+                &actor,
+                &|p| bar.step(p),
+            )
+            .await;
+            bar.finish();
+            let report = report?;
+            if json {
+                output::json(&report)?;
+            } else {
+                print_parts(&report.parts);
+                println!(
+                    "backed up tenant {} (schema version {}) to {} ({} bytes) in {} ms",
+                    report.slug,
+                    report.schema_version,
+                    report.file.display(),
+                    report.bytes,
+                    report.millis
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        TenantCommand::Restore {
+            file,
+            replace,
+            as_slug,
+            name,
+            clerk_org,
+        } => {
+            let mode = match (replace, as_slug) {
+                (true, _) => RestoreMode::Replace,
+                (false, Some(slug)) => RestoreMode::Clone {
+                    slug,
+                    name,
+                    clerk_org,
+                },
+                (false, None) => RestoreMode::Recreate,
+            };
+            let bar = Bar::new(json, "tables");
+            let report = backup::restore(&db.pool, &file, mode, &actor, &|p| bar.step(p)).await;
+            bar.finish();
+            print_restore(&report?, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        TenantCommand::Clone {
+            slug,
+            new_slug,
+            name,
+            clerk_org,
+        } => {
+            let bar = Bar::new(json, "steps");
+            let report =
+                backup::clone_tenant(&db.pool, &slug, &new_slug, name, clerk_org, &actor, &|p| {
+                    bar.step(p)
+                })
+                .await;
+            bar.finish();
+            print_restore(&report?, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         TenantCommand::Purge {
             slug,
             force,
@@ -201,6 +364,76 @@ fn ask_confirmation(slug: &str) -> anyhow::Result<Option<String>> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(Some(line.trim().to_owned()))
+}
+
+/// A progress bar on stderr for backup and restore (hidden with --json or off a terminal).
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new(json: bool, unit: &str) -> Self {
+        let bar = if json || !std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(0)
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit}  {{elapsed}}  {{msg}}"
+        )) {
+            bar.set_style(style);
+        }
+        Self(bar)
+    }
+
+    fn step(&self, progress: Progress<'_>) {
+        match progress {
+            Progress::Start { parts } => {
+                self.0.set_position(0);
+                self.0.set_length(parts);
+            }
+            Progress::Part { name, rows } => {
+                self.0.set_message(format!("{name}: {rows} rows"));
+                self.0.inc(1);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn print_parts(parts: &[PartSummary]) {
+    let rows = parts
+        .iter()
+        .map(|p| vec![p.path.clone(), p.rows.to_string(), p.bytes.to_string()]);
+    println!("{}", output::table(&["PART", "ROWS", "BYTES"], rows));
+}
+
+fn print_restore(report: &RestoreReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(report);
+    }
+    print_parts(&report.tables);
+    let rows = [
+        ("mode", report.mode.to_owned()),
+        ("slug", report.slug.clone()),
+        ("id", report.tenant_id.to_string()),
+        ("schema", report.schema_name.clone()),
+        ("clerk organization", report.clerk_organization_id.clone()),
+        ("from backup of", report.source_slug.clone()),
+        (
+            "schema version",
+            format!(
+                "{} (archive {}, {} migration(s) applied)",
+                report.schema_version, report.archive_schema_version, report.migrations_applied
+            ),
+        ),
+        ("users restored", report.users_restored.to_string()),
+        ("took", format!("{} ms", report.millis)),
+    ];
+    let rows = rows.into_iter().map(|(k, v)| vec![k.to_owned(), v]);
+    println!("{}", output::table(&["FIELD", "VALUE"], rows));
+    Ok(())
 }
 
 fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {

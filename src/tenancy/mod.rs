@@ -5,6 +5,7 @@
 //! `create_tenant_schema`, `migrate_tenant_schema` and `delete_tenant_schema`, the same ones
 //! operators call from `psql`, so both paths build identical schemas.
 
+pub mod backup;
 mod error;
 pub mod fleet;
 pub mod ident;
