@@ -426,3 +426,81 @@ async fn doctor_finds_a_tenant_role_without_its_rights_and_repair_grants_them() 
     let (result, details) = check(&f.db).await;
     assert_eq!(result, "PASS", "{details}");
 }
+
+/// The production setup of docs/security.md: migrations and operators' commands run as the
+/// database owner, a non-superuser with CREATEROLE; the service as `db init-roles`' login.
+#[tokio::test]
+async fn a_non_superuser_owner_migrates_and_runs_the_operators_tenant_commands() {
+    let db = TestDb::empty().await;
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let (owner, login) = (format!("cq_owner_{suffix}"), format!("cq_svc_{suffix}"));
+    db.exec(&format!(
+        "CREATE ROLE {owner} LOGIN CREATEROLE; ALTER DATABASE \"{}\" OWNER TO {owner}",
+        db.name
+    ))
+    .await;
+    let as_user = |user: &str| {
+        let mut url = url::Url::parse(&db.url).unwrap();
+        url.set_username(user).unwrap();
+        url.to_string()
+    };
+    let owner_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&as_user(&owner))
+        .await
+        .unwrap();
+    migrate::migrate_public(&owner_pool, migrate::tenant_migrations())
+        .await
+        .expect("a CREATEROLE owner runs every migration");
+    let actor = capliquify::audit::Actor::operator();
+    capliquify::db::roles::init(&owner_pool, &login, None, &actor)
+        .await
+        .expect("the owner creates the service's login role");
+    let tenancy = capliquify::tenancy::Tenancy::new(owner_pool.clone(), 30);
+    let new = capliquify::tenancy::NewTenant::parse("owned", "Owned", Tier::Starter, "org_owned")
+        .unwrap();
+    let t = tenancy.provision(&new, &actor).await.unwrap();
+    let scope = t.scope().unwrap();
+
+    // The owner switches to the tenant's role (keys rotate, fleet sql do).
+    let rows = capliquify::tenancy::fleet::query(
+        owner_pool.clone(),
+        vec![t.clone()],
+        "SELECT current_user::text AS who, count(*) AS companies FROM companies",
+        1,
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(rows[0].error, None, "{rows:?}");
+    assert_eq!(rows[0].rows[0]["who"], serde_json::json!(scope.role()));
+
+    // The service's login works in the tenant's transaction, and only there.
+    let service = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&as_user(&login))
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(
+            &service,
+            &scope,
+            "INSERT INTO companies (name) VALUES ('ok')"
+        )
+        .await,
+        None
+    );
+    assert_eq!(
+        sqlstate(&service, &scope, "SELECT * FROM public.users")
+            .await
+            .as_deref(),
+        Some("42501")
+    );
+    let report = capliquify::tenancy::verify::report(&owner_pool)
+        .await
+        .unwrap();
+    assert!(report.healthy(), "{:?}", report.checks);
+
+    service.close().await;
+    owner_pool.close().await;
+    db.exec(&format!("DROP ROLE {login}")).await;
+}

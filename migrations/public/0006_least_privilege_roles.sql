@@ -39,10 +39,11 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT ('capliquify_t_' || replace(p_tenant_id::text, '-', ''))::name
 $$;
 
--- Creates the tenant's role if needed, lets capliquify_service switch to it, and grants it
--- DML on every table of p_schema (and nothing on the schema's migration history). Idempotent;
--- run after every change to the schema's tables. SECURITY DEFINER: the service provisions
--- tenants without holding CREATEROLE itself.
+-- Creates the tenant's role if needed, lets capliquify_service (and the owner running the
+-- operators' commands, when it is not a superuser) switch to it, and grants it DML on every
+-- table of p_schema (and nothing on the schema's migration history). Idempotent; run after
+-- every change to the schema's tables. SECURITY DEFINER: the service provisions tenants
+-- without holding CREATEROLE itself.
 CREATE FUNCTION public.grant_tenant_role(p_tenant_id uuid, p_schema text) RETURNS name
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, public
@@ -51,6 +52,8 @@ DECLARE
     v_role name := public.tenant_role_name(p_tenant_id);
 BEGIN
     PERFORM public.assert_tenant_schema_name(p_schema);
+    -- Serialised with migrations and repairs of the same schema (role membership rows).
+    PERFORM pg_advisory_xact_lock(hashtextextended('capliquify:tenant-schema:' || p_schema, 0));
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
         BEGIN
             EXECUTE format('CREATE ROLE %I NOLOGIN INHERIT IN ROLE capliquify_tenant', v_role);
@@ -61,6 +64,12 @@ BEGIN
                     WHERE m.roleid = to_regrole(quote_ident(v_role))
                       AND m.member = to_regrole('capliquify_service')) THEN
         EXECUTE format('GRANT %I TO capliquify_service', v_role);
+    END IF;
+    -- SET ROLE is checked against the session user: operators' commands that work in a
+    -- tenant's transaction (keys rotate, fleet sql) run as this function's owner.
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT pg_has_role(current_user, v_role, 'MEMBER') THEN
+        EXECUTE format('GRANT %I TO %I', v_role, current_user);
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', p_schema, v_role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO %I',

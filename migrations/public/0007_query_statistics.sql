@@ -22,12 +22,13 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements') THEN
         RETURN 'unavailable: the pg_stat_statements module (PostgreSQL contrib) is not installed';
     END IF;
+    -- (Only a superuser may install it, and read shared_preload_libraries.)
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND rolsuper) THEN
+        RETURN 'not installed: CREATE EXTENSION pg_stat_statements needs a superuser';
+    END IF;
     IF NOT (SELECT 'pg_stat_statements' = ANY (string_to_array(
                 replace(current_setting('shared_preload_libraries'), ' ', ''), ','))) THEN
         RETURN 'not loaded: add pg_stat_statements to shared_preload_libraries and restart PostgreSQL';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND rolsuper) THEN
-        RETURN 'not installed: CREATE EXTENSION pg_stat_statements needs a superuser';
     END IF;
     CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public;
     -- Statistics of every role, tenants included, are not for everyone.

@@ -10,8 +10,8 @@ use crate::audit::Actor;
 use crate::billing::Tier;
 use crate::config::Settings;
 use crate::db::Database;
-use crate::tenancy::placement::{self, MoveOptions};
 use crate::tenancy::backup::{self, PartSummary, Progress, RestoreMode, RestoreReport};
+use crate::tenancy::placement::{self, MoveOptions};
 use crate::tenancy::{NewTenant, Tenancy, Tenant, registry};
 
 const BACKUP_HELP: &str = "\

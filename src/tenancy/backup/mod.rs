@@ -262,6 +262,13 @@ pub async fn write_archive(
     // The first query takes the snapshot: the registry row and every table below agree.
     let tenant = registry::fetch(&mut tx, slug, false).await?;
     let scope = tenant.scope()?;
+    if !scope.cluster.is_home() {
+        // One snapshot cannot span two clusters (registry at home, data elsewhere).
+        return Err(BackupError::Refused(format!(
+            "tenant {slug:?} is on cluster {:?}; back up only tenants at home for now (`capliquify tenant move {slug} --to home` first); nothing was written",
+            scope.cluster.as_str()
+        )));
+    }
     let tables = schema_tables(&mut tx, &scope.schema).await?;
     if tables.is_empty() {
         return Err(BackupError::Refused(format!(

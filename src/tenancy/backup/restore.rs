@@ -272,6 +272,12 @@ pub async fn restore(
                     )),
                     other => other.into(),
                 })?;
+            if !tenant.scope()?.cluster.is_home() {
+                return Err(BackupError::Refused(format!(
+                    "tenant {:?} is on cluster {:?}; --replace works on tenants at home for now (`capliquify tenant move {} --to home` first); nothing was changed",
+                    tenant.slug, tenant.cluster, tenant.slug
+                )));
+            }
             if tenant.id != manifest.tenant.id {
                 return Err(BackupError::Refused(format!(
                     "tenant {:?} here has id {}, the backup's has id {}: it is another tenant with the same slug; nothing was changed (use --as NEW_SLUG for a copy)",
