@@ -531,3 +531,52 @@ async fn a_move_whose_process_died_is_cleaned_up_by_the_next_move_and_a_live_one
         "{actions:?}"
     );
 }
+
+#[tokio::test]
+async fn a_table_a_migration_adds_is_granted_to_a_placed_tenants_role() {
+    let p = Placed::new().await;
+    let t = p.app.tenant("grows-far", Tier::Starter).await;
+    p.move_to("grows-far", "eu2").await.unwrap();
+    let migrations = common::tenant_migrations_with(&[(
+        common::version(1),
+        "cash notes",
+        "CREATE TABLE cash_notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text)",
+    )]);
+    for pool in [&p.app.db.pool, &p.eu2.pool] {
+        capliquify::tenancy::migrate::migrate_public(pool, &migrations)
+            .await
+            .unwrap();
+    }
+    let latest = common::version(1);
+    let pending = capliquify::tenancy::migrate::pending_tenants(&p.app.db.pool, latest)
+        .await
+        .unwrap();
+    let report = capliquify::tenancy::migrate::migrate_fleet(
+        &p.clusters(),
+        pending,
+        latest,
+        1,
+        std::sync::Arc::new(|_| {}),
+    )
+    .await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    // As the service does on eu2: its login role, switched to the tenant's role.
+    let service = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&p.eu2.app_url().await)
+        .await
+        .unwrap();
+    let scope = registry::find(&p.app.db.pool, "grows-far")
+        .await
+        .unwrap()
+        .scope()
+        .unwrap();
+    assert_eq!(scope.cluster.as_str(), "eu2");
+    let mut tx = scope::begin(&service, &scope).await.unwrap();
+    sqlx::query("INSERT INTO cash_notes (note) VALUES ('far')")
+        .execute(&mut *tx)
+        .await
+        .expect("the new table is the placed tenant's");
+    tx.commit().await.unwrap();
+    let _ = t;
+}
