@@ -221,16 +221,36 @@ pub async fn list(conn: &mut PgConnection, filter: &Filter) -> sqlx::Result<Vec<
 /// home `public.audit_logs`; returns how many. Exactly-once in effect: the rows are deleted
 /// from the outbox in a transaction that commits only after the home insert committed, and
 /// the home insert skips ids it already has, so a crash between the two commits re-drains
-/// rows that are then ignored.
+/// rows that are then ignored. Rows of a tenant that no longer exists (purged since) are
+/// dropped, as purging drops a tenant's trail; a row's member must be of its tenant. Works
+/// in batches of [`DRAIN_BATCH`], so one call never holds an unbounded transaction.
 pub async fn drain(home: &PgPool, cluster: &PgPool, tenant: Option<Uuid>) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let moved = drain_batch(home, cluster, tenant).await?;
+        total += moved;
+        if moved < DRAIN_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Outbox rows moved per transaction by [`drain`].
+pub const DRAIN_BATCH: u64 = 1000;
+
+async fn drain_batch(home: &PgPool, cluster: &PgPool, tenant: Option<Uuid>) -> sqlx::Result<u64> {
     let mut source = cluster.begin().await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
-        "DELETE FROM public.audit_outbox WHERE $1::uuid IS NULL OR tenant_id = $1
+        "DELETE FROM public.audit_outbox
+          WHERE id IN (SELECT id FROM public.audit_outbox
+                        WHERE $1::uuid IS NULL OR tenant_id = $1
+                        ORDER BY created_at, id LIMIT $2)
          RETURNING id, tenant_id, user_id, action::text, resource_type::text,
                    resource_id::text, host(ip_address) AS ip_address, user_agent, metadata,
                    created_at",
     )
     .bind(tenant)
+    .bind(DRAIN_BATCH as i64)
     .fetch_all(&mut *source)
     .await?;
     if rows.is_empty() {
@@ -242,8 +262,9 @@ pub async fn drain(home: &PgPool, cluster: &PgPool, tenant: Option<Uuid>) -> sql
         sqlx::query(
             "INSERT INTO public.audit_logs (id, tenant_id, user_id, action, resource_type,
                                             resource_id, ip_address, user_agent, metadata, created_at)
-             VALUES ($1, $2, (SELECT id FROM public.users WHERE id = $3), $4, $5, $6, $7::inet,
-                     $8, $9, $10)
+             SELECT $1, $2, (SELECT id FROM public.users WHERE id = $3 AND tenant_id = $2), $4, $5,
+                    $6, $7::inet, $8, $9, $10
+              WHERE EXISTS (SELECT 1 FROM public.tenants WHERE id = $2)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(row.id)

@@ -580,3 +580,89 @@ async fn a_table_a_migration_adds_is_granted_to_a_placed_tenants_role() {
     tx.commit().await.unwrap();
     let _ = t;
 }
+
+#[tokio::test]
+async fn when_the_old_copy_cannot_be_dropped_writes_to_it_are_refused_not_lost() {
+    let p = Placed::new().await;
+    let t = tenant_with_data(&p.app, "sticky").await;
+    let schema = t.tenant.schema_name.clone();
+    // A long reader on the source keeps the move from dropping it (lock timeout 1 s).
+    let mut reader = p.app.db.pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{schema}\".companies"
+    )))
+    .execute(&mut *reader)
+    .await
+    .unwrap();
+    let options = MoveOptions {
+        drain: Duration::ZERO,
+        lock_timeout: Duration::from_secs(1),
+    };
+    let report =
+        placement::move_tenant(&p.clusters(), "sticky", "eu2", &Actor::operator(), &options)
+            .await
+            .expect("the move itself succeeds");
+    let warning = report.warning.expect("the old copy could not be dropped");
+    assert!(warning.contains("writes to it are refused"), "{warning}");
+    reader.rollback().await.unwrap();
+    assert_eq!(p.cluster_of("sticky").await, ("eu2".to_owned(), None));
+    assert!(schema_exists(&p.app.db.pool, &schema).await);
+
+    // A write that reaches the old copy (a request routed by a stale cache) fails.
+    let service = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&p.app.db.app_url().await)
+        .await
+        .unwrap();
+    let mut stale: TenantScope = registry::find(&p.app.db.pool, "sticky")
+        .await
+        .unwrap()
+        .scope()
+        .unwrap();
+    stale.cluster = ClusterName::home();
+    let mut tx = scope::begin(&service, &stale).await.unwrap();
+    let err = sqlx::query("INSERT INTO companies (name) VALUES ('lost?')")
+        .execute(&mut *tx)
+        .await
+        .expect_err("the old copy takes no writes");
+    assert_eq!(
+        err.as_database_error().and_then(|d| d.code()).as_deref(),
+        Some("42501"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_outbox_drains_past_rows_of_a_tenant_purged_since() {
+    let p = Placed::new().await;
+    let t = p.app.tenant("drained", Tier::Starter).await;
+    p.eu2
+        .exec(&format!(
+            "INSERT INTO audit_outbox (tenant_id, action) VALUES (gen_random_uuid(), 'ghost.act');
+             INSERT INTO audit_outbox (tenant_id, action) VALUES ('{}', 'real.act')",
+            t.tenant.id
+        ))
+        .await;
+    let drained = capliquify::audit::drain(&p.app.db.pool, &p.eu2.pool, None)
+        .await
+        .expect("a row of a tenant gone does not block the others");
+    assert_eq!(drained, 2);
+    assert!(
+        p.app
+            .db
+            .audit_actions(t.tenant.id)
+            .await
+            .contains(&"real.act".to_owned())
+    );
+    assert_eq!(
+        p.eu2.scalar_i64("SELECT count(*) FROM audit_outbox").await,
+        0
+    );
+    assert_eq!(
+        p.app
+            .db
+            .scalar_i64("SELECT count(*) FROM audit_logs WHERE action = 'ghost.act'")
+            .await,
+        0
+    );
+}

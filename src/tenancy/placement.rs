@@ -472,8 +472,33 @@ impl Job<'_> {
             warning: None,
         };
         if let Err(failure) = self.flip(home, actor, &report, started).await {
-            self.drop_target_copy().await;
-            return Err(failure);
+            // A COMMIT whose answer was lost may still have happened: ask before dropping
+            // anything, and drop the target copy only when the placement surely did not flip.
+            let placed: sqlx::Result<Option<String>> =
+                sqlx::query_scalar("SELECT cluster FROM public.tenants WHERE id = $1")
+                    .bind(self.tenant.id)
+                    .fetch_optional(home)
+                    .await;
+            match placed {
+                Ok(Some(cluster)) if cluster == self.target.as_str() => {
+                    tracing::warn!(tenant = %self.tenant.slug, "the placement switch reported an error but had committed");
+                }
+                Ok(_) => {
+                    self.drop_target_copy().await;
+                    return Err(failure);
+                }
+                Err(e) => {
+                    return Err(StepFailure {
+                        step: failure.step,
+                        cause: format!(
+                            "{}; whether the placement switched could not be checked ({}): both copies are kept, see `capliquify tenant show {}`",
+                            failure.cause,
+                            describe_db_error(&e),
+                            self.tenant.slug
+                        ),
+                    });
+                }
+            }
         }
 
         // Placed: from here on the move has happened, whatever follows.
@@ -551,28 +576,69 @@ impl Job<'_> {
 
     /// Drops the source schema in the transaction that has held its tables since the copy.
     async fn drop_source(&self, mut src: Transaction<'static, Postgres>) -> Result<(), String> {
-        let sql = format!("DROP SCHEMA {} CASCADE", self.schema.quoted());
-        let result = match sqlx::query(AssertSqlSafe(sql)).execute(&mut *src).await {
-            // The tenant's role on the source cluster has nothing left to do there.
-            Ok(_) => match sqlx::query("SELECT public.drop_tenant_role($1)")
-                .bind(self.tenant.id)
-                .execute(&mut *src)
-                .await
-            {
-                Ok(_) => src.commit().await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| {
+        let failed = |what: &str, e: &sqlx::Error| {
             format!(
-                "the tenant now lives on {}, but its old schema {} on {} could not be dropped ({}); drop it there by hand",
+                "the tenant now lives on {}, but its old schema {} on {} could not be dropped ({}: {}); drop it there by hand",
                 self.target,
                 self.schema,
                 self.source,
-                describe_db_error(&e)
+                what,
+                describe_db_error(e)
             )
-        })
+        };
+        // First, in the transaction that still holds the old tables: the tenant's role loses
+        // its writes on them. Should the drop fail, committing this releases the locks
+        // without letting a write that waited for them land in a copy nobody reads any
+        // more: it fails (42501) and its client retries on the new placement.
+        let revoke = format!(
+            "REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} FROM \"{}\"",
+            self.schema.quoted(),
+            crate::db::scope::role_name(self.tenant.id)
+        );
+        if let Err(e) = sqlx::query(AssertSqlSafe(revoke)).execute(&mut *src).await {
+            return Err(failed(
+                "revoking writes on it failed, then the locks were released",
+                &e,
+            ));
+        }
+        let dropped = async {
+            sqlx::query("SAVEPOINT drop_source")
+                .execute(&mut *src)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP SCHEMA {} CASCADE",
+                self.schema.quoted()
+            )))
+            .execute(&mut *src)
+            .await?;
+            // The tenant's role on the source cluster has nothing left to do there.
+            sqlx::query("SELECT public.drop_tenant_role($1)")
+                .bind(self.tenant.id)
+                .execute(&mut *src)
+                .await
+                .map(|_| ())
+        }
+        .await;
+        match dropped {
+            Ok(()) => src.commit().await.map_err(|e| failed("commit", &e)),
+            Err(e) => {
+                // Back to the savepoint: the revoke stays, and is committed.
+                let kept = match sqlx::query("ROLLBACK TO SAVEPOINT drop_source")
+                    .execute(&mut *src)
+                    .await
+                {
+                    Ok(_) => src.commit().await,
+                    Err(e) => Err(e),
+                };
+                Err(match kept {
+                    Ok(()) => failed("writes to it are refused", &e),
+                    Err(_) => failed(
+                        "revoking writes on it failed, then the locks were released",
+                        &e,
+                    ),
+                })
+            }
+        }
     }
 }
 
