@@ -395,10 +395,22 @@ async fn doctor_finds_a_tenant_role_without_its_rights_and_repair_grants_them() 
         f.a.role()
     ))
     .await;
+    f.db.exec(&format!(
+        "GRANT SELECT ON {}.companies TO PUBLIC",
+        f.b.schema.as_str()
+    ))
+    .await;
     let (result, details) = check(&f.db).await;
     assert_eq!(result, "FAIL");
     assert!(
         details.contains("hostile-a: no read/write grant on sales"),
+        "{details}"
+    );
+    assert!(
+        details.contains(&format!(
+            "{}.companies is also granted to PUBLIC",
+            f.b.schema.as_str()
+        )),
         "{details}"
     );
     assert!(
@@ -418,9 +430,10 @@ async fn doctor_finds_a_tenant_role_without_its_rights_and_repair_grants_them() 
         "{repair:?}"
     );
     f.db.exec(&format!(
-        "REVOKE USAGE ON SCHEMA {} FROM \"{}\"",
+        "REVOKE USAGE ON SCHEMA {} FROM \"{}\"; REVOKE SELECT ON {}.companies FROM PUBLIC",
         f.b.schema.as_str(),
-        f.a.role()
+        f.a.role(),
+        f.b.schema.as_str()
     ))
     .await;
     let (result, details) = check(&f.db).await;

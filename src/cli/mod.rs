@@ -290,6 +290,10 @@ async fn with_database(
                     ),
                     ("paid period over → cancelled", &report.subscriptions_ended),
                     ("deleted beyond grace → purged", &report.purged),
+                    (
+                        "deleted beyond grace, on another cluster → move home to purge",
+                        &report.purge_waits_for_move_home,
+                    ),
                 ]
                 .into_iter()
                 .map(|(what, slugs)| {

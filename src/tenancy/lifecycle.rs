@@ -539,6 +539,8 @@ pub(crate) const ROLE_PROBLEMS_SQL: &str = "
                public.tenant_role_name(t.id) AS role
           FROM public.tenants t
          WHERE t.deleted_at IS NULL AND ($1::uuid IS NULL OR t.id = $1)
+           -- (a tenant placed on another cluster has its role there, not here)
+           AND t.cluster = 'home' AND t.moving_to IS NULL
     )
     SELECT t.slug || ': role ' || t.role || ' is missing'
       FROM t WHERE to_regrole(t.role) IS NULL

@@ -27,6 +27,9 @@ pub struct JobReport {
     pub past_due_suspended: Vec<String>,
     pub subscriptions_ended: Vec<String>,
     pub purged: Vec<String>,
+    /// Deleted beyond the grace period but placed on another cluster: purge works at home
+    /// only, so these wait for `capliquify tenant move SLUG --to home`.
+    pub purge_waits_for_move_home: Vec<String>,
     /// Tenants whose change failed, with the reason (the others went on).
     pub failed: Vec<(String, String)>,
 }
@@ -162,6 +165,16 @@ async fn run_locked(
         pool,
         "SELECT slug::text FROM public.tenants
           WHERE deleted_at IS NOT NULL AND deleted_at < now() - make_interval(days => $1)
+            AND cluster = 'home'
+          ORDER BY slug",
+        Some(deletion_grace_days),
+    )
+    .await?;
+    report.purge_waits_for_move_home = slugs(
+        pool,
+        "SELECT slug::text FROM public.tenants
+          WHERE deleted_at IS NOT NULL AND deleted_at < now() - make_interval(days => $1)
+            AND cluster <> 'home'
           ORDER BY slug",
         Some(deletion_grace_days),
     )

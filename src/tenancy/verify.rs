@@ -183,21 +183,27 @@ async fn histories(pool: &PgPool) -> sqlx::Result<Check> {
 }
 
 /// Every live tenant's database role exists and holds its rights on its own schema, and no
-/// tenant schema is granted to any role but its owner and its tenant's role (public
-/// migration 0006; `capliquify tenant repair SLUG` re-grants).
+/// tenant schema or table is granted to any role (PUBLIC included) but its owner and its
+/// tenant's role (public migration 0006; `capliquify tenant repair SLUG` re-grants).
 async fn roles(pool: &PgPool) -> sqlx::Result<Check> {
     let mut problems: Vec<String> = sqlx::query_scalar(super::lifecycle::ROLE_PROBLEMS_SQL)
         .bind(Option::<uuid::Uuid>::None)
         .fetch_all(pool)
         .await?;
     let foreign: Vec<String> = sqlx::query_scalar(
-        "SELECT n.nspname || ' is also granted to ' || r.rolname
-           FROM pg_namespace n
-          CROSS JOIN LATERAL aclexplode(n.nspacl) a
-           JOIN pg_roles r ON r.oid = a.grantee
-           LEFT JOIN public.tenants t ON t.schema_name = n.nspname
-          WHERE n.nspname LIKE 'tenant\\_%' AND a.grantee <> n.nspowner
-            AND r.rolname IS DISTINCT FROM public.tenant_role_name(t.id)
+        "SELECT DISTINCT g.object || ' is also granted to ' || coalesce(r.rolname, 'PUBLIC')
+           FROM (SELECT n.nspname::text AS object, n.nspname AS schema, n.nspowner AS owner, a.grantee
+                   FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+                  WHERE n.nspname LIKE 'tenant\\_%'
+                 UNION ALL
+                 SELECT n.nspname || '.' || c.relname, n.nspname, c.relowner, a.grantee
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  CROSS JOIN LATERAL aclexplode(c.relacl) a
+                  WHERE n.nspname LIKE 'tenant\\_%') g
+           LEFT JOIN pg_roles r ON r.oid = g.grantee
+           LEFT JOIN public.tenants t ON t.schema_name = g.schema
+          WHERE g.grantee <> g.owner
+            AND (r.rolname IS NULL OR r.rolname IS DISTINCT FROM public.tenant_role_name(t.id))
           ORDER BY 1",
     )
     .fetch_all(pool)
