@@ -6,7 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use crate::billing::{SubscriptionStatus, Tier};
+use crate::db::Clusters;
+use crate::tenancy::{TenancyError, fleet, registry};
 
 /// Size of one tenant schema.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -51,23 +56,53 @@ pub struct TenantActivity {
     pub subscription_status: SubscriptionStatus,
     pub user_count: i64,
     pub max_users: Option<i32>,
-    /// Companies in the tenant's schema; `None` when the schema is missing.
+    /// Companies in the tenant's schema; `None` when it could not be counted (no schema).
     pub entity_count: Option<i64>,
     pub max_entities: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn tenants(pool: &PgPool) -> sqlx::Result<Vec<TenantActivity>> {
-    sqlx::query_as(
+/// Every live tenant with its members (home) and entities, counted in each tenant's own
+/// schema by [`fleet::query`]: its role, its cluster, a short read-only transaction each,
+/// a few tenants at a time — never one transaction holding locks on every schema.
+pub async fn tenants(clusters: &Clusters) -> Result<Vec<TenantActivity>, TenancyError> {
+    let home = clusters.home();
+    let mut rows: Vec<TenantActivity> = sqlx::query_as(
         "SELECT t.slug::text, t.name::text, t.subscription_tier, t.subscription_status,
-                u.users AS user_count, t.max_users, u.entities AS entity_count, t.max_entities,
-                t.created_at
+                count(u.id) AS user_count, t.max_users, NULL::bigint AS entity_count,
+                t.max_entities, t.created_at
            FROM public.tenants t
-           JOIN public.tenant_usage() u ON u.tenant_id = t.id
+           LEFT JOIN public.users u ON u.tenant_id = t.id AND u.removed_at IS NULL
+          WHERE t.deleted_at IS NULL
+          GROUP BY t.id
           ORDER BY t.created_at DESC, t.slug",
     )
-    .fetch_all(pool)
-    .await
+    .fetch_all(home)
+    .await?;
+    let live = registry::list(home, false).await?;
+    let counts = fleet::query(
+        clusters.clone(),
+        live,
+        "SELECT count(*) AS n FROM companies",
+        4,
+        Duration::from_secs(30),
+    )
+    .await;
+    let by_slug: HashMap<String, Option<i64>> = counts
+        .into_iter()
+        .map(|t| {
+            let n = t
+                .rows
+                .first()
+                .and_then(|r| r.get("n"))
+                .and_then(|n| n.as_i64());
+            (t.tenant, n)
+        })
+        .collect();
+    for row in &mut rows {
+        row.entity_count = by_slug.get(&row.slug).copied().flatten();
+    }
+    Ok(rows)
 }
 
 /// One statement's statistics, attributed to the tenant whose role ran it.

@@ -1,5 +1,4 @@
--- Per-tenant query statistics (`capliquify monitor slow-queries`, /admin/api/slow-queries) and
--- usage against plan limits (`capliquify monitor tenants`, /admin/api/tenants).
+-- Per-tenant query statistics (`capliquify monitor slow-queries`, /admin/api/slow-queries).
 --
 -- pg_stat_statements groups statements by the role that ran them. Every tenant transaction
 -- runs as the tenant's own role (migration 0006), so a statement's `userid` names its tenant:
@@ -66,30 +65,8 @@ BEGIN
 END
 $$;
 
--- Every live tenant's usage against its plan's limits: members, and entities (companies in
--- its schema, counted exactly). SECURITY DEFINER: the service may not read tenant schemas.
-CREATE FUNCTION public.tenant_usage(p_tenant_id uuid DEFAULT NULL)
-RETURNS TABLE (tenant_id uuid, users bigint, max_users integer, entities bigint,
-               max_entities integer)
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, public
-AS $$
-    SELECT t.id,
-           (SELECT count(*) FROM public.users u WHERE u.tenant_id = t.id AND u.removed_at IS NULL),
-           t.max_users,
-           CASE WHEN to_regclass(quote_ident(t.schema_name) || '.companies') IS NOT NULL THEN
-               (xpath('/row/n/text()', query_to_xml(
-                   format('SELECT count(*) AS n FROM %I.companies', t.schema_name),
-                   false, true, '')))[1]::text::bigint
-           END,
-           t.max_entities
-      FROM public.tenants t
-     WHERE t.deleted_at IS NULL AND (p_tenant_id IS NULL OR t.id = p_tenant_id)
-$$;
-
-REVOKE EXECUTE ON FUNCTION public.ensure_query_stats(), public.tenant_query_stats(uuid, integer),
-    public.tenant_usage(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION public.tenant_query_stats(uuid, integer), public.tenant_usage(uuid)
-    TO capliquify_service;
+REVOKE EXECUTE ON FUNCTION public.ensure_query_stats(), public.tenant_query_stats(uuid, integer)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.tenant_query_stats(uuid, integer) TO capliquify_service;
 
 SELECT public.ensure_query_stats();

@@ -744,7 +744,7 @@ async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::
             );
         }
         MonitorCommand::Tenants => {
-            let tenants = monitor::tenants(&db.pool).await?;
+            let tenants = monitor::tenants(&db.clusters).await?;
             if json {
                 return output::json(&tenants).map(|()| ExitCode::SUCCESS);
             }
