@@ -30,7 +30,7 @@ use capliquify::tenancy::backup::{self, RestoreMode};
 use capliquify::tenancy::migrate;
 use capliquify::tenancy::{NewTenant, Tenancy};
 use sqlx::PgPool;
-use support::BenchServer;
+use support::{BenchServer, median};
 
 const BENCH_DB: &str = "capliquify_bench_backup";
 const SUBJECT: &str = "subject";
@@ -367,12 +367,3 @@ fn ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}

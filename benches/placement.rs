@@ -26,7 +26,7 @@ use capliquify::db::{ClusterName, Clusters};
 use capliquify::tenancy::placement::{self, MoveOptions};
 use capliquify::tenancy::{NewTenant, Tenancy, migrate};
 use sqlx::AssertSqlSafe;
-use support::BenchServer;
+use support::{BenchServer, median};
 
 fn main() -> anyhow::Result<()> {
     let mut sales: i64 = 100_000;
@@ -154,7 +154,7 @@ async fn run(
         back.push(h);
         baseline.push(b);
     }
-    let (o, h, b) = (median(&mut ours), median(&mut back), median(&mut baseline));
+    let (o, h, b) = (median(&ours), median(&back), median(&baseline));
     println!(
         "  medians: move {o:.0} ms (back {h:.0} ms), pg_dump | psql {b:.0} ms; ratio move/baseline {:.2}",
         o / b
@@ -189,7 +189,3 @@ async fn dump_restore(home: &BenchServer, eu2: &BenchServer, schema: &str) -> an
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}

@@ -183,7 +183,7 @@ struct Bench<'a> {
 
 mod support;
 
-use support::BenchServer;
+use support::{BenchServer, median};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
@@ -819,14 +819,6 @@ fn sorted(xs: &[f64]) -> Vec<f64> {
     v
 }
 
-fn median(xs: &[f64]) -> f64 {
-    let v = sorted(xs);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
 
 /// Nearest-rank percentile, `p` in 0..=1.
 fn percentile(xs: &[f64], p: f64) -> f64 {

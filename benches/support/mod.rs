@@ -123,3 +123,15 @@ impl BenchServer {
         Ok(())
     }
 }
+
+/// The median of `xs` (the mean of the middle two for an even count; NaN when empty).
+#[allow(dead_code)] // not every bench reports medians
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
