@@ -6,7 +6,8 @@
 //! - `provision`: milliseconds per tenant through [`Tenancy::provision`] (registry row,
 //!   `create_tenant_schema`, audit row, one transaction) against the tenant migration SQL run
 //!   by one long-lived `psql` session in one transaction per tenant
-//!   (`BEGIN; CREATE SCHEMA …; SET LOCAL search_path …; <tenant SQL>; COMMIT;`). After a
+//!   (`BEGIN; CREATE SCHEMA …; SET LOCAL search_path …; <tenant SQL>; CREATE ROLE …;
+//!   GRANT …; COMMIT;`, the tenant's role made and granted as `grant_tenant_role` does). After a
 //!   warm-up round, rounds of the two paths alternate so drift hits both alike. Goal: the
 //!   ratio of medians ours/psql ≤ 1.2.
 //! - `migrate-noop`: `migrate` with nothing to do over `--tenants` tenants (default 1,000),
@@ -730,7 +731,10 @@ impl PsqlSession {
     ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
         let mut script = String::new();
         for _ in 0..n {
-            let schema = format!("bench_psql_{:06}", bench.next_serial());
+            let serial = bench.next_serial();
+            let schema = format!("bench_psql_{serial:06}");
+            // The tenant's database role, as grant_tenant_role makes it (migration 0006).
+            let role = format!("bench_psql_role_{}_{serial:06}", std::process::id());
             // Markers run with \timing off so they are not counted in the tenant's sum.
             script.push_str(&format!(
                 "SELECT '@@begin ' || (extract(epoch FROM clock_timestamp()) * 1000)::numeric(20,3);\n\
@@ -739,6 +743,11 @@ impl PsqlSession {
                  CREATE SCHEMA {schema};\n\
                  SET LOCAL search_path TO {schema};\n\
                  {tenant_sql}\n\
+                 CREATE ROLE {role} NOLOGIN INHERIT IN ROLE capliquify_tenant;\n\
+                 GRANT {role} TO capliquify_service;\n\
+                 GRANT USAGE ON SCHEMA {schema} TO {role};\n\
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};\n\
+                 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};\n\
                  COMMIT;\n\
                  \\timing off\n\
                  SELECT '@@end ' || (extract(epoch FROM clock_timestamp()) * 1000)::numeric(20,3);\n"

@@ -76,6 +76,14 @@ BEGIN
                    p_schema, v_role);
     EXECUTE format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %I TO %I',
                    p_schema, v_role);
+    -- Tables and sequences later migrations create: migrate_tenant_schema runs as this
+    -- function's owner too (SECURITY DEFINER), so its new objects get these at creation.
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I
+                    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I',
+                   current_user, p_schema, v_role);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I
+                    GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO %I',
+                   current_user, p_schema, v_role);
     IF to_regclass(quote_ident(p_schema) || '.schema_migrations') IS NOT NULL THEN
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON %I.schema_migrations FROM %I',
                        p_schema, v_role);
@@ -127,11 +135,7 @@ BEGIN
     END IF;
     EXECUTE format('CREATE SCHEMA %I', v_schema);
     PERFORM public.migrate_tenant_schema(v_schema);
-    -- (migrate_tenant_schema has granted it already when the tenant is registered.)
-    IF to_regrole(quote_ident(public.tenant_role_name(p_tenant_id))) IS NULL
-       OR NOT has_schema_privilege(public.tenant_role_name(p_tenant_id), v_schema, 'USAGE') THEN
-        PERFORM public.grant_tenant_role(p_tenant_id, v_schema);
-    END IF;
+    PERFORM public.grant_tenant_role(p_tenant_id, v_schema);
     RETURN v_schema;
 END
 $$;
@@ -170,10 +174,12 @@ BEGIN
 END
 $$;
 
--- migrate_tenant_schema grants the tenant's role any table a migration creates.
+-- migrate_tenant_schema runs as its owner (SECURITY DEFINER), the role whose default
+-- privileges in each tenant schema (set by grant_tenant_role) grant the tenant's role every
+-- table and sequence a migration creates, whoever runs `capliquify migrate`.
 CREATE OR REPLACE FUNCTION public.migrate_tenant_schema(p_schema text, p_target bigint DEFAULT NULL)
 RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 DECLARE
@@ -184,8 +190,6 @@ DECLARE
     current       bigint;
     drifted     bigint;
     registered  boolean;
-    v_tenant    uuid;
-    relations   bigint;
 BEGIN
     IF p_schema IS NULL OR p_schema !~ '^tenant_[a-z0-9_]{1,56}$' THEN
         PERFORM public.assert_tenant_schema_name(p_schema);
@@ -198,7 +202,7 @@ BEGIN
                   HINT = 'create it with create_tenant_schema(tenant id) or `capliquify tenant repair`';
     END IF;
 
-    SELECT true, t.schema_version, t.id INTO registered, current, v_tenant
+    SELECT true, t.schema_version INTO registered, current
       FROM public.tenants t WHERE t.schema_name = p_schema;
 
     IF to_regclass(quote_ident(p_schema) || '.schema_migrations') IS NULL THEN
@@ -250,19 +254,12 @@ BEGIN
 
     -- Transaction-scoped and undone when this function returns (it has its own SET clause).
     PERFORM set_config('search_path', quote_ident(p_schema), true);
-    SELECT count(*) INTO relations FROM pg_class WHERE relnamespace = to_regnamespace(quote_ident(p_schema));
     FOR i IN 1 .. cardinality(versions) LOOP
         EXECUTE sqls[i];
         EXECUTE format('INSERT INTO %I.schema_migrations (version, description, checksum)
                         VALUES ($1, $2, $3)', p_schema)
             USING versions[i], descriptions[i], checksums[i];
     END LOOP;
-    -- New tables (or sequences) need the tenant role's grants; a migration that only
-    -- alters existing tables does not (table grants cover new columns).
-    IF registered AND relations IS DISTINCT FROM
-       (SELECT count(*) FROM pg_class WHERE relnamespace = to_regnamespace(quote_ident(p_schema))) THEN
-        PERFORM public.grant_tenant_role(v_tenant, p_schema);
-    END IF;
     RETURN cardinality(versions);
 END
 $$;

@@ -295,25 +295,15 @@ async fn migrate_placed(
 ) -> Result<i32, String> {
     let cluster = ClusterName::parse(&tenant.cluster).map_err(|e| e.to_string())?;
     let pool = clusters.pool(&cluster).map_err(|e| e.to_string())?;
-    // One transaction: the function's DDL and version record commit together or not at all.
-    let mut tx = pool.begin().await.map_err(|e| describe_db_error(&e))?;
+    // One statement is one transaction: the function's DDL and version record commit
+    // together or not at all. (New tables reach the tenant's role through the default
+    // privileges grant_tenant_role set in its schema, on whichever cluster it is.)
     let applied: i32 = sqlx::query_scalar("SELECT public.migrate_tenant_schema($1, $2)")
         .bind(&tenant.schema_name)
         .bind(latest)
-        .fetch_one(&mut *tx)
+        .fetch_one(pool)
         .await
         .map_err(|e| describe_db_error(&e))?;
-    if applied > 0 && !cluster.is_home() {
-        // There the function finds no registry row, so it cannot grant the tables a
-        // migration added to the tenant's role (at home it does): granted here.
-        sqlx::query("SELECT public.grant_tenant_role($1, $2)")
-            .bind(tenant.id)
-            .bind(&tenant.schema_name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| describe_db_error(&e))?;
-    }
-    tx.commit().await.map_err(|e| describe_db_error(&e))?;
     if !cluster.is_home() {
         // On another cluster the function finds no registry row to mirror the version into;
         // the home mirror is written here, after the schema's own commit. If this fails the
