@@ -113,6 +113,14 @@ async fn run(
     };
     let (mut ours, mut back, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
+        // The dump grants the tenant's role, which must exist on eu2 (a move creates it
+        // there itself, inside its measured time).
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DO $$ BEGIN CREATE ROLE \"{}\" NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            capliquify::db::scope::role_name(tenant.id)
+        )))
+        .execute(&eu2_pool)
+        .await?;
         let started = Instant::now();
         dump_restore(home, eu2, &schema).await?;
         let b = started.elapsed().as_secs_f64() * 1000.0;
