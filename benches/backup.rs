@@ -366,4 +366,3 @@ async fn pg_dump(server: &BenchServer, schema: &str, file: &Path) -> anyhow::Res
 fn ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
-

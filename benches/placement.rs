@@ -196,4 +196,3 @@ async fn dump_restore(home: &BenchServer, eu2: &BenchServer, schema: &str) -> an
     anyhow::ensure!(status.success(), "pg_dump | psql failed: {status}");
     Ok(())
 }
-

@@ -828,7 +828,6 @@ fn sorted(xs: &[f64]) -> Vec<f64> {
     v
 }
 
-
 /// Nearest-rank percentile, `p` in 0..=1.
 fn percentile(xs: &[f64], p: f64) -> f64 {
     let v = sorted(xs);

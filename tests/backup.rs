@@ -748,3 +748,43 @@ async fn the_commands_back_up_restore_clone_and_undelete() {
         assert!(help.contains("Example"), "{sub}: {help}");
     }
 }
+
+#[tokio::test]
+async fn a_backup_whose_connection_drops_midway_leaves_no_file() {
+    let db = TestDb::new().await;
+    let t = db.tenant("dropped", Tier::Starter).await;
+    seed(&db, &t.schema_name, 6).await;
+    let dir = folder();
+    let file = dir.path().join("dropped.capliquify-backup");
+    // Hold `sales` so the backup's COPY of it waits, in plain sight, until it is killed.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {}.sales IN ACCESS EXCLUSIVE MODE",
+        t.schema_name
+    )))
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let (pool, target) = (db.pool.clone(), file.clone());
+    let running = tokio::spawn(async move {
+        backup::backup(&pool, "dropped", Some(&target), false, &actor(), &|_| {}).await
+    });
+    assert!(
+        common::kill_backend_running(&db, "%COPY%sales%").await,
+        "the backup's COPY was not seen running"
+    );
+    let err = running
+        .await
+        .unwrap()
+        .expect_err("a dropped connection fails the backup");
+    holder.rollback().await.unwrap();
+    assert!(!err.to_string().is_empty());
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing is left in the folder: {left:?}");
+    assert!(
+        !db.audit_actions(t.id)
+            .await
+            .contains(&"tenant.backup".to_owned()),
+        "a failed backup is not recorded as one"
+    );
+}
