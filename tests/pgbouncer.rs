@@ -20,11 +20,11 @@
 //!
 //! sqlx prepares its statements with the extended protocol; through transaction pooling that
 //! needs PgBouncer ≥ 1.21 with `max_prepared_statements` (protocol-level prepared statements),
-//! which the stress test requires: with an older PgBouncer it fails (it is not skipped), and
-//! without any PgBouncer both tests fail. Debian 12 ships 1.18, so `scripts/install-pgbouncer.sh`
-//! (run by `.ci/run`) builds Debian 13's verified source package into `target/pgbouncer`. The
-//! binary used is `CAPLIQUIFY_PGBOUNCER` when set, else the newest of `target/pgbouncer/bin`,
-//! `PATH` and the usual sbin/bin folders. The hazard test works with any version. When we are
+//! which the stress test requires: with an older PgBouncer it fails (it is not skipped).
+//! Debian 12 ships 1.18, so `scripts/install-pgbouncer.sh` (run by `.ci/run`, and by these
+//! tests themselves when no PgBouncer ≥ 1.21 is found) builds Debian 13's verified source
+//! package into `target/pgbouncer`. The binary used is `CAPLIQUIFY_PGBOUNCER` when set, else
+//! the newest of `target/pgbouncer/bin`, `PATH` and the usual sbin/bin folders. The hazard test works with any version. When we are
 //! root, PgBouncer (which refuses to run as root) runs as the `postgres` user, like the embedded
 //! cluster.
 //!
@@ -106,13 +106,42 @@ fn pgbouncer_bin() -> &'static (PathBuf, (u32, u32, u32)) {
                 best = Some((bin, version));
             }
         }
-        best.unwrap_or_else(|| {
-            panic!(
-                "pgbouncer is not installed: these tests need PgBouncer >= 1.21; run \
-                 `scripts/install-pgbouncer.sh` (`.ci/run` does)"
-            )
-        })
+        let recent = |v: &(u32, u32, u32)| (v.0, v.1) >= PREPARED_STATEMENTS_SINCE;
+        if let Some(found) = best.as_ref().filter(|(_, v)| recent(v)) {
+            return found.clone();
+        }
+        // None recent enough: build one, as `.ci/run` does (verified sources, cached under
+        // target/pgbouncer, so only the first run pays), so `cargo test` needs nothing more.
+        match install_pgbouncer() {
+            Ok(bin) => {
+                let version = pgbouncer_version(&bin);
+                (bin, version)
+            }
+            Err(why) => best.unwrap_or_else(|| {
+                panic!(
+                    "pgbouncer is not installed and scripts/install-pgbouncer.sh could not \
+                     build one ({why}); these tests need PgBouncer >= 1.21"
+                )
+            }),
+        }
     })
+}
+
+/// Runs `scripts/install-pgbouncer.sh` and returns the binary it reports.
+fn install_pgbouncer() -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-pgbouncer.sh");
+    eprintln!("no PgBouncer >= 1.21 found: running {}", script.display());
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bin = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    if out.status.success() && bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("it exited with {}", out.status))
+    }
 }
 
 /// `pgbouncer --version` as (major, minor, patch).
