@@ -517,3 +517,72 @@ async fn a_non_superuser_owner_migrates_and_runs_the_operators_tenant_commands()
     owner_pool.close().await;
     db.exec(&format!("DROP ROLE {login}")).await;
 }
+
+/// `db init-roles` sends a SCRAM verifier instead of the password: it must be the one
+/// PostgreSQL itself derives. PostgreSQL hashes a plain password with a random salt; the
+/// same salt and iteration count through ours must give the same stored and server keys.
+#[tokio::test]
+async fn the_scram_verifier_is_the_one_postgresql_derives() {
+    use base64::Engine as _;
+    let db = TestDb::empty().await;
+    let role = format!(
+        "cq_scram_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    for password in [
+        "correct horse battery staple",
+        "p@ss'w\"ord;--",
+        "ünïcødé-not-ascii",
+    ] {
+        db.exec(&format!(
+            "SET password_encryption = 'scram-sha-256';
+             DROP ROLE IF EXISTS {role}; CREATE ROLE {role} PASSWORD '{}'",
+            password.replace('\'', "''")
+        ))
+        .await;
+        let stored: String =
+            sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+                .bind(&role)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        // SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>
+        let (head, _) = stored
+            .split_once('$')
+            .and_then(|(_, rest)| rest.split_once('$'))
+            .unwrap();
+        let (iterations, salt) = head.split_once(':').unwrap();
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode(salt)
+            .unwrap();
+        let ours = capliquify::db::roles::scram_sha_256_verifier(
+            password,
+            &salt,
+            iterations.parse().unwrap(),
+        );
+        assert_eq!(ours, stored, "password {password:?}");
+    }
+    db.exec(&format!("DROP ROLE {role}")).await;
+
+    // And init-roles stores a verifier, not the password.
+    let login = format!(
+        "cq_login_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let db = TestDb::new().await;
+    capliquify::db::roles::init(
+        &db.pool,
+        &login,
+        Some("s3cret"),
+        &capliquify::audit::Actor::operator(),
+    )
+    .await
+    .unwrap();
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(&login)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "{stored}");
+    db.exec(&format!("DROP ROLE {login}")).await;
+}

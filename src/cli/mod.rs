@@ -205,8 +205,8 @@ See docs/security.md (Database roles).")]
         /// Name of the login role to create or update.
         #[arg(long, default_value = crate::db::roles::DEFAULT_LOGIN)]
         login: String,
-        /// Its password (omit for peer/trust authentication). The password reaches the
-        /// server inside the CREATE/ALTER ROLE statement; keep statement logging off.
+        /// Its password (omit for peer/trust authentication). Only its SCRAM-SHA-256
+        /// verifier is sent to the server, never the password itself.
         #[arg(long, env = "CAPLIQUIFY_APP_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },

@@ -93,6 +93,9 @@ pub async fn init(
     {
         return Err(RolesError::Privileged(login.to_owned()));
     }
+    // Only a SCRAM verifier reaches the server: the password itself never appears in a
+    // statement (server logs, pg_stat_statements).
+    let verifier = password.map(|p| scram_sha_256_verifier(p, &random_salt(), SCRAM_ITERATIONS));
     let verb = if existing.is_some() {
         "ALTER"
     } else {
@@ -107,7 +110,7 @@ pub async fn init(
     )
     .bind(verb)
     .bind(login)
-    .bind(password)
+    .bind(verifier)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::raw_sql(AssertSqlSafe(statement))
@@ -150,6 +153,49 @@ pub async fn init(
     .await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// PostgreSQL's default `scram_iterations`.
+pub const SCRAM_ITERATIONS: u32 = 4096;
+
+fn random_salt() -> [u8; 16] {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut salt)
+        .expect("the system's random source works");
+    salt
+}
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores in `pg_authid.rolpassword` for `password`
+/// (RFC 5802/7677): `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64.
+/// Given to `CREATE/ALTER ROLE … PASSWORD`, it is stored as is. Written here because no
+/// crate we use builds one; the pieces (PBKDF2, HMAC, SHA-256) are aws-lc-rs's. Passwords
+/// are used as their UTF-8 bytes without SASLprep: the same as PostgreSQL for ASCII and for
+/// text SASLprep leaves unchanged (`tests/roles.rs` compares with PostgreSQL's own); a
+/// password SASLprep would rewrite (e.g. with non-ASCII spaces) would not match.
+pub fn scram_sha_256_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
+    use aws_lc_rs::{digest, hmac, pbkdf2};
+    use base64::Engine as _;
+    let mut salted = [0u8; 32];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        std::num::NonZeroU32::new(iterations.max(1)).expect("at least 1"),
+        salt,
+        password.as_bytes(),
+        &mut salted,
+    );
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
+    let client_key = hmac::sign(&key, b"Client Key");
+    let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+    let server_key = hmac::sign(&key, b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key.as_ref()),
+        b64.encode(server_key.as_ref())
+    )
 }
 
 #[cfg(test)]
