@@ -264,7 +264,9 @@ pub async fn restore(
     // Who the restored tenant is, and where its schema is built.
     let (tenant_id, slug, target, build, clerk_org) = match &mode {
         RestoreMode::Replace => {
-            let tenant = registry::fetch(&mut tx, &manifest.tenant.slug, true)
+            // Locks in the order migrate_tenant_schema takes them (the schema's advisory
+            // lock, then the registry row), so a fleet migration cannot deadlock with us.
+            let tenant = registry::fetch(&mut tx, &manifest.tenant.slug, false)
                 .await
                 .map_err(|e| match e {
                     TenancyError::UnknownTenant(slug) => BackupError::Refused(format!(
@@ -284,7 +286,32 @@ pub async fn restore(
                     tenant.slug, tenant.id, manifest.tenant.id
                 )));
             }
+            if let Some(to) = &tenant.moving_to {
+                return Err(BackupError::Refused(format!(
+                    "tenant {:?} is being moved to cluster {to:?}; restore it when the move has ended; nothing was changed",
+                    tenant.slug
+                )));
+            }
             let target = tenant.scope()?.schema;
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('capliquify:tenant-schema:' || $1, 0))",
+            )
+            .bind(target.as_str())
+            .execute(&mut *tx)
+            .await?;
+            // No move may start while we restore (tenancy::placement takes this lock).
+            let unmoved: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(format!("capliquify:tenant-move:{}", tenant.id))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if !unmoved {
+                return Err(BackupError::Refused(format!(
+                    "tenant {:?} is being moved; restore it when the move has ended; nothing was changed",
+                    tenant.slug
+                )));
+            }
+            registry::fetch(&mut tx, &tenant.slug, true).await?;
             let build = SchemaName::parse(&format!("tenant_r{}", Uuid::new_v4().simple()))
                 .map_err(TenancyError::from)?;
             (
@@ -307,7 +334,17 @@ pub async fn restore(
                 Err(other) => return Err(other.into()),
             }
             let mut row = archive.tenant_row.clone();
-            row.insert("schema_version".into(), Value::Null);
+            // Back as a live tenant at home: a backup taken during the grace period would
+            // otherwise be purged again by the next lifecycle run, one taken mid-move would
+            // stay read-only, and the schema is built here whatever the archive says.
+            for (field, value) in [
+                ("schema_version", Value::Null),
+                ("deleted_at", Value::Null),
+                ("cluster", json!("home")),
+                ("moving_to", Value::Null),
+            ] {
+                row.insert(field.into(), value);
+            }
             let org = text(&row, "clerk_organization_id");
             insert_tenant(&mut tx, &row, &manifest.tenant.slug, &org).await?;
             let schema =
@@ -353,6 +390,8 @@ pub async fn restore(
                 ("updated_at", json!(now)),
                 ("deleted_at", Value::Null),
                 ("schema_version", Value::Null),
+                ("cluster", json!("home")),
+                ("moving_to", Value::Null),
                 // Links to the original's Clerk organization and Stripe customer stay with
                 // the original.
                 ("stripe_customer_id", Value::Null),
@@ -419,18 +458,34 @@ pub async fn restore(
             )))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE public.tenants SET schema_version = $2 WHERE id = $1")
-                .bind(tenant_id)
-                .bind(latest)
-                .execute(&mut *tx)
-                .await?;
-            users_restored = replace_public_rows(&mut tx, tenant_id, &archive).await?;
+            // The version the schema reached (a migration loaded meanwhile included).
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE public.tenants SET schema_version =
+                        (SELECT max(version) FROM {}.schema_migrations)
+                  WHERE id = $1",
+                target.quoted()
+            )))
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await?;
+            // The registry row, members and subscription stay as they are: Clerk and Stripe
+            // own them, and rewinding them would give a removed member access back or undo
+            // a cancellation. Audit rows the trail lacks are added (it is append-only).
+            insert_audit_rows(&mut tx, tenant_id, &archive).await?;
         }
         RestoreMode::Recreate => {
             users_restored = insert_public_rows(&mut tx, &archive).await?;
         }
         RestoreMode::Clone { .. } => {
             // Users, subscription and audit rows are not copied (see docs/operations.md).
+            // The API credentials' envelopes are bound to the original tenant's id and do
+            // not open here; they are kept (which integrations exist) but switched off.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {}.api_credentials SET is_active = false, auto_sync_enabled = false",
+                target.quoted()
+            )))
+            .execute(&mut *tx)
+            .await?;
         }
     }
     // The finished schema, under its final name, belongs to the tenant's database role
@@ -727,70 +782,6 @@ async fn foreign_key_order(
     Ok(order)
 }
 
-/// `--replace`: the tenant row, users and subscription as the archive says; audit rows the
-/// trail lacks are added. Returns how many users were restored.
-///
-/// Identity (id, slug, schema name, Clerk organization) and lifecycle (`deleted_at`) stay
-/// as they are. Users not in the archive are kept: deleting them would rewrite the
-/// append-only audit trail (its `user_id` references), and Clerk, the source of
-/// memberships, corrects them with its next event.
-async fn replace_public_rows(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    archive: &Verified,
-) -> Result<u64, BackupError> {
-    sqlx::query(
-        "UPDATE public.tenants t
-            SET (name, subscription_tier, subscription_status, status_before_suspension,
-                 trial_ends_at, subscription_starts_at, subscription_ends_at, past_due_since,
-                 max_users, max_entities, features, stripe_customer_id, stripe_event_at) =
-                (SELECT r.name, r.subscription_tier, r.subscription_status,
-                        r.status_before_suspension, r.trial_ends_at, r.subscription_starts_at,
-                        r.subscription_ends_at, r.past_due_since, r.max_users, r.max_entities,
-                        r.features, r.stripe_customer_id, r.stripe_event_at
-                   FROM jsonb_populate_record(t, $2) r)
-          WHERE t.id = $1",
-    )
-    .bind(tenant_id)
-    .bind(Value::Object(archive.tenant_row.clone()))
-    .execute(&mut *conn)
-    .await?;
-    let users = sqlx::query(
-        "INSERT INTO public.users AS u
-         SELECT * FROM jsonb_populate_recordset(NULL::public.users, $1)
-         ON CONFLICT (id) DO UPDATE
-            SET (clerk_user_id, email, full_name, role, last_login_at, over_plan_limit,
-                 clerk_updated_at, removed_at, clerk_membership_id) =
-                (EXCLUDED.clerk_user_id, EXCLUDED.email, EXCLUDED.full_name, EXCLUDED.role,
-                 EXCLUDED.last_login_at, EXCLUDED.over_plan_limit, EXCLUDED.clerk_updated_at,
-                 EXCLUDED.removed_at, EXCLUDED.clerk_membership_id)
-          WHERE u.tenant_id = EXCLUDED.tenant_id",
-    )
-    .bind(Value::Array(archive.users.clone()))
-    .execute(&mut *conn)
-    .await
-    .map_err(users_conflict)?
-    .rows_affected();
-    sqlx::query(
-        "INSERT INTO public.subscriptions AS s
-         SELECT * FROM jsonb_populate_recordset(NULL::public.subscriptions, $1)
-         ON CONFLICT (tenant_id) DO UPDATE
-            SET (stripe_customer_id, stripe_subscription_id, stripe_price_id, billing_cycle,
-                 amount_cents, currency, status, current_period_start, current_period_end,
-                 cancel_at_period_end, cancelled_at, stripe_event_at) =
-                (EXCLUDED.stripe_customer_id, EXCLUDED.stripe_subscription_id,
-                 EXCLUDED.stripe_price_id, EXCLUDED.billing_cycle, EXCLUDED.amount_cents,
-                 EXCLUDED.currency, EXCLUDED.status, EXCLUDED.current_period_start,
-                 EXCLUDED.current_period_end, EXCLUDED.cancel_at_period_end,
-                 EXCLUDED.cancelled_at, EXCLUDED.stripe_event_at)",
-    )
-    .bind(Value::Array(archive.subscriptions.clone()))
-    .execute(&mut *conn)
-    .await?;
-    insert_audit_rows(conn, archive).await?;
-    Ok(users)
-}
-
 /// Recreating a tenant: its users, subscription and (when archived) audit rows as they were.
 async fn insert_public_rows(
     conn: &mut PgConnection,
@@ -811,27 +802,34 @@ async fn insert_public_rows(
     .bind(Value::Array(archive.subscriptions.clone()))
     .execute(&mut *conn)
     .await?;
-    insert_audit_rows(conn, archive).await?;
+    insert_audit_rows(conn, archive.manifest.tenant.id, archive).await?;
     Ok(users)
 }
 
 /// Adds the archive's audit rows the trail does not have (append-only: existing rows are
 /// never rewritten). A row's user that no longer exists is left out of it, as
 /// `ON DELETE SET NULL` would have done.
-async fn insert_audit_rows(conn: &mut PgConnection, archive: &Verified) -> Result<(), BackupError> {
+async fn insert_audit_rows(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    archive: &Verified,
+) -> Result<(), BackupError> {
     if archive.audit_logs.is_empty() {
         return Ok(());
     }
+    // Only the restored tenant's rows, linked only to its own members.
     sqlx::query(
         "INSERT INTO public.audit_logs (id, tenant_id, user_id, action, resource_type,
                                         resource_id, ip_address, user_agent, metadata, created_at)
          SELECT r.id, r.tenant_id, u.id, r.action, r.resource_type, r.resource_id,
                 r.ip_address, r.user_agent, r.metadata, r.created_at
            FROM jsonb_populate_recordset(NULL::public.audit_logs, $1) r
-           LEFT JOIN public.users u ON u.id = r.user_id
+           LEFT JOIN public.users u ON u.id = r.user_id AND u.tenant_id = r.tenant_id
+          WHERE r.tenant_id = $2
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(Value::Array(archive.audit_logs.clone()))
+    .bind(tenant_id)
     .execute(conn)
     .await?;
     Ok(())
