@@ -99,9 +99,14 @@ pub async fn list(
     // (`filter.tenant_id`); the tenant's role may append audit rows but read none.
     // The trail lives on the home cluster; rows of acts done on the tenant's own cluster
     // wait in that cluster's outbox until drained, so drain them first (audit::drain).
+    // A cluster that cannot be reached does not hide the rows already home: they are
+    // served, and the failure is logged (the rows wait in the outbox, nothing is lost).
     let scope = &caller.tenant.scope;
-    if !scope.cluster.is_home() {
-        audit::drain(&state.pool, state.tenant_pool(scope)?, Some(scope.id)).await?;
+    if !scope.cluster.is_home()
+        && let Err(err) =
+            audit::drain(&state.pool, state.tenant_pool(scope)?, Some(scope.id)).await
+    {
+        tracing::warn!(cluster = %scope.cluster.as_str(), error = %err, "audit outbox not drained; serving the rows already home");
     }
     let mut conn = state.pool.acquire().await?;
     let mut rows = audit::list(&mut conn, &filter).await?;
