@@ -103,8 +103,7 @@ pub async fn list(
     // served, and the failure is logged (the rows wait in the outbox, nothing is lost).
     let scope = &caller.tenant.scope;
     if !scope.cluster.is_home()
-        && let Err(err) =
-            audit::drain(&state.pool, state.tenant_pool(scope)?, Some(scope.id)).await
+        && let Err(err) = audit::drain(&state.pool, state.tenant_pool(scope)?, Some(scope.id)).await
     {
         tracing::warn!(cluster = %scope.cluster.as_str(), error = %err, "audit outbox not drained; serving the rows already home");
     }
