@@ -170,9 +170,10 @@ pub enum TenantCommand {
     /// Move a tenant's schema to another PostgreSQL cluster (named in CAPLIQUIFY_CLUSTERS,
     /// or `home`): read-only while it copies, verified, then switched over.
     #[command(
-        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. Run `capliquify migrate` first so the target cluster has the tenant catalog.\n\nExample:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' capliquify tenant move acme --to eu2"
+        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. A move whose process died is cleaned up by the next move of that tenant. Run it\non a direct connection to the home cluster (not through PgBouncer), and run `capliquify\nmigrate` and `capliquify db init-roles` on the target cluster first.\n\nExample:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' capliquify tenant move acme --to eu2"
     )]
     Move {
+        /// The tenant to move.
         slug: String,
         /// The cluster to move to.
         #[arg(long)]
