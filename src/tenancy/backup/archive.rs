@@ -208,6 +208,12 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
             }
         })?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        // Our archives hold plain files only; a link, a sparse or any other entry is not ours.
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(corrupt(format!(
+                "entry {name:?} is not a plain file (a capliquify backup holds only plain files)"
+            )));
+        }
         let size = entry.size();
         let offset = entry.raw_file_position();
         if index == 0 {

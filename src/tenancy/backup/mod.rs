@@ -61,7 +61,7 @@ pub enum BackupError {
         latest: i64,
     },
     #[error(
-        "backup {path} was made with tenant migration {version} as this database does not know it (its checksum differs): the archive's structure cannot be rebuilt here"
+        "backup {path} was made with a tenant migration {version} that this database's catalog lacks or holds with other SQL (checksums differ): the archive's structure cannot be rebuilt here; restore it where that migration is known"
     )]
     MigrationMismatch { path: String, version: i64 },
     #[error("{0}")]
