@@ -200,14 +200,6 @@ impl fmt::Display for ObjectName {
     }
 }
 
-/// A name read from the catalog (a tenant table or column) as a double-quoted SQL
-/// identifier, with embedded quotes doubled as PostgreSQL's `quote_ident` does. Only names
-/// the database itself reported may go through here, never operator or archive input
-/// (restore checks an archive's names against the catalog first).
-pub fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// Error messages echo bad input, so keep them short and printable.
 fn shorten(input: &str) -> String {
     const MAX: usize = 60;
@@ -305,11 +297,5 @@ mod tests {
         }
         assert!(SchemaName::parse(&format!("tenant_{}", "a".repeat(56))).is_ok());
         assert!(SchemaName::parse(&format!("tenant_{}", "a".repeat(57))).is_err());
-    }
-
-    #[test]
-    fn catalog_names_are_quoted_with_quotes_doubled() {
-        assert_eq!(quote_identifier("sales"), "\"sales\"");
-        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
     }
 }

@@ -6,6 +6,7 @@
 //! operators call from `psql`, so both paths build identical schemas.
 
 pub mod backup;
+mod catalog;
 mod error;
 pub mod fleet;
 pub mod ident;

@@ -26,7 +26,6 @@
 //! copy), rolls the source back and clears the flag with a `tenant.move_failed` audit
 //! row: the tenant stays where it was, intact and writable again.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -35,6 +34,7 @@ use serde_json::json;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 
 use super::TenancyError;
+use super::catalog::{self, CatalogError, SchemaTable};
 use super::ident::{ObjectName, SchemaName};
 use super::migrate::{self, describe_db_error};
 use super::registry::{self, Tenant};
@@ -302,14 +302,6 @@ struct Job<'a> {
     options: &'a MoveOptions,
 }
 
-/// A table of the tenant schema: its copyable columns (generated ones are recomputed) and
-/// the tables of the same schema it references.
-struct Table {
-    name: ObjectName,
-    columns: Vec<ObjectName>,
-    references: Vec<String>,
-}
-
 /// Settings that make a row's text form the same on both clusters, whatever their
 /// defaults, so checksums compare; and the session's wait for locks.
 fn begin_statement(lock_timeout: Duration) -> String {
@@ -369,9 +361,9 @@ impl Job<'_> {
         .execute(&mut *src)
         .await
         .map_err(db_at("locking the source schema"))?;
-        let tables = list_tables(&mut src, self.schema)
+        let tables = catalog::tables(&mut src, self.schema)
             .await
-            .map_err(|e| e.at("reading the source schema"))?;
+            .map_err(catalog_at("reading the source schema"))?;
         let locked = std::iter::once(format!("{}.schema_migrations", self.schema.quoted()))
             .chain(
                 tables
@@ -414,10 +406,10 @@ impl Job<'_> {
             .execute(&mut *dst)
             .await
             .map_err(db_at("granting the tenant's role on the target"))?;
-        let target_tables = list_tables(&mut dst, self.schema)
+        let target_tables = catalog::tables(&mut dst, self.schema)
             .await
-            .map_err(|e| e.at("reading the target schema"))?;
-        let names = |ts: &[Table]| ts.iter().map(|t| t.name.to_string()).collect::<Vec<_>>();
+            .map_err(catalog_at("reading the target schema"))?;
+        let names = |ts: &[SchemaTable]| ts.iter().map(|t| t.name.to_string()).collect::<Vec<_>>();
         if names(&tables) != names(&target_tables) {
             return Err(StepFailure {
                 step: "comparing the schemas",
@@ -642,90 +634,12 @@ impl Job<'_> {
     }
 }
 
-/// Why reading a schema's tables failed.
-enum ListError {
-    Db(sqlx::Error),
-    Name(String),
-}
-
-impl ListError {
-    fn at(self, step: &'static str) -> StepFailure {
-        match self {
-            Self::Db(e) => db_at(step)(e),
-            Self::Name(e) => at(step)(e),
-        }
+/// The failed step of reading a schema's tables.
+fn catalog_at(step: &'static str) -> impl Fn(CatalogError) -> StepFailure {
+    move |e| match e {
+        CatalogError::Db(e) => db_at(step)(e),
+        other => at(step)(other),
     }
-}
-
-/// The tables of `schema` except `schema_migrations` (each cluster writes its own
-/// history), parents before the tables that reference them.
-async fn list_tables(
-    conn: &mut PgConnection,
-    schema: &SchemaName,
-) -> Result<Vec<Table>, ListError> {
-    let rows: Vec<(String, Vec<String>, Vec<String>)> = sqlx::query_as(
-        "SELECT c.relname::text,
-                array(SELECT a.attname::text FROM pg_attribute a
-                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                         AND a.attgenerated = ''
-                       ORDER BY a.attnum),
-                array(SELECT DISTINCT r.relname::text FROM pg_constraint k
-                        JOIN pg_class r ON r.oid = k.confrelid
-                       WHERE k.conrelid = c.oid AND k.contype = 'f'
-                         AND r.relnamespace = c.relnamespace AND r.oid <> c.oid)
-           FROM pg_class c
-          WHERE c.relnamespace = to_regnamespace(quote_ident($1))
-            AND c.relkind IN ('r', 'p') AND c.relname <> 'schema_migrations'
-          ORDER BY c.relname",
-    )
-    .bind(schema.as_str())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(ListError::Db)?;
-    let mut tables = Vec::with_capacity(rows.len());
-    for (name, columns, references) in rows {
-        let parse = |n: &str| ObjectName::parse(n).map_err(|e| ListError::Name(e.to_string()));
-        tables.push(Table {
-            name: parse(&name)?,
-            columns: columns.iter().map(|c| parse(c)).collect::<Result<_, _>>()?,
-            references,
-        });
-    }
-    Ok(in_dependency_order(tables))
-}
-
-/// Orders tables so that every table comes after the tables it references (ties by
-/// name); a cycle, which our migrations do not make, keeps its members in name order.
-fn in_dependency_order(tables: Vec<Table>) -> Vec<Table> {
-    let mut pending: BTreeMap<String, Table> = tables
-        .into_iter()
-        .map(|t| (t.name.to_string(), t))
-        .collect();
-    let mut placed: BTreeSet<String> = BTreeSet::new();
-    let mut ordered = Vec::with_capacity(pending.len());
-    while !pending.is_empty() {
-        let ready: Vec<String> = pending
-            .iter()
-            .filter(|(_, t)| {
-                t.references
-                    .iter()
-                    .all(|r| placed.contains(r) || !pending.contains_key(r))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        let next = if ready.is_empty() {
-            pending.keys().next().cloned().into_iter().collect()
-        } else {
-            ready
-        };
-        for name in next {
-            if let Some(table) = pending.remove(&name) {
-                placed.insert(name);
-                ordered.push(table);
-            }
-        }
-    }
-    ordered
 }
 
 /// Streams one table from the source transaction into the target transaction.
@@ -733,15 +647,14 @@ async fn copy_table(
     src: &mut PgConnection,
     dst: &mut PgConnection,
     schema: &SchemaName,
-    table: &Table,
+    table: &SchemaTable,
 ) -> Result<(), StepFailure> {
-    let columns = table
-        .columns
-        .iter()
-        .map(ObjectName::quoted)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let target = format!("{}.{} ({columns})", schema.quoted(), table.name.quoted());
+    let target = format!(
+        "{}.{} ({})",
+        schema.quoted(),
+        table.name.quoted(),
+        table.column_list()
+    );
     let step = "copying the data";
     let mut copy_in = dst
         .copy_in_raw(&format!("COPY {target} FROM STDIN (FORMAT binary)"))
@@ -798,33 +711,4 @@ async fn table_checksum(
 
 fn elapsed_millis(started: Instant) -> u64 {
     started.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn table(name: &str, references: &[&str]) -> Table {
-        Table {
-            name: ObjectName::parse(name).unwrap(),
-            columns: Vec::new(),
-            references: references.iter().map(|r| r.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn referenced_tables_are_copied_first() {
-        let order = in_dependency_order(vec![
-            table("sales", &["companies", "products"]),
-            table("products", &["companies"]),
-            table("companies", &[]),
-            table("a_loop", &["b_loop"]),
-            table("b_loop", &["a_loop"]),
-        ]);
-        let names: Vec<_> = order.iter().map(|t| t.name.as_str()).collect();
-        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-        assert!(pos("companies") < pos("products"));
-        assert!(pos("products") < pos("sales"));
-        assert_eq!(names.len(), 5, "a cycle does not lose tables");
-    }
 }

@@ -25,7 +25,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::TenancyError;
-use super::ident::{SchemaName, quote_identifier};
+use super::catalog::{self, CatalogError};
+use super::ident::SchemaName;
 use super::registry;
 use crate::audit::{self, Actor, Entry};
 
@@ -77,6 +78,18 @@ pub enum BackupError {
     Io(#[from] std::io::Error),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+impl From<CatalogError> for BackupError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Db(e) => Self::Database(e),
+            CatalogError::Name(e) => Self::Refused(e.to_string()),
+            CatalogError::Cycle(tables) => Self::Refused(format!(
+                "the tenant tables' foreign keys form a cycle ({tables}); this restore cannot order them"
+            )),
+        }
+    }
 }
 
 /// The archive's table of contents (`manifest.json`).
@@ -269,7 +282,9 @@ pub async fn write_archive(
             scope.cluster.as_str()
         )));
     }
-    let tables = schema_tables(&mut tx, &scope.schema).await?;
+    // Written in name order (the archive's layout); restore orders them itself.
+    let mut tables = catalog::tables(&mut tx, &scope.schema).await?;
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
     if tables.is_empty() {
         return Err(BackupError::Refused(format!(
             "tenant {slug:?} has no schema {} (or it holds no tables); run `capliquify tenant repair {slug}`",
@@ -296,16 +311,11 @@ pub async fn write_archive(
     for table in &tables {
         let path = format!("data/{}.copy", table.name);
         out.begin(&path).await?;
-        let columns = table
-            .columns
-            .iter()
-            .map(|c| quote_identifier(c))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "COPY {}.{} ({columns}) TO STDOUT",
+            "COPY {}.{} ({}) TO STDOUT",
             scope.schema.quoted(),
-            quote_identifier(&table.name)
+            table.name.quoted(),
+            table.column_list()
         );
         let mut stream = tx.copy_out_raw(&sql).await?;
         while let Some(chunk) = stream.next().await {
@@ -314,14 +324,14 @@ pub async fn write_archive(
         drop(stream);
         let written = out.end().await?;
         progress(Progress::Part {
-            name: &table.name,
+            name: table.name.as_str(),
             rows: written.rows,
         });
         parts.push(part(
             path,
             PartKind::Tenant,
-            &table.name,
-            table.columns.clone(),
+            table.name.as_str(),
+            table.column_names(),
             written,
         ));
     }
@@ -424,50 +434,6 @@ fn part(
         bytes: written.bytes,
         sha256: written.sha256,
     }
-}
-
-/// A table of a tenant schema with its stored (non-generated) columns in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SchemaTable {
-    pub oid: u32,
-    pub name: String,
-    pub columns: Vec<String>,
-}
-
-/// The tables of `schema` except `schema_migrations` (its content is the manifest's
-/// migration list), by name.
-///
-/// Found from the namespace's dependency entries (`pg_depend` is indexed by the referenced
-/// object), then by oid: no scan of `pg_class`, whose size grows with every tenant.
-pub(crate) async fn schema_tables(
-    conn: &mut PgConnection,
-    schema: &SchemaName,
-) -> Result<Vec<SchemaTable>, sqlx::Error> {
-    let rows: Vec<(sqlx::postgres::types::Oid, String, Vec<String>)> = sqlx::query_as(
-        "SELECT c.oid, c.relname::text,
-                array(SELECT a.attname::text FROM pg_attribute a
-                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                         AND a.attgenerated = ''
-                       ORDER BY a.attnum)
-           FROM pg_depend d
-           JOIN pg_class c ON c.oid = d.objid
-          WHERE d.refclassid = 'pg_namespace'::regclass
-            AND d.refobjid = to_regnamespace(quote_ident($1))
-            AND d.classid = 'pg_class'::regclass AND d.deptype = 'n'
-            AND c.relkind IN ('r', 'p') AND c.relname <> 'schema_migrations'
-          ORDER BY c.relname",
-    )
-    .bind(schema.as_str())
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(oid, name, columns)| SchemaTable {
-            oid: oid.0,
-            name,
-            columns,
-        })
-        .collect())
 }
 
 /// The schema's own migration history, oldest first.

@@ -17,18 +17,17 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
-use sqlx::postgres::types::Oid;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
 use super::archive::{self, Found};
 use super::{
     BackupError, FORMAT, FORMAT_VERSION, Manifest, OnProgress, PartKind, PartSummary, Progress,
-    SchemaTable, schema_tables,
 };
 use crate::audit::{self, Actor, Entry};
 use crate::billing::Tier;
-use crate::tenancy::ident::{SchemaName, TenantSlug, quote_identifier};
+use crate::tenancy::catalog;
+use crate::tenancy::ident::{SchemaName, TenantSlug};
 use crate::tenancy::{NewTenant, TenancyError, registry};
 
 /// The public tables an archive may carry rows of.
@@ -622,11 +621,10 @@ async fn load(
     progress: OnProgress<'_>,
 ) -> Result<Vec<PartSummary>, BackupError> {
     let shown = archive.path.display().to_string();
-    let tables: BTreeMap<String, SchemaTable> = schema_tables(&mut *conn, schema)
-        .await?
-        .into_iter()
-        .map(|t| (t.name.clone(), t))
-        .collect();
+    // Parents before children, so the foreign keys hold row by row.
+    let ordered = catalog::tables(&mut *conn, schema).await?;
+    let tables: BTreeMap<&str, &catalog::SchemaTable> =
+        ordered.iter().map(|t| (t.name.as_str(), t)).collect();
     let parts: BTreeMap<&str, &super::Part> = archive
         .manifest
         .parts
@@ -643,28 +641,27 @@ async fn load(
                 archive.manifest.schema_version
             ),
         })?;
-        if table.columns != part.columns {
+        if table.column_names() != part.columns {
             return Err(BackupError::Corrupt {
                 path: shown.clone(),
                 what: format!(
                     "table {name} has columns ({}), schema version {} has ({})",
                     part.columns.join(", "),
                     archive.manifest.schema_version,
-                    table.columns.join(", ")
+                    table.column_names().join(", ")
                 ),
             });
         }
     }
-    if let Some(missing) = tables.keys().find(|t| !parts.contains_key(t.as_str())) {
+    if let Some(missing) = tables.keys().find(|t| !parts.contains_key(*t)) {
         return Err(BackupError::Corrupt {
             path: shown.clone(),
             what: format!("table {missing} is missing from it"),
         });
     }
 
-    let order = foreign_key_order(&mut *conn, &tables).await?;
     progress(Progress::Start {
-        parts: order.len() as u64,
+        parts: ordered.len() as u64,
     });
     let mut file = tokio::fs::File::open(&archive.path)
         .await
@@ -672,21 +669,17 @@ async fn load(
             path: shown.clone(),
             source: e,
         })?;
-    let mut done = Vec::with_capacity(order.len());
+    let mut done = Vec::with_capacity(ordered.len());
     let mut buf = vec![0u8; 256 * 1024];
-    for name in order {
-        let (table, part) = (&tables[&name], parts[name.as_str()]);
+    for table in &ordered {
+        let name = table.name.as_str();
+        let part = parts[name];
         let found = &archive.entries[&part.path];
-        let columns = table
-            .columns
-            .iter()
-            .map(|c| quote_identifier(c))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "COPY {}.{} ({columns}) FROM STDIN",
+            "COPY {}.{} ({}) FROM STDIN",
             schema.quoted(),
-            quote_identifier(&table.name)
+            table.name.quoted(),
+            table.column_list()
         );
         file.seek(SeekFrom::Start(found.offset)).await?;
         let mut left = found.bytes;
@@ -720,7 +713,7 @@ async fn load(
                 ),
             });
         }
-        progress(Progress::Part { name: &name, rows });
+        progress(Progress::Part { name, rows });
         done.push(PartSummary {
             path: part.path.clone(),
             rows,
@@ -728,58 +721,6 @@ async fn load(
         });
     }
     Ok(done)
-}
-
-/// Table names ordered so that every table comes after the tables its foreign keys point
-/// to (ties by name). The foreign keys are read by the tables' oids (indexed).
-async fn foreign_key_order(
-    conn: &mut PgConnection,
-    tables: &BTreeMap<String, SchemaTable>,
-) -> Result<Vec<String>, BackupError> {
-    let oids: Vec<Oid> = tables.values().map(|t| Oid(t.oid)).collect();
-    let edges: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, r.relname::text
-           FROM pg_constraint k
-           JOIN pg_class c ON c.oid = k.conrelid
-           JOIN pg_class r ON r.oid = k.confrelid
-          WHERE k.contype = 'f' AND k.conrelid = ANY($1) AND k.conrelid <> k.confrelid",
-    )
-    .bind(oids)
-    .fetch_all(conn)
-    .await?;
-    let mut waiting: BTreeMap<&str, BTreeSet<&str>> = tables
-        .keys()
-        .map(|t| (t.as_str(), BTreeSet::new()))
-        .collect();
-    for (child, parent) in &edges {
-        if let Some(deps) = waiting.get_mut(child.as_str())
-            && tables.contains_key(parent)
-        {
-            deps.insert(parent.as_str());
-        }
-    }
-    let mut order = Vec::with_capacity(tables.len());
-    while !waiting.is_empty() {
-        let ready: Vec<&str> = waiting
-            .iter()
-            .filter(|(_, deps)| deps.is_empty())
-            .map(|(t, _)| *t)
-            .collect();
-        if ready.is_empty() {
-            return Err(BackupError::Refused(format!(
-                "the tenant tables' foreign keys form a cycle ({}); this restore cannot order them",
-                waiting.keys().copied().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        for t in ready {
-            waiting.remove(t);
-            for deps in waiting.values_mut() {
-                deps.remove(t);
-            }
-            order.push(t.to_owned());
-        }
-    }
-    Ok(order)
 }
 
 /// Recreating a tenant: its users, subscription and (when archived) audit rows as they were.
