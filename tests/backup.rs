@@ -838,3 +838,58 @@ async fn a_backup_whose_connection_drops_midway_leaves_no_file() {
         "a failed backup is not recorded as one"
     );
 }
+
+#[tokio::test]
+async fn an_archive_entry_that_is_not_a_plain_file_is_refused() {
+    let db = TestDb::new().await;
+    db.tenant("linky", Tier::Starter).await;
+    let dir = folder();
+    // Our marker, then a symbolic link where a data part would be.
+    let file = dir.path().join("linky.capliquify-backup");
+    {
+        let mut builder = tar::Builder::new(std::fs::File::create(&file).unwrap());
+        let mut marker = tar::Header::new_ustar();
+        marker.set_size(0);
+        marker.set_cksum();
+        builder
+            .append_data(
+                &mut marker,
+                format!("{}1", archive::MARKER_PREFIX),
+                &b""[..],
+            )
+            .unwrap();
+        let mut link = tar::Header::new_ustar();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        builder
+            .append_link(&mut link, "data/sales.copy", "/etc/passwd")
+            .unwrap();
+        builder.finish().unwrap();
+    }
+    let state = everything(&db).await;
+    let err = restore(&db, &file, RestoreMode::Recreate)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a plain file"), "{err}");
+    assert_eq!(everything(&db).await, state);
+}
+
+#[tokio::test]
+async fn replace_refuses_a_tenant_being_moved() {
+    let db = TestDb::new().await;
+    let t = db.tenant("on-the-move", Tier::Starter).await;
+    seed(&db, &t.schema_name, 2).await;
+    let dir = folder();
+    let report = take_backup(&db, "on-the-move", dir.path(), false).await;
+    db.exec("UPDATE tenants SET moving_to = 'eu2' WHERE slug = 'on-the-move'")
+        .await;
+    let state = everything(&db).await;
+    let err = restore(&db, &report.file, RestoreMode::Replace)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is being moved"), "{err}");
+    assert_eq!(everything(&db).await, state);
+    assert_eq!(temp_schemas(&db).await, 0);
+}

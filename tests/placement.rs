@@ -666,3 +666,31 @@ async fn the_outbox_drains_past_rows_of_a_tenant_purged_since() {
         0
     );
 }
+
+#[tokio::test]
+async fn the_lifecycle_job_lists_an_expired_tenant_on_another_cluster_instead_of_failing() {
+    let p = Placed::new().await;
+    let t = p.app.tenant("expired-far", Tier::Starter).await;
+    p.move_to("expired-far", "eu2").await.unwrap();
+    p.app
+        .db
+        .tenancy()
+        .soft_delete("expired-far", &Actor::operator())
+        .await
+        .unwrap();
+    p.app
+        .db
+        .exec(
+            "UPDATE tenants SET deleted_at = now() - interval '40 days' WHERE slug = 'expired-far'",
+        )
+        .await;
+    let report = capliquify::tenancy::lifecycle_job::run(&p.app.db.pool, 30, 7)
+        .await
+        .unwrap();
+    assert_eq!(report.purge_waits_for_move_home, ["expired-far"]);
+    assert!(
+        report.purged.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
+    assert!(schema_exists(&p.eu2.pool, &t.tenant.schema_name).await);
+}
