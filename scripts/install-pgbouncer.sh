@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes a PgBouncer >= 1.21 available for tests/pgbouncer.rs and prints its path (the only
+# Makes a PgBouncer >= 1.21 available for tests/it/pgbouncer.rs and prints its path (the only
 # line on stdout; progress goes to stderr).
 #
 #   scripts/install-pgbouncer.sh [PREFIX]
@@ -54,7 +54,7 @@ version_of() {
 # version_ge A B: A >= B.
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
 
-# The account the tests run PgBouncer as when we are root (as tests/pgbouncer.rs chooses it).
+# The account the tests run PgBouncer as when we are root (as tests/it/pgbouncer.rs chooses it).
 RUN_AS=""
 if [ "$(id -u)" = 0 ]; then
   if getent passwd postgres >/dev/null; then RUN_AS=postgres

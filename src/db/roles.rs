@@ -172,7 +172,7 @@ fn random_salt() -> [u8; 16] {
 /// Given to `CREATE/ALTER ROLE … PASSWORD`, it is stored as is. Written here because no
 /// crate we use builds one; the pieces (PBKDF2, HMAC, SHA-256) are aws-lc-rs's. Passwords
 /// are used as their UTF-8 bytes without SASLprep: the same as PostgreSQL for ASCII and for
-/// text SASLprep leaves unchanged (`tests/roles.rs` compares with PostgreSQL's own); a
+/// text SASLprep leaves unchanged (`tests/it/roles.rs` compares with PostgreSQL's own); a
 /// password SASLprep would rewrite (e.g. with non-ASCII spaces) would not match.
 pub fn scram_sha_256_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
     use aws_lc_rs::{digest, hmac, pbkdf2};

@@ -1,10 +1,9 @@
 //! `/api/v1/me/preferences` and the admins' `/api/v1/user-preferences/{user_id}`.
 
-mod common;
 
 use capliquify::access::Role;
 use capliquify::billing::Tier;
-use common::api::TestApp;
+use crate::common::api::TestApp;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -1,9 +1,8 @@
 //! The tenant SQL functions work from plain SQL, as operators use them from `psql`.
 
-mod common;
 
 use capliquify::billing::Tier;
-use common::TestDb;
+use crate::common::TestDb;
 use sqlx::Row;
 
 const TENANT_TABLES: [&str; 9] = [
@@ -120,8 +119,8 @@ async fn create_tenant_schema_builds_all_nine_tables_and_records_the_version() {
             tenant.schema_name
         ))
         .await;
-    assert_eq!(recorded, common::version(0));
-    assert_eq!(tenant.schema_version, Some(common::version(0)));
+    assert_eq!(recorded, crate::common::version(0));
+    assert_eq!(tenant.schema_version, Some(crate::common::version(0)));
     // updated_at triggers fire.
     db.exec(&format!(
         "INSERT INTO {s}.companies (name, updated_at) VALUES ('x', '2000-01-01');
@@ -374,7 +373,7 @@ async fn verify_tenant_isolation_finds_each_kind_of_problem() {
 async fn verify_tenant_isolation_reports_a_tenant_behind_the_catalog() {
     let db = TestDb::new().await;
     db.tenant("behind", Tier::Starter).await;
-    let next = common::version(1);
+    let next = crate::common::version(1);
     db.exec(&format!(
         "INSERT INTO tenant_migrations (version, description, sql, checksum)
          VALUES ({next}, 'later', 'SELECT 1', sha384(convert_to('SELECT 1', 'UTF8')))"
@@ -382,7 +381,7 @@ async fn verify_tenant_isolation_reports_a_tenant_behind_the_catalog() {
     .await;
     let (result, details) = db.check("tenant_schemas_current").await;
     assert_eq!(result, "FAIL");
-    let expected = format!("behind: at version {} of {next}", common::version(0));
+    let expected = format!("behind: at version {} of {next}", crate::common::version(0));
     assert!(details.contains(&expected), "{details}");
 }
 

@@ -1,13 +1,12 @@
 //! The audit trail: append-only in the database, written with every sensitive act, readable
 //! by tenant admins through the API and by operators through `capliquify audit`.
 
-mod common;
 
 use capliquify::access::Role;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
-use common::TestDb;
-use common::api::TestApp;
+use crate::common::TestDb;
+use crate::common::api::TestApp;
 use reqwest::StatusCode;
 use serde_json::json;
 

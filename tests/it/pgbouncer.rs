@@ -30,7 +30,6 @@
 //!
 //! Run: `cargo test --test pgbouncer -- --nocapture` (prints the counts).
 
-mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
@@ -45,11 +44,11 @@ use capliquify::http::cursor::CursorCodec;
 use capliquify::http::{AppState, HttpConfig, app};
 use capliquify::webhooks::WebhookConfig;
 use capliquify::webhooks::signature::{StripeSecret, SvixSecret};
-use common::api::{
+use crate::common::api::{
     CLERK_SECRET, ENCRYPTION_KEY, KID, STRIPE_PRICES, STRIPE_SECRET, TEST_KEY, TestApp,
 };
-use common::stress::{self, Params};
-use common::{APP_ROLE, TestDb};
+use crate::common::stress::{self, Params};
+use crate::common::{APP_ROLE, TestDb};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use uuid::Uuid;
@@ -384,7 +383,7 @@ impl BouncedServer {
         std::fs::write(&jwks, jwks_for(TEST_KEY, KID).unwrap().to_string()).unwrap();
         let auth = Authenticator::new(AuthConfig {
             jwks_url: format!("file://{}", jwks.display()),
-            issuer: common::api::ISSUER.into(),
+            issuer: crate::common::api::ISSUER.into(),
         })
         .await
         .expect("test JWKS loads");
@@ -504,7 +503,11 @@ async fn stress_through_pgbouncer_in_transaction_mode_leaks_nothing() {
         min_requests: 2_000,
         target_requests: 2_050,
     };
-    stress::run(&app, bounced.url(""), "pgb", params).await;
+    let outcome = stress::run(&app, bounced.url(""), "pgb", params).await;
+    eprintln!(
+        "{} requests, {} rows created in {:.1?}",
+        outcome.requests, outcome.created, outcome.elapsed
+    );
     let _ = stop_tx.send(());
     let (max_clients, max_servers) = sampler.await.expect("the sampler ran");
     println!(

@@ -5,8 +5,6 @@
 //! folder (or `CAPLIQUIFY_TEST_DATA_DIR`), started once and left running for the next
 //! test binary (`capliquify --data-dir <folder> db stop` stops it).
 
-#![allow(dead_code)] // each test binary uses its own part of this module
-
 pub mod api;
 pub mod stress;
 

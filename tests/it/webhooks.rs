@@ -1,11 +1,10 @@
 //! Clerk (Svix-signed) and Stripe webhooks against the real server: each event, replays,
 //! ordering, shuffled delivery, bad signatures, and the lifecycle job.
 
-mod common;
 
 use capliquify::access::Role;
 use capliquify::webhooks::signature::{StripeSecret, SvixSecret};
-use common::api::{CLERK_SECRET, STRIPE_SECRET, TestApp};
+use crate::common::api::{CLERK_SECRET, STRIPE_SECRET, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,13 +1,12 @@
 //! The tenant lifecycle through the library: provision, suspend, reactivate, soft delete,
 //! restore, purge, repair — each audited — and the bad-input and fault cases.
 
-mod common;
 
 use capliquify::audit::Actor;
 use capliquify::billing::{SubscriptionStatus, Tier};
 use capliquify::tenancy::lifecycle::Repair;
 use capliquify::tenancy::{NewTenant, TenancyError, TenantState, registry};
-use common::TestDb;
+use crate::common::TestDb;
 
 fn actor() -> Actor {
     Actor::operator()
@@ -309,7 +308,7 @@ async fn repair_recreates_a_missing_schema() {
         .await;
     let (tenant, repair) = db.tenancy().repair("lost-schema", &actor()).await.unwrap();
     assert!(matches!(repair, Repair::Recreated));
-    assert_eq!(tenant.schema_version, Some(common::version(0)));
+    assert_eq!(tenant.schema_version, Some(crate::common::version(0)));
     assert_eq!(db.check("tenant_schemas_current").await.0, "PASS");
     assert_eq!(
         db.audit_actions(t.id).await,
@@ -363,8 +362,8 @@ async fn repair_applies_pending_migrations_and_reports_a_healthy_tenant() {
     db.tenant("behind", Tier::Starter).await;
     let (_, repair) = db.tenancy().repair("behind", &actor()).await.unwrap();
     assert!(matches!(repair, Repair::Healthy));
-    let migrations = common::tenant_migrations_with(&[(
-        common::version(1),
+    let migrations = crate::common::tenant_migrations_with(&[(
+        crate::common::version(1),
         "add notes",
         "ALTER TABLE products ADD COLUMN notes text;",
     )]);
@@ -376,7 +375,7 @@ async fn repair_applies_pending_migrations_and_reports_a_healthy_tenant() {
         matches!(repair, Repair::Migrated { applied: 1 }),
         "{repair:?}"
     );
-    assert_eq!(tenant.schema_version, Some(common::version(1)));
+    assert_eq!(tenant.schema_version, Some(crate::common::version(1)));
 }
 
 #[tokio::test]
@@ -409,8 +408,8 @@ async fn twenty_tenants_provisioned_concurrently_all_succeed() {
 #[tokio::test]
 async fn a_failing_tenant_migration_leaves_no_half_made_tenant() {
     let db = TestDb::new().await;
-    let migrations = common::tenant_migrations_with(&[(
-        common::version(1),
+    let migrations = crate::common::tenant_migrations_with(&[(
+        crate::common::version(1),
         "fails at the end",
         "CREATE TABLE extra (id int); SELECT 1 / 0;",
     )]);
@@ -429,8 +428,8 @@ async fn a_failing_tenant_migration_leaves_no_half_made_tenant() {
 async fn a_backend_killed_mid_provisioning_leaves_no_half_made_tenant() {
     let db = TestDb::new().await;
     // A tenant migration that takes long enough to be caught in the act.
-    let migrations = common::tenant_migrations_with(&[(
-        common::version(1),
+    let migrations = crate::common::tenant_migrations_with(&[(
+        crate::common::version(1),
         "slow",
         "CREATE TABLE extra (id int); SELECT pg_sleep(30);",
     )]);
@@ -442,7 +441,7 @@ async fn a_backend_killed_mid_provisioning_leaves_no_half_made_tenant() {
         let new = NewTenant::parse("killed", "Killed", Tier::Starter, "org_killed").unwrap();
         tenancy.provision(&new, &Actor::operator()).await
     });
-    let killed = common::kill_backend_running(&db, "%create_tenant_schema%").await;
+    let killed = crate::common::kill_backend_running(&db, "%create_tenant_schema%").await;
     assert!(killed, "the provisioning backend was found and terminated");
     let result = provisioning.await.unwrap();
     assert!(

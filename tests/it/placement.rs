@@ -1,7 +1,6 @@
 //! Placements and moves between two real PostgreSQL clusters on this machine: the tests'
 //! cluster (home) and a second embedded cluster (`eu2`).
 
-mod common;
 
 use std::time::Duration;
 
@@ -12,8 +11,8 @@ use capliquify::db::{ClusterName, Clusters, TenantScope, scope};
 use capliquify::http::HttpConfig;
 use capliquify::tenancy::placement::{self, MoveError, MoveOptions};
 use capliquify::tenancy::registry;
-use common::TestDb;
-use common::api::{TestApp, TestTenant};
+use crate::common::TestDb;
+use crate::common::api::{TestApp, TestTenant};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -30,7 +29,7 @@ fn eu2_name() -> ClusterName {
 
 impl Placed {
     async fn new() -> Self {
-        let eu2 = TestDb::new_on(common::second_server_url()).await;
+        let eu2 = TestDb::new_on(crate::common::second_server_url()).await;
         // The service reaches eu2 as its least-privilege login role, as it does home.
         let eu2_service = sqlx::postgres::PgPoolOptions::new()
             .max_connections(10)
@@ -407,7 +406,7 @@ async fn unknown_tenants_and_clusters_and_a_refusing_target_are_clear_errors_tha
     assert!(matches!(err, MoveError::AlreadyThere { .. }), "{err}");
 
     // A target cluster without the tenant catalog.
-    let bare = TestDb::empty_on(common::second_server_url()).await;
+    let bare = TestDb::empty_on(crate::common::second_server_url()).await;
     let clusters = Clusters::single(p.app.db.pool.clone()).with(eu2_name(), bare.pool.clone());
     let err = placement::move_tenant(&clusters, "steady", "eu2", &Actor::operator(), &quick())
         .await
@@ -445,7 +444,7 @@ async fn a_placed_tenant_is_migrated_on_its_cluster_and_purge_asks_to_move_it_ho
         .db
         .exec("UPDATE public.tenants SET schema_version = NULL WHERE slug = 'far-away'")
         .await;
-    let latest = common::version(0);
+    let latest = crate::common::version(0);
     let pending = capliquify::tenancy::migrate::pending_tenants(&p.app.db.pool, latest)
         .await
         .unwrap();
@@ -537,8 +536,8 @@ async fn a_table_a_migration_adds_is_granted_to_a_placed_tenants_role() {
     let p = Placed::new().await;
     let t = p.app.tenant("grows-far", Tier::Starter).await;
     p.move_to("grows-far", "eu2").await.unwrap();
-    let migrations = common::tenant_migrations_with(&[(
-        common::version(1),
+    let migrations = crate::common::tenant_migrations_with(&[(
+        crate::common::version(1),
         "cash notes",
         "CREATE TABLE cash_notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text)",
     )]);
@@ -547,7 +546,7 @@ async fn a_table_a_migration_adds_is_granted_to_a_placed_tenants_role() {
             .await
             .unwrap();
     }
-    let latest = common::version(1);
+    let latest = crate::common::version(1);
     let pending = capliquify::tenancy::migrate::pending_tenants(&p.app.db.pool, latest)
         .await
         .unwrap();

@@ -1,7 +1,6 @@
 //! Monitoring: usage against limits, slow queries attributed to their tenant through the
 //! tenant's database role (pg_stat_statements), and the admin endpoints that serve both.
 
-mod common;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use capliquify::access::Role;
 use capliquify::billing::Tier;
 use capliquify::http::HttpConfig;
 use capliquify::monitor;
-use common::api::{Reply, TestApp};
+use crate::common::api::{Reply, TestApp};
 use reqwest::StatusCode;
 use serde_json::Value;
 

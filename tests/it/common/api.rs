@@ -19,8 +19,8 @@ use super::TestDb;
 
 pub const ISSUER: &str = "https://clerk.test.capliquify";
 pub const KID: &str = "test-key";
-pub const TEST_KEY: &str = include_str!("../fixtures/test-signing-key.pem");
-pub const OTHER_KEY: &str = include_str!("../fixtures/other-signing-key.pem");
+pub const TEST_KEY: &str = include_str!("../../fixtures/test-signing-key.pem");
+pub const OTHER_KEY: &str = include_str!("../../fixtures/other-signing-key.pem");
 /// The key the test server seals credentials with.
 pub const ENCRYPTION_KEY: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 /// Webhook secrets and prices the test server is configured with.

@@ -3,11 +3,10 @@
 //! pages)/update/delete, validation naming the field, missing references, and the plan and
 //! role gates.
 
-mod common;
 
 use capliquify::access::Role;
 use capliquify::billing::Tier;
-use common::api::{Reply, TestApp, TestTenant};
+use crate::common::api::{Reply, TestApp, TestTenant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -2,7 +2,6 @@
 //! the service runs it (logged in as the service's login role, switched to the tenant's
 //! role by `db::scope::begin`), is refused by PostgreSQL itself.
 
-mod common;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use std::sync::Arc;
 use capliquify::billing::Tier;
 use capliquify::db::scope::{self, TenantScope};
 use capliquify::tenancy::migrate;
-use common::TestDb;
+use crate::common::TestDb;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -260,15 +259,15 @@ async fn provisioning_and_purging_as_the_service_creates_and_drops_the_tenant_ro
 async fn a_migration_that_adds_a_table_grants_it_to_every_tenant_role() {
     let db = TestDb::new().await;
     let t = db.tenant("grows", Tier::Starter).await;
-    let migrations = common::tenant_migrations_with(&[(
-        common::version(1),
+    let migrations = crate::common::tenant_migrations_with(&[(
+        crate::common::version(1),
         "cash notes",
         "CREATE TABLE cash_notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text)",
     )]);
     migrate::migrate_public(&db.pool, &migrations)
         .await
         .unwrap();
-    let latest = common::version(1);
+    let latest = crate::common::version(1);
     let pending = migrate::pending_tenants(&db.pool, latest).await.unwrap();
     let report = migrate::migrate_fleet(&db.pool, pending, latest, 1, Arc::new(|_| {})).await;
     assert_eq!(report.migrated, 1, "{report:?}");

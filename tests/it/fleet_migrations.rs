@@ -1,18 +1,17 @@
 //! `capliquify migrate` through the library: one transaction per tenant, failures isolated,
 //! changed checksums refused, overlapping runs safe, killed backends harmless.
 
-mod common;
 
 use std::sync::Arc;
 
 use capliquify::billing::Tier;
 use capliquify::tenancy::migrate::{self, FleetReport, MigrateError};
-use common::TestDb;
+use crate::common::TestDb;
 
 /// A new-column migration right after the real ones.
 fn add_notes() -> (i64, &'static str, &'static str) {
     (
-        common::version(1),
+        crate::common::version(1),
         "add notes",
         "ALTER TABLE products ADD COLUMN notes text;",
     )
@@ -39,21 +38,21 @@ async fn a_new_tenant_migration_reaches_every_tenant_and_then_nothing_is_pending
         tenants.push(db.tenant(&format!("fleet-{i}"), Tier::Starter).await);
     }
     assert!(
-        migrate::pending_tenants(&db.pool, common::version(0))
+        migrate::pending_tenants(&db.pool, crate::common::version(0))
             .await
             .unwrap()
             .is_empty()
     );
 
-    let migrations = common::tenant_migrations_with(&[add_notes()]);
+    let migrations = crate::common::tenant_migrations_with(&[add_notes()]);
     let sync = migrate::migrate_public(&db.pool, &migrations)
         .await
         .unwrap();
     assert_eq!(
         (sync.added.as_slice(), sync.latest),
-        (&[common::version(1)][..], common::version(1))
+        (&[crate::common::version(1)][..], crate::common::version(1))
     );
-    let report = run_fleet(&db, common::version(1), 3).await;
+    let report = run_fleet(&db, crate::common::version(1), 3).await;
     assert_eq!((report.pending, report.migrated), (6, 6));
     assert!(report.failed.is_empty());
     for t in &tenants {
@@ -64,18 +63,18 @@ async fn a_new_tenant_migration_reaches_every_tenant_and_then_nothing_is_pending
                 t.schema_name
             ))
             .await,
-            common::version(1)
+            crate::common::version(1)
         );
     }
     assert!(
-        migrate::pending_tenants(&db.pool, common::version(1))
+        migrate::pending_tenants(&db.pool, crate::common::version(1))
             .await
             .unwrap()
             .is_empty()
     );
     // New tenants are created at the newest version directly.
     let late = db.tenant("late-comer", Tier::Starter).await;
-    assert_eq!(late.schema_version, Some(common::version(1)));
+    assert_eq!(late.schema_version, Some(crate::common::version(1)));
     assert!(has_notes_column(&db, &late.schema_name).await);
 }
 
@@ -90,10 +89,10 @@ async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate
         s = bad.schema_name
     ))
     .await;
-    let migrations = common::tenant_migrations_with(&[
+    let migrations = crate::common::tenant_migrations_with(&[
         add_notes(),
         (
-            common::version(2),
+            crate::common::version(2),
             "upper-case skus",
             "ALTER TABLE products ADD CONSTRAINT sku_upper CHECK (sku = upper(sku));",
         ),
@@ -101,7 +100,7 @@ async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate
     migrate::migrate_public(&db.pool, &migrations)
         .await
         .unwrap();
-    let report = run_fleet(&db, common::version(2), 2).await;
+    let report = run_fleet(&db, crate::common::version(2), 2).await;
     assert_eq!(report.migrated, 1);
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].slug, "bad");
@@ -123,8 +122,8 @@ async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate
     assert_eq!(
         versions,
         [
-            ("bad".into(), Some(common::version(0))),
-            ("good".into(), Some(common::version(2)))
+            ("bad".into(), Some(crate::common::version(0))),
+            ("good".into(), Some(crate::common::version(2)))
         ]
     );
 
@@ -134,7 +133,7 @@ async fn one_failing_tenant_is_rolled_back_and_reported_while_the_others_migrate
         bad.schema_name
     ))
     .await;
-    let report = run_fleet(&db, common::version(2), 2).await;
+    let report = run_fleet(&db, crate::common::version(2), 2).await;
     assert_eq!((report.pending, report.migrated), (1, 1));
 }
 
@@ -166,14 +165,14 @@ async fn a_changed_migration_is_refused_and_the_catalog_is_unchanged() {
 #[tokio::test]
 async fn a_database_newer_than_this_build_is_refused() {
     let db = TestDb::new().await;
-    migrate::sync_catalog(&db.pool, &common::tenant_migrations_with(&[add_notes()]))
+    migrate::sync_catalog(&db.pool, &crate::common::tenant_migrations_with(&[add_notes()]))
         .await
         .unwrap();
     let err = migrate::sync_catalog(&db.pool, migrate::tenant_migrations())
         .await
         .unwrap_err();
     assert!(
-        matches!(err, MigrateError::UnknownToThisBuild { version, .. } if version == common::version(1)),
+        matches!(err, MigrateError::UnknownToThisBuild { version, .. } if version == crate::common::version(1)),
         "{err}"
     );
 }
@@ -204,7 +203,7 @@ async fn two_overlapping_runs_apply_each_migration_once() {
                 .schema_name,
         );
     }
-    let migrations = common::tenant_migrations_with(&[add_notes()]);
+    let migrations = crate::common::tenant_migrations_with(&[add_notes()]);
     let (a, b) = tokio::join!(
         migrate::migrate_public(&db.pool, &migrations),
         migrate::migrate_public(&db.pool, &migrations)
@@ -212,18 +211,18 @@ async fn two_overlapping_runs_apply_each_migration_once() {
     a.unwrap();
     b.unwrap();
     // Both runs see all eight tenants as pending and race through them.
-    let pending = migrate::pending_tenants(&db.pool, common::version(1))
+    let pending = migrate::pending_tenants(&db.pool, crate::common::version(1))
         .await
         .unwrap();
     let (first, second) = tokio::join!(
         migrate::migrate_fleet(
             &db.pool,
             pending.clone(),
-            common::version(1),
+            crate::common::version(1),
             2,
             Arc::new(|_| {})
         ),
-        migrate::migrate_fleet(&db.pool, pending, common::version(1), 2, Arc::new(|_| {}))
+        migrate::migrate_fleet(&db.pool, pending, crate::common::version(1), 2, Arc::new(|_| {}))
     );
     assert!(first.failed.is_empty() && second.failed.is_empty());
     let applied: i64 = first
@@ -240,7 +239,7 @@ async fn two_overlapping_runs_apply_each_migration_once() {
         assert_eq!(
             db.scalar_i64(&format!("SELECT count(*) FROM {s}.schema_migrations"))
                 .await,
-            common::version(1)
+            crate::common::version(1)
         );
     }
 }
@@ -249,8 +248,8 @@ async fn two_overlapping_runs_apply_each_migration_once() {
 async fn a_backend_killed_mid_migration_leaves_that_tenant_at_its_old_version() {
     let db = TestDb::new().await;
     let t = db.tenant("interrupted", Tier::Starter).await;
-    let migrations = common::tenant_migrations_with(&[(
-        common::version(1),
+    let migrations = crate::common::tenant_migrations_with(&[(
+        crate::common::version(1),
         "slow",
         "ALTER TABLE products ADD COLUMN notes text; SELECT pg_sleep(30);",
     )]);
@@ -259,12 +258,12 @@ async fn a_backend_killed_mid_migration_leaves_that_tenant_at_its_old_version() 
         .unwrap();
     let pool = db.pool.clone();
     let run = tokio::spawn(async move {
-        let pending = migrate::pending_tenants(&pool, common::version(1))
+        let pending = migrate::pending_tenants(&pool, crate::common::version(1))
             .await
             .unwrap();
-        migrate::migrate_fleet(&pool, pending, common::version(1), 1, Arc::new(|_| {})).await
+        migrate::migrate_fleet(&pool, pending, crate::common::version(1), 1, Arc::new(|_| {})).await
     });
-    assert!(common::kill_backend_running(&db, "%migrate_tenant_schema%").await);
+    assert!(crate::common::kill_backend_running(&db, "%migrate_tenant_schema%").await);
     let report = run.await.unwrap();
     assert_eq!(report.failed.len(), 1);
     assert!(!has_notes_column(&db, &t.schema_name).await);
@@ -274,7 +273,7 @@ async fn a_backend_killed_mid_migration_leaves_that_tenant_at_its_old_version() 
             t.schema_name
         ))
         .await,
-        common::version(0)
+        crate::common::version(0)
     );
     assert_eq!(db.check("tenant_schemas_current").await.0, "FAIL");
 }
@@ -294,10 +293,10 @@ async fn tenants_without_a_schema_are_reported_not_skipped_unless_purge_is_pendi
     db.exec(&format!("SELECT delete_tenant_schema('{}')", gone.id))
         .await;
     // A newer catalog makes every tenant with a schema version behind.
-    migrate::migrate_public(&db.pool, &common::tenant_migrations_with(&[add_notes()]))
+    migrate::migrate_public(&db.pool, &crate::common::tenant_migrations_with(&[add_notes()]))
         .await
         .unwrap();
-    let report = run_fleet(&db, common::version(1), 1).await;
+    let report = run_fleet(&db, crate::common::version(1), 1).await;
     assert_eq!(
         report.pending, 1,
         "the purge-pending tenant without schema is not pending"

@@ -1,11 +1,10 @@
 //! The data API's shared behaviour: authentication, tenant gates, roles, plans, bad input,
 //! problem documents, and products/companies CRUD.
 
-mod common;
 
 use capliquify::access::Role;
 use capliquify::billing::Tier;
-use common::api::{OTHER_KEY, TestApp, claims, sign};
+use crate::common::api::{OTHER_KEY, TestApp, claims, sign};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -24,14 +23,14 @@ async fn requests_without_a_valid_token_are_401() {
 
     let mut expired = claims(&t.user(Role::Owner), Some(&t.org));
     expired["exp"] = json!(chrono::Utc::now().timestamp() - 120);
-    app.get(&sign(common::api::TEST_KEY, &expired), "/api/v1/products")
+    app.get(&sign(crate::common::api::TEST_KEY, &expired), "/api/v1/products")
         .await
         .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
 
     let mut wrong_issuer = claims(&t.user(Role::Owner), Some(&t.org));
     wrong_issuer["iss"] = json!("https://evil.example");
     app.get(
-        &sign(common::api::TEST_KEY, &wrong_issuer),
+        &sign(crate::common::api::TEST_KEY, &wrong_issuer),
         "/api/v1/products",
     )
     .await
@@ -52,7 +51,7 @@ async fn unknown_organizations_and_strangers_are_403() {
     app.get(&app.token("user_stranger", &t.org), "/api/v1/products")
         .await
         .problem(StatusCode::FORBIDDEN, "not_a_member");
-    let no_org = sign(common::api::TEST_KEY, &claims(&t.user(Role::Owner), None));
+    let no_org = sign(crate::common::api::TEST_KEY, &claims(&t.user(Role::Owner), None));
     app.get(&no_org, "/api/v1/products")
         .await
         .problem(StatusCode::FORBIDDEN, "no_organization");
@@ -60,7 +59,7 @@ async fn unknown_organizations_and_strangers_are_403() {
     let mut v1 = claims(&t.user(Role::Viewer), None);
     v1["org_id"] = json!(t.org);
     assert_eq!(
-        app.get(&sign(common::api::TEST_KEY, &v1), "/api/v1/products")
+        app.get(&sign(crate::common::api::TEST_KEY, &v1), "/api/v1/products")
             .await
             .status,
         StatusCode::OK
@@ -521,7 +520,7 @@ async fn the_served_openapi_document_is_the_committed_one() {
         .await;
     assert_eq!(served.status, StatusCode::OK);
     assert_eq!(served.body["openapi"], "3.1.0");
-    let committed = include_str!("../docs/openapi.json");
+    let committed = include_str!("../../docs/openapi.json");
     assert!(
         served.text == committed,
         "docs/openapi.json is out of date: run `cargo run -q -- openapi > docs/openapi.json` and commit it"

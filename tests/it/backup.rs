@@ -1,7 +1,6 @@
 //! Per-tenant backup, restore and clone: round trips, older archives, atomicity under
 //! failure, clones with their own identity, refused files, and the command line.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,7 +12,7 @@ use capliquify::tenancy::backup::{
     self, BackupError, BackupReport, RestoreMode, RestoreReport, archive,
 };
 use capliquify::tenancy::migrate;
-use common::TestDb;
+use crate::common::TestDb;
 
 const TABLES: &[&str] = &[
     "companies",
@@ -158,7 +157,7 @@ async fn a_backup_restored_with_replace_brings_back_the_data_exactly() {
     let dir = folder();
 
     let report = take_backup(&db, "acme", dir.path(), false).await;
-    assert_eq!(report.schema_version, common::version(0));
+    assert_eq!(report.schema_version, crate::common::version(0));
     let products = report
         .parts
         .iter()
@@ -205,7 +204,7 @@ async fn a_backup_restored_with_replace_brings_back_the_data_exactly() {
         .await,
         "a member removed after the backup stays removed"
     );
-    assert_eq!(after.schema_version, Some(common::version(0)));
+    assert_eq!(after.schema_version, Some(crate::common::version(0)));
     assert_eq!(fingerprint(&db, &other.schema_name).await, bystander);
     assert_eq!(temp_schemas(&db).await, 0);
     assert_eq!(
@@ -232,7 +231,7 @@ async fn the_archive_is_a_tar_with_a_manifest_of_counts_and_checksums() {
     let manifest: backup::Manifest = serde_json::from_slice(&scanned.manifest).unwrap();
     assert_eq!(manifest.tenant.slug, "tarred");
     assert_eq!(manifest.tenant.id, t.id);
-    assert_eq!(manifest.schema_version, common::version(0));
+    assert_eq!(manifest.schema_version, crate::common::version(0));
     assert!(manifest.with_audit);
     let tables: Vec<&str> = manifest.parts.iter().map(|p| p.path.as_str()).collect();
     for table in TABLES {
@@ -290,8 +289,8 @@ async fn an_archive_of_an_older_schema_version_is_restored_and_migrated() {
     .await
     .unwrap();
     assert_eq!(copy.archive_schema_version, 1);
-    assert_eq!(copy.schema_version, common::version(0));
-    assert_eq!(copy.migrations_applied as i64, common::version(0) - 1);
+    assert_eq!(copy.schema_version, crate::common::version(0));
+    assert_eq!(copy.migrations_applied as i64, crate::common::version(0) - 1);
     assert_eq!(
         without_credentials(fingerprint(&db, &copy.schema_name).await),
         without_credentials(before.clone())
@@ -309,10 +308,10 @@ async fn an_archive_of_an_older_schema_version_is_restored_and_migrated() {
     let replaced = restore(&db, &report.file, RestoreMode::Replace)
         .await
         .unwrap();
-    assert_eq!(replaced.schema_version, common::version(0));
+    assert_eq!(replaced.schema_version, crate::common::version(0));
     assert_eq!(
         tenant_row(&db, "old-one").await.schema_version,
-        Some(common::version(0))
+        Some(crate::common::version(0))
     );
     assert_eq!(fingerprint(&db, &schema).await, before);
     let (result, details) = db.check("tenant_schemas_current").await;
@@ -331,7 +330,7 @@ async fn a_replace_that_fails_after_loading_leaves_the_old_data_and_no_temporary
     let changed = everything(&db).await;
 
     // A newer tenant migration that fails: it runs after the data is loaded.
-    let with_bad = common::tenant_migrations_with(&[(common::version(1), "fails", "SELECT 1/0")]);
+    let with_bad = crate::common::tenant_migrations_with(&[(crate::common::version(1), "fails", "SELECT 1/0")]);
     migrate::sync_catalog(&db.pool, &with_bad).await.unwrap();
 
     let err = restore(&db, &report.file, RestoreMode::Replace)
@@ -359,7 +358,7 @@ async fn a_replace_killed_midway_leaves_the_old_data_and_no_temporary_schema() {
 
     // A slow migration keeps the restore busy after loading, so its backend can be killed.
     let slow =
-        common::tenant_migrations_with(&[(common::version(1), "slow", "SELECT pg_sleep(30)")]);
+        crate::common::tenant_migrations_with(&[(crate::common::version(1), "slow", "SELECT pg_sleep(30)")]);
     migrate::sync_catalog(&db.pool, &slow).await.unwrap();
     let pool = db.pool.clone();
     let file = report.file.clone();
@@ -367,7 +366,7 @@ async fn a_replace_killed_midway_leaves_the_old_data_and_no_temporary_schema() {
         backup::restore(&pool, &file, RestoreMode::Replace, &actor(), &|_| {}).await
     });
     assert!(
-        common::kill_backend_running(&db, "SELECT public.migrate_tenant_schema($1)").await,
+        crate::common::kill_backend_running(&db, "SELECT public.migrate_tenant_schema($1)").await,
         "the restore's migration was not seen running"
     );
     assert!(running.await.unwrap().is_err());
@@ -416,7 +415,7 @@ async fn a_clone_has_its_own_identity_and_independent_data() {
     let row = tenant_row(&db, "copy-co").await;
     assert_eq!(row.name, src.name);
     assert_eq!(row.subscription_tier, Tier::Enterprise);
-    assert_eq!(row.schema_version, Some(common::version(0)));
+    assert_eq!(row.schema_version, Some(crate::common::version(0)));
     assert_eq!(
         db.scalar_i64(&format!(
             "SELECT count(*) FROM users WHERE tenant_id = '{}'",
@@ -734,7 +733,7 @@ async fn the_commands_back_up_restore_clone_and_undelete() {
     assert_ok(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["slug"], "cli-co");
-    assert_eq!(json["schema_version"], common::version(0));
+    assert_eq!(json["schema_version"], crate::common::version(0));
 
     let out = capliquify(&db, &["tenant", "restore", file_arg, "--as", "cli-copy"]);
     assert_ok(&out);
@@ -820,7 +819,7 @@ async fn a_backup_whose_connection_drops_midway_leaves_no_file() {
         backup::backup(&pool, "dropped", Some(&target), false, &actor(), &|_| {}).await
     });
     assert!(
-        common::kill_backend_running(&db, "%COPY%sales%").await,
+        crate::common::kill_backend_running(&db, "%COPY%sales%").await,
         "the backup's COPY was not seen running"
     );
     let err = running

@@ -1,11 +1,10 @@
 //! `capliquify fleet sql`: one read-only query across tenant schemas.
 
-mod common;
 
 use std::process::Command;
 
 use capliquify::billing::Tier;
-use common::TestDb;
+use crate::common::TestDb;
 
 fn fleet(db: &TestDb, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_capliquify"))

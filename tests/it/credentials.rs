@@ -1,14 +1,13 @@
 //! API credentials: sealed at rest, never returned, bound to tenant and row, rotated under
 //! new keys, every act audited.
 
-mod common;
 
 use capliquify::access::Role;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::credentials::{RevealError, reveal, rotate_keys};
 use capliquify::crypto::{CryptoError, Keyring};
-use common::api::{ENCRYPTION_KEY, TestApp};
+use crate::common::api::{ENCRYPTION_KEY, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -17,7 +16,7 @@ const NEW_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbc
 
 async fn create(
     app: &TestApp,
-    t: &common::api::TestTenant,
+    t: &crate::common::api::TestTenant,
     company: &str,
     service: &str,
 ) -> serde_json::Value {

@@ -1,12 +1,11 @@
 //! The `capliquify` binary as operators use it: exit codes, messages, JSON, and the
 //! embedded default.
 
-mod common;
 
 use std::process::{Command, Output};
 
 use capliquify::billing::Tier;
-use common::TestDb;
+use crate::common::TestDb;
 
 fn capliquify(db: Option<&TestDb>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capliquify"));
@@ -247,7 +246,7 @@ async fn migrate_dry_run_changes_nothing_and_migrate_brings_everything_current()
     assert_ok(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["pending"], 0);
-    assert_eq!(report["latest"], common::version(0));
+    assert_eq!(report["latest"], crate::common::version(0));
     db.tenant("after-migrate", Tier::Starter).await;
     // Nothing to do: still a success.
     assert_ok(&capliquify(Some(&db), &["migrate"]));

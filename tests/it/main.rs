@@ -1,0 +1,23 @@
+//! The integration tests: one binary (`cargo test` links it once), a module per area, all
+//! against a real PostgreSQL (see `common`). Run one area with `cargo test --test it webhooks::`.
+
+mod common;
+
+mod api_core;
+mod api_preferences;
+mod api_resources;
+mod audit;
+mod backup;
+mod cli;
+mod credentials;
+mod fleet_migrations;
+mod fleet_sql;
+mod isolation_stress;
+mod lifecycle;
+mod monitoring;
+mod pgbouncer;
+mod placement;
+mod properties;
+mod roles;
+mod sql_functions;
+mod webhooks;
