@@ -71,14 +71,14 @@ use capliquify::billing::Tier;
 use capliquify::db::TenantScope;
 use capliquify::db::scope;
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
-use capliquify::http::context::CallerCache;
+use capliquify::http::columns::RowType;
 use capliquify::http::cursor::CursorCodec;
-use capliquify::http::resource::{Page, Resource};
+use capliquify::http::extract::PageWriter;
+use capliquify::http::resource::Resource;
 use capliquify::http::resources::products::{Product, Products};
-use capliquify::http::{AppState, HttpConfig, app};
+use capliquify::http::{AppState, HttpConfig, launch};
 use capliquify::tenancy::migrate;
 use capliquify::tenancy::{NewTenant, SchemaName, Tenancy, TenantSlug};
-use capliquify::webhooks::WebhookConfig;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::json;
@@ -523,7 +523,7 @@ struct Service {
     auth: Arc<Authenticator>,
     jwks: PathBuf,
     shutdown: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Service {
@@ -540,35 +540,24 @@ impl Service {
         );
         // The pool as the service makes it, one connection per client, as its login role.
         let pool = capliquify::db::connect(&service_url(server)?, args.clients as u32).await?;
-        let state = AppState {
-            clusters: capliquify::db::Clusters::single(pool.clone()),
-            pool,
-            auth: auth.clone(),
-            cursors: CursorCodec::new(b"benchmark cursor secret, 32+ chars"),
-            // No webhook secrets: the webhook endpoints are off, as nothing here calls them.
-            webhooks: Arc::new(WebhookConfig::default()),
-            keys: Arc::new(capliquify::crypto::Keyring::from_settings(
-                Some(&"ab".repeat(32)),
-                "k1",
-                None,
-            )?),
-            callers: Arc::new(if args.no_auth_cache {
-                CallerCache::disabled()
-            } else {
-                CallerCache::new(AUTH_CACHE, 100_000)
-            }),
-        };
+        let keys = capliquify::crypto::Keyring::from_settings(Some(&"ab".repeat(32)), "k1", None)?;
+        // No webhook secrets: the webhook endpoints are off, as nothing here calls them.
+        let mut state = AppState::new(
+            capliquify::db::Clusters::single(pool),
+            auth.clone(),
+            keys,
+            HttpConfig::default(),
+        )
+        .with_cursors(CursorCodec::new(b"benchmark cursor secret, 32+ chars"));
+        if !args.no_auth_cache {
+            state = state.with_caller_cache(AUTH_CACHE);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = app(state, &HttpConfig::default());
-        let serving = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let serving = tokio::spawn(launch(listener, state, async {
+            let _ = rx.await;
+        }));
         Ok(Self {
             addr,
             auth,
@@ -972,7 +961,7 @@ async fn load_api_wrk(
 fn list_sql(limit: &str) -> String {
     format!(
         "SELECT {}, (name)::text AS cursor_key FROM {} WHERE true ORDER BY name ASC, id ASC LIMIT {limit}",
-        Products::COLUMNS,
+        capliquify::http::resources::products::Product::select_list(),
         Products::TABLE
     )
 }
@@ -1188,16 +1177,13 @@ async fn profile(
     phases.push((
         "decode 50 rows + JSON encode the page",
         mean(|| async {
-            let data = rows[..LIMIT]
-                .iter()
-                .map(Product::from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            // The handler's own response type, serialized as axum's `Json` does.
-            let page = Page {
-                data,
-                next_cursor: Some("x".repeat(120)),
-            };
-            Ok(serde_json::to_vec(&page)?)
+            // The handler's own page writer: row by row into one buffer.
+            let mut page = PageWriter::new();
+            for row in &rows[..LIMIT] {
+                page.push(&Product::from_row(row)?)
+                    .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            }
+            Ok(page.into_json(Some("x".repeat(120))))
         })
         .await?,
     ));

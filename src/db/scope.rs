@@ -50,6 +50,21 @@ pub async fn begin(
         .await
 }
 
+/// [`begin`], with every statement of the transaction limited to `timeout` (the API's:
+/// a request answered 408 does not leave its query running in the database).
+pub async fn begin_bounded(
+    pool: &PgPool,
+    scope: &TenantScope,
+    timeout: std::time::Duration,
+) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let begin = format!(
+        "BEGIN; SET LOCAL statement_timeout = {}",
+        timeout.as_millis().max(1)
+    );
+    pool.begin_with(AssertSqlSafe(begin_statement(scope, &begin)))
+        .await
+}
+
 /// `begin` (e.g. `BEGIN READ ONLY`) followed by the scope's transaction-local settings.
 pub(crate) fn begin_statement(scope: &TenantScope, begin: &str) -> String {
     // `schema.quoted()` is the validated, quoted identifier (tenancy::ident); the role name

@@ -49,7 +49,7 @@ fn instant(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
 
 pub async fn list(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    caller: Caller,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditPage>, ApiError> {
     caller.require(Act::Administer)?;

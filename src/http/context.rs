@@ -85,6 +85,21 @@ impl Caller {
     }
 }
 
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    /// The caller [`authenticate`] put into the request; only routes behind that layer
+    /// may take it (a route outside it is a bug, answered 500).
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::internal("a route outside the authentication layer asked for the caller")
+        })
+    }
+}
+
 /// What a write refused during a move is told to wait (`Retry-After`, seconds): small
 /// tenants move in well under it.
 pub const MOVE_RETRY_AFTER_SECS: u32 = 5;
@@ -265,6 +280,66 @@ impl CallerCache {
     }
 }
 
+/// At most `per_tenant` requests of one tenant at a time, so that one tenant's burst
+/// cannot take every pooled connection from the others. A request over the limit waits
+/// up to [`TenantGates::QUEUE_WAIT`] for a place, then is answered 429 with `Retry-After`.
+pub struct TenantGates {
+    per_tenant: usize,
+    gates: Mutex<HashMap<Uuid, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl TenantGates {
+    /// How long a request waits for a place before 429.
+    pub const QUEUE_WAIT: Duration = Duration::from_millis(250);
+    /// Gates kept before idle ones are dropped.
+    const MAX_IDLE: usize = 10_000;
+
+    /// `per_tenant` = 0: no limit.
+    pub fn new(per_tenant: usize) -> Self {
+        Self {
+            per_tenant,
+            gates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one request of `tenant` (held until dropped), `Ok(None)` when there
+    /// is no limit, `Err` when the tenant already has `per_tenant` requests running.
+    pub async fn enter(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+        if self.per_tenant == 0 {
+            return Ok(None);
+        }
+        let gate = {
+            let mut gates = self
+                .gates
+                .lock()
+                .map_err(|_| ApiError::internal("tenant gates poisoned"))?;
+            if gates.len() > Self::MAX_IDLE {
+                let full = self.per_tenant;
+                gates.retain(|_, g| Arc::strong_count(g) > 1 || g.available_permits() < full);
+            }
+            gates
+                .entry(tenant)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_tenant)))
+                .clone()
+        };
+        match tokio::time::timeout(Self::QUEUE_WAIT, gate.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "this tenant already has {} requests under way; retry in a moment",
+                    self.per_tenant
+                ),
+            )
+            .with_retry_after(1)),
+        }
+    }
+}
+
 fn auth_error(err: AuthError) -> ApiError {
     match err {
         AuthError::Jwks(detail) => ApiError::internal(format!("JWKS: {detail}")),
@@ -333,6 +408,7 @@ pub async fn authenticate(
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(500).collect()),
     };
+    let _place = state.gates.enter(caller.tenant.scope.id).await?;
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;
     if standing == Standing::PastDue {
@@ -393,6 +469,28 @@ mod tests {
         let off = CallerCache::disabled();
         off.put("org_a", "u", &caller("aaa"));
         assert!(off.get("org_a", "u").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_concurrency_waits_then_gets_429() {
+        let gates = TenantGates::new(2);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = gates.enter(a).await.unwrap();
+        let second = gates.enter(a).await.unwrap();
+        assert!(first.is_some() && second.is_some());
+        let refused = gates.enter(a).await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.retry_after, Some(1));
+        assert!(
+            gates.enter(b).await.unwrap().is_some(),
+            "other tenants go on"
+        );
+        drop(first);
+        assert!(
+            gates.enter(a).await.unwrap().is_some(),
+            "a freed place is taken"
+        );
+        assert!(TenantGates::new(0).enter(a).await.unwrap().is_none());
     }
 
     #[test]

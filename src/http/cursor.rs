@@ -16,6 +16,10 @@ use super::error::ApiError;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Longest cursor the server issues (a 255-character sort key of 4-byte characters,
+/// encoded) and so accepts.
+pub const MAX_CURSOR_LEN: usize = 4096;
+
 /// Where the previous page ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
@@ -65,6 +69,9 @@ impl CursorCodec {
             ApiError::bad_request("invalid_cursor", "the cursor is not one this API issued")
                 .with_field("cursor")
         };
+        if cursor.len() > MAX_CURSOR_LEN {
+            return Err(invalid());
+        }
         let (payload, tag) = cursor.split_once('.').ok_or_else(invalid)?;
         let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;

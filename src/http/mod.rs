@@ -8,10 +8,13 @@
 pub mod admin;
 pub mod audit_logs;
 pub mod auth;
+pub mod columns;
 pub mod context;
 pub mod credentials;
 pub mod cursor;
 pub mod error;
+pub mod extract;
+pub mod fields;
 pub mod metrics;
 pub mod openapi;
 pub mod preferences;
@@ -44,7 +47,8 @@ use crate::webhooks::{self, WebhookConfig};
 use auth::{AuthConfig, Authenticator};
 use cursor::CursorCodec;
 
-/// What every handler can reach.
+/// What every handler can reach. Built by [`AppState::new`] (the one way: `serve`, the
+/// tests and the benchmarks all use it) and served by [`launch`].
 #[derive(Clone)]
 pub struct AppState {
     /// The home cluster: `public` (registry, users, audit trail) and the tenants placed there.
@@ -57,15 +61,91 @@ pub struct AppState {
     pub callers: Arc<context::CallerCache>,
     /// Seals and opens API credentials.
     pub keys: Arc<crate::crypto::Keyring>,
+    /// Limits of the HTTP layer.
+    pub config: Arc<HttpConfig>,
+    /// How many requests of one tenant may run at once.
+    pub gates: Arc<context::TenantGates>,
 }
 
 impl AppState {
+    /// A service on `clusters` (home = the public schema's), authenticating with `auth`,
+    /// sealing credentials with `keys`, limited by `config`. Webhooks are off, pagination
+    /// cursors signed with a random per-process secret, and every request looks its caller
+    /// up, until the `with_…` methods say otherwise.
+    pub fn new(
+        clusters: Clusters,
+        auth: impl Into<Arc<Authenticator>>,
+        keys: crate::crypto::Keyring,
+        config: HttpConfig,
+    ) -> Self {
+        Self {
+            pool: clusters.home().clone(),
+            clusters,
+            auth: auth.into(),
+            cursors: CursorCodec::new(uuid::Uuid::new_v4().as_bytes()),
+            webhooks: Arc::new(WebhookConfig::default()),
+            callers: Arc::new(context::CallerCache::disabled()),
+            keys: Arc::new(keys),
+            gates: Arc::new(context::TenantGates::new(config.tenant_concurrency)),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Receives Clerk's and Stripe's webhooks with these secrets and prices.
+    pub fn with_webhooks(mut self, webhooks: WebhookConfig) -> Self {
+        self.webhooks = Arc::new(webhooks);
+        self
+    }
+
+    /// Signs pagination cursors with this codec (one secret across instances).
+    pub fn with_cursors(mut self, cursors: CursorCodec) -> Self {
+        self.cursors = cursors;
+        self
+    }
+
+    /// Reuses a resolved caller for `ttl` (zero: never).
+    pub fn with_caller_cache(mut self, ttl: Duration) -> Self {
+        self.callers = Arc::new(context::CallerCache::new(ttl, 100_000));
+        self
+    }
+
     /// The pool of the cluster holding `scope`'s schema: the one to begin its transaction on.
     pub fn tenant_pool(&self, scope: &TenantScope) -> Result<&PgPool, error::ApiError> {
         self.clusters
             .pool(&scope.cluster)
             .map_err(error::ApiError::internal)
     }
+
+    /// Opens the caller's tenant transaction: its schema, its role, and a statement
+    /// timeout equal to the request timeout.
+    pub async fn begin(
+        &self,
+        caller: &context::Caller,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, error::ApiError> {
+        let scope = &caller.tenant.scope;
+        Ok(crate::db::scope::begin_bounded(
+            self.tenant_pool(scope)?,
+            scope,
+            self.config.request_timeout,
+        )
+        .await?)
+    }
+}
+
+/// Serves `state`'s application on `listener` until `shutdown` completes, then lets the
+/// requests under way finish.
+pub async fn launch(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("HTTP server failed")
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -118,6 +198,11 @@ pub struct ServeArgs {
         default_value_t = 300
     )]
     pub lifecycle_interval_secs: u64,
+    /// Requests of one tenant served at once (more wait up to a quarter second, then get
+    /// 429 with Retry-After); 0 = no limit. Keep it below the pool size
+    /// (`CAPLIQUIFY_DB_MAX_CONNECTIONS`) so one tenant cannot take every connection.
+    #[arg(long, env = "CAPLIQUIFY_TENANT_CONCURRENCY", default_value_t = DEFAULT_TENANT_CONCURRENCY)]
+    pub tenant_concurrency: usize,
     /// On the embedded database, do not create the demo tenants.
     #[arg(long)]
     pub no_demo: bool,
@@ -182,9 +267,9 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
     // Settings are checked before anything starts, naming the one that is wrong.
     let cursors = args.cursor_codec()?;
     args.admin_token()?;
-    let webhooks = Arc::new(args.webhook_config(settings)?);
+    let webhooks = args.webhook_config(settings)?;
     let demo = settings.database_url.is_none() && args.clerk_jwks_url.is_none();
-    let keys = Arc::new(settings.keyring(demo)?);
+    let keys = settings.keyring(demo)?;
     let auth = if demo {
         Authenticator::demo()?
     } else {
@@ -200,18 +285,16 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
             .context("CLERK_JWKS_URL")?
     };
     let db = Database::open(settings).await?;
-    let state = AppState {
-        pool: db.pool.clone(),
-        clusters: db.clusters.clone(),
-        auth: Arc::new(auth),
-        cursors,
-        webhooks,
-        keys,
-        callers: Arc::new(context::CallerCache::new(
-            Duration::from_millis(args.auth_cache_ms),
-            100_000,
-        )),
+    let config = HttpConfig {
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        admin_token: args.admin_token()?,
+        tenant_concurrency: args.tenant_concurrency,
     };
+    let state = AppState::new(db.clusters.clone(), auth, keys, config)
+        .with_webhooks(webhooks)
+        .with_cursors(cursors)
+        .with_caller_cache(Duration::from_millis(args.auth_cache_ms));
     let result = run(&db, &args, settings, state).await;
     db.close().await?;
     result
@@ -251,18 +334,7 @@ async fn run(
     let service_pool = state.pool.clone();
     tracing::info!(%addr, "listening");
     println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
-    let config = HttpConfig {
-        request_timeout: Duration::from_secs(args.request_timeout_secs),
-        max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
-        admin_token: args.admin_token()?,
-    };
-    axum::serve(
-        listener,
-        app(state, &config).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("HTTP server failed")?;
+    launch(listener, state, shutdown_signal()).await?;
     if let Some(job) = job {
         job.abort();
     }
@@ -359,10 +431,15 @@ async fn prepare_embedded(pool: &PgPool) -> anyhow::Result<()> {
 /// Limits of the HTTP layer, and the admin API's token.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
+    /// Longest a request may take (408 after it); also each statement's timeout in the
+    /// tenant transaction.
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     /// Bearer token of `/admin/api/...`; `None` disables those endpoints (403).
     pub admin_token: Option<Arc<str>>,
+    /// Requests of one tenant that may run at once; more wait a moment, then get 429.
+    /// 0: no limit.
+    pub tenant_concurrency: usize,
 }
 
 impl Default for HttpConfig {
@@ -371,12 +448,18 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 1_048_576,
             admin_token: None,
+            tenant_concurrency: DEFAULT_TENANT_CONCURRENCY,
         }
     }
 }
 
+/// Default of `CAPLIQUIFY_TENANT_CONCURRENCY`: below the default pool size (10), so one
+/// tenant cannot hold every connection.
+pub const DEFAULT_TENANT_CONCURRENCY: usize = 6;
+
 /// The whole application: routes and layers.
-pub fn app(state: AppState, config: &HttpConfig) -> Router {
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
     // Install the recorder before the first request is counted.
     metrics::handle();
     let request_id = HeaderName::from_static("x-request-id");

@@ -4,6 +4,8 @@
 //! `capliquify openapi`, and committed as `docs/openapi.json` (a test fails when the two
 //! differ).
 
+use chrono::{DateTime, NaiveDate, Utc};
+use utoipa::ToSchema;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -11,11 +13,13 @@ use utoipa::openapi::{
     ArrayBuilder, ComponentsBuilder, ContentBuilder, InfoBuilder, ObjectBuilder, OpenApi,
     OpenApiBuilder, Paths, Ref, RefOr, Required, ResponseBuilder, Schema, Type,
 };
-use utoipa::{PartialSchema, ToSchema};
+use uuid::Uuid;
 
 use super::audit_logs::AuditPage;
 use super::credentials::{NewCredential, NewSecrets};
+use super::cursor::MAX_CURSOR_LEN;
 use super::error::Problem;
+use super::fields::{Field, any_of, nullable};
 use super::preferences::{Preferences, PreferencesInput};
 use super::resource::{DEFAULT_LIMIT, Kind, MAX_LIMIT, Resource};
 use super::resources;
@@ -71,22 +75,38 @@ pub fn document() -> OpenApi {
         .summary(Some(
             "The tenant's audit trail, newest first (admins and owners)",
         ))
-        .parameters(Some(
-            [
+        .parameters(Some({
+            let mut params: Vec<_> = [
                 ("action", "Only this action, e.g. scenario.created"),
                 ("resource_type", "Only this resource type"),
                 ("user", "Only acts of this member (Clerk user id)"),
-                ("from", "From this time (RFC 3339) or date"),
-                ("to", "Before this time (RFC 3339) or date"),
-                ("limit", "Page size, 1 to 200 (default 50)"),
-                ("cursor", "`next_cursor` of the previous page"),
             ]
             .into_iter()
             .map(|(name, description)| {
-                parameter(name, ParameterIn::Query, String::schema(), description)
+                parameter(name, ParameterIn::Query, filter_text(), description)
             })
-            .collect::<Vec<_>>(),
-        ))
+            .collect();
+            let time = || {
+                any_of([
+                    <NaiveDate as Field>::schema(),
+                    <DateTime<Utc> as Field>::schema(),
+                ])
+            };
+            params.push(parameter(
+                "from",
+                ParameterIn::Query,
+                time(),
+                "From this time (RFC 3339) or date (its midnight UTC)",
+            ));
+            params.push(parameter(
+                "to",
+                ParameterIn::Query,
+                time(),
+                "Before this time (RFC 3339) or date (its midnight UTC)",
+            ));
+            params.extend(list_parameters(None, ""));
+            params
+        }))
         .response(
             "200",
             json_response("A page of audit entries", schema_ref::<AuditPage>()),
@@ -104,7 +124,7 @@ fn describe_credentials(api: &mut OpenApi) {
         vec![parameter(
             "id",
             ParameterIn::Path,
-            String::schema(),
+            <Uuid as Field>::schema(),
             "The credential's id (UUID)",
         )]
     };
@@ -201,7 +221,7 @@ fn describe_preferences(api: &mut OpenApi) {
         parameter(
             "user_id",
             ParameterIn::Path,
-            String::schema(),
+            <super::preferences::ClerkUserId as Field>::schema(),
             "The member's Clerk user id",
         )
     };
@@ -375,14 +395,75 @@ fn parameter(
         .build()
 }
 
-fn scalar(kind: Type, format: Option<&str>) -> RefOr<Schema> {
-    let mut object = ObjectBuilder::new().schema_type(kind);
-    if let Some(format) = format {
-        object = object.format(Some(utoipa::openapi::SchemaFormat::Custom(
-            format.to_owned(),
-        )));
+/// A text filter value: up to 255 characters, no NUL (PostgreSQL text cannot hold one).
+fn filter_text() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(255))
+        .pattern(Some("^[^\\u0000]*$"))
+        .into()
+}
+
+/// A pagination cursor: opaque, as the server issued it in `next_cursor`.
+fn cursor_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_CURSOR_LEN))
+        .pattern(Some("^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$"))
+        .into()
+}
+
+/// `limit`, `cursor` and (when given) `sort`: the parameters of every list.
+fn list_parameters(
+    sort: Option<RefOr<Schema>>,
+    sort_description: &str,
+) -> Vec<utoipa::openapi::path::Parameter> {
+    let mut params = vec![
+        parameter(
+            "limit",
+            ParameterIn::Query,
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(MAX_LIMIT))
+                .default(Some(DEFAULT_LIMIT.into()))
+                .into(),
+            &format!(
+                "Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}); a page also ends after about 1 MiB of rows"
+            ),
+        ),
+        parameter(
+            "cursor",
+            ParameterIn::Query,
+            cursor_schema(),
+            "`next_cursor` of the previous page, unchanged",
+        ),
+    ];
+    if let Some(sort) = sort {
+        params.push(parameter(
+            "sort",
+            ParameterIn::Query,
+            sort,
+            sort_description,
+        ));
     }
-    RefOr::T(Schema::Object(object.build()))
+    params
+}
+
+/// The one shape of a paginated response.
+fn page_schema(row: RefOr<Schema>) -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .property("data", ArrayBuilder::new().items(row))
+            .required("data")
+            .property("next_cursor", nullable(cursor_schema()))
+            .required("next_cursor")
+            .description(Some(
+                "A page of rows; `next_cursor` is null on the last page",
+            ))
+            .build(),
+    ))
 }
 
 /// Adds `R`'s five operations and its schemas.
@@ -397,7 +478,7 @@ pub fn describe<R: Resource>(api: &mut OpenApi) {
         parameter(
             "id",
             ParameterIn::Path,
-            String::schema(),
+            <Uuid as Field>::schema(),
             &format!("The {}'s id (UUID)", R::NAME),
         )
     };
@@ -406,32 +487,24 @@ pub fn describe<R: Resource>(api: &mut OpenApi) {
         .iter()
         .flat_map(|s| [s.param.to_owned(), format!("-{}", s.param)])
         .collect();
-    let mut params = vec![
-        parameter(
-            "limit",
-            ParameterIn::Query,
-            i64::schema(),
-            &format!("Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})"),
+    let mut params = list_parameters(
+        Some(RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(sorts.iter().map(String::as_str)))
+                .build(),
+        ))),
+        &format!(
+            "Sort order (prefix - for descending); default {}",
+            R::SORTS[0].param
         ),
-        parameter(
-            "cursor",
-            ParameterIn::Query,
-            String::schema(),
-            "`next_cursor` of the previous page",
-        ),
-        parameter(
-            "sort",
-            ParameterIn::Query,
-            String::schema(),
-            &format!("One of {}; default {}", sorts.join(", "), R::SORTS[0].param),
-        ),
-    ];
+    );
     for filter in R::FILTERS {
         let schema = match filter.kind {
-            Kind::Text => String::schema(),
-            Kind::Bool => bool::schema(),
-            Kind::Uuid => scalar(Type::String, Some("uuid")),
-            Kind::Date => scalar(Type::String, Some("date")),
+            Kind::Text => filter_text(),
+            Kind::Bool => <bool as Field>::schema(),
+            Kind::Uuid => <Uuid as Field>::schema(),
+            Kind::Date => <NaiveDate as Field>::schema(),
         };
         params.push(parameter(
             filter.param,
@@ -440,13 +513,7 @@ pub fn describe<R: Resource>(api: &mut OpenApi) {
             &format!("Filter on {}", filter.column),
         ));
     }
-    let page = RefOr::T(Schema::Object(
-        ObjectBuilder::new()
-            .property("data", ArrayBuilder::new().items(schema_ref::<R::Row>()))
-            .required("data")
-            .property("next_cursor", scalar(Type::String, None))
-            .build(),
-    ));
+    let page = page_schema(schema_ref::<R::Row>());
     let op = |verb: &str, summary: String| {
         OperationBuilder::new()
             .tag(tag)

@@ -3,38 +3,77 @@
 //! Preferences are keyed by the Clerk user id (`user_preferences.user_id`).
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 
 use super::AppState;
+use super::columns::ObjectSchema;
 use super::context::Caller;
 use super::error::ApiError;
-use super::resource::{body_bytes, parse_body};
+use super::extract::Body;
+use super::fields::{JsonObject, Text};
 use crate::access::Act;
-use crate::db::scope;
 
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+/// Largest preferences document accepted (they are UI settings, not data).
+pub const MAX_PREFERENCES_BYTES: usize = 64 * 1024;
+
+/// A member's preferences document.
+pub type PreferencesDocument = JsonObject<MAX_PREFERENCES_BYTES>;
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct Preferences {
     /// The member's Clerk user id.
     pub user_id: String,
-    pub preferences: serde_json::Value,
+    pub preferences: PreferencesDocument,
     /// Absent until the member first saves preferences.
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreferencesInput {
     /// A JSON object. PUT replaces the stored object; PATCH merges its top-level keys.
-    pub preferences: serde_json::Value,
+    pub preferences: PreferencesDocument,
 }
+
+impl utoipa::PartialSchema for Preferences {
+    fn schema() -> RefOr<Schema> {
+        ObjectSchema::new("Preferences", false)
+            .property::<ClerkUserId>("user_id", false, true, "The member's Clerk user id.")
+            .property::<PreferencesDocument>("preferences", false, true, "")
+            .property::<DateTime<Utc>>(
+                "updated_at",
+                true,
+                true,
+                "Null until the member first saves preferences.",
+            )
+            .build()
+    }
+}
+impl utoipa::ToSchema for Preferences {}
+
+impl utoipa::PartialSchema for PreferencesInput {
+    fn schema() -> RefOr<Schema> {
+        ObjectSchema::new("PreferencesInput", true)
+            .property::<PreferencesDocument>(
+                "preferences",
+                false,
+                true,
+                "A JSON object. PUT replaces the stored object; PATCH merges its top-level keys.",
+            )
+            .build()
+    }
+}
+impl utoipa::ToSchema for PreferencesInput {}
+
+/// A Clerk user id in a path (`user_…`): the schema of `{user_id}`.
+pub type ClerkUserId = Text<255>;
 
 /// The routes of this module (under `/api/v1`).
 pub fn router() -> axum::Router<AppState> {
@@ -52,28 +91,6 @@ pub fn router() -> axum::Router<AppState> {
         )
 }
 
-/// Largest preferences document accepted (they are UI settings, not data).
-const MAX_PREFERENCES_BYTES: usize = 64 * 1024;
-
-fn input(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
-    let body = body_bytes(body)?;
-    if body.len() > MAX_PREFERENCES_BYTES {
-        return Err(ApiError::validation(
-            "preferences",
-            "preferences must be at most 64 KiB",
-        ));
-    }
-    let PreferencesInput { preferences } = parse_body(&body)?;
-    super::validate::storable_json("preferences", &preferences)?;
-    if !preferences.is_object() {
-        return Err(ApiError::validation(
-            "preferences",
-            "preferences must be a JSON object",
-        ));
-    }
-    Ok(preferences)
-}
-
 async fn read(conn: &mut PgConnection, user_id: &str) -> Result<Preferences, ApiError> {
     let row: Option<Preferences> = sqlx::query_as(
         "SELECT user_id::text, preferences, updated_at FROM user_preferences WHERE user_id = $1",
@@ -83,7 +100,7 @@ async fn read(conn: &mut PgConnection, user_id: &str) -> Result<Preferences, Api
     .await?;
     Ok(row.unwrap_or_else(|| Preferences {
         user_id: user_id.to_owned(),
-        preferences: serde_json::json!({}),
+        preferences: PreferencesDocument::default(),
         updated_at: None,
     }))
 }
@@ -92,7 +109,7 @@ async fn read(conn: &mut PgConnection, user_id: &str) -> Result<Preferences, Api
 async fn write(
     conn: &mut PgConnection,
     user_id: &str,
-    value: serde_json::Value,
+    value: PreferencesDocument,
     merge: bool,
 ) -> Result<Preferences, ApiError> {
     let sql = if merge {
@@ -106,7 +123,7 @@ async fn write(
     };
     Ok(sqlx::query_as(sql)
         .bind(user_id)
-        .bind(value)
+        .bind(value.into_value())
         .fetch_one(conn)
         .await?)
 }
@@ -141,13 +158,9 @@ async fn require_member(state: &AppState, caller: &Caller, user_id: &str) -> Res
 
 async fn get_mine(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    caller: Caller,
 ) -> Result<Json<Preferences>, ApiError> {
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     let prefs = read(&mut tx, &caller.member.clerk_user_id).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -155,15 +168,10 @@ async fn get_mine(
 
 async fn put_mine(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
+    caller: Caller,
+    Body(PreferencesInput { preferences: value }): Body<PreferencesInput>,
 ) -> Result<Json<Preferences>, ApiError> {
-    let value = input(body)?;
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     let prefs = write(&mut tx, &caller.member.clerk_user_id, value, false).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -171,15 +179,10 @@ async fn put_mine(
 
 async fn patch_mine(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
+    caller: Caller,
+    Body(PreferencesInput { preferences: value }): Body<PreferencesInput>,
 ) -> Result<Json<Preferences>, ApiError> {
-    let value = input(body)?;
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     let prefs = write(&mut tx, &caller.member.clerk_user_id, value, true).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -187,13 +190,9 @@ async fn patch_mine(
 
 async fn delete_mine(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     remove(&mut tx, &caller.member.clerk_user_id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
@@ -201,15 +200,11 @@ async fn delete_mine(
 
 async fn get_member(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    caller: Caller,
     Path(user_id): Path<String>,
 ) -> Result<Json<Preferences>, ApiError> {
     require_member(&state, &caller, &user_id).await?;
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     let prefs = read(&mut tx, &user_id).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -217,17 +212,12 @@ async fn get_member(
 
 async fn put_member(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    caller: Caller,
     Path(user_id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    Body(PreferencesInput { preferences: value }): Body<PreferencesInput>,
 ) -> Result<Json<Preferences>, ApiError> {
-    let value = input(body)?;
     require_member(&state, &caller, &user_id).await?;
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     let prefs = write(&mut tx, &user_id, value, false).await?;
     tx.commit().await?;
     Ok(Json(prefs))
@@ -235,15 +225,11 @@ async fn put_member(
 
 async fn delete_member(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    caller: Caller,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     require_member(&state, &caller, &user_id).await?;
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     remove(&mut tx, &user_id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

@@ -9,27 +9,27 @@
 use std::future::Future;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::TryStreamExt as _;
 use rust_decimal::Decimal;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
+use super::columns::{Columns, RowType};
 use super::context::Caller;
 use super::cursor::Position;
 use super::error::ApiError;
+use super::extract::{Body, Id, PageWriter, Writer};
 use crate::access::Act;
 use crate::billing::Features;
-use crate::db::scope;
 
 /// A value to bind for one column.
 #[derive(Debug, Clone)]
@@ -98,15 +98,14 @@ pub struct RequiredFeature {
     pub enabled: fn(&Features) -> bool,
 }
 
-/// One tenant resource.
+/// One tenant resource. Its row, create and update types come from one declaration
+/// ([`crate::resource_fields!`]); this trait adds what the engine needs besides.
 pub trait Resource: Send + Sync + 'static {
     /// Singular, for messages ("product").
     const NAME: &'static str;
     /// URL segment and table ("products").
     const PATH: &'static str;
     const TABLE: &'static str;
-    /// The select list of [`Resource::Row`].
-    const COLUMNS: &'static str;
     /// Allowed sorts; the first is the default.
     const SORTS: &'static [Sort];
     const FILTERS: &'static [Filter];
@@ -117,15 +116,24 @@ pub trait Resource: Send + Sync + 'static {
     /// Writes are sensitive acts: each create, update and delete writes an audit row
     /// (`<name>.created` …) in the same transaction.
     const AUDITED: bool = false;
+    /// A create body may name rows of other resources (`company_id`, `product_id`) that
+    /// do not exist: schema-valid, and still a 422 `reference_not_found`.
+    const REFERENCES: bool = true;
 
-    type Row: for<'r> sqlx::FromRow<'r, PgRow> + Serialize + ToSchema + Send + Unpin;
-    type Create: DeserializeOwned + ToSchema + Send;
-    type Update: DeserializeOwned + ToSchema + Send;
+    type Row: RowType + for<'r> sqlx::FromRow<'r, PgRow> + Serialize + ToSchema + Send + Unpin;
+    type Create: Columns + DeserializeOwned + ToSchema + Send;
+    type Update: Columns + DeserializeOwned + ToSchema + Send;
 
-    /// Validated column values for an insert.
-    fn create(input: Self::Create) -> Result<Vec<(&'static str, Bind)>, ApiError>;
-    /// Validated column values for a partial update (only the fields present).
-    fn update(input: Self::Update) -> Result<Vec<(&'static str, Bind)>, ApiError>;
+    /// Rules between fields of a new row, and values derived from others; runs after
+    /// every field has parsed.
+    fn prepare_create(_new: &mut Self::Create) -> Result<(), ApiError> {
+        Ok(())
+    }
+    /// The same for a partial update (which sees only the fields it changes; rules
+    /// between a changed and an unchanged field are the database's CHECKs).
+    fn prepare_update(_changes: &mut Self::Update) -> Result<(), ApiError> {
+        Ok(())
+    }
 
     /// Runs in the insert's transaction before it (plan limits).
     fn before_create(
@@ -136,44 +144,14 @@ pub trait Resource: Send + Sync + 'static {
     }
 }
 
-/// One page of a list.
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
 
-/// Reads the request body as `T`: malformed JSON is a 400, JSON of the wrong shape a 422
-/// naming the field.
-pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(
-                "malformed_json",
-                format!("the body is not valid JSON: {inner}"),
-            )
-        } else {
-            let field = if path == "." { None } else { Some(path) };
-            let mut e = ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                inner.to_string(),
-            );
-            e.field = field;
-            e
-        }
-    })
-}
-
-/// The raw body, with a too-large body answered 413 as a problem document.
-pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+/// The raw body, with a too-large body answered 413 as a problem document (the webhook
+/// receivers check signatures on the raw bytes).
+pub fn body_bytes(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::body::Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -184,13 +162,6 @@ pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError
         } else {
             ApiError::bad_request("unreadable_body", "the request body could not be read")
         }
-    })
-}
-
-/// A path id that must be a UUID.
-pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        ApiError::bad_request("invalid_id", "the id in the path must be a UUID").with_field("id")
     })
 }
 
@@ -339,8 +310,19 @@ fn parse_filter(filter: &Filter, value: &str) -> Result<Bind, ApiError> {
         Kind::Text if value.chars().count() <= 255 => Bind::Text(Some(value.to_owned())),
         Kind::Text => return Err(bad("at most 255 characters")),
         Kind::Bool => Bind::Bool(Some(value.parse().map_err(|_| bad("true or false"))?)),
-        Kind::Uuid => Bind::Uuid(Some(Uuid::parse_str(value).map_err(|_| bad("a UUID"))?)),
-        Kind::Date => Bind::Date(Some(value.parse().map_err(|_| bad("a date (YYYY-MM-DD)"))?)),
+        // Only the forms the document states: a hyphenated UUID, a YYYY-MM-DD date.
+        Kind::Uuid => Bind::Uuid(Some(
+            Some(value)
+                .filter(|v| v.len() == 36)
+                .and_then(|v| Uuid::try_parse(v).ok())
+                .ok_or_else(|| bad("a UUID"))?,
+        )),
+        Kind::Date => Bind::Date(Some(
+            Some(value)
+                .filter(|v| v.len() == 10)
+                .and_then(|v| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                .ok_or_else(|| bad("a date (YYYY-MM-DD)"))?,
+        )),
     })
 }
 
@@ -355,12 +337,13 @@ fn query_pairs(
     })
 }
 
-/// `GET /api/v1/<resource>`
+/// `GET /api/v1/<resource>`: at most `limit` rows, fewer when their JSON passes
+/// [`MAX_PAGE_BYTES`](super::extract::MAX_PAGE_BYTES) (the cursor then starts the next page after the last row sent).
 pub async fn list<R: Resource>(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    caller: Caller,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Page<R::Row>>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Act::ReadData)?;
     let params = parse_list_params::<R>(query_pairs(query)?)?;
     let after = match &params.cursor {
@@ -375,7 +358,7 @@ pub async fn list<R: Resource>(
     let column = params.sort.column;
     let mut qb = QueryBuilder::<Postgres>::new(format!(
         "SELECT {}, ({column})::text AS cursor_key FROM {} WHERE true",
-        R::COLUMNS,
+        R::Row::select_list(),
         R::TABLE
     ));
     for (filter, value) in params.filters {
@@ -397,49 +380,43 @@ pub async fn list<R: Resource>(
     qb.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "));
     qb.push_bind(params.limit + 1);
 
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
-    let rows: Vec<PgRow> = qb.build().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-
-    let more = rows.len() as i64 > params.limit;
-    let mut data = Vec::with_capacity(rows.len());
-    let mut next_cursor = None;
-    for (i, row) in rows.iter().enumerate() {
-        if i as i64 == params.limit {
-            break;
-        }
-        if more && i as i64 == params.limit - 1 {
-            next_cursor = Some(state.cursors.encode(&Position {
+    let mut tx = state.begin(&caller).await?;
+    let mut page = PageWriter::new();
+    let mut last: Option<Position> = None;
+    let mut more = false;
+    {
+        let mut rows = qb.build().fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
+            if page.rows() as i64 == params.limit || page.is_full() {
+                more = true;
+                break;
+            }
+            page.push(&<R::Row as sqlx::FromRow<PgRow>>::from_row(&row)?)?;
+            last = Some(Position {
                 sort: params.sort_param.clone(),
                 key: row.try_get("cursor_key")?,
                 id: row.try_get("id")?,
-            }));
+            });
         }
-        data.push(<R::Row as sqlx::FromRow<PgRow>>::from_row(row)?);
     }
-    Ok(Json(Page { data, next_cursor }))
+    tx.commit().await?;
+    let next_cursor = last
+        .filter(|_| more)
+        .map(|position| state.cursors.encode(&position));
+    Ok(page.finish(next_cursor))
 }
 
 /// `GET /api/v1/<resource>/{id}`
 pub async fn get<R: Resource>(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path(id): Path<String>,
+    caller: Caller,
+    Id(id): Id,
 ) -> Result<Json<R::Row>, ApiError> {
     caller.require(Act::ReadData)?;
-    let id = parse_id(&id)?;
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     let row = sqlx::query_as::<_, R::Row>(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM {} WHERE id = $1",
-        R::COLUMNS,
+        R::Row::select_list(),
         R::TABLE
     )))
     .bind(id)
@@ -449,31 +426,14 @@ pub async fn get<R: Resource>(
     row.map(Json).ok_or_else(|| ApiError::not_found(R::NAME))
 }
 
-fn require_write<R: Resource>(caller: &Caller) -> Result<(), ApiError> {
-    caller.require(Act::WriteData)?;
-    if let Some(feature) = R::WRITE_FEATURE
-        && !(feature.enabled)(&caller.tenant.features)
-    {
-        return Err(ApiError::forbidden(
-            "feature_not_in_plan",
-            format!(
-                "the {} plan does not include {}",
-                caller.tenant.tier.as_str(),
-                feature.name
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// `POST /api/v1/<resource>`
 pub async fn create<R: Resource>(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
+    Writer(caller, _): Writer<R>,
+    Body(mut input): Body<R::Create>,
 ) -> Result<Response, ApiError> {
-    require_write::<R>(&caller)?;
-    let mut values = R::create(parse_body(&body_bytes(body)?)?)?;
+    R::prepare_create(&mut input)?;
+    let mut values = input.columns();
     if let Some(column) = R::CREATED_BY {
         values.push((
             column,
@@ -494,13 +454,9 @@ pub async fn create<R: Resource>(
         first = false;
         push_bind(&mut qb, value);
     }
-    qb.push(format!(") RETURNING {}", R::COLUMNS));
+    qb.push(format!(") RETURNING {}", R::Row::select_list()));
 
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     R::before_create(&mut tx, &caller).await?;
     let row = qb
         .build_query_as::<R::Row>()
@@ -553,14 +509,14 @@ fn row_id<T: Serialize>(row: &T) -> Option<Uuid> {
 /// `PATCH /api/v1/<resource>/{id}`
 pub async fn update<R: Resource>(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    Writer(caller, _): Writer<R>,
+    Id(id): Id,
+    Body(mut changes): Body<R::Update>,
 ) -> Result<Json<R::Row>, ApiError> {
-    require_write::<R>(&caller)?;
-    let id = parse_id(&id)?;
-    let values = R::update(parse_body(&body_bytes(body)?)?)?;
+    R::prepare_update(&mut changes)?;
+    let values = changes.columns();
     if values.is_empty() {
+        // The schema's minProperties says so too; kept for a body of only absent fields.
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
@@ -579,13 +535,9 @@ pub async fn update<R: Resource>(
     }
     qb.push(" WHERE id = ");
     qb.push_bind(id);
-    qb.push(format!(" RETURNING {}", R::COLUMNS));
+    qb.push(format!(" RETURNING {}", R::Row::select_list()));
 
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     let row = qb
         .build_query_as::<R::Row>()
         .fetch_optional(&mut *tx)
@@ -602,16 +554,10 @@ pub async fn update<R: Resource>(
 /// `DELETE /api/v1/<resource>/{id}`
 pub async fn delete<R: Resource>(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
-    Path(id): Path<String>,
+    Writer(caller, _): Writer<R>,
+    Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
-    require_write::<R>(&caller)?;
-    let id = parse_id(&id)?;
-    let mut tx = scope::begin(
-        state.tenant_pool(&caller.tenant.scope)?,
-        &caller.tenant.scope,
-    )
-    .await?;
+    let mut tx = state.begin(&caller).await?;
     let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DELETE FROM {} WHERE id = $1",
         R::TABLE
@@ -641,13 +587,4 @@ pub fn routes<R: Resource>() -> axum::Router<AppState> {
             &format!("/{}/{{id}}", R::PATH),
             on_get(get::<R>).patch(update::<R>).delete(delete::<R>),
         )
-}
-
-/// Deserializes a field that may be absent (`None`), null (`Some(None)`) or a value.
-pub fn nullable<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    Option::<T>::deserialize(de).map(Some)
 }

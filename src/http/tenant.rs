@@ -11,7 +11,6 @@ use super::context::Caller;
 use super::error::ApiError;
 use crate::access::Act;
 use crate::billing::{Features, SubscriptionStatus, Tier};
-use crate::db::scope;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantOverview {
@@ -39,7 +38,7 @@ pub struct Usage {
 
 pub async fn show(
     State(state): State<AppState>,
-    axum::Extension(caller): axum::Extension<Caller>,
+    caller: Caller,
 ) -> Result<Json<TenantOverview>, ApiError> {
     caller.require(Act::ReadData)?;
     let tenant = &caller.tenant;
@@ -51,7 +50,7 @@ pub async fn show(
     .bind(tenant.scope.id)
     .fetch_one(&state.pool)
     .await?;
-    let mut tx = scope::begin(state.tenant_pool(&tenant.scope)?, &tenant.scope).await?;
+    let mut tx = state.begin(&caller).await?;
     let entities: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
         .fetch_one(&mut *tx)
         .await?;

@@ -1,10 +1,9 @@
 //! The data API's shared behaviour: authentication, tenant gates, roles, plans, bad input,
 //! problem documents, and products/companies CRUD.
 
-
+use crate::common::api::{OTHER_KEY, TestApp, claims, sign};
 use capliquify::access::Role;
 use capliquify::billing::Tier;
-use crate::common::api::{OTHER_KEY, TestApp, claims, sign};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -23,9 +22,12 @@ async fn requests_without_a_valid_token_are_401() {
 
     let mut expired = claims(&t.user(Role::Owner), Some(&t.org));
     expired["exp"] = json!(chrono::Utc::now().timestamp() - 120);
-    app.get(&sign(crate::common::api::TEST_KEY, &expired), "/api/v1/products")
-        .await
-        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    app.get(
+        &sign(crate::common::api::TEST_KEY, &expired),
+        "/api/v1/products",
+    )
+    .await
+    .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
 
     let mut wrong_issuer = claims(&t.user(Role::Owner), Some(&t.org));
     wrong_issuer["iss"] = json!("https://evil.example");
@@ -51,7 +53,10 @@ async fn unknown_organizations_and_strangers_are_403() {
     app.get(&app.token("user_stranger", &t.org), "/api/v1/products")
         .await
         .problem(StatusCode::FORBIDDEN, "not_a_member");
-    let no_org = sign(crate::common::api::TEST_KEY, &claims(&t.user(Role::Owner), None));
+    let no_org = sign(
+        crate::common::api::TEST_KEY,
+        &claims(&t.user(Role::Owner), None),
+    );
     app.get(&no_org, "/api/v1/products")
         .await
         .problem(StatusCode::FORBIDDEN, "no_organization");

@@ -1,9 +1,8 @@
 //! `/api/v1/me/preferences` and the admins' `/api/v1/user-preferences/{user_id}`.
 
-
+use crate::common::api::TestApp;
 use capliquify::access::Role;
 use capliquify::billing::Tier;
-use crate::common::api::TestApp;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -3,10 +3,9 @@
 //! pages)/update/delete, validation naming the field, missing references, and the plan and
 //! role gates.
 
-
+use crate::common::api::{Reply, TestApp, TestTenant};
 use capliquify::access::Role;
 use capliquify::billing::Tier;
-use crate::common::api::{Reply, TestApp, TestTenant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

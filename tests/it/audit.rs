@@ -1,12 +1,11 @@
 //! The audit trail: append-only in the database, written with every sensitive act, readable
 //! by tenant admins through the API and by operators through `capliquify audit`.
 
-
+use crate::common::TestDb;
+use crate::common::api::TestApp;
 use capliquify::access::Role;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
-use crate::common::TestDb;
-use crate::common::api::TestApp;
 use reqwest::StatusCode;
 use serde_json::json;
 

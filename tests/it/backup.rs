@@ -1,10 +1,10 @@
 //! Per-tenant backup, restore and clone: round trips, older archives, atomicity under
 //! failure, clones with their own identity, refused files, and the command line.
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::TestDb;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::tenancy::Tenant;
@@ -12,7 +12,6 @@ use capliquify::tenancy::backup::{
     self, BackupError, BackupReport, RestoreMode, RestoreReport, archive,
 };
 use capliquify::tenancy::migrate;
-use crate::common::TestDb;
 
 const TABLES: &[&str] = &[
     "companies",
@@ -290,7 +289,10 @@ async fn an_archive_of_an_older_schema_version_is_restored_and_migrated() {
     .unwrap();
     assert_eq!(copy.archive_schema_version, 1);
     assert_eq!(copy.schema_version, crate::common::version(0));
-    assert_eq!(copy.migrations_applied as i64, crate::common::version(0) - 1);
+    assert_eq!(
+        copy.migrations_applied as i64,
+        crate::common::version(0) - 1
+    );
     assert_eq!(
         without_credentials(fingerprint(&db, &copy.schema_name).await),
         without_credentials(before.clone())
@@ -330,7 +332,11 @@ async fn a_replace_that_fails_after_loading_leaves_the_old_data_and_no_temporary
     let changed = everything(&db).await;
 
     // A newer tenant migration that fails: it runs after the data is loaded.
-    let with_bad = crate::common::tenant_migrations_with(&[(crate::common::version(1), "fails", "SELECT 1/0")]);
+    let with_bad = crate::common::tenant_migrations_with(&[(
+        crate::common::version(1),
+        "fails",
+        "SELECT 1/0",
+    )]);
     migrate::sync_catalog(&db.pool, &with_bad).await.unwrap();
 
     let err = restore(&db, &report.file, RestoreMode::Replace)
@@ -357,8 +363,11 @@ async fn a_replace_killed_midway_leaves_the_old_data_and_no_temporary_schema() {
     let changed = everything(&db).await;
 
     // A slow migration keeps the restore busy after loading, so its backend can be killed.
-    let slow =
-        crate::common::tenant_migrations_with(&[(crate::common::version(1), "slow", "SELECT pg_sleep(30)")]);
+    let slow = crate::common::tenant_migrations_with(&[(
+        crate::common::version(1),
+        "slow",
+        "SELECT pg_sleep(30)",
+    )]);
     migrate::sync_catalog(&db.pool, &slow).await.unwrap();
     let pool = db.pool.clone();
     let file = report.file.clone();

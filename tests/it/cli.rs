@@ -1,11 +1,10 @@
 //! The `capliquify` binary as operators use it: exit codes, messages, JSON, and the
 //! embedded default.
 
-
 use std::process::{Command, Output};
 
-use capliquify::billing::Tier;
 use crate::common::TestDb;
+use capliquify::billing::Tier;
 
 fn capliquify(db: Option<&TestDb>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capliquify"));

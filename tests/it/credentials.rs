@@ -1,13 +1,12 @@
 //! API credentials: sealed at rest, never returned, bound to tenant and row, rotated under
 //! new keys, every act audited.
 
-
+use crate::common::api::{ENCRYPTION_KEY, TestApp};
 use capliquify::access::Role;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::credentials::{RevealError, reveal, rotate_keys};
 use capliquify::crypto::{CryptoError, Keyring};
-use crate::common::api::{ENCRYPTION_KEY, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

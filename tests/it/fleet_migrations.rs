@@ -1,12 +1,11 @@
 //! `capliquify migrate` through the library: one transaction per tenant, failures isolated,
 //! changed checksums refused, overlapping runs safe, killed backends harmless.
 
-
 use std::sync::Arc;
 
+use crate::common::TestDb;
 use capliquify::billing::Tier;
 use capliquify::tenancy::migrate::{self, FleetReport, MigrateError};
-use crate::common::TestDb;
 
 /// A new-column migration right after the real ones.
 fn add_notes() -> (i64, &'static str, &'static str) {
@@ -165,9 +164,12 @@ async fn a_changed_migration_is_refused_and_the_catalog_is_unchanged() {
 #[tokio::test]
 async fn a_database_newer_than_this_build_is_refused() {
     let db = TestDb::new().await;
-    migrate::sync_catalog(&db.pool, &crate::common::tenant_migrations_with(&[add_notes()]))
-        .await
-        .unwrap();
+    migrate::sync_catalog(
+        &db.pool,
+        &crate::common::tenant_migrations_with(&[add_notes()]),
+    )
+    .await
+    .unwrap();
     let err = migrate::sync_catalog(&db.pool, migrate::tenant_migrations())
         .await
         .unwrap_err();
@@ -222,7 +224,13 @@ async fn two_overlapping_runs_apply_each_migration_once() {
             2,
             Arc::new(|_| {})
         ),
-        migrate::migrate_fleet(&db.pool, pending, crate::common::version(1), 2, Arc::new(|_| {}))
+        migrate::migrate_fleet(
+            &db.pool,
+            pending,
+            crate::common::version(1),
+            2,
+            Arc::new(|_| {})
+        )
     );
     assert!(first.failed.is_empty() && second.failed.is_empty());
     let applied: i64 = first
@@ -261,7 +269,14 @@ async fn a_backend_killed_mid_migration_leaves_that_tenant_at_its_old_version() 
         let pending = migrate::pending_tenants(&pool, crate::common::version(1))
             .await
             .unwrap();
-        migrate::migrate_fleet(&pool, pending, crate::common::version(1), 1, Arc::new(|_| {})).await
+        migrate::migrate_fleet(
+            &pool,
+            pending,
+            crate::common::version(1),
+            1,
+            Arc::new(|_| {}),
+        )
+        .await
     });
     assert!(crate::common::kill_backend_running(&db, "%migrate_tenant_schema%").await);
     let report = run.await.unwrap();
@@ -293,9 +308,12 @@ async fn tenants_without_a_schema_are_reported_not_skipped_unless_purge_is_pendi
     db.exec(&format!("SELECT delete_tenant_schema('{}')", gone.id))
         .await;
     // A newer catalog makes every tenant with a schema version behind.
-    migrate::migrate_public(&db.pool, &crate::common::tenant_migrations_with(&[add_notes()]))
-        .await
-        .unwrap();
+    migrate::migrate_public(
+        &db.pool,
+        &crate::common::tenant_migrations_with(&[add_notes()]),
+    )
+    .await
+    .unwrap();
     let report = run_fleet(&db, crate::common::version(1), 1).await;
     assert_eq!(
         report.pending, 1,

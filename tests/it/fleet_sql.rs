@@ -1,10 +1,9 @@
 //! `capliquify fleet sql`: one read-only query across tenant schemas.
 
-
 use std::process::Command;
 
-use capliquify::billing::Tier;
 use crate::common::TestDb;
+use capliquify::billing::Tier;
 
 fn fleet(db: &TestDb, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_capliquify"))

@@ -30,10 +30,9 @@
 //! Run: `cargo test --test isolation_stress` (50–65 s in a debug build on a busy 2-core machine;
 //! `-- --nocapture` prints the counts).
 
-
-use capliquify::http::HttpConfig;
 use crate::common::api::TestApp;
 use crate::common::stress::{self, Params};
+use capliquify::http::HttpConfig;
 
 /// Fewer connections than concurrent clients: requests queue for connections, so every
 /// connection serves many tenants one after another.

@@ -1,12 +1,11 @@
 //! The tenant lifecycle through the library: provision, suspend, reactivate, soft delete,
 //! restore, purge, repair — each audited — and the bad-input and fault cases.
 
-
+use crate::common::TestDb;
 use capliquify::audit::Actor;
 use capliquify::billing::{SubscriptionStatus, Tier};
 use capliquify::tenancy::lifecycle::Repair;
 use capliquify::tenancy::{NewTenant, TenancyError, TenantState, registry};
-use crate::common::TestDb;
 
 fn actor() -> Actor {
     Actor::operator()

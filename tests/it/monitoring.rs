@@ -1,15 +1,14 @@
 //! Monitoring: usage against limits, slow queries attributed to their tenant through the
 //! tenant's database role (pg_stat_statements), and the admin endpoints that serve both.
 
-
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::common::api::{Reply, TestApp};
 use capliquify::access::Role;
 use capliquify::billing::Tier;
 use capliquify::http::HttpConfig;
 use capliquify::monitor;
-use crate::common::api::{Reply, TestApp};
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -30,25 +30,20 @@
 //!
 //! Run: `cargo test --test pgbouncer -- --nocapture` (prints the counts).
 
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for};
-use capliquify::http::cursor::CursorCodec;
-use capliquify::http::{AppState, HttpConfig, app};
-use capliquify::webhooks::WebhookConfig;
-use capliquify::webhooks::signature::{StripeSecret, SvixSecret};
-use crate::common::api::{
-    CLERK_SECRET, ENCRYPTION_KEY, KID, STRIPE_PRICES, STRIPE_SECRET, TEST_KEY, TestApp,
-};
+use crate::common::api::{ENCRYPTION_KEY, KID, TEST_KEY, TestApp, test_webhooks};
 use crate::common::stress::{self, Params};
 use crate::common::{APP_ROLE, TestDb};
+use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for};
+use capliquify::http::cursor::CursorCodec;
+use capliquify::http::{AppState, HttpConfig, launch};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use uuid::Uuid;
@@ -392,33 +387,21 @@ impl BouncedServer {
             .connect(&url)
             .await
             .expect("connect through PgBouncer");
-        let state = AppState {
-            clusters: capliquify::db::Clusters::single(pool.clone()),
-            pool,
-            auth: Arc::new(auth),
-            cursors: CursorCodec::new(b"test cursor secret"),
-            webhooks: Arc::new(WebhookConfig {
-                clerk: Some(SvixSecret::parse(CLERK_SECRET).unwrap()),
-                stripe: Some(StripeSecret::new(STRIPE_SECRET)),
-                prices: STRIPE_PRICES.parse().unwrap(),
-                deletion_grace_days: 30,
-            }),
-            callers: Arc::new(capliquify::http::context::CallerCache::disabled()),
-            keys: Arc::new(
-                capliquify::crypto::Keyring::from_settings(Some(ENCRYPTION_KEY), "k1", None)
-                    .unwrap(),
-            ),
-        };
+        let keys =
+            capliquify::crypto::Keyring::from_settings(Some(ENCRYPTION_KEY), "k1", None).unwrap();
+        let state = AppState::new(
+            capliquify::db::Clusters::single(pool),
+            auth,
+            keys,
+            HttpConfig::default(),
+        )
+        .with_cursors(CursorCodec::new(b"test cursor secret"))
+        .with_webhooks(test_webhooks());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = app(state, &HttpConfig::default());
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
+            launch(listener, state, async {
                 let _ = rx.await;
             })
             .await

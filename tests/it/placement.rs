@@ -1,9 +1,10 @@
 //! Placements and moves between two real PostgreSQL clusters on this machine: the tests'
 //! cluster (home) and a second embedded cluster (`eu2`).
 
-
 use std::time::Duration;
 
+use crate::common::TestDb;
+use crate::common::api::{TestApp, TestTenant};
 use capliquify::access::Role;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
@@ -11,8 +12,6 @@ use capliquify::db::{ClusterName, Clusters, TenantScope, scope};
 use capliquify::http::HttpConfig;
 use capliquify::tenancy::placement::{self, MoveError, MoveOptions};
 use capliquify::tenancy::registry;
-use crate::common::TestDb;
-use crate::common::api::{TestApp, TestTenant};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::{AssertSqlSafe, PgPool};

@@ -2,14 +2,13 @@
 //! the service runs it (logged in as the service's login role, switched to the tenant's
 //! role by `db::scope::begin`), is refused by PostgreSQL itself.
 
-
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::common::TestDb;
 use capliquify::billing::Tier;
 use capliquify::db::scope::{self, TenantScope};
 use capliquify::tenancy::migrate;
-use crate::common::TestDb;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
 

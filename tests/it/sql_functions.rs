@@ -1,8 +1,7 @@
 //! The tenant SQL functions work from plain SQL, as operators use them from `psql`.
 
-
-use capliquify::billing::Tier;
 use crate::common::TestDb;
+use capliquify::billing::Tier;
 use sqlx::Row;
 
 const TENANT_TABLES: [&str; 9] = [

@@ -1,10 +1,9 @@
 //! Clerk (Svix-signed) and Stripe webhooks against the real server: each event, replays,
 //! ordering, shuffled delivery, bad signatures, and the lifecycle job.
 
-
+use crate::common::api::{CLERK_SECRET, STRIPE_SECRET, TestApp};
 use capliquify::access::Role;
 use capliquify::webhooks::signature::{StripeSecret, SvixSecret};
-use crate::common::api::{CLERK_SECRET, STRIPE_SECRET, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -2,72 +2,94 @@
 //! `max_entities`).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sqlx::PgConnection;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use uuid::Uuid;
 
 use crate::http::context::Caller;
 use crate::http::error::ApiError;
-use crate::http::resource::{Bind, Filter, Kind, Op, Resource, Sort, nullable};
-use crate::http::validate as v;
+use crate::http::fields::{Currency, Field, JsonObject, Text};
+use crate::http::resource::{Bind, Filter, Kind, Op, Resource, Sort};
 
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct Company {
-    pub id: Uuid,
-    pub name: String,
-    pub legal_name: Option<String>,
-    pub tax_id: Option<String>,
-    pub currency: String,
-    /// `MM-DD`.
-    pub fiscal_year_end: Option<String>,
-    pub settings: serde_json::Value,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+/// Largest `settings` document of a company.
+pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
+
+crate::resource_fields! {
+    row Company, create NewCompany, update CompanyChanges;
+    id: Uuid => read,
+    name: Text<255> => required,
+    legal_name: Text<255> => optional,
+    tax_id: Text<50> => optional,
+    /// Default USD.
+    currency: Currency => defaulted,
+    /// The last day of the fiscal year, MM-DD (e.g. 12-31).
+    fiscal_year_end: MonthDay => optional,
+    /// Free-form company settings. Default {}.
+    settings: JsonObject<MAX_SETTINGS_BYTES> => defaulted,
+    created_at: DateTime<Utc> => read,
+    updated_at: DateTime<Utc> => read,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewCompany {
-    pub name: String,
-    pub legal_name: Option<String>,
-    pub tax_id: Option<String>,
-    /// ISO 4217; default USD.
-    pub currency: Option<String>,
-    /// `MM-DD`, e.g. `12-31`.
-    pub fiscal_year_end: Option<String>,
-    pub settings: Option<serde_json::Value>,
-}
+/// A day of the year, `MM-DD`, February 29 included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthDay(String);
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CompanyChanges {
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub legal_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub tax_id: Option<Option<String>>,
-    pub currency: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub fiscal_year_end: Option<Option<String>>,
-    pub settings: Option<serde_json::Value>,
-}
+/// Exactly the days of a leap year: the server accepts what this pattern accepts.
+const MONTH_DAY_PATTERN: &str = "^(01-(0[1-9]|[12][0-9]|3[01])|02-(0[1-9]|1[0-9]|2[0-9])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|(0[3578]|1[02])-(0[1-9]|[12][0-9]|3[01]))$";
 
-fn fiscal_year_end(value: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(value) = value else { return Ok(None) };
-    let valid = chrono::NaiveDate::parse_from_str(&format!("2024-{value}"), "%Y-%m-%d").is_ok()
-        && value.len() == 5;
-    if valid {
-        Ok(Some(value))
-    } else {
-        Err(ApiError::validation(
-            "fiscal_year_end",
-            "fiscal_year_end must be MM-DD, e.g. 12-31",
-        ))
+impl TryFrom<String> for MonthDay {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        let valid = value.len() == 5
+            && chrono::NaiveDate::parse_from_str(&format!("2024-{value}"), "%Y-%m-%d").is_ok();
+        if valid {
+            Ok(Self(value))
+        } else {
+            Err("must be MM-DD, e.g. 12-31".into())
+        }
     }
+}
+
+impl<'de> Deserialize<'de> for MonthDay {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        Self::try_from(String::deserialize(de)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for MonthDay {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for MonthDay {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for MonthDay {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <String as sqlx::Decode<'r, sqlx::Postgres>>::decode(value).map(Self)
+    }
+}
+
+impl Field for MonthDay {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(MONTH_DAY_PATTERN))
+            .into()
+    }
+    fn bind(value: Option<Self>) -> Bind {
+        Bind::Text(value.map(|v| v.0))
+    }
+    const CAST: &'static str = "::text";
 }
 
 pub struct Companies;
@@ -76,7 +98,8 @@ impl Resource for Companies {
     const NAME: &'static str = "company";
     const PATH: &'static str = "companies";
     const TABLE: &'static str = "companies";
-    const COLUMNS: &'static str = "id, name::text, legal_name::text, tax_id::text, currency::text, fiscal_year_end::text, settings, created_at, updated_at";
+    /// A company names no other row.
+    const REFERENCES: bool = false;
     const SORTS: &'static [Sort] = &[
         Sort {
             param: "created_at",
@@ -99,66 +122,6 @@ impl Resource for Companies {
     type Row = Company;
     type Create = NewCompany;
     type Update = CompanyChanges;
-
-    fn create(input: NewCompany) -> Result<Vec<(&'static str, Bind)>, ApiError> {
-        let mut values = vec![
-            ("name", Bind::Text(Some(v::text("name", input.name, 255)?))),
-            (
-                "legal_name",
-                Bind::Text(v::optional_text("legal_name", input.legal_name, 255)?),
-            ),
-            (
-                "tax_id",
-                Bind::Text(v::optional_text("tax_id", input.tax_id, 50)?),
-            ),
-            (
-                "fiscal_year_end",
-                Bind::Text(fiscal_year_end(input.fiscal_year_end)?),
-            ),
-        ];
-        if let Some(currency) = v::currency("currency", input.currency)? {
-            values.push(("currency", Bind::Text(Some(currency))));
-        }
-        if let Some(settings) = v::object("settings", input.settings)? {
-            values.push(("settings", Bind::Json(Some(settings))));
-        }
-        Ok(values)
-    }
-
-    fn update(input: CompanyChanges) -> Result<Vec<(&'static str, Bind)>, ApiError> {
-        let mut values = Vec::new();
-        if let Some(name) = input.name {
-            values.push(("name", Bind::Text(Some(v::text("name", name, 255)?))));
-        }
-        if let Some(legal_name) = input.legal_name {
-            values.push((
-                "legal_name",
-                Bind::Text(v::optional_text("legal_name", legal_name, 255)?),
-            ));
-        }
-        if let Some(tax_id) = input.tax_id {
-            values.push((
-                "tax_id",
-                Bind::Text(v::optional_text("tax_id", tax_id, 50)?),
-            ));
-        }
-        if let Some(currency) = input.currency {
-            values.push((
-                "currency",
-                Bind::Text(v::currency("currency", Some(currency))?),
-            ));
-        }
-        if let Some(fye) = input.fiscal_year_end {
-            values.push(("fiscal_year_end", Bind::Text(fiscal_year_end(fye)?)));
-        }
-        if let Some(settings) = input.settings {
-            values.push((
-                "settings",
-                Bind::Json(v::object("settings", Some(settings))?),
-            ));
-        }
-        Ok(values)
-    }
 
     /// A plan allows `max_entities` companies. The table lock serialises concurrent creates
     /// so two requests cannot both take the last place.

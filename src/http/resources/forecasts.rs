@@ -1,121 +1,52 @@
 //! `/api/v1/forecasts`: predicted demand, revenue or cash flow for a date, with its
 //! interval and, once known, the actual value. Writing needs the plan's AI forecasting.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
-use crate::http::resource::{Bind, Filter, Kind, Op, RequiredFeature, Resource, Sort, nullable};
-use crate::http::validate as v;
+use crate::http::fields::{Day, JsonObject, Numeric, Patch, Percentage, SignedMoney, Text};
+use crate::http::resource::{Filter, Kind, Op, RequiredFeature, Resource, Sort};
 
-const FORECAST_TYPES: &[&str] = &["demand", "revenue", "cash_flow"];
+/// Largest `model_parameters` document of a forecast.
+pub const MAX_MODEL_PARAMETERS_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct Forecast {
-    pub id: Uuid,
-    pub company_id: Uuid,
-    pub product_id: Option<Uuid>,
-    pub forecast_date: NaiveDate,
-    /// `demand`, `revenue` or `cash_flow`.
-    pub forecast_type: String,
-    pub model_type: Option<String>,
-    /// Decimal string.
-    #[schema(value_type = String)]
-    pub predicted_value: Decimal,
-    #[schema(value_type = Option<String>)]
-    pub lower_bound: Option<Decimal>,
-    #[schema(value_type = Option<String>)]
-    pub upper_bound: Option<Decimal>,
-    /// Percent, 0 to 100.
-    #[schema(value_type = Option<String>)]
-    pub confidence_level: Option<Decimal>,
-    #[schema(value_type = Option<String>)]
-    pub actual_value: Option<Decimal>,
-    #[schema(value_type = Option<String>)]
-    pub accuracy_percentage: Option<Decimal>,
-    pub model_parameters: Option<serde_json::Value>,
-    pub created_at: DateTime<Utc>,
+crate::words! {
+    /// What a forecast predicts.
+    ForecastType { Demand = "demand", Revenue = "revenue", CashFlow = "cash_flow" }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewForecast {
-    pub company_id: Uuid,
-    pub product_id: Option<Uuid>,
-    pub forecast_date: NaiveDate,
-    /// `demand`, `revenue` or `cash_flow`.
-    pub forecast_type: String,
-    pub model_type: Option<String>,
-    /// Decimal string; may be negative (cash flow).
-    #[schema(value_type = String)]
-    pub predicted_value: Decimal,
-    /// At most `predicted_value`.
-    #[schema(value_type = Option<String>)]
-    pub lower_bound: Option<Decimal>,
-    /// At least `predicted_value`.
-    #[schema(value_type = Option<String>)]
-    pub upper_bound: Option<Decimal>,
-    /// Percent, 0 to 100, at most 2 decimals.
-    #[schema(value_type = Option<String>)]
-    pub confidence_level: Option<Decimal>,
-    #[schema(value_type = Option<String>)]
-    pub actual_value: Option<Decimal>,
-    #[schema(value_type = Option<String>)]
-    pub accuracy_percentage: Option<Decimal>,
-    /// A JSON object.
-    pub model_parameters: Option<serde_json::Value>,
+crate::resource_fields! {
+    row Forecast, create NewForecast, update ForecastChanges;
+    id: Uuid => read,
+    company_id: Uuid => fixed,
+    product_id: Uuid => optional,
+    forecast_date: Day => required,
+    forecast_type: ForecastType => required,
+    model_type: Text<50> => optional,
+    /// May be negative (cash flow).
+    predicted_value: SignedMoney => required,
+    /// At most predicted_value.
+    lower_bound: SignedMoney => optional,
+    /// At least predicted_value.
+    upper_bound: SignedMoney => optional,
+    confidence_level: Percentage => optional,
+    actual_value: SignedMoney => optional,
+    accuracy_percentage: Numeric<5, 2> => optional,
+    model_parameters: JsonObject<MAX_MODEL_PARAMETERS_BYTES> => optional,
+    created_at: DateTime<Utc> => read,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ForecastChanges {
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Uuid>)]
-    pub product_id: Option<Option<Uuid>>,
-    pub forecast_date: Option<NaiveDate>,
-    pub forecast_type: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub model_type: Option<Option<String>>,
-    #[schema(value_type = Option<String>)]
-    pub predicted_value: Option<Decimal>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub lower_bound: Option<Option<Decimal>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub upper_bound: Option<Option<Decimal>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub confidence_level: Option<Option<Decimal>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub actual_value: Option<Option<Decimal>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub accuracy_percentage: Option<Option<Decimal>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Object>)]
-    pub model_parameters: Option<Option<serde_json::Value>>,
+fn value<const P: u32, const S: u32>(n: Option<Numeric<P, S>>) -> Option<Decimal> {
+    n.map(|n| n.0)
 }
 
-fn forecast_type(value: String) -> Result<String, ApiError> {
-    v::one_of("forecast_type", Some(value), FORECAST_TYPES).map(Option::unwrap_or_default)
-}
-
-/// `numeric(5,2)` between 0 and 100 (the column's CHECK, refused here with a clearer word).
-fn confidence_level(value: Option<Decimal>) -> Result<Option<Decimal>, ApiError> {
-    let value = v::numeric("confidence_level", value, 5, 2)?;
-    if value.is_some_and(|c| c < Decimal::ZERO || c > Decimal::ONE_HUNDRED) {
-        return Err(ApiError::validation(
-            "confidence_level",
-            "confidence_level must be between 0 and 100",
-        ));
+fn patched<const P: u32, const S: u32>(p: &Patch<Numeric<P, S>>) -> Option<Decimal> {
+    match p {
+        Patch::Value(n) => Some(n.0),
+        _ => None,
     }
-    Ok(value)
 }
 
 /// The interval must contain the prediction. On update only the values in the body can
@@ -158,9 +89,6 @@ impl Resource for Forecasts {
     const NAME: &'static str = "forecast";
     const PATH: &'static str = "forecasts";
     const TABLE: &'static str = "forecasts";
-    const COLUMNS: &'static str = "id, company_id, product_id, forecast_date, forecast_type::text, model_type::text, \
-         predicted_value, lower_bound, upper_bound, confidence_level, actual_value, accuracy_percentage, \
-         model_parameters, created_at";
     const SORTS: &'static [Sort] = &[
         Sort {
             param: "forecast_date",
@@ -215,113 +143,21 @@ impl Resource for Forecasts {
     type Create = NewForecast;
     type Update = ForecastChanges;
 
-    fn create(f: NewForecast) -> Result<Vec<(&'static str, Bind)>, ApiError> {
-        let predicted = v::money("predicted_value", f.predicted_value, false)?;
-        let lower = v::optional_money("lower_bound", f.lower_bound, false)?;
-        let upper = v::optional_money("upper_bound", f.upper_bound, false)?;
-        interval(lower, Some(predicted), upper)?;
-        Ok(vec![
-            ("company_id", Bind::Uuid(Some(f.company_id))),
-            ("product_id", Bind::Uuid(f.product_id)),
-            (
-                "forecast_date",
-                Bind::Date(Some(v::date("forecast_date", f.forecast_date)?)),
-            ),
-            (
-                "forecast_type",
-                Bind::Text(Some(forecast_type(f.forecast_type)?)),
-            ),
-            (
-                "model_type",
-                Bind::Text(v::optional_text("model_type", f.model_type, 50)?),
-            ),
-            ("predicted_value", Bind::Decimal(Some(predicted))),
-            ("lower_bound", Bind::Decimal(lower)),
-            ("upper_bound", Bind::Decimal(upper)),
-            (
-                "confidence_level",
-                Bind::Decimal(confidence_level(f.confidence_level)?),
-            ),
-            (
-                "actual_value",
-                Bind::Decimal(v::optional_money("actual_value", f.actual_value, false)?),
-            ),
-            (
-                "accuracy_percentage",
-                Bind::Decimal(v::numeric(
-                    "accuracy_percentage",
-                    f.accuracy_percentage,
-                    5,
-                    2,
-                )?),
-            ),
-            (
-                "model_parameters",
-                Bind::Json(v::object("model_parameters", f.model_parameters)?),
-            ),
-        ])
+    fn prepare_create(new: &mut NewForecast) -> Result<(), ApiError> {
+        interval(
+            value(new.lower_bound),
+            Some(new.predicted_value.0),
+            value(new.upper_bound),
+        )
     }
 
-    fn update(f: ForecastChanges) -> Result<Vec<(&'static str, Bind)>, ApiError> {
-        let mut values = Vec::new();
-        if let Some(product_id) = f.product_id {
-            values.push(("product_id", Bind::Uuid(product_id)));
-        }
-        if let Some(date) = f.forecast_date {
-            values.push((
-                "forecast_date",
-                Bind::Date(Some(v::date("forecast_date", date)?)),
-            ));
-        }
-        if let Some(kind) = f.forecast_type {
-            values.push(("forecast_type", Bind::Text(Some(forecast_type(kind)?))));
-        }
-        if let Some(model) = f.model_type {
-            values.push((
-                "model_type",
-                Bind::Text(v::optional_text("model_type", model, 50)?),
-            ));
-        }
-        let predicted = v::optional_money("predicted_value", f.predicted_value, false)?;
-        let lower = f
-            .lower_bound
-            .map(|l| v::optional_money("lower_bound", l, false))
-            .transpose()?;
-        let upper = f
-            .upper_bound
-            .map(|u| v::optional_money("upper_bound", u, false))
-            .transpose()?;
-        interval(lower.flatten(), predicted, upper.flatten())?;
-        if let Some(p) = predicted {
-            values.push(("predicted_value", Bind::Decimal(Some(p))));
-        }
-        if let Some(l) = lower {
-            values.push(("lower_bound", Bind::Decimal(l)));
-        }
-        if let Some(u) = upper {
-            values.push(("upper_bound", Bind::Decimal(u)));
-        }
-        if let Some(c) = f.confidence_level {
-            values.push(("confidence_level", Bind::Decimal(confidence_level(c)?)));
-        }
-        if let Some(a) = f.actual_value {
-            values.push((
-                "actual_value",
-                Bind::Decimal(v::optional_money("actual_value", a, false)?),
-            ));
-        }
-        if let Some(a) = f.accuracy_percentage {
-            values.push((
-                "accuracy_percentage",
-                Bind::Decimal(v::numeric("accuracy_percentage", a, 5, 2)?),
-            ));
-        }
-        if let Some(p) = f.model_parameters {
-            values.push((
-                "model_parameters",
-                Bind::Json(v::object("model_parameters", p)?),
-            ));
-        }
-        Ok(values)
+    /// Only the values in the body can be compared here; the database's CHECK compares
+    /// them with the stored ones.
+    fn prepare_update(changes: &mut ForecastChanges) -> Result<(), ApiError> {
+        interval(
+            patched(&changes.lower_bound),
+            value(changes.predicted_value),
+            patched(&changes.upper_bound),
+        )
     }
 }

@@ -8,7 +8,7 @@ use capliquify::access::Role;
 use capliquify::billing::Tier;
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
 use capliquify::http::cursor::CursorCodec;
-use capliquify::http::{AppState, HttpConfig, app};
+use capliquify::http::{AppState, HttpConfig, launch};
 use capliquify::tenancy::Tenant;
 use capliquify::webhooks::WebhookConfig;
 use capliquify::webhooks::signature::{StripeSecret, SvixSecret};
@@ -69,6 +69,16 @@ impl TestTenant {
     }
 }
 
+/// The webhook secrets and prices of every test service.
+pub fn test_webhooks() -> WebhookConfig {
+    WebhookConfig {
+        clerk: Some(SvixSecret::parse(CLERK_SECRET).unwrap()),
+        stripe: Some(StripeSecret::new(STRIPE_SECRET)),
+        prices: STRIPE_PRICES.parse().unwrap(),
+        deletion_grace_days: 30,
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(HttpConfig::default(), 10).await
@@ -105,34 +115,18 @@ impl TestApp {
             capliquify::db::Clusters::single(pool.clone()),
             |clusters, (name, pool)| clusters.with(name, pool),
         );
-        let state = AppState {
-            clusters,
-            pool,
-            auth: std::sync::Arc::new(auth),
-            cursors: CursorCodec::new(b"test cursor secret"),
-            webhooks: std::sync::Arc::new(WebhookConfig {
-                clerk: Some(SvixSecret::parse(CLERK_SECRET).unwrap()),
-                stripe: Some(StripeSecret::new(STRIPE_SECRET)),
-                prices: STRIPE_PRICES.parse().unwrap(),
-                deletion_grace_days: 30,
-            }),
-            // Tests change tenants between requests and expect the next request to see it.
-            callers: std::sync::Arc::new(capliquify::http::context::CallerCache::disabled()),
-            keys: std::sync::Arc::new(
-                capliquify::crypto::Keyring::from_settings(Some(ENCRYPTION_KEY), "k1", None)
-                    .unwrap(),
-            ),
-        };
+        let keys =
+            capliquify::crypto::Keyring::from_settings(Some(ENCRYPTION_KEY), "k1", None).unwrap();
+        // No caller cache: tests change tenants between requests and expect the next
+        // request to see it.
+        let state = AppState::new(clusters, auth, keys, config)
+            .with_cursors(CursorCodec::new(b"test cursor secret"))
+            .with_webhooks(test_webhooks());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = app(state, &config);
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
+            launch(listener, state, async {
                 let _ = rx.await;
             })
             .await
