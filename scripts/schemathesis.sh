@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Schemathesis run against the served OpenAPI document, failing on any server error (5xx).
+# Schemathesis run against the served OpenAPI document with all its checks: no server error,
+# every response as documented, every schema-invalid request refused, every schema-valid one
+# accepted (but for the rules JSON Schema cannot state: scripts/schemathesis/hooks.py).
 #
 # What it does:
 #   1. builds the service (`cargo build`, a no-op when it is up to date; skipped when
@@ -9,9 +11,14 @@
 #   3. starts `capliquify serve` in demo mode (DATABASE_URL unset, so it runs a private
 #      PostgreSQL cluster under the temp folder) on a free loopback port, waits for /readyz and
 #      takes the ACME owner token from the demo banner;
-#   4. runs `schemathesis run http://127.0.0.1:<port>/api/v1/openapi.json` with that token and
-#      only the `not_a_server_error` check, a bounded number of examples per operation and a
-#      hard wall-clock limit;
+#   4. runs `schemathesis run http://127.0.0.1:<port>/api/v1/openapi.json` with that token,
+#      every phase (coverage, fuzzing, stateful) and `--checks all`, except that the built-in
+#      `positive_data_acceptance` is replaced by `positive_data_acceptance_with_rules`
+#      (scripts/schemathesis/hooks.py: the same check, allowing only 422
+#      reference_not_found / rule_violated and 400 invalid_cursor, by their problem code), and
+#      with NUL characters left out of generated strings (PostgreSQL text and jsonb cannot
+#      hold one; the field schemas say so where they can); a bounded number of examples per
+#      operation and a hard wall-clock limit;
 #   5. scans the server's JSON log for any response with status >= 500 or any ERROR line, and
 #      prints them (method, uri, request id, error) so they can be matched to schemathesis'
 #      reproduction (`curl` command) above;
@@ -26,7 +33,8 @@
 # Knobs (environment):
 #   SCHEMATHESIS_MAX_EXAMPLES  test cases per operation and phase (default 25)
 #   SCHEMATHESIS_TIME_LIMIT    hard limit in seconds on the schemathesis run (default 600)
-#   SCHEMATHESIS_SEED          seed, to repeat a run exactly (default: random, printed at the end)
+#   SCHEMATHESIS_SEED          seed, to repeat a run exactly (default: random, printed at the end
+#                              and again on failure)
 #   SCHEMATHESIS_REPORT_DIR    if set, the JUnit/NDJSON reports and the server log are copied here
 #   SCHEMATHESIS_VENV          an existing venv to reuse (kept); default: a fresh one, removed
 #   CAPLIQUIFY_BIN             a built capliquify binary (skips `cargo build`)
@@ -113,22 +121,24 @@ if [ -z "$token" ]; then
   exit 1
 fi
 
-echo "== schemathesis run $base/api/v1/openapi.json (check: not_a_server_error, max $max_examples examples/operation, limit ${time_limit}s)"
-seed_args=()
-if [ -n "${SCHEMATHESIS_SEED:-}" ]; then seed_args=(--seed "$SCHEMATHESIS_SEED"); fi
+seed="${SCHEMATHESIS_SEED:-$("$venv/bin/python" -c 'import secrets; print(secrets.randbits(128))')}"
+echo "== schemathesis run $base/api/v1/openapi.json (checks: all, max $max_examples examples/operation, limit ${time_limit}s, seed $seed)"
 started=$SECONDS
 set +e
 # From the temp folder: schemathesis keeps its crash cache in ./.schemathesis, not in the repo.
-(cd "$work" && exec timeout --foreground --signal=INT --kill-after=30 "$time_limit" \
+(cd "$work" && PYTHONPATH="$root/scripts/schemathesis" SCHEMATHESIS_HOOKS=hooks \
+  exec timeout --foreground --signal=INT --kill-after=30 "$time_limit" \
   "$venv/bin/schemathesis" run "$base/api/v1/openapi.json" \
   --header "Authorization: Bearer $token" \
-  --checks not_a_server_error \
+  --checks all \
+  --exclude-checks positive_data_acceptance \
+  --generation-allow-x00 false \
   --max-examples "$max_examples" \
   --request-timeout 30 \
   --generation-database none \
   --no-color \
   --report junit,ndjson --report-dir "$work/report" \
-  "${seed_args[@]}" "$@")
+  --seed "$seed" "$@")
 st_rc=$?
 set -e
 echo "== schemathesis finished in $((SECONDS - started))s with exit code $st_rc"
@@ -167,6 +177,7 @@ set -e
 
 if [ "$st_rc" != 0 ] || [ "$log_rc" != 0 ]; then
   echo "schemathesis: FAILED (schemathesis exit $st_rc, server errors logged: $([ "$log_rc" = 0 ] && echo no || echo yes))"
+  echo "schemathesis: repeat with SCHEMATHESIS_SEED=$seed scripts/schemathesis.sh"
   exit 1
 fi
-echo "schemathesis: no server errors"
+echo "schemathesis: all checks passed (seed $seed)"

@@ -65,6 +65,11 @@ pub async fn list(
         ..Filter::default()
     };
     for (key, value) in pairs {
+        if matches!(key.as_str(), "action" | "resource_type" | "user")
+            && value.chars().count() > 255
+        {
+            return Err(bad(&key, format!("{key} must be at most 255 characters")));
+        }
         match key.as_str() {
             "action" => filter.action = Some(value),
             "resource_type" => filter.resource_type = Some(value),

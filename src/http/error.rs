@@ -69,6 +69,12 @@ impl ApiError {
         .with_field(field)
     }
 
+    /// A rule between fields, or between a new value and a stored one, is broken: each
+    /// field is valid on its own (so no schema can say it), the combination is not.
+    pub fn rule(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rule_violated", detail).with_field(field)
+    }
+
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }

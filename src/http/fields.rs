@@ -417,7 +417,30 @@ impl<const MIN: i32, const MAX: i32> TryFrom<i64> for Int<MIN, MAX> {
 
 impl<'de, const MIN: i32, const MAX: i32> Deserialize<'de> for Int<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        Self::try_from(i64::deserialize(de)?).map_err(serde::de::Error::custom)
+        /// JSON Schema's `integer` is a number without a fractional part, so `3.0` is one
+        /// (and a generated client may send it); `3.5` is not.
+        struct Whole;
+        impl serde::de::Visitor<'_> for Whole {
+            type Value = i64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+                Ok(v)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+                Ok(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    Ok(v as i64)
+                } else {
+                    Err(E::custom("must be a whole number"))
+                }
+            }
+        }
+        let whole = de.deserialize_any(Whole)?;
+        Self::try_from(whole).map_err(serde::de::Error::custom)
     }
 }
 
@@ -740,15 +763,32 @@ pub const MAX_JSON_DEPTH: usize = 16;
 /// [`MAX_JSON_DEPTH`] levels deep, with no NUL character (`\u0000`, which `jsonb` cannot
 /// hold) in any key or string. The caps keep a row's size, and so a page's memory, bounded
 /// (docs/api.md, "Limits").
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct JsonObject<const MAX_BYTES: usize>(serde_json::Map<String, serde_json::Value>);
+///
+/// A request's document is parsed and checked; a stored one is passed to the response as
+/// the text PostgreSQL gives, unparsed: `jsonb` keeps numbers exactly (`1e308` comes back
+/// as 309 digits), which a round trip through `f64` could not.
+#[derive(Debug, Clone)]
+pub struct JsonObject<const MAX_BYTES: usize>(JsonRepr);
+
+#[derive(Debug, Clone)]
+enum JsonRepr {
+    Parsed(serde_json::Map<String, serde_json::Value>),
+    Stored(Box<serde_json::value::RawValue>),
+}
+
+impl<const MAX_BYTES: usize> Default for JsonObject<MAX_BYTES> {
+    fn default() -> Self {
+        Self(JsonRepr::Parsed(serde_json::Map::new()))
+    }
+}
 
 impl<const MAX_BYTES: usize> JsonObject<MAX_BYTES> {
+    /// The document as a value (a stored one is parsed).
     pub fn into_value(self) -> serde_json::Value {
-        serde_json::Value::Object(self.0)
-    }
-    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
-        &self.0
+        match self.0 {
+            JsonRepr::Parsed(map) => serde_json::Value::Object(map),
+            JsonRepr::Stored(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
+        }
     }
 }
 
@@ -799,12 +839,9 @@ pub fn check_json(value: &serde_json::Value, max_bytes: usize) -> Result<(), Str
 impl<const MAX_BYTES: usize> TryFrom<serde_json::Value> for JsonObject<MAX_BYTES> {
     type Error = String;
     fn try_from(value: serde_json::Value) -> Result<Self, String> {
-        if !value.is_object() {
-            return Err("must be a JSON object".into());
-        }
         check_json(&value, MAX_BYTES)?;
         match value {
-            serde_json::Value::Object(map) => Ok(Self(map)),
+            serde_json::Value::Object(map) => Ok(Self(JsonRepr::Parsed(map))),
             _ => Err("must be a JSON object".into()),
         }
     }
@@ -818,7 +855,10 @@ impl<'de, const MAX_BYTES: usize> Deserialize<'de> for JsonObject<MAX_BYTES> {
 
 impl<const MAX_BYTES: usize> Serialize for JsonObject<MAX_BYTES> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        match &self.0 {
+            JsonRepr::Parsed(map) => map.serialize(s),
+            JsonRepr::Stored(raw) => raw.serialize(s),
+        }
     }
 }
 
@@ -833,12 +873,12 @@ impl<const MAX_BYTES: usize> sqlx::Type<Postgres> for JsonObject<MAX_BYTES> {
 
 impl<'r, const MAX_BYTES: usize> sqlx::Decode<'r, Postgres> for JsonObject<MAX_BYTES> {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        match <serde_json::Value as sqlx::Decode<'r, Postgres>>::decode(value)? {
-            serde_json::Value::Object(map) => Ok(Self(map)),
-            // A row written before the object rule (by SQL) is read as an empty object
-            // rather than failing the whole page.
-            _ => Ok(Self(serde_json::Map::new())),
-        }
+        let raw = <sqlx::types::Json<Box<serde_json::value::RawValue>> as sqlx::Decode<
+            'r,
+            Postgres,
+        >>::decode(value)?
+        .0;
+        Ok(Self(JsonRepr::Stored(raw)))
     }
 }
 
@@ -986,6 +1026,13 @@ mod tests {
         assert!(de::<Count>("-1").is_err());
         assert!(de::<Count>("2147483648").is_err());
         assert!(de::<Positive>("0").is_err());
+        assert_eq!(
+            de::<Count>("3.0").unwrap().0,
+            3,
+            "an integer in JSON Schema's sense"
+        );
+        assert!(de::<Count>("3.5").is_err());
+        assert!(de::<Count>("\"3\"").is_err());
         assert!(de::<Day>("\"2026-02-28\"").is_ok());
         assert!(de::<Day>("\"2026-02-30\"").is_err());
         assert!(de::<Day>("\"1899-12-31\"").is_err());

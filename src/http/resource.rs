@@ -208,6 +208,14 @@ pub fn db_error(err: sqlx::Error, table: &str, name: &str) -> ApiError {
             ),
         )
         .with_field(field.unwrap_or_default()),
+        // Rules between two fields are named <table>_<field>__<rule>_check.
+        "23514" if db.constraint().is_some_and(|c| c.contains("__")) => ApiError::rule(
+            field.clone().unwrap_or_default(),
+            format!(
+                "{} breaks a rule with another field of the row",
+                field.as_deref().unwrap_or("a value")
+            ),
+        ),
         "23514" | "23502" => ApiError::validation(
             field.clone().unwrap_or_default(),
             format!(

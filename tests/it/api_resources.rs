@@ -69,11 +69,90 @@ async fn list_ids(app: &TestApp, token: &str, path: &str) -> Vec<String> {
     ids(page.body["data"].as_array().unwrap())
 }
 
-/// A 422 `validation_failed` naming `field`.
+/// A 422 naming `field`: `validation_failed` when the field breaks its own rule,
+/// `rule_violated` when it breaks one with another field or the stored row (which of the
+/// two is pinned by `a_field_rule_and_a_rule_between_fields_have_their_own_codes`).
 #[track_caller]
 fn invalid(reply: &Reply, field: &str) {
-    let problem = reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_eq!(problem["field"], field, "{}", reply.text);
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(
+        matches!(
+            reply.body["code"].as_str(),
+            Some("validation_failed" | "rule_violated")
+        ),
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.body["field"], field, "{}", reply.text);
+}
+
+#[tokio::test]
+async fn a_field_rule_and_a_rule_between_fields_have_their_own_codes() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("codes", Tier::Professional).await;
+    let token = app.token_for(&t, Role::Member);
+    let company = app
+        .post(&token, "/api/v1/companies", json!({ "name": "Codes Ltd" }))
+        .await
+        .body["id"]
+        .clone();
+    let product = app
+        .post(
+            &token,
+            "/api/v1/products",
+            json!({ "company_id": company, "sku": "C-1", "name": "C" }),
+        )
+        .await
+        .body["id"]
+        .clone();
+    let record = |extra: Value| {
+        let mut body =
+            json!({ "company_id": company, "product_id": product, "quantity_on_hand": 5 });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let own = app
+        .post(
+            &token,
+            "/api/v1/inventory",
+            record(json!({ "quantity_reserved": -1 })),
+        )
+        .await;
+    assert_eq!(
+        own.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["field"],
+        "quantity_reserved"
+    );
+    let between = app
+        .post(
+            &token,
+            "/api/v1/inventory",
+            record(json!({ "quantity_reserved": 6 })),
+        )
+        .await;
+    assert_eq!(
+        between.problem(StatusCode::UNPROCESSABLE_ENTITY, "rule_violated")["field"],
+        "quantity_reserved"
+    );
+    let created = app
+        .post(&token, "/api/v1/inventory", record(json!({})))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let item = format!("/api/v1/inventory/{}", created.body["id"].as_str().unwrap());
+    // Against the stored row: the database's named CHECK, the same code.
+    let stored = app
+        .patch(&token, &item, json!({ "quantity_reserved": 6 }))
+        .await;
+    assert_eq!(
+        stored.problem(StatusCode::UNPROCESSABLE_ENTITY, "rule_violated")["field"],
+        "quantity_reserved"
+    );
 }
 
 /// A 422 `validation_failed` whose detail names `field` (serde's missing and unknown

@@ -59,7 +59,7 @@ fn interval(
     if let (Some(l), Some(p)) = (lower, predicted)
         && l > p
     {
-        return Err(ApiError::validation(
+        return Err(ApiError::rule(
             "lower_bound",
             "lower_bound must not exceed predicted_value",
         ));
@@ -67,7 +67,7 @@ fn interval(
     if let (Some(p), Some(u)) = (predicted, upper)
         && u < p
     {
-        return Err(ApiError::validation(
+        return Err(ApiError::rule(
             "upper_bound",
             "upper_bound must not be below predicted_value",
         ));
@@ -75,7 +75,7 @@ fn interval(
     if let (Some(l), Some(u)) = (lower, upper)
         && l > u
     {
-        return Err(ApiError::validation(
+        return Err(ApiError::rule(
             "lower_bound",
             "lower_bound must not exceed upper_bound",
         ));

@@ -30,7 +30,7 @@ crate::resource_fields! {
 
 fn reserved_within_on_hand(on_hand: Count, reserved: Count) -> Result<(), ApiError> {
     if reserved > on_hand {
-        return Err(ApiError::validation(
+        return Err(ApiError::rule(
             "quantity_reserved",
             "quantity_reserved must not exceed quantity_on_hand",
         ));
@@ -48,7 +48,7 @@ fn total_value_fits(on_hand: Count, unit_cost: Option<Money>) -> Result<(), ApiE
     {
         Ok(())
     } else {
-        Err(ApiError::validation(
+        Err(ApiError::rule(
             "unit_cost",
             "quantity_on_hand × unit_cost is too large for total_value",
         ))

@@ -36,7 +36,7 @@ fn priced_total(quantity: Positive, unit_price: Money) -> Result<Money, ApiError
         .filter(|total| *total < Decimal::from(10_000_000_000_000_i64))
         .map(Money)
         .ok_or_else(|| {
-            ApiError::validation(
+            ApiError::rule(
                 "total_amount",
                 "total_amount: quantity × unit_price is too large",
             )

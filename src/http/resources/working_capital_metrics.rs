@@ -53,7 +53,7 @@ fn fits<const P: u32, const S: u32>(
     value: Decimal,
 ) -> Result<Numeric<P, S>, ApiError> {
     Numeric::<P, S>::try_from(value.round_dp(S).to_string())
-        .map_err(|rule| ApiError::validation(field, format!("{field}: {rule} (computed)")))
+        .map_err(|rule| ApiError::rule(field, format!("{field}: {rule} (computed)")))
 }
 
 fn working_capital(balances: [Option<Money>; 5]) -> Result<Option<SignedMoney>, ApiError> {
