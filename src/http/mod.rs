@@ -21,7 +21,6 @@ pub mod preferences;
 pub mod resource;
 pub mod resources;
 pub mod tenant;
-pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 mod common;
 
 mod api_core;
+mod api_limits;
 mod api_preferences;
 mod api_resources;
 mod audit;
