@@ -134,15 +134,7 @@ async fn an_ended_trial_or_cancelled_subscription_allows_reads_only_and_past_due
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert!(reply.headers.get("capliquify-billing-warning").is_some());
-    assert_eq!(
-        app.db
-            .scalar_i64(&format!(
-                "SELECT count(*) FROM {}.companies",
-                t.tenant.schema_name
-            ))
-            .await,
-        1
-    );
+    assert_eq!(app.rows(&t, "companies").await, 1);
 }
 
 #[tokio::test]
@@ -174,15 +166,7 @@ async fn roles_decide_who_reads_and_who_writes() {
             );
         }
     }
-    assert_eq!(
-        app.db
-            .scalar_i64(&format!(
-                "SELECT count(*) FROM {}.companies",
-                t.tenant.schema_name
-            ))
-            .await,
-        3
-    );
+    assert_eq!(app.rows(&t, "companies").await, 3);
 }
 
 #[tokio::test]
@@ -357,14 +341,7 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
     let t = app.tenant("hostile", Tier::Professional).await;
     let company = app.company(&t, "ACME").await;
     let token = app.token_for(&t, Role::Owner);
-    let products = || async {
-        app.db
-            .scalar_i64(&format!(
-                "SELECT count(*) FROM {}.products",
-                t.tenant.schema_name
-            ))
-            .await
-    };
+    let products = || async { app.rows(&t, "products").await };
 
     app.raw(Method::POST, "/api/v1/products", &token, "{not json")
         .await
@@ -582,13 +559,5 @@ async fn nul_characters_are_refused_not_passed_to_the_database() {
             .await
             .problem(StatusCode::BAD_REQUEST, "invalid_url");
     }
-    assert_eq!(
-        app.db
-            .scalar_i64(&format!(
-                "SELECT count(*) FROM {}.companies",
-                t.tenant.schema_name
-            ))
-            .await,
-        0
-    );
+    assert_eq!(app.rows(&t, "companies").await, 0);
 }

@@ -85,12 +85,7 @@ async fn a_json_document_over_its_cap_is_refused_naming_the_field() {
         .await;
     assert_eq!(fits.status, StatusCode::CREATED, "{}", fits.text);
     assert_eq!(
-        app.db
-            .scalar_i64(&format!(
-                "SELECT count(*) FROM {}.scenarios",
-                t.tenant.schema_name
-            ))
-            .await,
+        app.rows(&t, "scenarios").await,
         1,
         "nothing of the refused ones was written"
     );

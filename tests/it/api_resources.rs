@@ -3,7 +3,7 @@
 //! pages)/update/delete, validation naming the field, missing references, and the plan and
 //! role gates.
 
-use crate::common::api::{Reply, TestApp, TestTenant};
+use crate::common::api::{Reply, TestApp};
 use capliquify::access::Role;
 use capliquify::billing::Tier;
 use reqwest::StatusCode;
@@ -40,6 +40,40 @@ fn ids(rows: &[Value]) -> Vec<String> {
 /// Ids of `rows` by index, for comparing with a list's order.
 fn pick(rows: &[Value], order: &[usize]) -> Vec<String> {
     order.iter().map(|&i| id(&rows[i])).collect()
+}
+
+/// Each filter query on `path` lists exactly the rows it names (indexes into `rows`),
+/// in the default order, on one page.
+async fn assert_filters<const N: usize>(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    rows: &[Value],
+    filters: [(String, Vec<usize>); N],
+) {
+    for (query, expected) in filters {
+        assert_eq!(
+            list_ids(app, token, &format!("{path}?{query}")).await,
+            pick(rows, &expected),
+            "{query}"
+        );
+    }
+}
+
+/// Each sort of `path`, two rows a page, lists the rows in the order it names (indexes
+/// into `rows`) over as many pages as that takes.
+async fn assert_sorts<const N: usize>(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    rows: &[Value],
+    sorts: [(&str, Vec<usize>); N],
+) {
+    for (sort, expected) in sorts {
+        let (listed, pages) = all_pages(app, token, &format!("{path}?limit=2&sort={sort}")).await;
+        assert_eq!(pages, expected.len().div_ceil(2), "{sort}");
+        assert_eq!(ids(&listed), pick(rows, &expected), "{sort}");
+    }
 }
 
 /// Follows `next_cursor` from `path` to the end; returns every row and the page count.
@@ -173,15 +207,6 @@ fn missing_reference(reply: &Reply, field: &str) {
     assert_eq!(problem["field"], field, "{}", reply.text);
 }
 
-async fn count(app: &TestApp, t: &TestTenant, table: &str) -> i64 {
-    app.db
-        .scalar_i64(&format!(
-            "SELECT count(*) FROM {}.{table}",
-            t.tenant.schema_name
-        ))
-        .await
-}
-
 /// Deletes `item`; afterwards it is gone for get, update and delete.
 async fn delete_then_gone(app: &TestApp, token: &str, item: &str, change: Value) {
     assert_eq!(app.delete(token, item).await.status, StatusCode::NO_CONTENT);
@@ -268,13 +293,7 @@ async fn sales_crud_with_filters_sorts_and_pages() {
         ("to=2026-01-01".to_owned(), vec![1]),
         (format!("channel=web&product_id={p2}"), vec![]),
     ];
-    for (query, expected) in filters {
-        assert_eq!(
-            list_ids(&app, &token, &format!("/api/v1/sales?{query}")).await,
-            pick(&rows, &expected),
-            "{query}"
-        );
-    }
+    assert_filters(&app, &token, "/api/v1/sales", &rows, filters).await;
     let sorts = [
         ("sale_date", vec![1, 2, 4, 0, 3]),
         ("-sale_date", vec![3, 0, 4, 2, 1]),
@@ -283,12 +302,7 @@ async fn sales_crud_with_filters_sorts_and_pages() {
         ("total_amount", vec![3, 2, 0, 1, 4]),
         ("-total_amount", vec![4, 1, 0, 2, 3]),
     ];
-    for (sort, expected) in sorts {
-        let (listed, pages) =
-            all_pages(&app, &token, &format!("/api/v1/sales?limit=2&sort={sort}")).await;
-        assert_eq!(pages, 3, "{sort}");
-        assert_eq!(ids(&listed), pick(&rows, &expected), "{sort}");
-    }
+    assert_sorts(&app, &token, "/api/v1/sales", &rows, sorts).await;
     let (listed, pages) = all_pages(
         &app,
         &token,
@@ -347,7 +361,7 @@ async fn sales_crud_with_filters_sorts_and_pages() {
     );
 
     delete_then_gone(&app, &token, &item, json!({ "quantity": 2 })).await;
-    assert_eq!(count(&app, &t, "sales").await, 4);
+    assert_eq!(app.rows(&t, "sales").await, 4);
 }
 
 #[tokio::test]
@@ -418,7 +432,7 @@ async fn sales_refuse_bad_input_and_missing_references() {
         .await,
         "company_id",
     );
-    assert_eq!(count(&app, &t, "sales").await, 0);
+    assert_eq!(app.rows(&t, "sales").await, 0);
     // The base body itself is fine: the failures above were the fields'.
     created(&app, &token, "/api/v1/sales", sale(json!({}))).await;
 }
@@ -487,29 +501,14 @@ async fn inventory_crud_with_generated_columns_filters_sorts_and_pages() {
         (format!("warehouse_location=B-2&product_id={p2}"), vec![4]),
         (format!("company_id={ca}&warehouse_location=C-3"), vec![]),
     ];
-    for (query, expected) in filters {
-        assert_eq!(
-            list_ids(&app, &token, &format!("/api/v1/inventory?{query}")).await,
-            pick(&rows, &expected),
-            "{query}"
-        );
-    }
+    assert_filters(&app, &token, "/api/v1/inventory", &rows, filters).await;
     let sorts = [
         ("created_at", vec![0, 1, 2, 3, 4]),
         ("-created_at", vec![4, 3, 2, 1, 0]),
         ("quantity_on_hand", vec![3, 1, 4, 0, 2]),
         ("-quantity_on_hand", vec![2, 0, 4, 1, 3]),
     ];
-    for (sort, expected) in sorts {
-        let (listed, pages) = all_pages(
-            &app,
-            &token,
-            &format!("/api/v1/inventory?limit=2&sort={sort}"),
-        )
-        .await;
-        assert_eq!(pages, 3, "{sort}");
-        assert_eq!(ids(&listed), pick(&rows, &expected), "{sort}");
-    }
+    assert_sorts(&app, &token, "/api/v1/inventory", &rows, sorts).await;
 
     // The generated columns follow the changes.
     let changed = app
@@ -579,7 +578,7 @@ async fn inventory_crud_with_generated_columns_filters_sorts_and_pages() {
     assert_eq!(app.get(&token, &item).await.body, changed.body);
 
     delete_then_gone(&app, &token, &item, json!({ "quantity_on_hand": 1 })).await;
-    assert_eq!(count(&app, &t, "inventory").await, 4);
+    assert_eq!(app.rows(&t, "inventory").await, 4);
 }
 
 #[tokio::test]
@@ -657,7 +656,7 @@ async fn inventory_refuses_bad_input_and_missing_references() {
         .await,
         "company_id",
     );
-    assert_eq!(count(&app, &t, "inventory").await, 0);
+    assert_eq!(app.rows(&t, "inventory").await, 0);
     let row = created(
         &app,
         &token,
@@ -727,29 +726,14 @@ async fn forecasts_crud_with_filters_sorts_and_pages() {
         ),
         ("forecast_type=weather".to_owned(), vec![]),
     ];
-    for (query, expected) in filters {
-        assert_eq!(
-            list_ids(&app, &token, &format!("/api/v1/forecasts?{query}")).await,
-            pick(&rows, &expected),
-            "{query}"
-        );
-    }
+    assert_filters(&app, &token, "/api/v1/forecasts", &rows, filters).await;
     let sorts = [
         ("forecast_date", vec![1, 4, 2, 0, 3]),
         ("-forecast_date", vec![3, 0, 2, 4, 1]),
         ("created_at", vec![0, 1, 2, 3, 4]),
         ("-created_at", vec![4, 3, 2, 1, 0]),
     ];
-    for (sort, expected) in sorts {
-        let (listed, pages) = all_pages(
-            &app,
-            &token,
-            &format!("/api/v1/forecasts?limit=2&sort={sort}"),
-        )
-        .await;
-        assert_eq!(pages, 3, "{sort}");
-        assert_eq!(ids(&listed), pick(&rows, &expected), "{sort}");
-    }
+    assert_sorts(&app, &token, "/api/v1/forecasts", &rows, sorts).await;
 
     let changed = app
         .patch(
@@ -805,7 +789,7 @@ async fn forecasts_crud_with_filters_sorts_and_pages() {
     assert_eq!(app.get(&token, &item).await.body, changed.body);
 
     delete_then_gone(&app, &token, &item, json!({ "model_type": "x" })).await;
-    assert_eq!(count(&app, &t, "forecasts").await, 4);
+    assert_eq!(app.rows(&t, "forecasts").await, 4);
 }
 
 #[tokio::test]
@@ -876,7 +860,7 @@ async fn forecasts_refuse_bad_input_and_missing_references() {
         .await,
         "company_id",
     );
-    assert_eq!(count(&app, &t, "forecasts").await, 0);
+    assert_eq!(app.rows(&t, "forecasts").await, 0);
     // Bounds equal to the prediction are inside the interval.
     let row = created(
         &app,
@@ -1013,7 +997,7 @@ async fn working_capital_metrics_crud_with_derived_figures_filters_sorts_and_pag
     assert_eq!(app.get(&token, &item).await.body, changed.body);
 
     delete_then_gone(&app, &token, &item, json!({ "cash": "1" })).await;
-    assert_eq!(count(&app, &t, "working_capital_metrics").await, 4);
+    assert_eq!(app.rows(&t, "working_capital_metrics").await, 4);
 }
 
 #[tokio::test]
@@ -1086,7 +1070,7 @@ async fn working_capital_metrics_refuse_bad_input_and_missing_references() {
             .await,
         "company_id",
     );
-    assert_eq!(count(&app, &t, "working_capital_metrics").await, 0);
+    assert_eq!(app.rows(&t, "working_capital_metrics").await, 0);
     let row = created(
         &app,
         &token,
@@ -1148,29 +1132,14 @@ async fn scenarios_crud_with_filters_sorts_and_pages() {
         ("baseline=false".to_owned(), vec![1, 2, 3, 4]),
         (format!("company_id={cb}&baseline=true"), vec![]),
     ];
-    for (query, expected) in filters {
-        assert_eq!(
-            list_ids(&app, &token, &format!("/api/v1/scenarios?{query}")).await,
-            pick(&rows, &expected),
-            "{query}"
-        );
-    }
+    assert_filters(&app, &token, "/api/v1/scenarios", &rows, filters).await;
     let sorts = [
         ("created_at", vec![0, 1, 2, 3, 4]),
         ("-created_at", vec![4, 3, 2, 1, 0]),
         ("name", vec![1, 0, 2, 3, 4]),
         ("-name", vec![4, 3, 2, 0, 1]),
     ];
-    for (sort, expected) in sorts {
-        let (listed, pages) = all_pages(
-            &app,
-            &token,
-            &format!("/api/v1/scenarios?limit=2&sort={sort}"),
-        )
-        .await;
-        assert_eq!(pages, 3, "{sort}");
-        assert_eq!(ids(&listed), pick(&rows, &expected), "{sort}");
-    }
+    assert_sorts(&app, &token, "/api/v1/scenarios", &rows, sorts).await;
 
     let changed = app
         .patch(
@@ -1222,7 +1191,7 @@ async fn scenarios_crud_with_filters_sorts_and_pages() {
     assert_eq!(app.get(&token, &item).await.body, changed.body);
 
     delete_then_gone(&app, &token, &item, json!({ "name": "x" })).await;
-    assert_eq!(count(&app, &t, "scenarios").await, 4);
+    assert_eq!(app.rows(&t, "scenarios").await, 4);
 }
 
 #[tokio::test]
@@ -1282,7 +1251,7 @@ async fn scenarios_refuse_bad_input_and_missing_references() {
         .await,
         "company_id",
     );
-    assert_eq!(count(&app, &t, "scenarios").await, 0);
+    assert_eq!(app.rows(&t, "scenarios").await, 0);
     created(&app, &token, "/api/v1/scenarios", scenario(json!({}))).await;
 }
 
@@ -1334,7 +1303,7 @@ async fn forecasts_and_scenarios_are_read_only_without_the_plan_feature() {
         app.delete(&token, &item)
             .await
             .problem(StatusCode::FORBIDDEN, "feature_not_in_plan");
-        assert_eq!(count(&app, &t, resource).await, 1, "{resource} unchanged");
+        assert_eq!(app.rows(&t, resource).await, 1, "{resource} unchanged");
     }
     // The other three carry no feature gate on starter.
     let member = app.token_for(&t, Role::Member);

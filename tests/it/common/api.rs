@@ -234,6 +234,16 @@ impl TestApp {
     }
 
     /// Creates a company as the tenant's owner and returns its id.
+    /// Rows of `table` in `tenant`'s schema, counted in the database.
+    pub async fn rows(&self, tenant: &TestTenant, table: &str) -> i64 {
+        self.db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM {}.{table}",
+                tenant.tenant.schema_name
+            ))
+            .await
+    }
+
     pub async fn company(&self, tenant: &TestTenant, name: &str) -> String {
         let reply = self
             .post(
