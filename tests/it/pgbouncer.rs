@@ -38,12 +38,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::api::{ENCRYPTION_KEY, KID, TEST_KEY, TestApp, test_webhooks};
+use crate::common::api::{ENCRYPTION_KEY, KID, TEST_KEY, TestApp, serve, test_webhooks};
 use crate::common::stress::{self, Params};
 use crate::common::{APP_ROLE, TestDb};
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for};
 use capliquify::http::cursor::CursorCodec;
-use capliquify::http::{AppState, HttpConfig, launch};
+use capliquify::http::{AppState, HttpConfig};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use uuid::Uuid;
@@ -397,16 +397,7 @@ impl BouncedServer {
         )
         .with_cursors(CursorCodec::new(b"test cursor secret"))
         .with_webhooks(test_webhooks());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            launch(listener, state, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
+        let (addr, tx) = serve(state).await;
         Self {
             addr,
             jwks,

@@ -69,6 +69,21 @@ impl TestTenant {
     }
 }
 
+/// Serves `state` on a free loopback port until the sender is dropped or fired.
+pub async fn serve(state: AppState) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        launch(listener, state, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, tx)
+}
+
 /// The webhook secrets and prices of every test service.
 pub fn test_webhooks() -> WebhookConfig {
     WebhookConfig {
@@ -122,16 +137,7 @@ impl TestApp {
         let state = AppState::new(clusters, auth, keys, config)
             .with_cursors(CursorCodec::new(b"test cursor secret"))
             .with_webhooks(test_webhooks());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            launch(listener, state, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
+        let (addr, tx) = serve(state).await;
         Self {
             db,
             addr,
