@@ -267,6 +267,26 @@ async fn purge_waits_for_the_grace_period_unless_forced_and_confirmed() {
     .await
     .unwrap();
     assert_eq!((slug.as_str(), tenant_id), ("doomed", None));
+    // Tenant acts name the tenant by its slug (docs/api.md), the purge too; the id stays
+    // in the operator-only metadata of a row no tenant can read.
+    let (resource_id, id_in_metadata): (String, String) = sqlx::query_as(
+        "SELECT resource_id::text, metadata->>'tenant_id' FROM audit_logs WHERE action = 'tenant.purged'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(resource_id, "doomed");
+    assert_eq!(id_in_metadata, t.id.to_string());
+    let by_uuid = db
+        .scalar_i64(&format!(
+            "SELECT count(*) FROM audit_logs WHERE resource_type = 'tenant' AND resource_id = '{}'",
+            t.id
+        ))
+        .await;
+    assert_eq!(
+        by_uuid, 0,
+        "no tenant act is stored under the tenant's UUID"
+    );
 }
 
 #[tokio::test]

@@ -213,7 +213,7 @@ pub async fn backup(
                 tenant_id: Some(report.tenant_id),
                 action: "tenant.backup",
                 resource_type: "tenant",
-                resource_id: report.tenant_id.to_string(),
+                resource_id: slug.to_string(),
                 metadata: json!({
                     "slug": report.slug,
                     "file": report.file.file_name().map(|f| f.to_string_lossy().into_owned()),

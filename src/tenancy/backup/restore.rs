@@ -527,7 +527,7 @@ pub async fn restore(
             tenant_id: Some(tenant_id),
             action,
             resource_type: "tenant",
-            resource_id: tenant_id.to_string(),
+            resource_id: slug.to_string(),
             metadata,
         },
     )
