@@ -124,7 +124,8 @@ pub enum FleetCommand {
 pub enum KeysCommand {
     /// Re-seal every tenant's credentials under ENCRYPTION_KEY (ENCRYPTION_KEY_ID), opening
     /// old envelopes with the keys in ENCRYPTION_KEYS. One transaction per tenant, audited,
-    /// resumable: run it again after an interruption.
+    /// resumable: run it again after an interruption. Switched-off credentials that do not
+    /// open (a clone's copies, sealed to the original tenant) are skipped and counted.
     #[command(
         after_help = "Rotation, step by step:\n  1. ENCRYPTION_KEY=<new hex> ENCRYPTION_KEY_ID=k2 ENCRYPTION_KEYS=k1=<old hex>: restart the service\n  2. capliquify keys rotate\n  3. remove k1 from ENCRYPTION_KEYS and restart"
     )]
@@ -608,7 +609,7 @@ async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::
             .context("progress bar template")?,
     );
     let actor = crate::audit::Actor::operator();
-    let (mut resealed, mut failed) = (0u64, Vec::new());
+    let (mut resealed, mut skipped, mut failed) = (0u64, Vec::new(), Vec::new());
     for tenant in &tenants {
         bar.inc(1);
         if tenant.schema_version.is_none() {
@@ -624,9 +625,16 @@ async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(n) => resealed += n,
+            Ok(done) => {
+                resealed += done.resealed;
+                if done.skipped_switched_off > 0 {
+                    skipped.push((tenant.slug.clone(), done.skipped_switched_off));
+                }
+            }
             Err(e) => {
-                bar.println(format!("FAILED {}: {e}", tenant.slug));
+                // Not `bar.println`: a hidden bar (output not a terminal) drops its lines,
+                // and a failure must reach the operator however the output goes.
+                bar.suspend(|| eprintln!("FAILED {}: {e}", tenant.slug));
                 failed.push((tenant.slug.clone(), e));
             }
         }
@@ -634,15 +642,22 @@ async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::
     bar.finish_and_clear();
     if json {
         output::json(
-            &serde_json::json!({ "resealed": resealed, "key_id": keys.sealing_key_id(), "failed": failed }),
+            &serde_json::json!({ "resealed": resealed, "key_id": keys.sealing_key_id(),
+                                 "skipped_switched_off": skipped, "failed": failed }),
         )?;
     } else {
+        let skipped_total: u64 = skipped.iter().map(|(_, n)| n).sum();
         println!(
-            "{resealed} credential(s) re-sealed under key {} across {} tenant(s); {} failed",
+            "{resealed} credential(s) re-sealed under key {} across {} tenant(s); {skipped_total} switched-off credential(s) skipped; {} failed",
             keys.sealing_key_id(),
             tenants.len(),
             failed.len()
         );
+        for (slug, n) in &skipped {
+            println!(
+                "  {slug}: {n} switched-off credential(s) that do not open here (a clone's copies, or sealed with a key no longer configured) were left as they are; re-enter them to use them"
+            );
+        }
     }
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS
