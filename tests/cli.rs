@@ -337,3 +337,56 @@ fn without_database_url_the_embedded_cluster_is_started_and_stopped_again() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test]
+async fn audit_since_accepts_a_plain_date_as_the_api_does() {
+    let db = TestDb::new().await;
+    db.tenant("dated", Tier::Starter).await;
+    let today = chrono::Utc::now().date_naive();
+    let since = |value: &str| capliquify(Some(&db), &["audit", "--since", value, "--json"]);
+    let actions = |out: &Output| -> Vec<String> {
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for value in [
+        today.to_string(),
+        format!("{today}T00:00:00Z"),
+        format!("{today}T00:00:00+00:00"),
+    ] {
+        let out = since(&value);
+        assert_ok(&out);
+        assert_eq!(actions(&out), ["tenant.provisioned"], "--since {value}");
+    }
+    let tomorrow = (today + chrono::Days::new(1)).to_string();
+    let out = since(&tomorrow);
+    assert_ok(&out);
+    assert!(actions(&out).is_empty(), "--since {tomorrow}");
+
+    let out = since("01/11/2026");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--since") && err.contains("nor a date (2026-11-01)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // The document is far larger than a pipe's buffer, so the writes meet the closed end.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .arg("openapi")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run capliquify");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stderr(&out), "", "nothing on stderr");
+    // What a shell reports for a tool SIGPIPE stopped (`yes | head`): 128 + 13.
+    assert_eq!(out.status.code(), Some(141));
+}

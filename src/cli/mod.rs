@@ -90,8 +90,9 @@ pub struct AuditArgs {
     /// Only this action, e.g. tenant.suspended or scenario.created.
     #[arg(long)]
     pub action: Option<String>,
-    /// Only entries from this time on (RFC 3339, e.g. 2026-11-01T00:00:00Z).
-    #[arg(long)]
+    /// Only entries from this time on: a date (2026-11-01, midnight UTC) or an RFC 3339
+    /// time (2026-11-01T09:30:00Z).
+    #[arg(long, value_parser = crate::audit::parse_instant)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// How many entries at most.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
