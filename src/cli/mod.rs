@@ -529,6 +529,14 @@ async fn fleet_sql(
     timeout_secs: u64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let query = match crate::tenancy::fleet::check_query(query) {
+        Ok(query) => query,
+        Err(why) => {
+            eprintln!("error: {why}");
+            // A usage error, as clap reports one: nothing was run.
+            return Ok(ExitCode::from(2));
+        }
+    };
     let mut tenants: Vec<_> = crate::tenancy::registry::list(&db.pool, false)
         .await?
         .into_iter()
@@ -552,20 +560,17 @@ async fn fleet_sql(
     .await;
     let failed: Vec<_> = results.iter().filter(|r| r.error.is_some()).collect();
     let rows: Vec<&serde_json::Value> = results.iter().flat_map(|r| r.rows.iter()).collect();
-    if json {
-        output::json(&serde_json::json!({ "rows": rows, "failed": failed }))?;
-    } else {
-        // Columns: the tenant, then every key in the order first seen.
-        let mut columns = vec!["tenant".to_owned()];
-        for row in &rows {
-            if let serde_json::Value::Object(map) = row {
-                for key in map.keys() {
-                    if !columns.contains(key) {
-                        columns.push(key.clone());
-                    }
-                }
-            }
+    // Columns: the tenant, then the SELECT's, in its order (the first tenant that returned
+    // rows tells; a tenant on an older schema may add some, appended).
+    let mut columns = vec!["tenant".to_owned()];
+    for key in results.iter().flat_map(|r| r.columns.iter()) {
+        if !columns.contains(key) {
+            columns.push(key.clone());
         }
+    }
+    if json {
+        output::json(&serde_json::json!({ "columns": columns, "rows": rows, "failed": failed }))?;
+    } else {
         let header: Vec<&str> = columns.iter().map(String::as_str).collect();
         let table = output::table(
             &header,
@@ -581,11 +586,16 @@ async fn fleet_sql(
             }),
         );
         println!("{table}");
-        println!(
-            "{} row(s) from {} tenant(s)",
-            rows.len(),
-            results.len() - failed.len()
-        );
+        let answered = results.len() - failed.len();
+        if failed.is_empty() {
+            println!("{} row(s) from {answered} tenant(s)", rows.len());
+        } else {
+            println!(
+                "{} row(s) from {answered} tenant(s); {} tenant(s) failed",
+                rows.len(),
+                failed.len()
+            );
+        }
         for f in &failed {
             eprintln!("FAILED {}: {}", f.tenant, f.error.as_deref().unwrap_or(""));
         }
