@@ -390,3 +390,40 @@ fn output_into_a_closed_pipe_ends_quietly() {
     // What a shell reports for a tool SIGPIPE stopped (`yes | head`): 128 + 13.
     assert_eq!(out.status.code(), Some(141));
 }
+
+#[tokio::test]
+async fn db_status_with_database_url_names_the_configured_server_and_whether_it_answers() {
+    let db = TestDb::new().await;
+    let out = capliquify(Some(&db), &["db", "status"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains("DATABASE_URL is set: the configured server")
+            && text.contains("it answers: PostgreSQL"),
+        "{text}"
+    );
+    assert!(!text.contains("not running"), "{text}");
+    let out = capliquify(Some(&db), &["db", "status", "--json"]);
+    assert_ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["answers"], true);
+
+    // A server that does not answer: said, exit 1, and the password is never printed.
+    let out = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .args(["db", "status"])
+        .env(
+            "DATABASE_URL",
+            "postgres://someone:s3cret-pw@127.0.0.1:1/nothing",
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("it does not answer"), "{text}");
+    assert!(text.contains("127.0.0.1:1/nothing"), "{text}");
+    assert!(
+        !text.contains("s3cret-pw") && !stderr(&out).contains("s3cret-pw"),
+        "{text}"
+    );
+}

@@ -186,7 +186,8 @@ pub enum DbCommand {
     Start,
     /// Stop the embedded cluster.
     Stop,
-    /// Say whether the embedded cluster is running, and on which port.
+    /// Say whether the embedded cluster is running, and on which port; with DATABASE_URL
+    /// set, which server is used instead and whether it answers.
     Status,
     /// Create the login role the HTTP service should connect as (least privilege).
     #[command(after_help = "\
@@ -841,6 +842,9 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
             "`capliquify db` manages the embedded cluster, but DATABASE_URL is set; unset it to use the embedded cluster"
         );
     }
+    if let (Some(url), DbCommand::Status) = (&settings.database_url, &cmd) {
+        return configured_server_status(url, json).await;
+    }
     let root = settings.data_dir.clone();
     match cmd {
         DbCommand::Start => {
@@ -881,6 +885,54 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
         DbCommand::InitRoles { .. } => unreachable!("dispatched in run()"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `db status` with DATABASE_URL set: the embedded cluster is not used, so say which server
+/// is, and whether it answers (exit 1 if not).
+async fn configured_server_status(url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    // Never print the password: scheme, user, host, port and database only.
+    let shown = match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "(DATABASE_URL is not a URL)".to_owned(),
+    };
+    let probe = async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(version)
+    };
+    let answer = match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+        Ok(Ok(version)) => Ok(version),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer within 5 seconds".to_owned()),
+    };
+    if json {
+        output::json(&serde_json::json!({
+            "database_url_set": true, "server": shown,
+            "answers": answer.is_ok(), "server_version": answer.as_ref().ok(),
+            "error": answer.as_ref().err(),
+        }))?;
+    } else {
+        println!(
+            "DATABASE_URL is set: the configured server {shown} is used (the embedded cluster is not)"
+        );
+        match &answer {
+            Ok(version) => println!("it answers: PostgreSQL {version}"),
+            Err(err) => println!("it does not answer: {err}"),
+        }
+    }
+    Ok(if answer.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `text` on one line (whitespace runs collapsed), cut to `max` characters with `…`.
