@@ -427,3 +427,26 @@ async fn db_status_with_database_url_names_the_configured_server_and_whether_it_
         "{text}"
     );
 }
+
+#[test]
+fn start_up_errors_name_the_setting_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .arg("serve")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("CLERK_JWKS_URL", "file:///nonexistent/capliquify-jwks.json")
+        .env("CLERK_ISSUER", "https://clerk.example")
+        .env(
+            "ENCRYPTION_KEY",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        )
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.matches("CLERK_JWKS_URL").count(), 1, "{err}");
+    assert!(
+        err.contains("CLERK_JWKS_URL (file:///nonexistent/capliquify-jwks.json)"),
+        "{err}"
+    );
+}

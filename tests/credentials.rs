@@ -71,9 +71,11 @@ async fn credentials_are_sealed_never_returned_and_every_act_is_audited() {
             json!({ "company_id": company, "service": "xero", "credentials": {} }),
         )
         .await;
+    let problem = dup.problem(StatusCode::CONFLICT, "already_exists");
+    assert_eq!(problem["field"], "service");
     assert_eq!(
-        dup.problem(StatusCode::CONFLICT, "already_exists")["field"],
-        "service"
+        problem["detail"],
+        "this company already has a credential for this service"
     );
     app.post(
         &admin,
