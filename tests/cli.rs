@@ -450,3 +450,47 @@ fn start_up_errors_name_the_setting_once() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn restore_given_a_slug_points_to_undelete_and_says_it_once() {
+    let db = TestDb::new().await;
+    db.tenant("acme", Tier::Starter).await;
+    let out = capliquify(Some(&db), &["tenant", "restore", "acme"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("capliquify tenant undelete acme"), "{err}");
+
+    // A missing file path: its I/O error is said once.
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "restore", "/nonexistent/acme.capliquify-backup"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(!err.contains("undelete"), "{err}");
+}
+
+#[tokio::test]
+async fn repair_says_what_it_did_in_words_and_json_on_request() {
+    let db = TestDb::new().await;
+    let t = db.tenant("mended", Tier::Starter).await;
+    let out = capliquify(Some(&db), &["tenant", "repair", "mended"]);
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out).trim(),
+        "mended: nothing to repair (schema present, migrated, role in place)"
+    );
+    db.exec(&format!("DROP SCHEMA {} CASCADE", t.schema_name))
+        .await;
+    let out = capliquify(Some(&db), &["tenant", "repair", "mended"]);
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out).trim(),
+        "mended: the missing schema was created, empty, at the newest version"
+    );
+    let out = capliquify(Some(&db), &["tenant", "repair", "mended", "--json"]);
+    assert_ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["repair"]["action"], "healthy");
+}

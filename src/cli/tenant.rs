@@ -36,9 +36,9 @@ in place in one transaction: on any failure the database stays as it was.
 Three ways:
   (none)      the archive's tenant is gone (e.g. purged): register it again with its id,
               slug, Clerk organization, users and subscription
-  --replace   the tenant exists: replace its data with the archive's; its tenant row, users
-              and subscription are set as the archive says (its slug, id and Clerk
-              organization stay)
+  --replace   the tenant exists: replace its schema's data with the archive's; its
+              tenant row, users and subscription are left as they are (they belong to
+              Clerk and Stripe, which keep them current)
   --as SLUG   a copy beside it: new id, new schema, no users, no subscription; Clerk
               organization from --clerk-org, else unlinked-<new id>
 
@@ -254,6 +254,16 @@ pub async fn run(
             name,
             clerk_org,
         } => {
+            // `tenant restore acme` was the old name of `undelete`: a slug where a file was
+            // expected gets pointed there.
+            if !file.exists() {
+                let given = file.display().to_string();
+                if crate::tenancy::TenantSlug::parse(&given).is_ok() {
+                    anyhow::bail!(
+                        "there is no backup file {given:?}; to undo the soft delete of tenant {given}, run `capliquify tenant undelete {given}` (restore takes a file written by `capliquify tenant backup`)"
+                    );
+                }
+            }
             let mode = match (replace, as_slug) {
                 (true, _) => RestoreMode::Replace,
                 (false, Some(slug)) => RestoreMode::Clone {
@@ -346,13 +356,36 @@ pub async fn run(
             if json {
                 output::json(&serde_json::json!({ "tenant": tenant, "repair": repair }))?;
             } else {
-                println!("{}: {}", tenant.slug, serde_json::to_string(&repair)?);
+                println!("{}: {}", tenant.slug, describe_repair(&repair));
             }
             return Ok(ExitCode::SUCCESS);
         }
     };
     print_one(&tenant, json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `tenant repair` did, in words.
+fn describe_repair(repair: &crate::tenancy::lifecycle::Repair) -> String {
+    use crate::tenancy::lifecycle::Repair;
+    match repair {
+        Repair::Healthy => "nothing to repair (schema present, migrated, role in place)".to_owned(),
+        Repair::Recreated => {
+            "the missing schema was created, empty, at the newest version".to_owned()
+        }
+        Repair::Rebuilt { missing_tables } => format!(
+            "the half-made schema (no migration history, no data; missing {}) was dropped and rebuilt",
+            if missing_tables.is_empty() {
+                "no table".to_owned()
+            } else {
+                missing_tables.join(", ")
+            }
+        ),
+        Repair::Migrated { applied } => format!("{applied} pending migration(s) applied"),
+        Repair::RoleGranted => {
+            "the tenant's database role was created or granted its rights again".to_owned()
+        }
+    }
 }
 
 /// Asks for the slug on a terminal; elsewhere a forced purge must pass --confirm.
@@ -488,6 +521,10 @@ fn print_one(t: &Tenant, json: bool) -> anyhow::Result<()> {
         ("tier", t.subscription_tier.as_str().to_owned()),
         ("status", t.subscription_status.as_str().to_owned()),
         ("state", t.state().as_str().to_owned()),
+        (
+            "suspended by",
+            output::opt(t.suspended_by.map(|by| by.as_str())),
+        ),
         ("trial ends", output::opt(t.trial_ends_at.map(output::when))),
         ("max users", output::opt(t.max_users)),
         ("max entities", output::opt(t.max_entities)),

@@ -67,11 +67,10 @@ pub enum BackupError {
     MigrationMismatch { path: String, version: i64 },
     #[error("{0}")]
     Refused(String),
-    #[error("cannot open {path}: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
+    // Not a `source` field: the message already carries the I/O error, and `{:#}` would
+    // print it twice.
+    #[error("cannot open {path}: {error}")]
+    Open { path: String, error: std::io::Error },
     #[error("{0} already exists; choose another file with -o")]
     OutputExists(String),
     #[error("file error: {0}")]
@@ -266,7 +265,7 @@ pub async fn write_archive(
         .tempfile_in(&folder)
         .map_err(|e| BackupError::Open {
             path: folder.display().to_string(),
-            source: e,
+            error: e,
         })?;
 
     let mut tx = pool

@@ -667,7 +667,7 @@ async fn load(
         .await
         .map_err(|e| BackupError::Open {
             path: shown.clone(),
-            source: e,
+            error: e,
         })?;
     let mut done = Vec::with_capacity(ordered.len());
     let mut buf = vec![0u8; 256 * 1024];
