@@ -1,11 +1,12 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches as _;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
-    let cli = capliquify::cli::Cli::parse();
+    let matches = capliquify::cli::command().get_matches();
+    let cli = capliquify::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(&cli.command);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

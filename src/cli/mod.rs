@@ -25,11 +25,12 @@ PostgreSQL cluster from the installed PostgreSQL binaries under --data-dir (defa
 ./.capliquify) and stops it again when the command ends.
 
 First steps:
-  capliquify serve                     run the service with demo tenants
-  capliquify migrate                   bring the database and every tenant schema up to date
-  capliquify tenant create --slug acme --name 'ACME Corp' --tier starter --clerk-org org_123
-  capliquify tenant list               see every tenant
-  capliquify doctor                    check versions and tenant isolation";
+  capliquify serve            # run the service with demo tenants
+  capliquify migrate          # bring every tenant schema up to date
+  capliquify tenant create --slug acme --name 'ACME Corp' --tier starter \\
+      --clerk-org org_123
+  capliquify tenant list      # see every tenant
+  capliquify doctor           # check versions and tenant isolation";
 
 #[derive(Debug, Parser)]
 #[command(name = "capliquify", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -60,7 +61,8 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     Tenant(tenant::TenantCommand),
     /// Check versions, the guide's verification summary and tenant isolation (exit 1 on FAIL).
     Doctor,
-    /// Show the largest tenant schemas or the tenants with their users.
+    /// Watch the fleet: the largest tenant schemas (sizes), tenants against their plan's
+    /// limits (tenants), the slowest statements per tenant (slow-queries).
     #[command(subcommand)]
     Monitor(MonitorCommand),
     /// Manage the embedded PostgreSQL cluster (used when DATABASE_URL is unset).
@@ -104,7 +106,7 @@ pub enum FleetCommand {
     /// Run one read-only query in every tenant's schema (in parallel) and print the rows with
     /// a tenant column.
     #[command(
-        after_help = "Each tenant runs the query in its own read-only transaction with its schema as the\nsearch path and a statement timeout, so the query can neither change data nor run away.\nThe query must be one row-returning statement (it is run as a subquery).\n\nExamples:\n  capliquify fleet sql \"SELECT count(*) AS products FROM products\"\n  capliquify fleet sql \"SELECT sum(total_amount) AS revenue FROM sales WHERE sale_date >= '2026-01-01'\" --json"
+        after_help = "Each tenant runs the query in its own read-only transaction with its schema as the\nsearch path and a statement timeout, so the query can neither change data nor run away.\nThe query must be one row-returning statement (it is run as a subquery).\n\nExamples:\n  capliquify fleet sql \"SELECT count(*) AS products FROM products\"\n  capliquify fleet sql --json \"SELECT sum(total_amount) AS revenue\n      FROM sales WHERE sale_date >= '2026-01-01'\""
     )]
     Sql {
         /// The query, with unqualified table names (products, sales, …).
@@ -128,7 +130,7 @@ pub enum KeysCommand {
     /// resumable: run it again after an interruption. Switched-off credentials that do not
     /// open (a clone's copies, sealed to the original tenant) are skipped and counted.
     #[command(
-        after_help = "Rotation, step by step:\n  1. ENCRYPTION_KEY=<new hex> ENCRYPTION_KEY_ID=k2 ENCRYPTION_KEYS=k1=<old hex>: restart the service\n  2. capliquify keys rotate\n  3. remove k1 from ENCRYPTION_KEYS and restart"
+        after_help = "Rotation, step by step:\n  1. restart the service with the new key and the old one beside it:\n     ENCRYPTION_KEY=<new hex> ENCRYPTION_KEY_ID=k2 ENCRYPTION_KEYS=k1=<old hex>\n  2. capliquify keys rotate\n  3. remove k1 from ENCRYPTION_KEYS and restart"
     )]
     Rotate,
 }
@@ -201,7 +203,8 @@ with DATABASE_URL naming that role; keep the migrating role for operators' comma
 
 Example:
   CAPLIQUIFY_APP_PASSWORD='…' capliquify db init-roles
-  DATABASE_URL=postgres://capliquify_app:…@db.internal/capliquify capliquify serve
+  DATABASE_URL=postgres://capliquify_app:…@db.internal/capliquify \\
+      capliquify serve
 
 See docs/security.md (Database roles).")]
     InitRoles {
@@ -213,6 +216,97 @@ See docs/security.md (Database roles).")]
         #[arg(long, env = "CAPLIQUIFY_APP_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
+}
+
+/// The settings a command's help shows, by group (ids are `Settings`' fields). Every
+/// command accepts every setting (they are `global`, so a flag works in any position, as
+/// before); a command's help lists only the ones it reads, so `openapi --help` does not
+/// offer database flags and `tenant create --help` is not buried under key options.
+const DATABASE: &[&str] = &["database_url", "data_dir", "clusters", "db_max_connections"];
+const EMBEDDED: &[&str] = &["database_url", "data_dir"];
+const KEYS: &[&str] = &["encryption_key", "encryption_key_id", "encryption_keys"];
+const DELETION: &[&str] = &["grace_days"];
+const PAST_DUE: &[&str] = &["past_due_grace_days"];
+const ALL_SETTINGS: [&[&str]; 4] = [DATABASE, KEYS, DELETION, PAST_DUE];
+
+/// The settings a leaf command (its path below `capliquify`) reads.
+fn settings_used(path: &[&str]) -> Vec<&'static str> {
+    let groups: &[&[&str]] = match path {
+        ["serve"] => &ALL_SETTINGS,
+        ["openapi"] => &[],
+        ["db", "init-roles"] => &[EMBEDDED],
+        ["db", _] => &[EMBEDDED],
+        ["keys", _] => &[DATABASE, KEYS],
+        ["lifecycle", _] => &[DATABASE, DELETION, PAST_DUE],
+        ["tenant", "delete" | "undelete" | "purge"] => &[DATABASE, DELETION],
+        _ => &[DATABASE],
+    };
+    groups.iter().flat_map(|g| g.iter().copied()).collect()
+}
+
+/// The command line with each command's help showing the settings it uses (see
+/// [`settings_used`]); `main` parses with it and the help snapshot test reads it.
+///
+/// How: clap copies a global argument into each subcommand unless the subcommand already
+/// has one with that id. A command that does not read a setting gets its own hidden copy,
+/// which parses exactly like the propagated one (same id, still global) but stays out of
+/// its help.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    with_hidden_settings(cmd, &[], &globals)
+}
+
+/// The settings read by the command at `path` or any command below it.
+fn used_below(cmd: &clap::Command, path: &[&str]) -> Vec<&'static str> {
+    let children: Vec<&clap::Command> = cmd
+        .get_subcommands()
+        .filter(|c| c.get_name() != "help")
+        .collect();
+    if children.is_empty() {
+        return settings_used(path);
+    }
+    let mut used = Vec::new();
+    for child in children {
+        let mut child_path = path.to_vec();
+        child_path.push(child.get_name());
+        used.extend(used_below(child, &child_path));
+    }
+    used
+}
+
+fn with_hidden_settings(
+    mut cmd: clap::Command,
+    path: &[&str],
+    globals: &[clap::Arg],
+) -> clap::Command {
+    if !path.is_empty() {
+        let used = used_below(&cmd, path);
+        for arg in globals {
+            let id = arg.get_id().as_str();
+            if ALL_SETTINGS.iter().any(|g| g.contains(&id)) && !used.contains(&id) {
+                cmd = cmd.arg(arg.clone().hide(true));
+            }
+        }
+    }
+    let children: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|n| n != "help")
+        .collect();
+    for child in children {
+        let mut child_path = path.to_vec();
+        child_path.push(child.as_str());
+        cmd = cmd.mut_subcommand(&child, |sub| {
+            with_hidden_settings(sub, &child_path, globals)
+        });
+    }
+    cmd
 }
 
 /// Runs the parsed command; errors are printed by `main`.
@@ -944,5 +1038,82 @@ fn one_line(text: &str, max: usize) -> String {
         let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
         cut.push('…');
         cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+            walk(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// A line of a help text that is (part of) a command to copy.
+    fn is_example(line: &str) -> bool {
+        let line = line.trim_start();
+        [
+            "capliquify ",
+            "CAPLIQUIFY_",
+            "DATABASE_URL=",
+            "ENCRYPTION_KEY",
+            "tar ",
+            "curl ",
+        ]
+        .iter()
+        .any(|start| line.starts_with(start))
+            || line.starts_with('"')
+            || line.starts_with("FROM ")
+    }
+
+    fn all_commands() -> Vec<(String, clap::Command)> {
+        let mut cmd = command();
+        cmd.build();
+        let mut out = Vec::new();
+        walk(&cmd, "capliquify".to_owned(), &mut out);
+        out
+    }
+
+    #[test]
+    fn help_examples_fit_80_columns_so_they_copy_and_paste_whole() {
+        let mut long = Vec::new();
+        for (path, cmd) in all_commands() {
+            for text in [cmd.get_after_help(), cmd.get_after_long_help()]
+                .into_iter()
+                .flatten()
+            {
+                // Prose may wrap; a command line must not (clap would break it).
+                let examples = text.to_string();
+                for line in examples.lines().filter(|l| is_example(l)) {
+                    if line.chars().count() > 80 {
+                        long.push(format!("{path}: {line}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            long.is_empty(),
+            "lines clap would break:\n{}",
+            long.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_positional_argument_and_command_is_described() {
+        let mut missing = Vec::new();
+        for (path, cmd) in all_commands() {
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path}: no summary"));
+            }
+            for arg in cmd.get_positionals() {
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} <{}>: no text", arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
     }
 }

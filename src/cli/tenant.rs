@@ -45,7 +45,8 @@ Three ways:
 Examples:
   capliquify tenant restore acme-20261201T020000Z.capliquify-backup
   capliquify tenant restore acme.capliquify-backup --replace
-  capliquify tenant restore acme.capliquify-backup --as acme-staging --name 'ACME (staging)'";
+  capliquify tenant restore acme.capliquify-backup --as acme-staging \\
+      --name 'ACME (staging)'";
 
 const CLONE_HELP: &str = "\
 Backs the tenant up to a temporary file and restores it with --as: the copy has its own id
@@ -59,7 +60,7 @@ Example:
 pub enum TenantCommand {
     /// Register a tenant and create its schema (one transaction; 14-day trial).
     #[command(
-        after_help = "Example:\n  capliquify tenant create --slug acme --name 'ACME Corp' --tier professional --clerk-org org_2abc123"
+        after_help = "Example:\n  capliquify tenant create --slug acme --name 'ACME Corp' --tier professional \\\n      --clerk-org org_2abc123"
     )]
     Create {
         /// Short unique handle: 3-50 of a-z, 0-9 and '-', not starting or ending with '-'.
@@ -82,23 +83,34 @@ pub enum TenantCommand {
         all: bool,
     },
     /// Show one tenant in full.
-    Show { slug: String },
+    Show {
+        /// The tenant (its slug).
+        slug: String,
+    },
     /// Switch a tenant off: its users are refused until it is reactivated. Data is kept.
     Suspend {
+        /// The tenant to switch off (its slug).
         slug: String,
         /// Why (kept in the audit log).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Switch a suspended tenant back on, with the status it had before.
-    Reactivate { slug: String },
+    Reactivate {
+        /// The suspended tenant (its slug).
+        slug: String,
+    },
     /// Soft-delete a tenant: unusable at once, data kept for the grace period (--grace-days).
-    Delete { slug: String },
+    Delete {
+        /// The tenant to soft-delete (its slug).
+        slug: String,
+    },
     /// Undo a soft delete within the grace period (formerly `tenant restore SLUG`).
     #[command(
         after_help = "Example:\n  capliquify tenant undelete acme\n\nTo bring back data from a backup file, use `capliquify tenant restore FILE`."
     )]
     Undelete {
+        /// The soft-deleted tenant (its slug).
         slug: String,
         /// Undelete even though the grace period has ended.
         #[arg(long)]
@@ -157,6 +169,7 @@ pub enum TenantCommand {
         after_help = "Before the grace period ends, purge needs --force and the slug typed again:\n  capliquify tenant purge acme --force --confirm acme\nWithout --confirm on a terminal, you are asked to type it."
     )]
     Purge {
+        /// The soft-deleted tenant to drop for good (its slug).
         slug: String,
         /// Purge before the grace period ends.
         #[arg(long)]
@@ -166,11 +179,14 @@ pub enum TenantCommand {
         confirm: Option<String>,
     },
     /// Recreate a missing schema, rebuild an empty half-made one, or apply pending migrations.
-    Repair { slug: String },
+    Repair {
+        /// The tenant to repair (its slug).
+        slug: String,
+    },
     /// Move a tenant's schema to another PostgreSQL cluster (named in CAPLIQUIFY_CLUSTERS,
     /// or `home`): read-only while it copies, verified, then switched over.
     #[command(
-        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. A move whose process died is cleaned up by the next move of that tenant. Run it\non a direct connection to the home cluster (not through PgBouncer), and run `capliquify\nmigrate` and `capliquify db init-roles` on the target cluster first.\n\nExample:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' capliquify tenant move acme --to eu2"
+        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. A move whose process died is cleaned up by the next move of that tenant. Run it\non a direct connection to the home cluster (not through PgBouncer), and run `capliquify\nmigrate` and `capliquify db init-roles` on the target cluster first.\n\nExample:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' \\\n      capliquify tenant move acme --to eu2"
     )]
     Move {
         /// The tenant to move.
