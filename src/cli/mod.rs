@@ -227,19 +227,22 @@ const EMBEDDED: &[&str] = &["database_url", "data_dir"];
 const KEYS: &[&str] = &["encryption_key", "encryption_key_id", "encryption_keys"];
 const DELETION: &[&str] = &["grace_days"];
 const PAST_DUE: &[&str] = &["past_due_grace_days"];
-const ALL_SETTINGS: [&[&str]; 4] = [DATABASE, KEYS, DELETION, PAST_DUE];
+const JSON: &[&str] = &["json"];
+const ALL_SETTINGS: [&[&str]; 5] = [DATABASE, KEYS, DELETION, PAST_DUE, JSON];
 
 /// The settings a leaf command (its path below `capliquify`) reads.
 fn settings_used(path: &[&str]) -> Vec<&'static str> {
     let groups: &[&[&str]] = match path {
-        ["serve"] => &ALL_SETTINGS,
+        // The service logs; it prints no result to format.
+        ["serve"] => &[DATABASE, KEYS, DELETION, PAST_DUE],
+        // The document is JSON already.
         ["openapi"] => &[],
-        ["db", "init-roles"] => &[EMBEDDED],
-        ["db", _] => &[EMBEDDED],
-        ["keys", _] => &[DATABASE, KEYS],
-        ["lifecycle", _] => &[DATABASE, DELETION, PAST_DUE],
-        ["tenant", "delete" | "undelete" | "purge"] => &[DATABASE, DELETION],
-        _ => &[DATABASE],
+        ["db", "stop"] => &[EMBEDDED],
+        ["db", _] => &[EMBEDDED, JSON],
+        ["keys", _] => &[DATABASE, KEYS, JSON],
+        ["lifecycle", _] => &[DATABASE, DELETION, PAST_DUE, JSON],
+        ["tenant", "delete" | "undelete" | "purge"] => &[DATABASE, DELETION, JSON],
+        _ => &[DATABASE, JSON],
     };
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }
