@@ -505,7 +505,7 @@ pub async fn restore(
             "tenant.cloned",
             json!({
                 "slug": slug, "source_slug": manifest.tenant.slug,
-                "source_tenant_id": manifest.tenant.id, "file": file,
+                "file": file,
                 "archive_created_at": manifest.created_at,
                 "archive_schema_version": manifest.schema_version, "rows": rows,
             }),
