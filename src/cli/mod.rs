@@ -560,7 +560,18 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
         .map(|()| ExitCode::SUCCESS);
     }
     println!("dry run: nothing is changed");
-    println!("public migrations pending: {public_pending:?}");
+    if public_pending.is_empty() {
+        println!("public migrations pending: none");
+    } else {
+        let rows = migrate::PUBLIC_MIGRATIONS
+            .iter()
+            .filter(|m| public_pending.contains(&m.version))
+            .map(|m| vec![m.version.to_string(), m.description.to_string()]);
+        println!(
+            "public migrations pending:\n{}",
+            output::table(&["VERSION", "DESCRIPTION"], rows)
+        );
+    }
     println!(
         "{} tenant(s) would be migrated to version {latest}",
         pending.len()

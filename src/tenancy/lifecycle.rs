@@ -1,4 +1,4 @@
-//! The tenant lifecycle: provision → (suspend ⇄ reactivate) → soft delete → restore or
+//! The tenant lifecycle: provision → (suspend ⇄ reactivate) → soft delete → undelete or
 //! purge, plus repair. Every act is one transaction that also writes its audit row.
 
 use chrono::{DateTime, Duration, Utc};
