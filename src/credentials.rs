@@ -189,6 +189,16 @@ pub struct Rotation {
     pub skipped_switched_off: u64,
 }
 
+/// One credential's sealed fields, as rotation reads them.
+#[derive(sqlx::FromRow)]
+struct SealedRow {
+    id: Uuid,
+    is_active: bool,
+    credentials: Value,
+    oauth_access_token: Option<String>,
+    oauth_refresh_token: Option<String>,
+}
+
 /// Re-seals every credential of `tenant` that is not under the sealing key. One
 /// transaction per tenant, audited; rows already re-sealed are skipped, so an interrupted
 /// rotation resumes where it stopped. A switched-off credential that does not open is
@@ -202,7 +212,7 @@ pub async fn rotate_keys(
     actor: &Actor,
 ) -> Result<Rotation, RevealError> {
     let mut tx = scope::begin(pool, tenant).await?;
-    let rows: Vec<(Uuid, bool, Value, Option<String>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<SealedRow> = sqlx::query_as(
         "SELECT id, is_active, credentials, oauth_access_token, oauth_refresh_token FROM api_credentials
           WHERE credentials->>'kid' IS DISTINCT FROM $1 FOR UPDATE",
     )
@@ -210,7 +220,14 @@ pub async fn rotate_keys(
     .fetch_all(&mut *tx)
     .await?;
     let mut done = Rotation::default();
-    for (id, is_active, creds, access, refresh) in rows {
+    for SealedRow {
+        id,
+        is_active,
+        credentials: creds,
+        oauth_access_token: access,
+        oauth_refresh_token: refresh,
+    } in rows
+    {
         let secrets = match open(
             keys,
             tenant,

@@ -238,7 +238,8 @@ async fn migrate_dry_run_changes_nothing_and_migrate_brings_everything_current()
     // One aligned row per pending migration: its version, then its description.
     for version in &all_public {
         assert!(
-            text.lines().any(|l| l.trim_start().starts_with(&format!("{version} "))),
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{version} "))),
             "{version} missing:\n{text}"
         );
     }

@@ -1063,7 +1063,7 @@ async fn suspensions_by_billing_and_the_job_heal_when_paid_an_operators_stand() 
                     let report = capliquify::tenancy::lifecycle_job::run(&app.db.pool, 30, 7)
                         .await
                         .unwrap();
-                    assert_eq!(report.past_due_suspended, [slug.clone()], "{case}");
+                    assert_eq!(report.past_due_suspended, [slug.as_str()], "{case}");
                     (Some(failed), "lifecycle")
                 }
                 Suspender::StripePause => {
