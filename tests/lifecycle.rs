@@ -536,8 +536,10 @@ async fn the_suspension_source_migration_reads_who_suspended_from_the_audit_trai
     use capliquify::tenancy::migrate::PUBLIC_MIGRATIONS;
     let db = TestDb::empty().await;
     PUBLIC_MIGRATIONS.run_to(8, &db.pool).await.unwrap();
-    // (slug, status, its suspend/reactivate audit rows as (action, actor kind), oldest first)
-    let cases: [(&str, &str, &[(&str, &str)], Option<&str>); 5] = [
+    // A tenant's suspend/reactivate audit rows as (action, actor kind), oldest first.
+    type Acts = &'static [(&'static str, &'static str)];
+    // (slug, status, its audit rows, the source the migration should record)
+    let cases: [(&str, &str, Acts, Option<&str>); 5] = [
         (
             "by-operator",
             "suspended",
