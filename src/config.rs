@@ -37,7 +37,8 @@ pub struct Settings {
     pub past_due_grace_days: u32,
 
     /// Key sealing API credentials: 64 hex characters (`openssl rand -hex 32`). Required by
-    /// `serve` except in the embedded demo, which uses a public development key.
+    /// `serve` whenever DATABASE_URL or CLERK_JWKS_URL is set; only the embedded demo
+    /// (neither set) uses a public development key.
     #[arg(long, env = "ENCRYPTION_KEY", global = true, help_heading = KEYS_OPTIONS, hide_env_values = true)]
     pub encryption_key: Option<String>,
 
