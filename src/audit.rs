@@ -154,6 +154,21 @@ pub struct Filter {
     pub limit: i64,
 }
 
+/// A time bound of the audit filters: RFC 3339, or a plain date (`YYYY-MM-DD`) meaning its
+/// midnight UTC — what `GET /api/v1/audit-logs` accepts for `from` and `to`.
+pub fn parse_instant(value: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!("{value:?} is neither an RFC 3339 time (2026-11-01T00:00:00Z) nor a date (2026-11-01)")
+        })
+}
+
 /// One audit row as operators and tenant admins read it. A tenant's own id never appears:
 /// for tenant acts `resource_id` is the tenant's slug.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -2,60 +2,67 @@
 
 use std::path::PathBuf;
 
+/// Help headings of the settings: every command accepts them (`global`), and each command's
+/// help shows the groups it uses (`cli::command`).
+pub const DATABASE_OPTIONS: &str = "Database options";
+pub const KEYS_OPTIONS: &str = "Credential key options";
+pub const LIFECYCLE_OPTIONS: &str = "Tenant lifecycle options";
+
 /// Where the database is and how tenants are kept. Every setting has a flag and an
 /// environment variable; the README's configuration table lists them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// PostgreSQL connection URL. When unset, a private cluster is started from the installed
     /// PostgreSQL binaries under --data-dir (the embedded default).
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", global = true, help_heading = DATABASE_OPTIONS, hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Folder of the embedded PostgreSQL cluster (used only when DATABASE_URL is unset).
     #[arg(
         long,
-        env = "CAPLIQUIFY_DATA_DIR",
+        env = "CAPLIQUIFY_DATA_DIR", help_heading = DATABASE_OPTIONS,
         default_value = ".capliquify",
         global = true
     )]
     pub data_dir: PathBuf,
 
     /// Days a soft-deleted tenant can still be restored; purge is allowed after them.
-    #[arg(long, env = "CAPLIQUIFY_DELETION_GRACE_DAYS", default_value_t = 30, global = true,
+    #[arg(long, env = "CAPLIQUIFY_DELETION_GRACE_DAYS", help_heading = LIFECYCLE_OPTIONS, default_value_t = 30, global = true,
           value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub grace_days: u32,
 
     /// Days a tenant may stay past due (payment failed) before the lifecycle job suspends it.
-    #[arg(long, env = "CAPLIQUIFY_PAST_DUE_GRACE_DAYS", default_value_t = 7, global = true,
+    #[arg(long, env = "CAPLIQUIFY_PAST_DUE_GRACE_DAYS", help_heading = LIFECYCLE_OPTIONS, default_value_t = 7, global = true,
           value_parser = clap::value_parser!(u32).range(0..=365))]
     pub past_due_grace_days: u32,
 
     /// Key sealing API credentials: 64 hex characters (`openssl rand -hex 32`). Required by
-    /// `serve` except in the embedded demo, which uses a public development key.
-    #[arg(long, env = "ENCRYPTION_KEY", global = true, hide_env_values = true)]
+    /// `serve` whenever DATABASE_URL or CLERK_JWKS_URL is set; only the embedded demo
+    /// (neither set) uses a public development key.
+    #[arg(long, env = "ENCRYPTION_KEY", global = true, help_heading = KEYS_OPTIONS, hide_env_values = true)]
     pub encryption_key: Option<String>,
 
     /// Id recorded in envelopes sealed with ENCRYPTION_KEY (change it when the key changes).
-    #[arg(long, env = "ENCRYPTION_KEY_ID", default_value = "k1", global = true)]
+    #[arg(long, env = "ENCRYPTION_KEY_ID", help_heading = KEYS_OPTIONS, default_value = "k1", global = true)]
     pub encryption_key_id: String,
 
     /// Older keys that may still open envelopes: `id=<64 hex>,…` (keep them until
     /// `capliquify keys rotate` has re-sealed everything).
-    #[arg(long, env = "ENCRYPTION_KEYS", global = true, hide_env_values = true)]
+    #[arg(long, env = "ENCRYPTION_KEYS", help_heading = KEYS_OPTIONS, global = true, hide_env_values = true)]
     pub encryption_keys: Option<String>,
 
     /// PostgreSQL clusters beside the home one (DATABASE_URL or the embedded cluster), that
     /// tenants can be placed on: `name=postgres://…;name=postgres://…`.
     #[arg(
         long,
-        env = "CAPLIQUIFY_CLUSTERS",
+        env = "CAPLIQUIFY_CLUSTERS", help_heading = DATABASE_OPTIONS,
         global = true,
         hide_env_values = true
     )]
     pub clusters: Option<String>,
 
     /// Most database connections this process opens (per cluster).
-    #[arg(long, env = "CAPLIQUIFY_DB_MAX_CONNECTIONS", default_value_t = 10, global = true,
+    #[arg(long, env = "CAPLIQUIFY_DB_MAX_CONNECTIONS", help_heading = DATABASE_OPTIONS, default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
 }

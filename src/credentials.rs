@@ -177,36 +177,76 @@ pub async fn reveal(
     Ok(secrets)
 }
 
-/// Re-seals every credential of `tenant` that is not under the sealing key; returns how
-/// many. One transaction per tenant, audited; rows already re-sealed are skipped, so an
-/// interrupted rotation resumes where it stopped.
+/// What [`rotate_keys`] did in one tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Rotation {
+    /// Credentials re-sealed under the sealing key.
+    pub resealed: u64,
+    /// Switched-off credentials whose envelopes do not open here, left as they are: a
+    /// clone's copies (bound to the original tenant, docs/operations.md) or envelopes
+    /// under a key no longer configured. They cannot be used either way; re-entering the
+    /// secrets (`POST /api/v1/credentials/{id}/rotate`) seals them afresh.
+    pub skipped_switched_off: u64,
+}
+
+/// One credential's sealed fields, as rotation reads them.
+#[derive(sqlx::FromRow)]
+struct SealedRow {
+    id: Uuid,
+    is_active: bool,
+    credentials: Value,
+    oauth_access_token: Option<String>,
+    oauth_refresh_token: Option<String>,
+}
+
+/// Re-seals every credential of `tenant` that is not under the sealing key. One
+/// transaction per tenant, audited; rows already re-sealed are skipped, so an interrupted
+/// rotation resumes where it stopped. A switched-off credential that does not open is
+/// skipped and counted rather than failing the tenant: otherwise a clone, whose copies are
+/// sealed to the original and switched off on purpose, could never finish a rotation. An
+/// active one that does not open still fails (its sync would fail too).
 pub async fn rotate_keys(
     pool: &PgPool,
     keys: &Keyring,
     tenant: &TenantScope,
     actor: &Actor,
-) -> Result<u64, RevealError> {
+) -> Result<Rotation, RevealError> {
     let mut tx = scope::begin(pool, tenant).await?;
-    let rows: Vec<(Uuid, Value, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT id, credentials, oauth_access_token, oauth_refresh_token FROM api_credentials
+    let rows: Vec<SealedRow> = sqlx::query_as(
+        "SELECT id, is_active, credentials, oauth_access_token, oauth_refresh_token FROM api_credentials
           WHERE credentials->>'kid' IS DISTINCT FROM $1 FOR UPDATE",
     )
     .bind(keys.sealing_key_id())
     .fetch_all(&mut *tx)
     .await?;
-    let count = rows.len() as u64;
-    for (id, creds, access, refresh) in rows {
-        let secrets = open(
+    let mut done = Rotation::default();
+    for SealedRow {
+        id,
+        is_active,
+        credentials: creds,
+        oauth_access_token: access,
+        oauth_refresh_token: refresh,
+    } in rows
+    {
+        let secrets = match open(
             keys,
             tenant,
             id,
             &creds,
             access.as_deref(),
             refresh.as_deref(),
-        )?;
+        ) {
+            Ok(secrets) => secrets,
+            Err(_) if !is_active => {
+                done.skipped_switched_off += 1;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
         update_secrets(&mut tx, keys, tenant, id, &secrets).await?;
+        done.resealed += 1;
     }
-    if count > 0 {
+    if done.resealed > 0 {
         audit::record_in_tenant(
             &mut tx,
             tenant,
@@ -216,13 +256,14 @@ pub async fn rotate_keys(
                 action: "api_credential.keys_rotated",
                 resource_type: "api_credential",
                 resource_id: String::new(),
-                metadata: json!({ "resealed": count, "key_id": keys.sealing_key_id() }),
+                metadata: json!({ "resealed": done.resealed, "key_id": keys.sealing_key_id(),
+                                  "skipped_switched_off": done.skipped_switched_off }),
             },
         )
         .await?;
     }
     tx.commit().await?;
-    Ok(count)
+    Ok(done)
 }
 
 /// Seals `secrets` for row `id` and stores them.

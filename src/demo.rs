@@ -101,30 +101,45 @@ pub async fn announce(pool: &PgPool, auth: &Authenticator, addr: SocketAddr) -> 
         "\nDemo mode: tokens below are signed with the development key and accepted only by this demo."
     );
     for (tenant, demo) in tenants.iter().zip(DEMO) {
-        let token = auth.sign_demo_token(
-            &demo_user_id(demo.slug, Role::Owner),
-            demo.clerk_org,
-            Duration::from_secs(24 * 3600),
-        )?;
         println!(
-            "\n{} ({} plan) — owner token, valid 24 h:\n  export TOKEN_{}='{token}'",
+            "\n{} ({} plan), one member per role — tokens valid 24 h:",
             tenant.name,
             tenant.subscription_tier.as_str(),
-            demo.env_name
         );
+        for role in ROLES {
+            let token = auth.sign_demo_token(
+                &demo_user_id(demo.slug, role),
+                demo.clerk_org,
+                Duration::from_secs(24 * 3600),
+            )?;
+            println!("  export {}='{token}'", token_variable(demo, role));
+        }
         println!(
             "  curl -s -H \"Authorization: Bearer $TOKEN_{}\" http://{addr}/api/v1/tenant",
             demo.env_name
         );
         println!(
-            "  curl -s -H \"Authorization: Bearer $TOKEN_{}\" 'http://{addr}/api/v1/products?limit=5'",
+            "  curl -s -H \"Authorization: Bearer $TOKEN_{}_VIEWER\" 'http://{addr}/api/v1/products?limit=5'",
             demo.env_name
         );
     }
     println!(
-        "\nOther roles: the same tenants have admin, member and viewer users (user_demo_<tenant>_<role>)."
+        "\nTOKEN_<TENANT> is the owner's; _ADMIN, _MEMBER and _VIEWER are those roles' (docs/api.md, Roles)."
     );
     Ok(())
+}
+
+/// The shell variable a demo token is printed into: `TOKEN_ACME` for the owner (what
+/// scripts read), `TOKEN_ACME_VIEWER` and so on for the other roles.
+fn token_variable(demo: &DemoTenant, role: Role) -> String {
+    match role {
+        Role::Owner => format!("TOKEN_{}", demo.env_name),
+        other => format!(
+            "TOKEN_{}_{}",
+            demo.env_name,
+            other.as_str().to_ascii_uppercase()
+        ),
+    }
 }
 
 /// Provisions the demo tenants that do not exist yet and fills them; returns all of them.

@@ -25,11 +25,12 @@ PostgreSQL cluster from the installed PostgreSQL binaries under --data-dir (defa
 ./.capliquify) and stops it again when the command ends.
 
 First steps:
-  capliquify serve                     run the service with demo tenants
-  capliquify migrate                   bring the database and every tenant schema up to date
-  capliquify tenant create --slug acme --name 'ACME Corp' --tier starter --clerk-org org_123
-  capliquify tenant list               see every tenant
-  capliquify doctor                    check versions and tenant isolation";
+  capliquify serve            # run the service with demo tenants
+  capliquify migrate          # bring every tenant schema up to date
+  capliquify tenant create --slug acme --name 'ACME Corp' --tier starter \\
+      --clerk-org org_123
+  capliquify tenant list      # see every tenant
+  capliquify doctor           # check versions and tenant isolation";
 
 #[derive(Debug, Parser)]
 #[command(name = "capliquify", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -60,7 +61,8 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     Tenant(tenant::TenantCommand),
     /// Check versions, the guide's verification summary and tenant isolation (exit 1 on FAIL).
     Doctor,
-    /// Show the largest tenant schemas or the tenants with their users.
+    /// Watch the fleet: the largest tenant schemas (sizes), tenants against their plan's
+    /// limits (tenants), the slowest statements per tenant (slow-queries).
     #[command(subcommand)]
     Monitor(MonitorCommand),
     /// Manage the embedded PostgreSQL cluster (used when DATABASE_URL is unset).
@@ -90,8 +92,9 @@ pub struct AuditArgs {
     /// Only this action, e.g. tenant.suspended or scenario.created.
     #[arg(long)]
     pub action: Option<String>,
-    /// Only entries from this time on (RFC 3339, e.g. 2026-11-01T00:00:00Z).
-    #[arg(long)]
+    /// Only entries from this time on: a date (2026-11-01, midnight UTC) or an RFC 3339
+    /// time (2026-11-01T09:30:00Z).
+    #[arg(long, value_parser = crate::audit::parse_instant)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// How many entries at most.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
@@ -103,7 +106,7 @@ pub enum FleetCommand {
     /// Run one read-only query in every tenant's schema (in parallel) and print the rows with
     /// a tenant column.
     #[command(
-        after_help = "Each tenant runs the query in its own read-only transaction with its schema as the\nsearch path and a statement timeout, so the query can neither change data nor run away.\nThe query must be one row-returning statement (it is run as a subquery).\n\nExamples:\n  capliquify fleet sql \"SELECT count(*) AS products FROM products\"\n  capliquify fleet sql \"SELECT sum(total_amount) AS revenue FROM sales WHERE sale_date >= '2026-01-01'\" --json"
+        after_help = "Each tenant runs the query in its own read-only transaction with its schema as the\nsearch path and a statement timeout, so the query can neither change data nor run away.\nThe query must be one row-returning statement (it is run as a subquery).\n\nExamples:\n  capliquify fleet sql \"SELECT count(*) AS products FROM products\"\n  capliquify fleet sql --json \"SELECT sum(total_amount) AS revenue\n      FROM sales WHERE sale_date >= '2026-01-01'\""
     )]
     Sql {
         /// The query, with unqualified table names (products, sales, …).
@@ -124,9 +127,10 @@ pub enum FleetCommand {
 pub enum KeysCommand {
     /// Re-seal every tenant's credentials under ENCRYPTION_KEY (ENCRYPTION_KEY_ID), opening
     /// old envelopes with the keys in ENCRYPTION_KEYS. One transaction per tenant, audited,
-    /// resumable: run it again after an interruption.
+    /// resumable: run it again after an interruption. Switched-off credentials that do not
+    /// open (a clone's copies, sealed to the original tenant) are skipped and counted.
     #[command(
-        after_help = "Rotation, step by step:\n  1. ENCRYPTION_KEY=<new hex> ENCRYPTION_KEY_ID=k2 ENCRYPTION_KEYS=k1=<old hex>: restart the service\n  2. capliquify keys rotate\n  3. remove k1 from ENCRYPTION_KEYS and restart"
+        after_help = "Rotation, step by step:\n  1. restart the service with the new key and the old one beside it:\n     ENCRYPTION_KEY=<new hex> ENCRYPTION_KEY_ID=k2 ENCRYPTION_KEYS=k1=<old hex>\n  2. capliquify keys rotate\n  3. remove k1 from ENCRYPTION_KEYS and restart"
     )]
     Rotate,
 }
@@ -184,7 +188,8 @@ pub enum DbCommand {
     Start,
     /// Stop the embedded cluster.
     Stop,
-    /// Say whether the embedded cluster is running, and on which port.
+    /// Say whether the embedded cluster is running, and on which port; with DATABASE_URL
+    /// set, which server is used instead and whether it answers.
     Status,
     /// Create the login role the HTTP service should connect as (least privilege).
     #[command(after_help = "\
@@ -198,7 +203,8 @@ with DATABASE_URL naming that role; keep the migrating role for operators' comma
 
 Example:
   CAPLIQUIFY_APP_PASSWORD='…' capliquify db init-roles
-  DATABASE_URL=postgres://capliquify_app:…@db.internal/capliquify capliquify serve
+  DATABASE_URL=postgres://capliquify_app:…@db.internal/capliquify \\
+      capliquify serve
 
 See docs/security.md (Database roles).")]
     InitRoles {
@@ -210,6 +216,100 @@ See docs/security.md (Database roles).")]
         #[arg(long, env = "CAPLIQUIFY_APP_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
+}
+
+/// The settings a command's help shows, by group (ids are `Settings`' fields). Every
+/// command accepts every setting (they are `global`, so a flag works in any position, as
+/// before); a command's help lists only the ones it reads, so `openapi --help` does not
+/// offer database flags and `tenant create --help` is not buried under key options.
+const DATABASE: &[&str] = &["database_url", "data_dir", "clusters", "db_max_connections"];
+const EMBEDDED: &[&str] = &["database_url", "data_dir"];
+const KEYS: &[&str] = &["encryption_key", "encryption_key_id", "encryption_keys"];
+const DELETION: &[&str] = &["grace_days"];
+const PAST_DUE: &[&str] = &["past_due_grace_days"];
+const JSON: &[&str] = &["json"];
+const ALL_SETTINGS: [&[&str]; 5] = [DATABASE, KEYS, DELETION, PAST_DUE, JSON];
+
+/// The settings a leaf command (its path below `capliquify`) reads.
+fn settings_used(path: &[&str]) -> Vec<&'static str> {
+    let groups: &[&[&str]] = match path {
+        // The service logs; it prints no result to format.
+        ["serve"] => &[DATABASE, KEYS, DELETION, PAST_DUE],
+        // The document is JSON already.
+        ["openapi"] => &[],
+        ["db", "stop"] => &[EMBEDDED],
+        ["db", _] => &[EMBEDDED, JSON],
+        ["keys", _] => &[DATABASE, KEYS, JSON],
+        ["lifecycle", _] => &[DATABASE, DELETION, PAST_DUE, JSON],
+        ["tenant", "delete" | "undelete" | "purge"] => &[DATABASE, DELETION, JSON],
+        _ => &[DATABASE, JSON],
+    };
+    groups.iter().flat_map(|g| g.iter().copied()).collect()
+}
+
+/// The command line with each command's help showing the settings it uses (see
+/// [`settings_used`]); `main` parses with it and the help snapshot test reads it.
+///
+/// How: clap copies a global argument into each subcommand unless the subcommand already
+/// has one with that id. A command that does not read a setting gets its own hidden copy,
+/// which parses exactly like the propagated one (same id, still global) but stays out of
+/// its help.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    with_hidden_settings(cmd, &[], &globals)
+}
+
+/// The settings read by the command at `path` or any command below it.
+fn used_below(cmd: &clap::Command, path: &[&str]) -> Vec<&'static str> {
+    let children: Vec<&clap::Command> = cmd
+        .get_subcommands()
+        .filter(|c| c.get_name() != "help")
+        .collect();
+    if children.is_empty() {
+        return settings_used(path);
+    }
+    let mut used = Vec::new();
+    for child in children {
+        let mut child_path = path.to_vec();
+        child_path.push(child.get_name());
+        used.extend(used_below(child, &child_path));
+    }
+    used
+}
+
+fn with_hidden_settings(
+    mut cmd: clap::Command,
+    path: &[&str],
+    globals: &[clap::Arg],
+) -> clap::Command {
+    if !path.is_empty() {
+        let used = used_below(&cmd, path);
+        for arg in globals {
+            let id = arg.get_id().as_str();
+            if ALL_SETTINGS.iter().any(|g| g.contains(&id)) && !used.contains(&id) {
+                cmd = cmd.arg(arg.clone().hide(true));
+            }
+        }
+    }
+    let children: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|n| n != "help")
+        .collect();
+    for child in children {
+        let mut child_path = path.to_vec();
+        child_path.push(child.as_str());
+        cmd = cmd.mut_subcommand(&child, |sub| {
+            with_hidden_settings(sub, &child_path, globals)
+        });
+    }
+    cmd
 }
 
 /// Runs the parsed command; errors are printed by `main`.
@@ -460,7 +560,18 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
         .map(|()| ExitCode::SUCCESS);
     }
     println!("dry run: nothing is changed");
-    println!("public migrations pending: {public_pending:?}");
+    if public_pending.is_empty() {
+        println!("public migrations pending: none");
+    } else {
+        let rows = migrate::PUBLIC_MIGRATIONS
+            .iter()
+            .filter(|m| public_pending.contains(&m.version))
+            .map(|m| vec![m.version.to_string(), m.description.to_string()]);
+        println!(
+            "public migrations pending:\n{}",
+            output::table(&["VERSION", "DESCRIPTION"], rows)
+        );
+    }
     println!(
         "{} tenant(s) would be migrated to version {latest}",
         pending.len()
@@ -527,6 +638,14 @@ async fn fleet_sql(
     timeout_secs: u64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let query = match crate::tenancy::fleet::check_query(query) {
+        Ok(query) => query,
+        Err(why) => {
+            eprintln!("error: {why}");
+            // A usage error, as clap reports one: nothing was run.
+            return Ok(ExitCode::from(2));
+        }
+    };
     let mut tenants: Vec<_> = crate::tenancy::registry::list(&db.pool, false)
         .await?
         .into_iter()
@@ -550,20 +669,17 @@ async fn fleet_sql(
     .await;
     let failed: Vec<_> = results.iter().filter(|r| r.error.is_some()).collect();
     let rows: Vec<&serde_json::Value> = results.iter().flat_map(|r| r.rows.iter()).collect();
-    if json {
-        output::json(&serde_json::json!({ "rows": rows, "failed": failed }))?;
-    } else {
-        // Columns: the tenant, then every key in the order first seen.
-        let mut columns = vec!["tenant".to_owned()];
-        for row in &rows {
-            if let serde_json::Value::Object(map) = row {
-                for key in map.keys() {
-                    if !columns.contains(key) {
-                        columns.push(key.clone());
-                    }
-                }
-            }
+    // Columns: the tenant, then the SELECT's, in its order (the first tenant that returned
+    // rows tells; a tenant on an older schema may add some, appended).
+    let mut columns = vec!["tenant".to_owned()];
+    for key in results.iter().flat_map(|r| r.columns.iter()) {
+        if !columns.contains(key) {
+            columns.push(key.clone());
         }
+    }
+    if json {
+        output::json(&serde_json::json!({ "columns": columns, "rows": rows, "failed": failed }))?;
+    } else {
         let header: Vec<&str> = columns.iter().map(String::as_str).collect();
         let table = output::table(
             &header,
@@ -579,11 +695,16 @@ async fn fleet_sql(
             }),
         );
         println!("{table}");
-        println!(
-            "{} row(s) from {} tenant(s)",
-            rows.len(),
-            results.len() - failed.len()
-        );
+        let answered = results.len() - failed.len();
+        if failed.is_empty() {
+            println!("{} row(s) from {answered} tenant(s)", rows.len());
+        } else {
+            println!(
+                "{} row(s) from {answered} tenant(s); {} tenant(s) failed",
+                rows.len(),
+                failed.len()
+            );
+        }
         for f in &failed {
             eprintln!("FAILED {}: {}", f.tenant, f.error.as_deref().unwrap_or(""));
         }
@@ -608,7 +729,7 @@ async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::
             .context("progress bar template")?,
     );
     let actor = crate::audit::Actor::operator();
-    let (mut resealed, mut failed) = (0u64, Vec::new());
+    let (mut resealed, mut skipped, mut failed) = (0u64, Vec::new(), Vec::new());
     for tenant in &tenants {
         bar.inc(1);
         if tenant.schema_version.is_none() {
@@ -624,9 +745,16 @@ async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(n) => resealed += n,
+            Ok(done) => {
+                resealed += done.resealed;
+                if done.skipped_switched_off > 0 {
+                    skipped.push((tenant.slug.clone(), done.skipped_switched_off));
+                }
+            }
             Err(e) => {
-                bar.println(format!("FAILED {}: {e}", tenant.slug));
+                // Not `bar.println`: a hidden bar (output not a terminal) drops its lines,
+                // and a failure must reach the operator however the output goes.
+                bar.suspend(|| eprintln!("FAILED {}: {e}", tenant.slug));
                 failed.push((tenant.slug.clone(), e));
             }
         }
@@ -634,15 +762,22 @@ async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::
     bar.finish_and_clear();
     if json {
         output::json(
-            &serde_json::json!({ "resealed": resealed, "key_id": keys.sealing_key_id(), "failed": failed }),
+            &serde_json::json!({ "resealed": resealed, "key_id": keys.sealing_key_id(),
+                                 "skipped_switched_off": skipped, "failed": failed }),
         )?;
     } else {
+        let skipped_total: u64 = skipped.iter().map(|(_, n)| n).sum();
         println!(
-            "{resealed} credential(s) re-sealed under key {} across {} tenant(s); {} failed",
+            "{resealed} credential(s) re-sealed under key {} across {} tenant(s); {skipped_total} switched-off credential(s) skipped; {} failed",
             keys.sealing_key_id(),
             tenants.len(),
             failed.len()
         );
+        for (slug, n) in &skipped {
+            println!(
+                "  {slug}: {n} switched-off credential(s) that do not open here (a clone's copies, or sealed with a key no longer configured) were left as they are; re-enter them to use them"
+            );
+        }
     }
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS
@@ -815,6 +950,9 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
             "`capliquify db` manages the embedded cluster, but DATABASE_URL is set; unset it to use the embedded cluster"
         );
     }
+    if let (Some(url), DbCommand::Status) = (&settings.database_url, &cmd) {
+        return configured_server_status(url, json).await;
+    }
     let root = settings.data_dir.clone();
     match cmd {
         DbCommand::Start => {
@@ -857,6 +995,54 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// `db status` with DATABASE_URL set: the embedded cluster is not used, so say which server
+/// is, and whether it answers (exit 1 if not).
+async fn configured_server_status(url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    // Never print the password: scheme, user, host, port and database only.
+    let shown = match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "(DATABASE_URL is not a URL)".to_owned(),
+    };
+    let probe = async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(version)
+    };
+    let answer = match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+        Ok(Ok(version)) => Ok(version),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer within 5 seconds".to_owned()),
+    };
+    if json {
+        output::json(&serde_json::json!({
+            "database_url_set": true, "server": shown,
+            "answers": answer.is_ok(), "server_version": answer.as_ref().ok(),
+            "error": answer.as_ref().err(),
+        }))?;
+    } else {
+        println!(
+            "DATABASE_URL is set: the configured server {shown} is used (the embedded cluster is not)"
+        );
+        match &answer {
+            Ok(version) => println!("it answers: PostgreSQL {version}"),
+            Err(err) => println!("it does not answer: {err}"),
+        }
+    }
+    Ok(if answer.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// `text` on one line (whitespace runs collapsed), cut to `max` characters with `…`.
 fn one_line(text: &str, max: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -866,5 +1052,82 @@ fn one_line(text: &str, max: usize) -> String {
         let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
         cut.push('…');
         cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+            walk(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// A line of a help text that is (part of) a command to copy.
+    fn is_example(line: &str) -> bool {
+        let line = line.trim_start();
+        [
+            "capliquify ",
+            "CAPLIQUIFY_",
+            "DATABASE_URL=",
+            "ENCRYPTION_KEY",
+            "tar ",
+            "curl ",
+        ]
+        .iter()
+        .any(|start| line.starts_with(start))
+            || line.starts_with('"')
+            || line.starts_with("FROM ")
+    }
+
+    fn all_commands() -> Vec<(String, clap::Command)> {
+        let mut cmd = command();
+        cmd.build();
+        let mut out = Vec::new();
+        walk(&cmd, "capliquify".to_owned(), &mut out);
+        out
+    }
+
+    #[test]
+    fn help_examples_fit_80_columns_so_they_copy_and_paste_whole() {
+        let mut long = Vec::new();
+        for (path, cmd) in all_commands() {
+            for text in [cmd.get_after_help(), cmd.get_after_long_help()]
+                .into_iter()
+                .flatten()
+            {
+                // Prose may wrap; a command line must not (clap would break it).
+                let examples = text.to_string();
+                for line in examples.lines().filter(|l| is_example(l)) {
+                    if line.chars().count() > 80 {
+                        long.push(format!("{path}: {line}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            long.is_empty(),
+            "lines clap would break:\n{}",
+            long.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_positional_argument_and_command_is_described() {
+        let mut missing = Vec::new();
+        for (path, cmd) in all_commands() {
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path}: no summary"));
+            }
+            for arg in cmd.get_positionals() {
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} <{}>: no text", arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
     }
 }

@@ -36,16 +36,17 @@ in place in one transaction: on any failure the database stays as it was.
 Three ways:
   (none)      the archive's tenant is gone (e.g. purged): register it again with its id,
               slug, Clerk organization, users and subscription
-  --replace   the tenant exists: replace its data with the archive's; its tenant row, users
-              and subscription are set as the archive says (its slug, id and Clerk
-              organization stay)
+  --replace   the tenant exists: replace its schema's data with the archive's; its
+              tenant row, users and subscription are left as they are (they belong to
+              Clerk and Stripe, which keep them current)
   --as SLUG   a copy beside it: new id, new schema, no users, no subscription; Clerk
               organization from --clerk-org, else unlinked-<new id>
 
 Examples:
   capliquify tenant restore acme-20261201T020000Z.capliquify-backup
   capliquify tenant restore acme.capliquify-backup --replace
-  capliquify tenant restore acme.capliquify-backup --as acme-staging --name 'ACME (staging)'";
+  capliquify tenant restore acme.capliquify-backup --as acme-staging \\
+      --name 'ACME (staging)'";
 
 const CLONE_HELP: &str = "\
 Backs the tenant up to a temporary file and restores it with --as: the copy has its own id
@@ -59,7 +60,7 @@ Example:
 pub enum TenantCommand {
     /// Register a tenant and create its schema (one transaction; 14-day trial).
     #[command(
-        after_help = "Example:\n  capliquify tenant create --slug acme --name 'ACME Corp' --tier professional --clerk-org org_2abc123"
+        after_help = "Example:\n  capliquify tenant create --slug acme --name 'ACME Corp' --tier professional \\\n      --clerk-org org_2abc123"
     )]
     Create {
         /// Short unique handle: 3-50 of a-z, 0-9 and '-', not starting or ending with '-'.
@@ -82,23 +83,34 @@ pub enum TenantCommand {
         all: bool,
     },
     /// Show one tenant in full.
-    Show { slug: String },
+    Show {
+        /// The tenant (its slug).
+        slug: String,
+    },
     /// Switch a tenant off: its users are refused until it is reactivated. Data is kept.
     Suspend {
+        /// The tenant to switch off (its slug).
         slug: String,
         /// Why (kept in the audit log).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Switch a suspended tenant back on, with the status it had before.
-    Reactivate { slug: String },
+    Reactivate {
+        /// The suspended tenant (its slug).
+        slug: String,
+    },
     /// Soft-delete a tenant: unusable at once, data kept for the grace period (--grace-days).
-    Delete { slug: String },
+    Delete {
+        /// The tenant to soft-delete (its slug).
+        slug: String,
+    },
     /// Undo a soft delete within the grace period (formerly `tenant restore SLUG`).
     #[command(
         after_help = "Example:\n  capliquify tenant undelete acme\n\nTo bring back data from a backup file, use `capliquify tenant restore FILE`."
     )]
     Undelete {
+        /// The soft-deleted tenant (its slug).
         slug: String,
         /// Undelete even though the grace period has ended.
         #[arg(long)]
@@ -157,6 +169,7 @@ pub enum TenantCommand {
         after_help = "Before the grace period ends, purge needs --force and the slug typed again:\n  capliquify tenant purge acme --force --confirm acme\nWithout --confirm on a terminal, you are asked to type it."
     )]
     Purge {
+        /// The soft-deleted tenant to drop for good (its slug).
         slug: String,
         /// Purge before the grace period ends.
         #[arg(long)]
@@ -166,11 +179,14 @@ pub enum TenantCommand {
         confirm: Option<String>,
     },
     /// Recreate a missing schema, rebuild an empty half-made one, or apply pending migrations.
-    Repair { slug: String },
+    Repair {
+        /// The tenant to repair (its slug).
+        slug: String,
+    },
     /// Move a tenant's schema to another PostgreSQL cluster (named in CAPLIQUIFY_CLUSTERS,
     /// or `home`): read-only while it copies, verified, then switched over.
     #[command(
-        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. A move whose process died is cleaned up by the next move of that tenant. Run it\non a direct connection to the home cluster (not through PgBouncer), and run `capliquify\nmigrate` and `capliquify db init-roles` on the target cluster first.\n\nExample:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' capliquify tenant move acme --to eu2"
+        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. A move whose process died is cleaned up by the next move of that tenant. Run it\non a direct connection to the home cluster (not through PgBouncer), and run `capliquify\nmigrate` and `capliquify db init-roles` on the target cluster first.\n\nExample:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' \\\n      capliquify tenant move acme --to eu2"
     )]
     Move {
         /// The tenant to move.
@@ -254,6 +270,16 @@ pub async fn run(
             name,
             clerk_org,
         } => {
+            // `tenant restore acme` was the old name of `undelete`: a slug where a file was
+            // expected gets pointed there.
+            if !file.exists() {
+                let given = file.display().to_string();
+                if crate::tenancy::TenantSlug::parse(&given).is_ok() {
+                    anyhow::bail!(
+                        "there is no backup file {given:?}; to undo the soft delete of tenant {given}, run `capliquify tenant undelete {given}` (restore takes a file written by `capliquify tenant backup`)"
+                    );
+                }
+            }
             let mode = match (replace, as_slug) {
                 (true, _) => RestoreMode::Replace,
                 (false, Some(slug)) => RestoreMode::Clone {
@@ -346,13 +372,36 @@ pub async fn run(
             if json {
                 output::json(&serde_json::json!({ "tenant": tenant, "repair": repair }))?;
             } else {
-                println!("{}: {}", tenant.slug, serde_json::to_string(&repair)?);
+                println!("{}: {}", tenant.slug, describe_repair(&repair));
             }
             return Ok(ExitCode::SUCCESS);
         }
     };
     print_one(&tenant, json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `tenant repair` did, in words.
+fn describe_repair(repair: &crate::tenancy::lifecycle::Repair) -> String {
+    use crate::tenancy::lifecycle::Repair;
+    match repair {
+        Repair::Healthy => "nothing to repair (schema present, migrated, role in place)".to_owned(),
+        Repair::Recreated => {
+            "the missing schema was created, empty, at the newest version".to_owned()
+        }
+        Repair::Rebuilt { missing_tables } => format!(
+            "the half-made schema (no migration history, no data; missing {}) was dropped and rebuilt",
+            if missing_tables.is_empty() {
+                "no table".to_owned()
+            } else {
+                missing_tables.join(", ")
+            }
+        ),
+        Repair::Migrated { applied } => format!("{applied} pending migration(s) applied"),
+        Repair::RoleGranted => {
+            "the tenant's database role was created or granted its rights again".to_owned()
+        }
+    }
 }
 
 /// Asks for the slug on a terminal; elsewhere a forced purge must pass --confirm.
@@ -488,6 +537,10 @@ fn print_one(t: &Tenant, json: bool) -> anyhow::Result<()> {
         ("tier", t.subscription_tier.as_str().to_owned()),
         ("status", t.subscription_status.as_str().to_owned()),
         ("state", t.state().as_str().to_owned()),
+        (
+            "suspended by",
+            output::opt(t.suspended_by.map(|by| by.as_str())),
+        ),
         ("trial ends", output::opt(t.trial_ends_at.map(output::when))),
         ("max users", output::opt(t.max_users)),
         ("max entities", output::opt(t.max_entities)),

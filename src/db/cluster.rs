@@ -87,7 +87,7 @@ pub fn parse_config(value: &str) -> Result<Vec<(ClusterName, PgConnectOptions)>,
         }
         if out.iter().any(|(n, _)| *n == name) {
             return Err(ClusterError::Config(format!(
-                "cluster {name:?} is named twice"
+                "cluster \"{name}\" is named twice"
             )));
         }
         let url = url.trim();
@@ -241,7 +241,11 @@ mod tests {
         assert!(err("eu2").contains("name=postgres://"));
         assert!(err("EU=postgres://h/db").contains("invalid cluster name"));
         assert!(err("home=postgres://h/db").contains("\"home\""));
-        assert!(err("a=postgres://h/db;a=postgres://h/db").contains("named twice"));
+        assert_eq!(
+            err("eu2=postgres://h/db;eu2=postgres://h/db"),
+            "CAPLIQUIFY_CLUSTERS: cluster \"eu2\" is named twice",
+            "the name as the operator typed it, not a Rust debug form"
+        );
         assert!(err("a=mysql://h/db").contains("must start with postgres://"));
         assert!(
             !err("a=mysql://u:secret@h/db").contains("secret"),

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -30,21 +30,14 @@ fn bad(field: &str, detail: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_parameter", detail).with_field(field.to_owned())
 }
 
-/// A time bound: RFC 3339, or a date meaning its midnight UTC.
+/// A time bound: RFC 3339, or a date meaning its midnight UTC (as `capliquify audit`).
 fn instant(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| {
-            bad(
-                field,
-                format!("{field} must be an RFC 3339 time or a date (YYYY-MM-DD)"),
-            )
-        })
+    audit::parse_instant(value).map_err(|why| {
+        bad(
+            field,
+            format!("{field} must be an RFC 3339 time or a date (YYYY-MM-DD): {why}"),
+        )
+    })
 }
 
 pub async fn list(

@@ -260,7 +260,14 @@ async fn create(
     .map_err(|e| {
         let err = db_error(e, "api_credentials", "credential");
         // The (company, service) pair is unique: name the field a client can change.
-        if err.code == "already_exists" { err.with_field("service") } else { err }
+        // The constraint's name (company_id_service) means nothing to a client: say it.
+        if err.code == "already_exists" {
+            let mut err = err.with_field("service");
+            err.detail = "this company already has a credential for this service".to_owned();
+            err
+        } else {
+            err
+        }
     })?;
     audit_act(
         &mut tx,

@@ -279,9 +279,8 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
                 "CLERK_JWKS_URL and CLERK_ISSUER must both be set (only the embedded demo runs without them)"
             );
         };
-        Authenticator::new(AuthConfig { jwks_url, issuer })
-            .await
-            .context("CLERK_JWKS_URL")?
+        // Not `.context("CLERK_JWKS_URL")`: every error of `new` names its setting already.
+        Authenticator::new(AuthConfig { jwks_url, issuer }).await?
     };
     let db = Database::open(settings).await?;
     let config = HttpConfig {

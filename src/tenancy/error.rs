@@ -45,7 +45,7 @@ pub enum TenancyError {
     )]
     InGracePeriod { slug: String, until: DateTime<Utc> },
     #[error(
-        "the grace period of tenant {slug:?} ended on {ended}; pass --force to restore it anyway"
+        "the grace period of tenant {slug:?} ended on {ended}; pass --force to undelete it anyway"
     )]
     GracePeriodOver { slug: String, ended: DateTime<Utc> },
     #[error("confirmation {given:?} does not match the slug {slug:?}; nothing was purged")]

@@ -23,7 +23,40 @@ use serde_json::Value;
 pub struct TenantRows {
     pub tenant: String,
     pub rows: Vec<Value>,
+    /// The result's columns in the SELECT's order (rows are JSON objects, whose keys come
+    /// out sorted); empty when no row came back.
+    pub columns: Vec<String>,
     pub error: Option<String>,
+}
+
+/// Keywords a row-returning statement can start with.
+const QUERY_STARTS: [&str; 4] = ["select", "with", "values", "table"];
+
+/// Refuses what cannot be one read-only, row-returning statement before any tenant runs it,
+/// so that `DELETE FROM products` is told what is allowed rather than failing with a
+/// syntax error in every tenant. Returns the query without a trailing `;` (as typed in
+/// psql). This is for a clear message only: the read-only transaction is the guard.
+pub fn check_query(query: &str) -> Result<&str, String> {
+    let query = query
+        .trim()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    let first: String = query
+        .trim_start_matches(|c: char| c == '(' || c.is_whitespace())
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if QUERY_STARTS.contains(&first.as_str()) {
+        return Ok(query);
+    }
+    let got = if first.is_empty() {
+        "an empty query".to_owned()
+    } else {
+        format!("a statement starting with {}", first.to_ascii_uppercase())
+    };
+    Err(format!(
+        "only one read-only SELECT is allowed (WITH, VALUES and TABLE too): it runs as a subquery in each tenant's read-only transaction; got {got}"
+    ))
 }
 
 /// Runs `query` in each tenant's schema, `jobs` at a time; results in tenant order.
@@ -38,8 +71,15 @@ pub async fn query(
     let total = tenants.len();
     let queue = Arc::new(Mutex::new(VecDeque::from(tenants)));
     let results = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    // `json` (not `jsonb`) keeps the columns' order, which json_object_keys then reads off
+    // the first row.
     let sql: Arc<str> = Arc::from(format!(
-        "SELECT coalesce(json_agg(q), '[]'::json) FROM ({query}\n) q"
+        "WITH r AS (SELECT json_agg(q) AS rows FROM ({query}\n) q)
+         SELECT coalesce(r.rows, '[]'::json),
+                coalesce((SELECT array_agg(k ORDER BY n)
+                            FROM json_object_keys(r.rows -> 0) WITH ORDINALITY AS c(k, n)),
+                         '{{}}')
+           FROM r"
     ));
     let timeout_ms = i64::try_from(timeout.as_millis())
         .unwrap_or(i64::MAX)
@@ -58,14 +98,16 @@ pub async fn query(
                 let Some(tenant) = next else { break };
                 let outcome = run_one(&clusters, &tenant, &sql, timeout_ms).await;
                 let entry = match outcome {
-                    Ok(rows) => TenantRows {
+                    Ok((rows, columns)) => TenantRows {
                         tenant: tenant.slug.clone(),
                         rows,
+                        columns,
                         error: None,
                     },
                     Err(e) => TenantRows {
                         tenant: tenant.slug.clone(),
                         rows: Vec::new(),
+                        columns: Vec::new(),
                         error: Some(describe_db_error(&e)),
                     },
                 };
@@ -86,7 +128,7 @@ async fn run_one(
     tenant: &Tenant,
     sql: &str,
     timeout_ms: i64,
-) -> sqlx::Result<Vec<Value>> {
+) -> sqlx::Result<(Vec<Value>, Vec<String>)> {
     let scope = tenant
         .scope()
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
@@ -101,7 +143,7 @@ async fn run_one(
         )))
         .await?;
     // The operator's own SQL, by design (see the module docs).
-    let rows: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+    let (rows, columns): (Value, Vec<String>) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(&mut *tx)
         .await?;
     tx.rollback().await?;
@@ -114,5 +156,5 @@ async fn run_one(
             map.insert("tenant".into(), Value::String(tenant.slug.clone()));
         }
     }
-    Ok(rows)
+    Ok((rows, columns))
 }

@@ -1,4 +1,4 @@
-//! The tenant lifecycle: provision → (suspend ⇄ reactivate) → soft delete → restore or
+//! The tenant lifecycle: provision → (suspend ⇄ reactivate) → soft delete → undelete or
 //! purge, plus repair. Every act is one transaction that also writes its audit row.
 
 use chrono::{DateTime, Duration, Utc};
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::TenancyError;
 use super::ident::{SchemaName, TenantSlug};
 use super::registry::{self, TENANT_COLUMNS, Tenant, TenantState};
+use super::suspension::SuspendedBy;
 use crate::audit::{self, Actor, Entry};
 use crate::billing::{TRIAL_DAYS, Tier};
 
@@ -103,30 +104,58 @@ impl Tenancy {
         Ok(tenant)
     }
 
-    /// Switches a live tenant off, remembering its status for [`Tenancy::reactivate`].
+    /// Switches a live tenant off, remembering its status for [`Tenancy::reactivate`] and
+    /// who switched it off ([`SuspendedBy::of`] the actor): billing lifts the lifecycle
+    /// job's suspensions when the customer pays, never an operator's. An operator
+    /// suspending a tenant the job or billing suspended takes the suspension over, so that
+    /// it stands.
     pub async fn suspend(
         &self,
         slug: &str,
         reason: Option<&str>,
         actor: &Actor,
     ) -> Result<Tenant, TenancyError> {
+        let by = SuspendedBy::of(actor);
         self.transition(
             slug,
             actor,
             "tenant.suspended",
-            json!({ "reason": reason }),
-            |t| {
+            json!({ "reason": reason, "suspended_by": by }),
+            move |t| {
+                let taken_over = t.state() == TenantState::Suspended
+                    && by == SuspendedBy::Operator
+                    && t.suspended_by.is_some_and(|was| was != SuspendedBy::Operator);
+                if taken_over {
+                    // A pause the operator takes over still holds after the operator's
+                    // reactivation: the tenant then returns to billing's suspension.
+                    return Ok("UPDATE public.tenants
+                       SET status_before_suspension = CASE WHEN suspended_by = 'billing'
+                               THEN 'suspended' ELSE status_before_suspension END,
+                           suspended_by = 'operator'
+                     WHERE id = $1");
+                }
                 require(t, TenantState::Live, "only a live tenant can be suspended")?;
-                Ok(
-                    "UPDATE public.tenants SET status_before_suspension = subscription_status,
-                    subscription_status = 'suspended' WHERE id = $1",
-                )
+                Ok(match by {
+                    SuspendedBy::Operator => {
+                        "UPDATE public.tenants SET status_before_suspension = subscription_status,
+                            subscription_status = 'suspended', suspended_by = 'operator' WHERE id = $1"
+                    }
+                    SuspendedBy::Lifecycle => {
+                        "UPDATE public.tenants SET status_before_suspension = subscription_status,
+                            subscription_status = 'suspended', suspended_by = 'lifecycle' WHERE id = $1"
+                    }
+                    SuspendedBy::Billing => {
+                        "UPDATE public.tenants SET status_before_suspension = subscription_status,
+                            subscription_status = 'suspended', suspended_by = 'billing' WHERE id = $1"
+                    }
+                })
             },
         )
         .await
     }
 
-    /// Returns a suspended tenant to the status it had before.
+    /// Returns a suspended tenant to the status it had before, whoever suspended it. A
+    /// subscription Stripe paused meanwhile keeps it suspended, by billing.
     pub async fn reactivate(&self, slug: &str, actor: &Actor) -> Result<Tenant, TenancyError> {
         self.transition(slug, actor, "tenant.reactivated", json!({}), |t| {
             require(
@@ -136,6 +165,8 @@ impl Tenancy {
             )?;
             Ok("UPDATE public.tenants
                    SET subscription_status = coalesce(status_before_suspension, 'active'),
+                       suspended_by = CASE WHEN status_before_suspension = 'suspended'
+                                           THEN 'billing'::public.suspension_source END,
                        status_before_suspension = NULL
                  WHERE id = $1")
         })
@@ -227,9 +258,9 @@ impl Tenancy {
                 tenant_id: None,
                 action: "tenant.purged",
                 resource_type: "tenant",
-                resource_id: tenant.id.to_string(),
+                resource_id: tenant.slug.clone(),
                 metadata: json!({
-                    "slug": tenant.slug, "schema_name": tenant.schema_name,
+                    "slug": tenant.slug, "tenant_id": tenant.id, "schema_name": tenant.schema_name,
                     "schema_dropped": dropped, "early": early, "deleted_at": tenant.deleted_at,
                 }),
             },
@@ -349,7 +380,7 @@ impl Tenancy {
                 if t.state() == TenantState::Deleted {
                     return Err(wrong_state(
                         t,
-                        "it is already soft-deleted; restore or purge it",
+                        "it is already soft-deleted; undelete or purge it",
                     ));
                 }
                 Ok("UPDATE public.tenants SET deleted_at = now() WHERE id = $1")
@@ -465,7 +496,7 @@ fn entry<'a>(tenant: &Tenant, action: &'a str, metadata: serde_json::Value) -> E
         tenant_id: Some(tenant.id),
         action,
         resource_type: "tenant",
-        resource_id: tenant.id.to_string(),
+        resource_id: tenant.slug.clone(),
         metadata,
     }
 }

@@ -152,7 +152,7 @@ async fn run_locked(
                 tenant_id: Some(id),
                 action: "tenant.subscription_ended",
                 resource_type: "tenant",
-                resource_id: id.to_string(),
+                resource_id: slug.clone(),
                 metadata: json!({ "slug": slug }),
             },
         )

@@ -15,6 +15,7 @@ pub mod lifecycle_job;
 pub mod migrate;
 pub mod placement;
 pub mod registry;
+pub mod suspension;
 pub mod verify;
 
 pub use error::TenancyError;

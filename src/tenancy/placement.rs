@@ -236,7 +236,7 @@ async fn mark_moving(
                 tenant_id: Some(tenant.id),
                 action: "tenant.move_abandoned",
                 resource_type: "tenant",
-                resource_id: tenant.id.to_string(),
+                resource_id: tenant.slug.clone(),
                 metadata: json!({ "slug": tenant.slug, "from": tenant.cluster, "to": abandoned }),
             },
         )
@@ -284,7 +284,7 @@ async fn clear_moving(
             tenant_id: Some(tenant.id),
             action: "tenant.move_failed",
             resource_type: "tenant",
-            resource_id: tenant.id.to_string(),
+            resource_id: tenant.slug.clone(),
             metadata: json!({ "slug": tenant.slug, "from": tenant.cluster, "to": to.as_str(), "error": error.to_string() }),
         },
     )
@@ -539,7 +539,7 @@ impl Job<'_> {
                 tenant_id: Some(self.tenant.id),
                 action: "tenant.moved",
                 resource_type: "tenant",
-                resource_id: self.tenant.id.to_string(),
+                resource_id: self.tenant.slug.clone(),
                 metadata: json!({
                     "slug": self.tenant.slug, "from": report.from, "to": report.to,
                     "schema_version": report.schema_version, "rows": report.rows,

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::TenancyError;
 use super::ident::{SchemaName, TenantSlug};
+use super::suspension::SuspendedBy;
 use crate::billing::{SubscriptionStatus, Tier};
 use crate::db::{ClusterName, TenantScope};
 
@@ -28,6 +29,8 @@ pub struct Tenant {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub status_before_suspension: Option<SubscriptionStatus>,
+    /// Who suspended it (operator, lifecycle job or billing); `None` unless suspended.
+    pub suspended_by: Option<SuspendedBy>,
     pub schema_version: Option<i64>,
     /// The cluster holding the schema (`home` unless moved).
     pub cluster: String,
@@ -82,7 +85,7 @@ impl Tenant {
 
 pub(crate) const TENANT_COLUMNS: &str = "id, slug, name, schema_name, clerk_organization_id, \
      subscription_tier, subscription_status, trial_ends_at, max_users, max_entities, features, \
-     created_at, updated_at, deleted_at, status_before_suspension, schema_version, cluster, moving_to";
+     created_at, updated_at, deleted_at, status_before_suspension, suspended_by, schema_version, cluster, moving_to";
 
 /// The tenant with `slug`, deleted or not.
 pub async fn find(pool: &PgPool, slug: &str) -> Result<Tenant, TenancyError> {

@@ -9,7 +9,8 @@
 //!   features and status follow;
 //! - `customer.subscription.deleted` cancels; access ends at the period's end;
 //! - `invoice.payment_failed` → past due (the lifecycle job suspends after the grace period);
-//!   `invoice.paid` → active again.
+//!   `invoice.paid` → active again, out of a suspension by billing or the lifecycle job
+//!   (`tenancy::suspension`; an operator's stands).
 //!
 //! Ordering: two watermarks of Stripe's `created`. `subscriptions.stripe_event_at` is the
 //! newest subscription event applied: an older one does not touch the plan, price or
@@ -35,6 +36,7 @@ use crate::billing::prices::PriceCatalog;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::resource::body_bytes;
+use crate::tenancy::suspension::apply_billing_status;
 
 #[derive(Debug, Deserialize)]
 struct Envelope {
@@ -180,12 +182,10 @@ pub async fn receive(
 struct TenantRow {
     id: Uuid,
     slug: String,
-    subscription_status: SubscriptionStatus,
     stripe_event_at: Option<DateTime<Utc>>,
 }
 
-const TENANT_ROW: &str =
-    "SELECT id, slug::text, subscription_status, stripe_event_at FROM public.tenants";
+const TENANT_ROW: &str = "SELECT id, slug::text, stripe_event_at FROM public.tenants";
 
 async fn tenant_by_slug(conn: &mut PgConnection, slug: &str) -> sqlx::Result<Option<TenantRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -412,7 +412,8 @@ async fn upsert_subscription(
             SubscriptionStatus::Cancelled if period_end.is_some_and(|end| end > Utc::now()) => None,
             other => Some(other),
         };
-        set_tenant_billing(conn, &tenant, tenant_status, created).await?;
+        let reason = format!("Stripe subscription {} is {}", sub.id, sub.status);
+        set_tenant_billing(conn, &tenant, tenant_status, created, actor, &reason).await?;
     }
     let action = if deleted {
         "subscription.cancelled"
@@ -476,29 +477,18 @@ async fn store_subscription(
     Ok(())
 }
 
-/// Sets the tenant's status (unless `None`) and the newest-event mark. An operator's
-/// suspension stands: billing then changes the status the tenant returns to.
+/// Sets the tenant's status (unless `None`) and the newest-event mark. Whether this begins,
+/// ends or leaves a suspension (an operator's stands; billing lifts its own and the
+/// lifecycle job's when the customer pays) is [`apply_billing_status`]'s to decide.
 async fn set_tenant_billing(
     conn: &mut PgConnection,
     tenant: &TenantRow,
     status: Option<SubscriptionStatus>,
     created: DateTime<Utc>,
+    actor: &Actor,
+    reason: &str,
 ) -> sqlx::Result<()> {
-    let column = if tenant.subscription_status == SubscriptionStatus::Suspended {
-        "status_before_suspension"
-    } else {
-        "subscription_status"
-    };
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE public.tenants SET {column} = coalesce($2, {column}), stripe_event_at = $3,
-             past_due_since = CASE WHEN coalesce($2, {column}) = 'past_due' THEN coalesce(past_due_since, $3) ELSE NULL END
-         WHERE id = $1"
-    )))
-    .bind(tenant.id)
-    .bind(status)
-    .bind(created)
-    .execute(conn)
-    .await?;
+    apply_billing_status(conn, tenant.id, status, created, actor, reason).await?;
     Ok(())
 }
 
@@ -520,7 +510,12 @@ async fn payment(
     } else {
         SubscriptionStatus::PastDue
     };
-    set_tenant_billing(conn, &tenant, Some(status), created).await?;
+    let reason = if paid {
+        "an invoice was paid"
+    } else {
+        "an invoice payment failed"
+    };
+    set_tenant_billing(conn, &tenant, Some(status), created, actor, reason).await?;
     sqlx::query("UPDATE public.subscriptions SET status = $2 WHERE tenant_id = $1 AND status <> 'cancelled'")
         .bind(tenant.id)
         .bind(status)

@@ -236,3 +236,56 @@ async fn admins_read_their_tenants_audit_trail_and_nobody_else_does() {
     assert_eq!(rows.as_array().unwrap().len(), 5);
     assert_eq!(rows[0]["tenant"], "trail");
 }
+
+#[tokio::test]
+async fn tenant_acts_name_tenants_by_slug_never_by_uuid() {
+    let db = TestDb::new().await;
+    db.tenant("by-slug", Tier::Starter).await;
+    let tenancy = db.tenancy();
+    let actor = Actor::operator();
+    tenancy
+        .suspend("by-slug", Some("check"), &actor)
+        .await
+        .unwrap();
+    tenancy.reactivate("by-slug", &actor).await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("by-slug.capliquify-backup");
+    capliquify::tenancy::backup::backup(&db.pool, "by-slug", Some(&file), false, &actor, &|_| {})
+        .await
+        .unwrap();
+    capliquify::tenancy::backup::clone_tenant(
+        &db.pool,
+        "by-slug",
+        "by-slug-copy",
+        None,
+        None,
+        &actor,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    tenancy.soft_delete("by-slug-copy", &actor).await.unwrap();
+    tenancy
+        .restore("by-slug-copy", false, &actor)
+        .await
+        .unwrap();
+    // Every tenant's audit rows (what its admins read through the API), against every
+    // tenant's UUID: none appears, as resource id or anywhere in the metadata.
+    let leaks: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.action::text, t.slug::text FROM audit_logs a JOIN tenants t ON true
+          WHERE a.tenant_id IS NOT NULL
+            AND (a.resource_id = t.id::text OR a.metadata::text LIKE '%' || t.id::text || '%'
+                 OR a.metadata::text LIKE '%' || replace(t.id::text, '-', '') || '%')",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        leaks.is_empty(),
+        "audit rows naming a tenant's UUID: {leaks:?}"
+    );
+    let acts = db
+        .scalar_i64("SELECT count(*) FROM audit_logs WHERE resource_type = 'tenant'")
+        .await;
+    assert_eq!(acts, 7, "each act was audited");
+}

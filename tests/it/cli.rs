@@ -231,11 +231,17 @@ async fn migrate_dry_run_changes_nothing_and_migrate_brings_everything_current()
         .collect();
     let out = capliquify(Some(&db), &["migrate", "--dry-run"]);
     assert_ok(&out);
-    assert!(
-        stdout(&out).contains(&format!("public migrations pending: {all_public:?}")),
-        "{}",
-        stdout(&out)
-    );
+    let text = stdout(&out);
+    assert!(text.contains("public migrations pending:"), "{text}");
+    // One aligned row per pending migration: its version, then its description.
+    for version in &all_public {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{version} "))),
+            "{version} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("suspension source"), "{text}");
     assert!(
         !db.scalar_bool("SELECT to_regclass('public.tenants') IS NOT NULL")
             .await
@@ -334,4 +340,161 @@ fn without_database_url_the_embedded_cluster_is_started_and_stopped_again() {
         "the command stopped the cluster it started"
     );
     let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn audit_since_accepts_a_plain_date_as_the_api_does() {
+    let db = TestDb::new().await;
+    db.tenant("dated", Tier::Starter).await;
+    let today = chrono::Utc::now().date_naive();
+    let since = |value: &str| capliquify(Some(&db), &["audit", "--since", value, "--json"]);
+    let actions = |out: &Output| -> Vec<String> {
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for value in [
+        today.to_string(),
+        format!("{today}T00:00:00Z"),
+        format!("{today}T00:00:00+00:00"),
+    ] {
+        let out = since(&value);
+        assert_ok(&out);
+        assert_eq!(actions(&out), ["tenant.provisioned"], "--since {value}");
+    }
+    let tomorrow = (today + chrono::Days::new(1)).to_string();
+    let out = since(&tomorrow);
+    assert_ok(&out);
+    assert!(actions(&out).is_empty(), "--since {tomorrow}");
+
+    let out = since("01/11/2026");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--since") && err.contains("nor a date (2026-11-01)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // The document is far larger than a pipe's buffer, so the writes meet the closed end.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .arg("openapi")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run capliquify");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stderr(&out), "", "nothing on stderr");
+    // What a shell reports for a tool SIGPIPE stopped (`yes | head`): 128 + 13.
+    assert_eq!(out.status.code(), Some(141));
+}
+
+#[tokio::test]
+async fn db_status_with_database_url_names_the_configured_server_and_whether_it_answers() {
+    let db = TestDb::new().await;
+    let out = capliquify(Some(&db), &["db", "status"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains("DATABASE_URL is set: the configured server")
+            && text.contains("it answers: PostgreSQL"),
+        "{text}"
+    );
+    assert!(!text.contains("not running"), "{text}");
+    let out = capliquify(Some(&db), &["db", "status", "--json"]);
+    assert_ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["answers"], true);
+
+    // A server that does not answer: said, exit 1, and the password is never printed.
+    let out = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .args(["db", "status"])
+        .env(
+            "DATABASE_URL",
+            "postgres://someone:s3cret-pw@127.0.0.1:1/nothing",
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("it does not answer"), "{text}");
+    assert!(text.contains("127.0.0.1:1/nothing"), "{text}");
+    assert!(
+        !text.contains("s3cret-pw") && !stderr(&out).contains("s3cret-pw"),
+        "{text}"
+    );
+}
+
+#[test]
+fn start_up_errors_name_the_setting_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .arg("serve")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("CLERK_JWKS_URL", "file:///nonexistent/capliquify-jwks.json")
+        .env("CLERK_ISSUER", "https://clerk.example")
+        .env(
+            "ENCRYPTION_KEY",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        )
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.matches("CLERK_JWKS_URL").count(), 1, "{err}");
+    assert!(
+        err.contains("CLERK_JWKS_URL (file:///nonexistent/capliquify-jwks.json)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn restore_given_a_slug_points_to_undelete_and_says_it_once() {
+    let db = TestDb::new().await;
+    db.tenant("acme", Tier::Starter).await;
+    let out = capliquify(Some(&db), &["tenant", "restore", "acme"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("capliquify tenant undelete acme"), "{err}");
+
+    // A missing file path: its I/O error is said once.
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "restore", "/nonexistent/acme.capliquify-backup"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(!err.contains("undelete"), "{err}");
+}
+
+#[tokio::test]
+async fn repair_says_what_it_did_in_words_and_json_on_request() {
+    let db = TestDb::new().await;
+    let t = db.tenant("mended", Tier::Starter).await;
+    let out = capliquify(Some(&db), &["tenant", "repair", "mended"]);
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out).trim(),
+        "mended: nothing to repair (schema present, migrated, role in place)"
+    );
+    db.exec(&format!("DROP SCHEMA {} CASCADE", t.schema_name))
+        .await;
+    let out = capliquify(Some(&db), &["tenant", "repair", "mended"]);
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out).trim(),
+        "mended: the missing schema was created, empty, at the newest version"
+    );
+    let out = capliquify(Some(&db), &["tenant", "repair", "mended", "--json"]);
+    assert_ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["repair"]["action"], "healthy");
 }

@@ -69,9 +69,11 @@ async fn credentials_are_sealed_never_returned_and_every_act_is_audited() {
             json!({ "company_id": company, "service": "xero", "credentials": {} }),
         )
         .await;
+    let problem = dup.problem(StatusCode::CONFLICT, "already_exists");
+    assert_eq!(problem["field"], "service");
     assert_eq!(
-        dup.problem(StatusCode::CONFLICT, "already_exists")["field"],
-        "service"
+        problem["detail"],
+        "this company already has a credential for this service"
     );
     app.post(
         &admin,
@@ -296,7 +298,8 @@ async fn keys_rotate_reseals_every_tenant_and_resumes() {
     assert_eq!(
         rotate_keys(&app.db.pool, &new_only, &scope, &actor)
             .await
-            .unwrap(),
+            .unwrap()
+            .resealed,
         0
     );
     let old_only = Keyring::from_settings(Some(ENCRYPTION_KEY), "k1", None).unwrap();
@@ -342,4 +345,92 @@ async fn a_full_pg_dump_contains_no_plaintext_secret() {
             "{plaintext} found in pg_dump output"
         );
     }
+}
+
+#[tokio::test]
+async fn keys_rotate_finishes_after_a_clone_skipping_and_counting_its_switched_off_copies() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("original", Tier::Professional).await;
+    let company = app.company(&t, "A").await;
+    create(&app, &t, &company, "xero").await;
+    let actor = Actor::operator();
+    capliquify::tenancy::backup::clone_tenant(
+        &app.db.pool,
+        "original",
+        "staging",
+        None,
+        None,
+        &actor,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let staging = capliquify::tenancy::registry::find(&app.db.pool, "staging")
+        .await
+        .unwrap();
+    let copy_sql = format!(
+        "SELECT credentials::text FROM {}.api_credentials",
+        staging.schema_name
+    );
+    let copy_before: String = sqlx::query_scalar(sqlx::AssertSqlSafe(copy_sql.clone()))
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+
+    let rotate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_capliquify"))
+            .args(["keys", "rotate"])
+            .env("DATABASE_URL", &app.db.url)
+            .env("ENCRYPTION_KEY", NEW_KEY)
+            .env("ENCRYPTION_KEY_ID", "k2")
+            .env("ENCRYPTION_KEYS", format!("k1={ENCRYPTION_KEY}"))
+            .output()
+            .unwrap()
+    };
+    for run in 0..2 {
+        let out = rotate();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "run {run}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let resealed = if run == 0 { 1 } else { 0 };
+        assert!(
+            stdout.contains(&format!(
+                "{resealed} credential(s) re-sealed under key k2 across 2 tenant(s); 1 switched-off credential(s) skipped; 0 failed"
+            )),
+            "run {run}: {stdout}"
+        );
+        assert!(stdout.contains("staging: 1 switched-off"), "{stdout}");
+    }
+    // The copy is left exactly as the clone made it; the original is under the new key.
+    let copy_after: String = sqlx::query_scalar(sqlx::AssertSqlSafe(copy_sql))
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(copy_after, copy_before);
+    let new_only = Keyring::from_settings(Some(NEW_KEY), "k2", None).unwrap();
+    let listed = app
+        .get(&app.token_for(&t, Role::Admin), "/api/v1/api-credentials")
+        .await;
+    assert_eq!(listed.body["data"][0]["key_id"], "k2", "{}", listed.text);
+    let scope = staging.scope().unwrap();
+    let done = rotate_keys(&app.db.pool, &new_only, &scope, &actor)
+        .await
+        .unwrap();
+    assert_eq!((done.resealed, done.skipped_switched_off), (0, 1));
+
+    // An active credential that does not open is still a failure (exit 1, named).
+    app.db
+        .exec(&format!(
+            "UPDATE {}.api_credentials SET is_active = true",
+            staging.schema_name
+        ))
+        .await;
+    let out = rotate();
+    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("FAILED staging"), "{stderr}");
 }

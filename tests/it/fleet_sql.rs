@@ -109,3 +109,75 @@ async fn the_query_cannot_write_or_smuggle_a_second_statement() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no live tenant with slug \"nobody\""));
 }
+
+#[tokio::test]
+async fn only_a_select_is_run_failures_are_counted_and_columns_keep_the_selects_order() {
+    let db = TestDb::new().await;
+    for slug in ["fleet-x", "fleet-y"] {
+        let t = db.tenant(slug, Tier::Starter).await;
+        db.exec(&format!(
+            "INSERT INTO {}.companies (name) VALUES ('{slug} co')",
+            t.schema_name
+        ))
+        .await;
+    }
+    // Not a SELECT: refused before any tenant is asked, saying what is allowed.
+    for query in [
+        "DELETE FROM products",
+        "  update companies set name = 'x'",
+        "DROP TABLE companies",
+    ] {
+        let out = fleet(&db, &[query]);
+        assert_eq!(out.status.code(), Some(2), "{query}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("only one read-only SELECT") && !err.contains("FAILED"),
+            "{query}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{query}");
+    }
+    // A trailing semicolon, as typed in psql, is fine.
+    let out = fleet(&db, &["SELECT count(*) AS n FROM companies;"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every tenant failing is a failure, and the summary says so.
+    let out = fleet(&db, &["SELECT no_such_column FROM companies"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("0 row(s) from 0 tenant(s); 2 tenant(s) failed"),
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED fleet-x") && err.contains("FAILED fleet-y"),
+        "{err}"
+    );
+
+    // Columns come out in the SELECT's order, not alphabetically.
+    let out = fleet(
+        &db,
+        &["SELECT name AS zeta, 1 AS alpha, 2 AS mid FROM companies"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["tenant", "zeta", "alpha", "mid"], "{text}");
+    let out = fleet(
+        &db,
+        &["SELECT name AS zeta, 1 AS alpha FROM companies", "--json"],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["columns"],
+        serde_json::json!(["tenant", "zeta", "alpha"])
+    );
+}

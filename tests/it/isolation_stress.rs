@@ -27,7 +27,7 @@
 //! `products` holds exactly its seed rows plus the rows it created, all with its prefix and
 //! company; and `verify_tenant_isolation()` passes.
 //!
-//! Run: `cargo test --test isolation_stress` (50–65 s in a debug build on a busy 2-core machine;
+//! Run: `cargo test --test it isolation_stress::` (50–65 s in a debug build on a busy 2-core machine;
 //! `-- --nocapture` prints the counts).
 
 use crate::common::api::TestApp;

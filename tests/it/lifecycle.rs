@@ -265,6 +265,26 @@ async fn purge_waits_for_the_grace_period_unless_forced_and_confirmed() {
     .await
     .unwrap();
     assert_eq!((slug.as_str(), tenant_id), ("doomed", None));
+    // Tenant acts name the tenant by its slug (docs/api.md), the purge too; the id stays
+    // in the operator-only metadata of a row no tenant can read.
+    let (resource_id, id_in_metadata): (String, String) = sqlx::query_as(
+        "SELECT resource_id::text, metadata->>'tenant_id' FROM audit_logs WHERE action = 'tenant.purged'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(resource_id, "doomed");
+    assert_eq!(id_in_metadata, t.id.to_string());
+    let by_uuid = db
+        .scalar_i64(&format!(
+            "SELECT count(*) FROM audit_logs WHERE resource_type = 'tenant' AND resource_id = '{}'",
+            t.id
+        ))
+        .await;
+    assert_eq!(
+        by_uuid, 0,
+        "no tenant act is stored under the tenant's UUID"
+    );
 }
 
 #[tokio::test]
@@ -507,4 +527,71 @@ async fn public_enums_bind_and_decode_inside_a_tenant_transaction() {
         capliquify::db::scope::role_name(t.id),
         "the role does not outlive the transaction"
     );
+}
+
+#[tokio::test]
+async fn the_suspension_source_migration_reads_who_suspended_from_the_audit_trail() {
+    use capliquify::tenancy::migrate::PUBLIC_MIGRATIONS;
+    let db = TestDb::empty().await;
+    PUBLIC_MIGRATIONS.run_to(8, &db.pool).await.unwrap();
+    // A tenant's suspend/reactivate audit rows as (action, actor kind), oldest first.
+    type Acts = &'static [(&'static str, &'static str)];
+    // (slug, status, its audit rows, the source the migration should record)
+    let cases: [(&str, &str, Acts, Option<&str>); 5] = [
+        (
+            "by-operator",
+            "suspended",
+            &[("tenant.suspended", "operator")],
+            Some("operator"),
+        ),
+        (
+            "by-job",
+            "suspended",
+            &[("tenant.suspended", "system")],
+            Some("lifecycle"),
+        ),
+        // A paused Stripe subscription wrote the status without a tenant.suspended row.
+        ("by-pause", "suspended", &[], Some("billing")),
+        (
+            "paused-after-operator",
+            "suspended",
+            &[
+                ("tenant.suspended", "operator"),
+                ("tenant.reactivated", "operator"),
+            ],
+            Some("billing"),
+        ),
+        ("live", "active", &[("tenant.suspended", "operator")], None),
+    ];
+    for (slug, status, acts, _) in &cases {
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO public.tenants (slug, name, schema_name, clerk_organization_id, subscription_tier, subscription_status)
+             VALUES ($1, $1, $2, 'org_' || $1, 'starter', $3::public.subscription_status) RETURNING id",
+        )
+        .bind(slug)
+        .bind(format!("tenant_{}", slug.replace('-', "_")))
+        .bind(status)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        for (i, (action, kind)) in acts.iter().enumerate() {
+            db.exec(&format!(
+                "INSERT INTO public.audit_logs (tenant_id, action, resource_type, resource_id, metadata, created_at)
+                 VALUES ('{id}', '{action}', 'tenant', '{slug}', '{{\"actor\": {{\"kind\": \"{kind}\"}}}}',
+                         now() - interval '{} hours')",
+                10 - i
+            ))
+            .await;
+        }
+    }
+    PUBLIC_MIGRATIONS.run_to(9, &db.pool).await.unwrap();
+    for (slug, _, _, expected) in &cases {
+        let got: Option<String> =
+            sqlx::query_scalar("SELECT suspended_by::text FROM public.tenants WHERE slug = $1")
+                .bind(slug)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(got.as_deref(), *expected, "{slug}");
+    }
 }

@@ -13,6 +13,7 @@ mod cli;
 mod credentials;
 mod fleet_migrations;
 mod fleet_sql;
+mod help_snapshots;
 mod isolation_stress;
 mod lifecycle;
 mod monitoring;

@@ -28,7 +28,7 @@
 //! root, PgBouncer (which refuses to run as root) runs as the `postgres` user, like the embedded
 //! cluster.
 //!
-//! Run: `cargo test --test pgbouncer -- --nocapture` (prints the counts).
+//! Run: `cargo test --test it pgbouncer:: -- --nocapture` (prints the counts).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;

@@ -966,3 +966,280 @@ async fn the_lifecycle_job_suspends_ended_trials_and_late_payers_and_purges_expi
         .unwrap();
     assert_eq!(again.changes(), 0);
 }
+
+/// Who switches a tenant off in [`suspensions_by_billing_and_the_job_heal_when_paid_an_operators_stand`].
+#[derive(Debug, Clone, Copy)]
+enum Suspender {
+    Operator,
+    /// The lifecycle job, after `invoice.payment_failed` and the grace period.
+    LifecycleJob,
+    /// Stripe pausing the subscription.
+    StripePause,
+}
+
+/// What tells us the customer pays again.
+#[derive(Debug, Clone, Copy)]
+enum Lifter {
+    InvoicePaid,
+    SubscriptionActive,
+}
+
+fn invoice(kind: &str, id: &str, customer: &str, created: i64) -> Value {
+    json!({ "id": id, "type": kind, "created": created, "data": { "object": { "customer": customer } } })
+}
+
+fn sub_status(id: &str, customer: &str, status: &str, created: i64) -> Value {
+    subscription(
+        "customer.subscription.updated",
+        id,
+        &format!("sub_{customer}"),
+        customer,
+        "price_pro_m",
+        status,
+        created,
+        now() + 30 * 86_400,
+    )
+}
+
+async fn status_and_source(app: &TestApp, org: &str) -> (String, Option<String>) {
+    let t = tenant_json(app, org).await;
+    (
+        t["subscription_status"].as_str().unwrap().to_owned(),
+        t["suspended_by"].as_str().map(str::to_owned),
+    )
+}
+
+#[tokio::test]
+async fn suspensions_by_billing_and_the_job_heal_when_paid_an_operators_stand() {
+    let app = TestApp::spawn().await;
+    let suspenders = [
+        Suspender::Operator,
+        Suspender::LifecycleJob,
+        Suspender::StripePause,
+    ];
+    let lifters = [Lifter::InvoicePaid, Lifter::SubscriptionActive];
+    for (i, suspender) in suspenders.into_iter().enumerate() {
+        for (j, lifter) in lifters.into_iter().enumerate() {
+            let case = format!("{suspender:?} × {lifter:?}");
+            let slug = format!("heal-{i}-{j}");
+            let customer = format!("cus_heal_{i}_{j}");
+            let t = app.tenant(&slug, capliquify::billing::Tier::Starter).await;
+            let owner = app.token_for(&t, Role::Owner);
+            subscribe(&app, &slug, &customer, "price_pro_m", "active", 1_000).await;
+
+            // Switch it off.
+            let (suspending, source) = match suspender {
+                Suspender::Operator => {
+                    app.db
+                        .tenancy()
+                        .suspend(
+                            &slug,
+                            Some("fraud check"),
+                            &capliquify::audit::Actor::operator(),
+                        )
+                        .await
+                        .unwrap();
+                    (None, "operator")
+                }
+                Suspender::LifecycleJob => {
+                    let failed = invoice(
+                        "invoice.payment_failed",
+                        &format!("evt_f_{slug}"),
+                        &customer,
+                        2_000,
+                    );
+                    assert_eq!(
+                        stripe(&app, &failed).await.1["outcome"],
+                        "applied",
+                        "{case}"
+                    );
+                    app.db
+                        .exec(&format!(
+                            "UPDATE tenants SET past_due_since = now() - interval '8 days' WHERE slug = '{slug}'"
+                        ))
+                        .await;
+                    let report = capliquify::tenancy::lifecycle_job::run(&app.db.pool, 30, 7)
+                        .await
+                        .unwrap();
+                    assert_eq!(report.past_due_suspended, [slug.as_str()], "{case}");
+                    (Some(failed), "lifecycle")
+                }
+                Suspender::StripePause => {
+                    let paused = sub_status(&format!("evt_p_{slug}"), &customer, "paused", 2_000);
+                    assert_eq!(
+                        stripe(&app, &paused).await.1["outcome"],
+                        "applied",
+                        "{case}"
+                    );
+                    (Some(paused), "billing")
+                }
+            };
+            assert_eq!(
+                status_and_source(&app, &t.org).await,
+                ("suspended".to_owned(), Some(source.to_owned())),
+                "{case}"
+            );
+            app.get(&owner, "/api/v1/companies")
+                .await
+                .problem(StatusCode::FORBIDDEN, "tenant_suspended");
+
+            // The customer pays.
+            let lift = match lifter {
+                Lifter::InvoicePaid => {
+                    invoice("invoice.paid", &format!("evt_l_{slug}"), &customer, 3_000)
+                }
+                Lifter::SubscriptionActive => {
+                    sub_status(&format!("evt_l_{slug}"), &customer, "active", 3_000)
+                }
+            };
+            let (status, body) = stripe(&app, &lift).await;
+            assert_eq!(
+                (status, body["outcome"].as_str()),
+                (StatusCode::OK, Some("applied")),
+                "{case}"
+            );
+            let operator_stands = matches!(suspender, Suspender::Operator);
+            let expected = if operator_stands {
+                ("suspended".to_owned(), Some("operator".to_owned()))
+            } else {
+                ("active".to_owned(), None)
+            };
+            assert_eq!(status_and_source(&app, &t.org).await, expected, "{case}");
+            let api = app.get(&owner, "/api/v1/companies").await;
+            if operator_stands {
+                api.problem(StatusCode::FORBIDDEN, "tenant_suspended");
+                // Billing changed the status the tenant returns to.
+                assert_eq!(
+                    tenant_json(&app, &t.org).await["status_before_suspension"],
+                    "active",
+                    "{case}"
+                );
+            } else {
+                assert_eq!(api.status, StatusCode::OK, "{case}: {}", api.text);
+                let (actor, was): (Value, Value) = sqlx::query_as(
+                    "SELECT metadata->'actor', metadata->'was_suspended_by' FROM audit_logs
+                      WHERE tenant_id = $1 AND action = 'tenant.reactivated'",
+                )
+                .bind(t.tenant.id)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+                assert_eq!(actor["provider"], "stripe", "{case}");
+                assert_eq!(actor["event_id"], format!("evt_l_{slug}"), "{case}");
+                assert_eq!(was, source, "{case}");
+            }
+            let after_lift = tenant_json(&app, &t.org).await;
+
+            // A replay of the lift, and the suspending event delivered again late (the same
+            // one: a duplicate; a copy under a new id, a moment older: stale),
+            // change nothing.
+            assert_eq!(
+                stripe(&app, &lift).await.1["outcome"],
+                "duplicate",
+                "{case}"
+            );
+            if let Some(suspending) = suspending {
+                assert_eq!(
+                    stripe(&app, &suspending).await.1["outcome"],
+                    "duplicate",
+                    "{case}"
+                );
+                let mut late = suspending.clone();
+                late["id"] = json!(format!("evt_late_{slug}"));
+                late["created"] = json!(1_999);
+                assert_eq!(stripe(&app, &late).await.1["outcome"], "stale", "{case}");
+            }
+            let older_pause = sub_status(&format!("evt_op_{slug}"), &customer, "paused", 2_500);
+            // Older than the lift: stale, or (after an invoice, which leaves the plan's
+            // watermark at the subscription's start) applied to the plan only.
+            let want = match lifter {
+                Lifter::InvoicePaid => "applied",
+                Lifter::SubscriptionActive => "stale",
+            };
+            assert_eq!(
+                stripe(&app, &older_pause).await.1["outcome"],
+                want,
+                "{case}"
+            );
+            let now_state = tenant_json(&app, &t.org).await;
+            for field in [
+                "subscription_status",
+                "suspended_by",
+                "status_before_suspension",
+                "stripe_event_at",
+            ] {
+                assert_eq!(now_state[field], after_lift[field], "{case}: {field}");
+            }
+
+            // The operator's suspension ends only with the operator.
+            if operator_stands {
+                app.db
+                    .tenancy()
+                    .reactivate(&slug, &capliquify::audit::Actor::operator())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    status_and_source(&app, &t.org).await,
+                    ("active".to_owned(), None),
+                    "{case}"
+                );
+                let api = app.get(&owner, "/api/v1/companies").await;
+                assert_eq!(api.status, StatusCode::OK, "{case}: {}", api.text);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lift_delivered_before_the_suspension_wins_and_an_operator_can_take_a_suspension_over() {
+    let app = TestApp::spawn().await;
+    let t = app
+        .tenant("early-lift", capliquify::billing::Tier::Starter)
+        .await;
+    subscribe(
+        &app,
+        "early-lift",
+        "cus_early",
+        "price_pro_m",
+        "active",
+        1_000,
+    )
+    .await;
+    // Out of order: the resumption (3000) arrives before the pause (2000).
+    let active = sub_status("evt_resume", "cus_early", "active", 3_000);
+    let paused = sub_status("evt_pause", "cus_early", "paused", 2_000);
+    assert_eq!(stripe(&app, &active).await.1["outcome"], "applied");
+    assert_eq!(stripe(&app, &paused).await.1["outcome"], "stale");
+    assert_eq!(
+        status_and_source(&app, &t.org).await,
+        ("active".to_owned(), None)
+    );
+
+    // A pause, then an operator takes the suspension over: the subscription's resumption no
+    // longer lifts it, and the operator's reactivation returns it to the pause (billing's
+    // suspension) until Stripe says the subscription runs again.
+    let pause = sub_status("evt_pause2", "cus_early", "paused", 4_000);
+    assert_eq!(stripe(&app, &pause).await.1["outcome"], "applied");
+    let tenancy = app.db.tenancy();
+    let operator = capliquify::audit::Actor::operator();
+    tenancy
+        .suspend("early-lift", None, &operator)
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_source(&app, &t.org).await,
+        ("suspended".to_owned(), Some("operator".to_owned()))
+    );
+    let back = tenancy.reactivate("early-lift", &operator).await.unwrap();
+    assert_eq!(back.subscription_status.as_str(), "suspended");
+    assert_eq!(
+        status_and_source(&app, &t.org).await,
+        ("suspended".to_owned(), Some("billing".to_owned()))
+    );
+    let resumed = sub_status("evt_resume2", "cus_early", "active", 5_000);
+    assert_eq!(stripe(&app, &resumed).await.1["outcome"], "applied");
+    assert_eq!(
+        status_and_source(&app, &t.org).await,
+        ("active".to_owned(), None)
+    );
+}

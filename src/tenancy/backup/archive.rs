@@ -179,7 +179,7 @@ const SMALL_PREFIX: &str = "public/";
 pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
     let file = std::fs::File::open(path).map_err(|e| BackupError::Open {
         path: path.display().to_string(),
-        source: e,
+        error: e,
     })?;
     let not_ours = |reason: String| BackupError::NotAnArchive {
         path: path.display().to_string(),

@@ -67,11 +67,10 @@ pub enum BackupError {
     MigrationMismatch { path: String, version: i64 },
     #[error("{0}")]
     Refused(String),
-    #[error("cannot open {path}: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
+    // Not a `source` field: the message already carries the I/O error, and `{:#}` would
+    // print it twice.
+    #[error("cannot open {path}: {error}")]
+    Open { path: String, error: std::io::Error },
     #[error("{0} already exists; choose another file with -o")]
     OutputExists(String),
     #[error("file error: {0}")]
@@ -213,7 +212,7 @@ pub async fn backup(
                 tenant_id: Some(report.tenant_id),
                 action: "tenant.backup",
                 resource_type: "tenant",
-                resource_id: report.tenant_id.to_string(),
+                resource_id: slug.to_string(),
                 metadata: json!({
                     "slug": report.slug,
                     "file": report.file.file_name().map(|f| f.to_string_lossy().into_owned()),
@@ -266,7 +265,7 @@ pub async fn write_archive(
         .tempfile_in(&folder)
         .map_err(|e| BackupError::Open {
             path: folder.display().to_string(),
-            source: e,
+            error: e,
         })?;
 
     let mut tx = pool

@@ -505,7 +505,7 @@ pub async fn restore(
             "tenant.cloned",
             json!({
                 "slug": slug, "source_slug": manifest.tenant.slug,
-                "source_tenant_id": manifest.tenant.id, "file": file,
+                "file": file,
                 "archive_created_at": manifest.created_at,
                 "archive_schema_version": manifest.schema_version, "rows": rows,
             }),
@@ -527,7 +527,7 @@ pub async fn restore(
             tenant_id: Some(tenant_id),
             action,
             resource_type: "tenant",
-            resource_id: tenant_id.to_string(),
+            resource_id: slug.to_string(),
             metadata,
         },
     )
@@ -667,7 +667,7 @@ async fn load(
         .await
         .map_err(|e| BackupError::Open {
             path: shown.clone(),
-            source: e,
+            error: e,
         })?;
     let mut done = Vec::with_capacity(ordered.len());
     let mut buf = vec![0u8; 256 * 1024];
