@@ -13,10 +13,36 @@ mkdir -p "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 export CAPLIQUIFY_DATA_DIR="$work/data"
+unset DATABASE_URL CLERK_JWKS_URL CLERK_ISSUER STRIPE_WEBHOOK_SECRET CLERK_WEBHOOK_SIGNING_SECRET
+
+# Configuration mistakes fail closed: each of these must stop `serve` before it starts
+# anything, naming the setting (docs/security.md).
+refuses() { # <setting named in the error> <serve args...>
+  local named=$1; shift
+  if out=$(timeout 20 "$bin" serve "$@" 2>&1); then
+    echo "FAIL serve $* started (or exited 0) instead of refusing"; exit 1
+  fi
+  grep -q "$named" <<<"$out" || { echo "FAIL serve $* did not name $named: $out"; exit 1; }
+  [ ! -e "$CAPLIQUIFY_DATA_DIR" ] || { echo "FAIL serve $* started the embedded cluster"; exit 1; }
+  echo "ok   serve $* refuses, naming $named"
+}
+STRIPE_WEBHOOK_SECRET= refuses STRIPE_WEBHOOK_SECRET --listen 127.0.0.1:0
+CLERK_WEBHOOK_SIGNING_SECRET=whsec_ refuses CLERK_WEBHOOK_SIGNING_SECRET --listen 127.0.0.1:0
+refuses CLERK_JWKS_URL --no-demo --listen 127.0.0.1:0
+refuses CLERK_JWKS_URL --listen 0.0.0.0:0
+
 export CLERK_WEBHOOK_SIGNING_SECRET="whsec_$(head -c 24 /dev/urandom | base64)"
 export STRIPE_WEBHOOK_SECRET="whsec_$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 export CAPLIQUIFY_STRIPE_PRICES="price_accept_pro=professional:monthly,price_accept_ent=enterprise:annual"
-unset DATABASE_URL
+export ENCRYPTION_KEY="$(openssl rand -hex 32)"
+# Not the demo, so Clerk's keys are required: a JWKS of a key made for this run.
+openssl genrsa -out "$work/clerk.pem" 2048 2>/dev/null
+node -e 'const c=require("crypto"),fs=require("fs");
+  const jwk=c.createPublicKey(fs.readFileSync(process.argv[1])).export({format:"jwk"});
+  fs.writeFileSync(process.argv[2], JSON.stringify({keys:[{...jwk,kid:"accept",use:"sig",alg:"RS256"}]}));' \
+  "$work/clerk.pem" "$work/jwks.json"
+export CLERK_JWKS_URL="file://$work/jwks.json"
+export CLERK_ISSUER="https://clerk.acceptance.test"
 
 "$bin" serve --no-demo --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 server=$!

@@ -77,3 +77,57 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
+
+/// True when `secret` uses fewer than 8 distinct bytes (`aaaa…`, `0000…`, `abab…`): such a
+/// value passes a length check yet is guessed at once. Random secrets of the lengths we
+/// require practically never do.
+pub fn is_trivial(secret: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    for &b in secret {
+        seen[usize::from(b)] = true;
+    }
+    seen.iter().filter(|s| **s).count() < 8
+}
+
+/// Checks a secret setting given as text: present means non-empty, at least `min_len`
+/// printable characters without spaces, and not [`is_trivial`]. The error names `name`;
+/// a blank value is an error, never "unset", so a half-written configuration fails closed.
+pub fn check_secret(name: &str, value: &str, min_len: usize) -> anyhow::Result<()> {
+    if value.trim().is_empty() {
+        anyhow::bail!(
+            "{name} is set but empty; give it a secret of at least {min_len} characters (e.g. `openssl rand -hex 32`), or unset it"
+        );
+    }
+    if value.len() < min_len || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!(
+            "{name} must be at least {min_len} printable characters without spaces (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    if is_trivial(value.as_bytes()) {
+        anyhow::bail!(
+            "{name} is too simple (fewer than 8 different characters); use a random one (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_that_are_blank_short_or_trivial_are_refused_by_name() {
+        for bad in [
+            "",
+            "   ",
+            "short",
+            &"a".repeat(40),
+            &"ab".repeat(20),
+            &format!("{} x", "0123456789abcdef".repeat(2)),
+        ] {
+            let err = check_secret("CAPLIQUIFY_ADMIN_TOKEN", bad, 32).unwrap_err();
+            assert!(err.to_string().contains("CAPLIQUIFY_ADMIN_TOKEN"), "{err}");
+        }
+        assert!(check_secret("X", &"0123456789abcdef".repeat(2), 32).is_ok());
+    }
+}

@@ -25,6 +25,14 @@ pub enum CryptoError {
     DuplicateKeyId(String),
     #[error("ENCRYPTION_KEY is not set: credentials cannot be sealed; set it to 64 hex characters")]
     MissingKey,
+    #[error(
+        "ENCRYPTION_KEY is set but empty; set it to 64 hex characters (`openssl rand -hex 32`)"
+    )]
+    EmptyKey,
+    #[error(
+        "{0} is too simple (fewer than 8 different bytes); use a random key (`openssl rand -hex 32`)"
+    )]
+    WeakKey(&'static str),
     #[error("the sealed value is not an envelope this service wrote")]
     NotAnEnvelope,
     #[error("the envelope was sealed with key {0:?}, which is not configured (ENCRYPTION_KEYS)")]
@@ -87,6 +95,9 @@ fn parse_key(hex: &str, setting: &'static str) -> Result<LessSafeKey, CryptoErro
         return Err(CryptoError::MalformedKey(setting));
     }
     let bytes = decode_hex(hex).ok_or(CryptoError::MalformedKey(setting))?;
+    if crate::config::is_trivial(&bytes) {
+        return Err(CryptoError::WeakKey(setting));
+    }
     let key =
         UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| CryptoError::MalformedKey(setting))?;
     Ok(LessSafeKey::new(key))
@@ -99,9 +110,11 @@ impl Keyring {
         key_id: &str,
         older: Option<&str>,
     ) -> Result<Self, CryptoError> {
-        let key = key
-            .filter(|k| !k.trim().is_empty())
-            .ok_or(CryptoError::MissingKey)?;
+        let key = key.ok_or(CryptoError::MissingKey)?;
+        // Blank is a mistake to report, not a way to say "unset".
+        if key.trim().is_empty() {
+            return Err(CryptoError::EmptyKey);
+        }
         let mut keys = HashMap::new();
         keys.insert(key_id.to_owned(), parse_key(key, "ENCRYPTION_KEY")?);
         for entry in older
@@ -287,6 +300,18 @@ mod tests {
             Keyring::from_settings(Some("abc"), "k1", None).unwrap_err(),
             CryptoError::MalformedKey("ENCRYPTION_KEY")
         );
+        assert_eq!(
+            Keyring::from_settings(Some(""), "k1", None).unwrap_err(),
+            CryptoError::EmptyKey
+        );
+        assert_eq!(
+            Keyring::from_settings(Some(&"0".repeat(64)), "k1", None).unwrap_err(),
+            CryptoError::WeakKey("ENCRYPTION_KEY")
+        );
+        assert!(matches!(
+            Keyring::from_settings(Some(K1), "k1", Some(&format!("k0={}", "ab".repeat(32)))),
+            Err(CryptoError::WeakKey(_))
+        ));
         let not_hex = "zz".repeat(32);
         assert!(Keyring::from_settings(Some(&not_hex), "k1", None).is_err());
         assert!(matches!(

@@ -337,3 +337,79 @@ fn without_database_url_the_embedded_cluster_is_started_and_stopped_again() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Runs `capliquify serve` with `env`, expecting it to refuse to start: it must exit (within
+/// 20 s, before opening any database) with a message naming `named`.
+fn serve_refuses(args: &[&str], env: &[(&str, &str)], named: &str) {
+    use std::time::{Duration, Instant};
+    let data_dir = std::env::temp_dir().join(format!("capliquify-refuse-{}", uuid::Uuid::new_v4()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capliquify"));
+    cmd.arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("CLERK_JWKS_URL")
+        .env_remove("CLERK_ISSUER")
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env_remove("CLERK_WEBHOOK_SIGNING_SECRET")
+        .env_remove("CAPLIQUIFY_ADMIN_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run capliquify serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("poll serve").is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            let _ = child.wait();
+            let _ = capliquify(
+                None,
+                &["--data-dir", &data_dir.to_string_lossy(), "db", "stop"],
+            );
+            let _ = std::fs::remove_dir_all(&data_dir);
+            panic!("serve {args:?} with {env:?} started instead of refusing ({named})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("serve's output");
+    assert!(!out.status.success(), "serve {args:?} exited 0");
+    assert!(
+        stderr(&out).contains(named),
+        "{named} not named: {}",
+        stderr(&out)
+    );
+    assert!(
+        !data_dir.exists(),
+        "serve started the embedded cluster before refusing"
+    );
+}
+
+#[test]
+fn serve_refuses_blank_or_weak_secrets_naming_the_variable() {
+    // A blank webhook secret used to mean "verify with an empty HMAC key".
+    let local = ["--listen", "127.0.0.1:0"];
+    for (name, value) in [
+        ("STRIPE_WEBHOOK_SECRET", ""),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_"),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_"),
+        ("CAPLIQUIFY_ADMIN_TOKEN", ""),
+        ("CAPLIQUIFY_CURSOR_SECRET", ""),
+        ("ENCRYPTION_KEY", ""),
+    ] {
+        serve_refuses(&local, &[(name, value)], name);
+    }
+}
+
+#[test]
+fn serve_without_clerk_trusts_the_demo_key_only_as_the_loopback_demo() {
+    serve_refuses(
+        &["--no-demo", "--listen", "127.0.0.1:0"],
+        &[],
+        "CLERK_JWKS_URL",
+    );
+    serve_refuses(&["--listen", "0.0.0.0:0"], &[], "CLERK_JWKS_URL");
+}

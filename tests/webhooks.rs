@@ -501,7 +501,7 @@ async fn bad_deliveries_are_400_and_store_nothing() {
         "m1",
         &event,
         now(),
-        "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldA==",
+        "whsec_dGhpcyBpcyB5ZXQgYW5vdGhlciBzZWNyZXQ=",
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
