@@ -323,10 +323,14 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     let setup_pool = capliquify::db::connect(&server.bench_url, PROVISIONERS as u32).await?;
     migrate::migrate_public(&setup_pool, migrate::tenant_migrations()).await?;
     // The service, the sqlx loads and pgbench all log in as the service's login role.
+    // With the bench URL's password: the embedded cluster admits no login without one.
+    let password = url::Url::parse(&server.bench_url)?
+        .password()
+        .map(str::to_owned);
     capliquify::db::roles::init(
         &setup_pool,
         capliquify::db::roles::DEFAULT_LOGIN,
-        None,
+        password.as_deref(),
         &capliquify::audit::Actor::operator(),
     )
     .await?;

@@ -59,5 +59,18 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
+# The embedded cluster serve started is private: a 0700 socket folder, a 0600 password file,
+# no TCP listener, and no login without the password (docs/security.md).
+data="$CAPLIQUIFY_DATA_DIR"
+check_mode() { [ "$(stat -c %a "$1")" = "$2" ] || { echo "FAIL $1 has mode $(stat -c %a "$1"), not $2"; exit 1; }; }
+check_mode "$data/sock" 700
+check_mode "$data/superuser.password" 600
+if PGPASSWORD= psql -X -w -h "$data/sock" -U postgres -d capliquify -tAc 'SELECT 1' >/dev/null 2>&1; then
+  echo "FAIL the embedded cluster admitted the superuser without a password"; exit 1
+fi
+listen=$(PGPASSWORD="$(cat "$data/superuser.password")" psql -X -w -h "$data/sock" -U postgres -d capliquify -tAc 'SHOW listen_addresses')
+[ -z "$listen" ] || { echo "FAIL the embedded cluster listens on TCP ($listen)"; exit 1; }
+echo "ok   the embedded cluster: socket folder 0700, password file 0600, no TCP, password required"
+
 (cd scripts/webhook-acceptance && npm install --no-package-lock --no-audit --no-fund --silent)
 BASE_URL="http://127.0.0.1:$port" CAPLIQUIFY_BIN="$bin" node scripts/webhook-acceptance/run.mjs

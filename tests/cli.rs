@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use capliquify::billing::Tier;
 use common::TestDb;
+use sqlx::Connection as _;
 
 fn capliquify(db: Option<&TestDb>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capliquify"));
@@ -329,6 +330,7 @@ fn without_database_url_the_embedded_cluster_is_started_and_stopped_again() {
     assert_ok(&out);
     assert!(stdout(&out).contains("0 tenant(s)"), "{}", stdout(&out));
     assert!(root.join("pg").join("PG_VERSION").exists());
+    assert_private_cluster(&root);
     let out = capliquify(None, &["--data-dir", root_arg, "db", "status"]);
     assert_ok(&out);
     assert!(
@@ -412,4 +414,58 @@ fn serve_without_clerk_trusts_the_demo_key_only_as_the_loopback_demo() {
         "CLERK_JWKS_URL",
     );
     serve_refuses(&["--listen", "0.0.0.0:0"], &[], "CLERK_JWKS_URL");
+}
+
+/// The embedded cluster under `root` can be reached only through its socket folder (mode
+/// 0700), by password (its file mode 0600), with no `trust` rule and no TCP listener.
+#[track_caller]
+fn assert_private_cluster(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&root.join("sock")), 0o700, "the socket folder");
+    assert_eq!(
+        mode(&root.join("superuser.password")),
+        0o600,
+        "the password file"
+    );
+    let conf = std::fs::read_to_string(root.join("pg").join("capliquify.conf")).unwrap();
+    assert!(conf.contains("listen_addresses = ''"), "{conf}");
+    let hba = std::fs::read_to_string(root.join("pg").join("pg_hba.conf")).unwrap();
+    let rules: Vec<&str> = hba
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .collect();
+    assert_eq!(rules, ["local all all scram-sha-256"], "{hba}");
+}
+
+#[tokio::test]
+async fn the_tests_cluster_admits_only_passwords_on_a_private_socket() {
+    let db = TestDb::new().await;
+    assert_private_cluster(&common::test_cluster_root());
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(listen, "", "the cluster listens on TCP");
+    let trusting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method IN ('trust', 'peer', 'ident') OR type <> 'local'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(trusting, 0);
+    // The right socket without the password: refused, even for the superuser.
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_password(None).unwrap();
+    let err = sqlx::PgConnection::connect(url.as_str())
+        .await
+        .err()
+        .expect("a connection without the password is refused");
+    assert!(err.to_string().contains("password"), "{err}");
 }

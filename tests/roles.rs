@@ -447,8 +447,13 @@ async fn a_non_superuser_owner_migrates_and_runs_the_operators_tenant_commands()
     let db = TestDb::empty().await;
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
     let (owner, login) = (format!("cq_owner_{suffix}"), format!("cq_svc_{suffix}"));
+    // The test URL's password (the embedded cluster's), so the role can log in there too.
+    let password = url::Url::parse(&db.url)
+        .ok()
+        .and_then(|u| u.password().map(|p| format!(" PASSWORD '{p}'")))
+        .unwrap_or_default();
     db.exec(&format!(
-        "CREATE ROLE {owner} LOGIN CREATEROLE; ALTER DATABASE \"{}\" OWNER TO {owner}",
+        "CREATE ROLE {owner} LOGIN CREATEROLE{password}; ALTER DATABASE \"{}\" OWNER TO {owner}",
         db.name
     ))
     .await;
@@ -466,7 +471,10 @@ async fn a_non_superuser_owner_migrates_and_runs_the_operators_tenant_commands()
         .await
         .expect("a CREATEROLE owner runs every migration");
     let actor = capliquify::audit::Actor::operator();
-    capliquify::db::roles::init(&owner_pool, &login, None, &actor)
+    let login_password = url::Url::parse(&db.url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned));
+    capliquify::db::roles::init(&owner_pool, &login, login_password.as_deref(), &actor)
         .await
         .expect("the owner creates the service's login role");
     let tenancy = capliquify::tenancy::Tenancy::new(owner_pool.clone(), 30);

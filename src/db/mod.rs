@@ -79,11 +79,16 @@ impl Database {
         self.embedded.is_some()
     }
 
-    /// The embedded cluster's URL for another role (trust authentication, local only).
+    /// The embedded cluster's URL for another role, with the cluster's generated password
+    /// (which the roles capliquify creates there are given: [`Database::embedded_password`]).
     pub fn embedded_url_as(&self, user: &str) -> Option<String> {
-        let mut url = url::Url::parse(&self.embedded.as_ref()?.url()).ok()?;
-        url.set_username(user).ok()?;
-        Some(url.to_string())
+        let cluster = self.embedded.as_ref()?;
+        Some(cluster.url_as(user, EMBEDDED_DATABASE))
+    }
+
+    /// The embedded cluster's generated password (`superuser.password`), if embedded.
+    pub fn embedded_password(&self) -> Option<&str> {
+        self.embedded.as_ref().map(|c| c.password())
     }
 
     /// Closes the pool and stops the embedded cluster if this process started it.

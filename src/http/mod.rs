@@ -309,9 +309,11 @@ async fn run(
 
 /// A pool on the embedded cluster as [`roles::DEFAULT_LOGIN`], created on first use.
 async fn embedded_service_pool(db: &Database, settings: &Settings) -> anyhow::Result<PgPool> {
+    // The embedded cluster admits only logins with a password; a role made before it
+    // asked for one (trust) is given the cluster's.
     let ready: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin AND NOT rolsuper
-                          AND pg_has_role(rolname, $2, 'MEMBER'))",
+        "SELECT EXISTS (SELECT 1 FROM pg_authid WHERE rolname = $1 AND rolcanlogin AND NOT rolsuper
+                          AND rolpassword IS NOT NULL AND pg_has_role(rolname, $2, 'MEMBER'))",
     )
     .bind(roles::DEFAULT_LOGIN)
     .bind(roles::SERVICE_GROUP)
@@ -321,7 +323,7 @@ async fn embedded_service_pool(db: &Database, settings: &Settings) -> anyhow::Re
         roles::init(
             &db.pool,
             roles::DEFAULT_LOGIN,
-            None,
+            db.embedded_password(),
             &Actor::System { job: "serve" },
         )
         .await?;
