@@ -469,3 +469,31 @@ async fn the_tests_cluster_admits_only_passwords_on_a_private_socket() {
         .expect("a connection without the password is refused");
     assert!(err.to_string().contains("password"), "{err}");
 }
+
+#[tokio::test]
+async fn a_password_in_the_database_url_never_reaches_the_error_message() {
+    // The tests' server refuses these wrong passwords at once (no retrying until a timeout).
+    let db = TestDb::new().await;
+    let mut in_query = url::Url::parse(&db.url).unwrap();
+    in_query.set_password(None).unwrap();
+    in_query
+        .query_pairs_mut()
+        .append_pair("password", "hunter2-query");
+    let mut in_userinfo = url::Url::parse(&db.url).unwrap();
+    in_userinfo.set_password(Some("hunter2-userinfo")).unwrap();
+    for url in [in_query, in_userinfo] {
+        let out = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+            .args(["tenant", "list"])
+            .env("DATABASE_URL", url.as_str())
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("run capliquify");
+        assert!(!out.status.success());
+        let (stdout, stderr) = (stdout(&out), stderr(&out));
+        assert!(stderr.contains("cannot connect"), "{stderr}");
+        assert!(
+            !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+            "the password was printed: {stderr}"
+        );
+    }
+}
