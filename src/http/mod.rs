@@ -80,6 +80,12 @@ pub struct ServeArgs {
     /// The `iss` Clerk puts in session tokens (your Clerk frontend API URL).
     #[arg(long, env = "CLERK_ISSUER")]
     pub clerk_issuer: Option<String>,
+    /// Origins whose Clerk session tokens are accepted, comma-separated
+    /// (`https://app.example.com,https://admin.example.com`): a token's `azp` must be one of
+    /// them, as Clerk's backend SDK checks `authorizedParties`. Unset: any origin (a warning
+    /// at start).
+    #[arg(long, env = "CLERK_AUTHORIZED_PARTIES")]
+    pub clerk_authorized_parties: Option<String>,
     /// Seconds a request may take before it is answered 408.
     #[arg(long, env = "CAPLIQUIFY_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -233,7 +239,22 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
             demo::banner(args.listen);
             Authenticator::demo()?
         }
-        AuthMode::Clerk(config) => Authenticator::new(config).await.context("CLERK_JWKS_URL")?,
+        AuthMode::Clerk(config) => {
+            let parties = match args.clerk_authorized_parties.as_deref() {
+                Some(value) => auth::parse_authorized_parties(value).map_err(anyhow::Error::msg)?,
+                None => {
+                    tracing::warn!(
+                        "CLERK_AUTHORIZED_PARTIES is unset: session tokens made for any origin of \
+                         this Clerk instance are accepted"
+                    );
+                    Vec::new()
+                }
+            };
+            Authenticator::new(config)
+                .await
+                .context("CLERK_JWKS_URL")?
+                .with_authorized_parties(parties)
+        }
     };
     let db = Database::open(settings).await?;
     let state = AppState {
