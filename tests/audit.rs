@@ -238,3 +238,61 @@ async fn admins_read_their_tenants_audit_trail_and_nobody_else_does() {
     assert_eq!(rows.as_array().unwrap().len(), 5);
     assert_eq!(rows[0]["tenant"], "trail");
 }
+
+/// A clone's trail records its source for operators; the clone's own admins must not learn
+/// the source tenant's id, slug or row counts through the API.
+#[tokio::test]
+async fn a_clones_audit_trail_shows_nothing_of_its_source_tenant() {
+    let app = TestApp::spawn().await;
+    let src = app.tenant("clone-source", Tier::Professional).await;
+    capliquify::tenancy::backup::clone_tenant(
+        &app.db.pool,
+        "clone-source",
+        "clone-copy",
+        None,
+        Some("org_clone_copy".into()),
+        &Actor::operator(),
+        &|_| {},
+    )
+    .await
+    .expect("the tenant is cloned");
+    let copy = capliquify::tenancy::registry::find(&app.db.pool, "clone-copy")
+        .await
+        .unwrap();
+    let copy = common::api::TestTenant {
+        org: copy.clerk_organization_id.clone(),
+        tenant: copy,
+    };
+    sqlx::query(
+        "INSERT INTO public.users (clerk_user_id, email, tenant_id, role) VALUES ($1, 'a@copy.test', $2, 'admin')",
+    )
+    .bind(copy.user(Role::Admin))
+    .bind(copy.tenant.id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    // The operators' trail has the source.
+    let metadata: serde_json::Value = sqlx::query_scalar(
+        "SELECT metadata FROM public.audit_logs WHERE tenant_id = $1 AND action = 'tenant.cloned'",
+    )
+    .bind(copy.tenant.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(metadata["source_tenant_id"], src.tenant.id.to_string());
+
+    let page = app
+        .get(&app.token_for(&copy, Role::Admin), "/api/v1/audit-logs")
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("tenant.cloned"), "{}", page.text);
+    for leak in [
+        src.tenant.id.to_string(),
+        src.tenant.id.simple().to_string(),
+        "clone-source".to_owned(),
+        "\"rows\"".to_owned(),
+        copy.tenant.id.to_string(),
+    ] {
+        assert!(!page.text.contains(&leak), "{leak} in {}", page.text);
+    }
+}
