@@ -101,6 +101,19 @@ async fn hostile_sql_in_a_tenant_transaction_is_refused_by_the_database() {
         "CREATE TABLE evil (x int)".into(),
         "CREATE FUNCTION public.evil() RETURNS int LANGUAGE sql AS 'SELECT 1'".into(),
         "DELETE FROM schema_migrations".into(),
+        // Statistics: every role's statements, every tenant's tables and row counts.
+        "SELECT count(*) FROM capliquify_stats.pg_stat_statements".into(),
+        "SELECT count(*) FROM capliquify_stats.pg_stat_statements(true)".into(),
+        "SELECT relname, n_live_tup FROM pg_stat_user_tables".into(),
+        "SELECT relname FROM pg_stat_all_tables".into(),
+        "SELECT relname FROM pg_statio_user_tables".into(),
+        "SELECT relname FROM pg_stat_xact_user_tables".into(),
+        "SELECT indexrelname FROM pg_stat_user_indexes".into(),
+        format!(
+            "SELECT pg_stat_get_live_tuples(c.oid) FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = '{b_schema}' AND c.relname = 'companies'"
+        ),
         // The provisioning functions.
         "SELECT public.create_tenant_schema(gen_random_uuid())".into(),
         format!("SELECT public.delete_tenant_schema('{b_id}')"),
@@ -120,6 +133,14 @@ async fn hostile_sql_in_a_tenant_transaction_is_refused_by_the_database() {
         allowed.is_empty(),
         "expected permission errors (42501), got:\n{}",
         allowed.join("\n")
+    );
+    // Nothing of the extension is left in `public` for a tenant to call.
+    assert_eq!(
+        sqlstate(&f.app, &f.a, "SELECT count(*) FROM public.pg_stat_statements(true)")
+            .await
+            .as_deref(),
+        Some("42883"),
+        "public.pg_stat_statements(boolean) must not exist"
     );
 
     // B's data is untouched, and the tenant's own work still runs as its role.
