@@ -44,6 +44,16 @@ pub struct Settings {
     #[arg(long, env = "ENCRYPTION_KEYS", global = true, hide_env_values = true)]
     pub encryption_keys: Option<String>,
 
+    /// Key signing tenant backup archives (32+ characters, e.g. `openssl rand -hex 32`):
+    /// `tenant backup` signs with it, `tenant restore` refuses archives it did not sign.
+    #[arg(
+        long,
+        env = "CAPLIQUIFY_BACKUP_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub backup_key: Option<String>,
+
     /// PostgreSQL clusters beside the home one (DATABASE_URL or the embedded cluster), that
     /// tenants can be placed on: `name=postgres://…;name=postgres://…`.
     #[arg(
@@ -65,6 +75,14 @@ pub struct Settings {
 const DEMO_ENCRYPTION_KEY: &str = "6465762d6f6e6c792d6b65792d636170";
 
 impl Settings {
+    /// CAPLIQUIFY_BACKUP_KEY, checked: unset is `None`, blank or weak is an error.
+    pub fn backup_key(&self) -> anyhow::Result<Option<crate::tenancy::backup::BackupKey>> {
+        self.backup_key
+            .as_deref()
+            .map(crate::tenancy::backup::BackupKey::parse)
+            .transpose()
+    }
+
     /// The keyring for credentials. `demo` allows the development key when none is set.
     pub fn keyring(&self, demo: bool) -> anyhow::Result<crate::crypto::Keyring> {
         let demo_key = DEMO_ENCRYPTION_KEY.repeat(2);

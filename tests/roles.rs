@@ -136,9 +136,13 @@ async fn hostile_sql_in_a_tenant_transaction_is_refused_by_the_database() {
     );
     // Nothing of the extension is left in `public` for a tenant to call.
     assert_eq!(
-        sqlstate(&f.app, &f.a, "SELECT count(*) FROM public.pg_stat_statements(true)")
-            .await
-            .as_deref(),
+        sqlstate(
+            &f.app,
+            &f.a,
+            "SELECT count(*) FROM public.pg_stat_statements(true)"
+        )
+        .await
+        .as_deref(),
         Some("42883"),
         "public.pg_stat_statements(boolean) must not exist"
     );
