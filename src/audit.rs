@@ -185,7 +185,8 @@ impl Row {
         if let Some(Value::Object(map)) = &mut self.metadata {
             let clone = self.action == "tenant.cloned";
             map.retain(|key, _| {
-                !key.ends_with("tenant_id") && !(clone && OTHER_TENANT_KEYS.contains(&key.as_str()))
+                let other_tenant = clone && OTHER_TENANT_KEYS.contains(&key.as_str());
+                !(key.ends_with("tenant_id") || other_tenant)
             });
         }
         self

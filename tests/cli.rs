@@ -465,8 +465,7 @@ async fn the_tests_cluster_admits_only_passwords_on_a_private_socket() {
     url.set_password(None).unwrap();
     let err = sqlx::PgConnection::connect(url.as_str())
         .await
-        .err()
-        .expect("a connection without the password is refused");
+        .expect_err("a connection without the password is refused");
     assert!(err.to_string().contains("password"), "{err}");
 }
 

@@ -790,7 +790,7 @@ fn encryption_keys_must_be_hex() {
     let older = format!("k0={}", "+f".repeat(32));
     let good = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     assert!(matches!(
-        Keyring::from_settings(Some(&good), "k1", Some(&older)),
+        Keyring::from_settings(Some(good), "k1", Some(&older)),
         Err(CryptoError::MalformedKey(_))
     ));
 }
