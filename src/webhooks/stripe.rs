@@ -203,6 +203,14 @@ async fn tenant_by_id(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<
     .await
 }
 
+/// The Stripe customer the tenant is linked to, if any (its row is locked already).
+async fn linked_customer(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT stripe_customer_id FROM public.tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(conn)
+        .await
+}
+
 /// The tenant id an object's metadata names (`metadata.tenant_id`): `Ok(None)` when absent,
 /// `Err` with a note when present but not a UUID.
 fn metadata_tenant_id(
@@ -351,11 +359,7 @@ async fn link_customer(
             Some(format!("no tenant with id {tenant_id}")),
         ));
     };
-    let linked: Option<String> =
-        sqlx::query_scalar("SELECT stripe_customer_id FROM public.tenants WHERE id = $1")
-            .bind(tenant.id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let linked = linked_customer(conn, tenant.id).await?;
     match linked.as_deref() {
         Some(current) if current == customer => {
             return Ok((
@@ -432,11 +436,7 @@ async fn billed_tenant(
     let Some(tenant) = tenant_by_id(conn, id).await? else {
         return Ok(Some(Billed::Ignored(format!("no tenant with id {id}"))));
     };
-    let linked: Option<String> =
-        sqlx::query_scalar("SELECT stripe_customer_id FROM public.tenants WHERE id = $1")
-            .bind(tenant.id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let linked = linked_customer(conn, tenant.id).await?;
     Ok(Some(match linked {
         Some(other) => Billed::Refused(
             tenant,
