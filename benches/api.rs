@@ -323,10 +323,14 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     let setup_pool = capliquify::db::connect(&server.bench_url, PROVISIONERS as u32).await?;
     migrate::migrate_public(&setup_pool, migrate::tenant_migrations()).await?;
     // The service, the sqlx loads and pgbench all log in as the service's login role.
+    // With the bench URL's password: the embedded cluster admits no login without one.
+    let password = url::Url::parse(&server.bench_url)?
+        .password()
+        .map(str::to_owned);
     capliquify::db::roles::init(
         &setup_pool,
         capliquify::db::roles::DEFAULT_LOGIN,
-        None,
+        password.as_deref(),
         &capliquify::audit::Actor::operator(),
     )
     .await?;
@@ -540,7 +544,12 @@ impl Service {
         );
         // The pool as the service makes it, one connection per client, as its login role.
         let pool = capliquify::db::connect(&service_url(server)?, args.clients as u32).await?;
-        let keys = capliquify::crypto::Keyring::from_settings(Some(&"ab".repeat(32)), "k1", None)?;
+        let keys = capliquify::crypto::Keyring::from_settings(
+            // Any key that is not trivial (all-alike bytes are refused).
+            Some("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
+            "k1",
+            None,
+        )?;
         // No webhook secrets: the webhook endpoints are off, as nothing here calls them.
         let mut state = AppState::new(
             capliquify::db::Clusters::single(pool),

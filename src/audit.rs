@@ -187,6 +187,27 @@ pub struct Row {
     pub metadata: Option<Value>,
 }
 
+/// Metadata keys that describe *another* tenant (a clone's source): its id, slug, the
+/// archive's file name (which carries the slug) and its row counts. The operators' trail
+/// keeps them; a tenant's API does not.
+const OTHER_TENANT_KEYS: [&str; 4] = ["source_tenant_id", "source_slug", "file", "rows"];
+
+impl Row {
+    /// The row as the tenant's own admins see it through the API: no tenant id at all (any
+    /// metadata key ending in `tenant_id`), and nothing about another tenant (a clone's
+    /// source). Operators' commands read the whole row.
+    pub fn for_tenant_api(mut self) -> Self {
+        if let Some(Value::Object(map)) = &mut self.metadata {
+            let clone = self.action == "tenant.cloned";
+            map.retain(|key, _| {
+                let other_tenant = clone && OTHER_TENANT_KEYS.contains(&key.as_str());
+                !(key.ends_with("tenant_id") || other_tenant)
+            });
+        }
+        self
+    }
+}
+
 /// Reads audit rows matching `filter`, newest first.
 pub async fn list(conn: &mut PgConnection, filter: &Filter) -> sqlx::Result<Vec<Row>> {
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(

@@ -51,6 +51,16 @@ pub struct Settings {
     #[arg(long, env = "ENCRYPTION_KEYS", help_heading = KEYS_OPTIONS, global = true, hide_env_values = true)]
     pub encryption_keys: Option<String>,
 
+    /// Key signing tenant backup archives (32+ characters, e.g. `openssl rand -hex 32`):
+    /// `tenant backup` signs with it, `tenant restore` refuses archives it did not sign.
+    #[arg(
+        long,
+        env = "CAPLIQUIFY_BACKUP_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub backup_key: Option<String>,
+
     /// PostgreSQL clusters beside the home one (DATABASE_URL or the embedded cluster), that
     /// tenants can be placed on: `name=postgres://…;name=postgres://…`.
     #[arg(
@@ -72,6 +82,14 @@ pub struct Settings {
 const DEMO_ENCRYPTION_KEY: &str = "6465762d6f6e6c792d6b65792d636170";
 
 impl Settings {
+    /// CAPLIQUIFY_BACKUP_KEY, checked: unset is `None`, blank or weak is an error.
+    pub fn backup_key(&self) -> anyhow::Result<Option<crate::tenancy::backup::BackupKey>> {
+        self.backup_key
+            .as_deref()
+            .map(crate::tenancy::backup::BackupKey::parse)
+            .transpose()
+    }
+
     /// The keyring for credentials. `demo` allows the development key when none is set.
     pub fn keyring(&self, demo: bool) -> anyhow::Result<crate::crypto::Keyring> {
         let demo_key = DEMO_ENCRYPTION_KEY.repeat(2);
@@ -82,5 +100,59 @@ impl Settings {
         };
         crate::crypto::Keyring::from_settings(key, id, self.encryption_keys.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// True when `secret` uses fewer than 8 distinct bytes (`aaaa…`, `0000…`, `abab…`): such a
+/// value passes a length check yet is guessed at once. Random secrets of the lengths we
+/// require practically never do.
+pub fn is_trivial(secret: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    for &b in secret {
+        seen[usize::from(b)] = true;
+    }
+    seen.iter().filter(|s| **s).count() < 8
+}
+
+/// Checks a secret setting given as text: present means non-empty, at least `min_len`
+/// printable characters without spaces, and not [`is_trivial`]. The error names `name`;
+/// a blank value is an error, never "unset", so a half-written configuration fails closed.
+pub fn check_secret(name: &str, value: &str, min_len: usize) -> anyhow::Result<()> {
+    if value.trim().is_empty() {
+        anyhow::bail!(
+            "{name} is set but empty; give it a secret of at least {min_len} characters (e.g. `openssl rand -hex 32`), or unset it"
+        );
+    }
+    if value.len() < min_len || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!(
+            "{name} must be at least {min_len} printable characters without spaces (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    if is_trivial(value.as_bytes()) {
+        anyhow::bail!(
+            "{name} is too simple (fewer than 8 different characters); use a random one (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_that_are_blank_short_or_trivial_are_refused_by_name() {
+        for bad in [
+            "",
+            "   ",
+            "short",
+            &"a".repeat(40),
+            &"ab".repeat(20),
+            &format!("{} x", "0123456789abcdef".repeat(2)),
+        ] {
+            let err = check_secret("CAPLIQUIFY_ADMIN_TOKEN", bad, 32).unwrap_err();
+            assert!(err.to_string().contains("CAPLIQUIFY_ADMIN_TOKEN"), "{err}");
+        }
+        assert!(check_secret("X", &"0123456789abcdef".repeat(2), 32).is_ok());
     }
 }

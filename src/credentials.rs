@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Entry};
-use crate::crypto::{Binding, CryptoError, Envelope, Keyring, fingerprint};
+use crate::crypto::{Binding, CryptoError, Envelope, Keyring};
 use crate::db::{TenantScope, scope};
 
 /// What the API shows of a credential: never a secret, only a fingerprint of it.
@@ -29,7 +29,8 @@ pub struct Credential {
     pub last_sync_error: Option<String>,
     pub sync_frequency: Option<String>,
     pub auto_sync_enabled: bool,
-    /// `sha256:` and 8 hex digits of the sealed credentials, to tell versions apart.
+    /// `hmac:` and 8 hex digits, keyed (see [`Keyring::fingerprint`]), to tell versions of
+    /// the sealed credentials apart.
     pub fingerprint: Option<String>,
     /// The key the secrets are sealed with.
     pub key_id: Option<String>,
@@ -78,7 +79,7 @@ pub fn seal(
     let plain = serde_json::to_vec(&secrets.credentials).unwrap_or_default();
     let creds = stored(
         &keys.seal(&plain, binding(scope, row, "credentials"))?,
-        &fingerprint(&plain),
+        &keys.fingerprint(scope.id, &plain),
     );
     let token = |value: &Option<String>, field: &str| -> Result<Option<String>, CryptoError> {
         value
@@ -199,8 +200,9 @@ struct SealedRow {
     oauth_refresh_token: Option<String>,
 }
 
-/// Re-seals every credential of `tenant` that is not under the sealing key. One
-/// transaction per tenant, audited; rows already re-sealed are skipped, so an interrupted
+/// Re-seals every credential of `tenant` that is not under the sealing key, or still has
+/// an unkeyed fingerprint of older versions (`sha256:…`). One transaction per tenant,
+/// audited; rows already re-sealed are skipped, so an interrupted
 /// rotation resumes where it stopped. A switched-off credential that does not open is
 /// skipped and counted rather than failing the tenant: otherwise a clone, whose copies are
 /// sealed to the original and switched off on purpose, could never finish a rotation. An
@@ -214,7 +216,8 @@ pub async fn rotate_keys(
     let mut tx = scope::begin(pool, tenant).await?;
     let rows: Vec<SealedRow> = sqlx::query_as(
         "SELECT id, is_active, credentials, oauth_access_token, oauth_refresh_token FROM api_credentials
-          WHERE credentials->>'kid' IS DISTINCT FROM $1 FOR UPDATE",
+          WHERE credentials->>'kid' IS DISTINCT FROM $1
+             OR credentials->>'fp' NOT LIKE 'hmac:%' FOR UPDATE",
     )
     .bind(keys.sealing_key_id())
     .fetch_all(&mut *tx)

@@ -25,6 +25,14 @@ pub enum CryptoError {
     DuplicateKeyId(String),
     #[error("ENCRYPTION_KEY is not set: credentials cannot be sealed; set it to 64 hex characters")]
     MissingKey,
+    #[error(
+        "ENCRYPTION_KEY is set but empty; set it to 64 hex characters (`openssl rand -hex 32`)"
+    )]
+    EmptyKey,
+    #[error(
+        "{0} is too simple (fewer than 8 different bytes); use a random key (`openssl rand -hex 32`)"
+    )]
+    WeakKey(&'static str),
     #[error("the sealed value is not an envelope this service wrote")]
     NotAnEnvelope,
     #[error("the envelope was sealed with key {0:?}, which is not configured (ENCRYPTION_KEYS)")]
@@ -68,6 +76,9 @@ pub struct Envelope {
 pub struct Keyring {
     sealing: String,
     keys: HashMap<String, LessSafeKey>,
+    /// Keys the fingerprints of secrets (derived from the sealing key): without it a
+    /// fingerprint cannot be checked against guesses offline.
+    fingerprints: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -81,15 +92,34 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-fn parse_key(hex: &str, setting: &'static str) -> Result<LessSafeKey, CryptoError> {
+fn parse_key_bytes(hex: &str, setting: &'static str) -> Result<Vec<u8>, CryptoError> {
     let hex = hex.trim();
     if hex.len() != 64 {
         return Err(CryptoError::MalformedKey(setting));
     }
     let bytes = decode_hex(hex).ok_or(CryptoError::MalformedKey(setting))?;
+    if crate::config::is_trivial(&bytes) {
+        return Err(CryptoError::WeakKey(setting));
+    }
+    Ok(bytes)
+}
+
+fn parse_key(hex: &str, setting: &'static str) -> Result<LessSafeKey, CryptoError> {
+    let bytes = parse_key_bytes(hex, setting)?;
     let key =
         UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| CryptoError::MalformedKey(setting))?;
     Ok(LessSafeKey::new(key))
+}
+
+/// The fingerprint key: HMAC-SHA256 of a fixed label under the sealing key, so it is
+/// neither the sealing key nor usable for anything but fingerprints.
+fn fingerprint_key(sealing_key: &[u8]) -> aws_lc_rs::hmac::Key {
+    use aws_lc_rs::hmac;
+    let derived = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, sealing_key),
+        b"capliquify/v1/fingerprint",
+    );
+    hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
 }
 
 impl Keyring {
@@ -99,10 +129,13 @@ impl Keyring {
         key_id: &str,
         older: Option<&str>,
     ) -> Result<Self, CryptoError> {
-        let key = key
-            .filter(|k| !k.trim().is_empty())
-            .ok_or(CryptoError::MissingKey)?;
+        let key = key.ok_or(CryptoError::MissingKey)?;
+        // Blank is a mistake to report, not a way to say "unset".
+        if key.trim().is_empty() {
+            return Err(CryptoError::EmptyKey);
+        }
         let mut keys = HashMap::new();
+        let sealing_bytes = parse_key_bytes(key, "ENCRYPTION_KEY")?;
         keys.insert(key_id.to_owned(), parse_key(key, "ENCRYPTION_KEY")?);
         for entry in older
             .unwrap_or("")
@@ -129,7 +162,26 @@ impl Keyring {
         Ok(Self {
             sealing: key_id.to_owned(),
             keys,
+            fingerprints: fingerprint_key(&sealing_bytes),
         })
+    }
+
+    /// A short fingerprint of a tenant's secret for display (`hmac:1a2b3c4d`), to tell
+    /// versions apart: HMAC-SHA256 keyed from the sealing key over the tenant's id and the
+    /// secret, so it cannot be checked against guesses without the key, and the same secret
+    /// in two tenants looks different. It changes when the sealing key does.
+    pub fn fingerprint(&self, tenant_id: Uuid, plaintext: &[u8]) -> String {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.fingerprints);
+        ctx.update(tenant_id.as_bytes());
+        ctx.update(plaintext);
+        let tag = ctx.sign();
+        let hex: String = tag
+            .as_ref()
+            .iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("hmac:{hex}")
     }
 
     /// The id new envelopes are sealed with.
@@ -201,20 +253,6 @@ pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A short fingerprint of a secret for display ("sha256:1a2b3c4d"), never the secret.
-pub fn fingerprint(plaintext: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(plaintext);
-    format!(
-        "sha256:{}",
-        digest
-            .iter()
-            .take(4)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +316,27 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_are_keyed_and_salted_by_tenant() {
+        use sha2::{Digest, Sha256};
+        let ring = Keyring::from_settings(Some(K1), "k1", None).unwrap();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let fp = ring.fingerprint(a, b"password1");
+        assert!(fp.starts_with("hmac:") && fp.len() == 13, "{fp}");
+        assert_eq!(fp, ring.fingerprint(a, b"password1"), "stable");
+        assert_ne!(fp, ring.fingerprint(a, b"password2"));
+        assert_ne!(fp, ring.fingerprint(b, b"password1"), "salted by tenant");
+        let other = Keyring::from_settings(Some(K2), "k2", None).unwrap();
+        assert_ne!(fp, other.fingerprint(a, b"password1"), "keyed");
+        // Not the unsalted SHA-256 prefix anyone could compute from a guess.
+        let unsalted: String = Sha256::digest(b"password1")
+            .iter()
+            .take(4)
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        assert!(!fp.contains(&unsalted));
+    }
+
+    #[test]
     fn bad_keys_are_refused_with_the_setting_named() {
         assert_eq!(
             Keyring::from_settings(None, "k1", None).unwrap_err(),
@@ -287,6 +346,18 @@ mod tests {
             Keyring::from_settings(Some("abc"), "k1", None).unwrap_err(),
             CryptoError::MalformedKey("ENCRYPTION_KEY")
         );
+        assert_eq!(
+            Keyring::from_settings(Some(""), "k1", None).unwrap_err(),
+            CryptoError::EmptyKey
+        );
+        assert_eq!(
+            Keyring::from_settings(Some(&"0".repeat(64)), "k1", None).unwrap_err(),
+            CryptoError::WeakKey("ENCRYPTION_KEY")
+        );
+        assert!(matches!(
+            Keyring::from_settings(Some(K1), "k1", Some(&format!("k0={}", "ab".repeat(32)))),
+            Err(CryptoError::WeakKey(_))
+        ));
         let not_hex = "zz".repeat(32);
         assert!(Keyring::from_settings(Some(&not_hex), "k1", None).is_err());
         assert!(matches!(

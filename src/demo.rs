@@ -93,6 +93,18 @@ fn demo_user_id(slug: &str, role: Role) -> String {
     format!("user_demo_{}_{}", slug.replace('-', "_"), role.as_str())
 }
 
+/// Says on stderr, hard to miss, that this service trusts a key anyone can read.
+pub fn banner(listen: SocketAddr) {
+    let line = "!".repeat(78);
+    eprintln!(
+        "{line}\n!! DEMO MODE on {listen}: tokens signed with the PUBLIC development key\n\
+         !! (dev/demo-signing-key.pem) are accepted. Anyone who can reach this address can\n\
+         !! act as any demo user. Never expose it; set CLERK_JWKS_URL and CLERK_ISSUER (and\n\
+         !! pass --no-demo) for anything but a local trial.\n{line}"
+    );
+    tracing::warn!(%listen, "demo mode: the public development key is trusted");
+}
+
 /// Makes sure the demo tenants exist and prints, for each, a ready token and `curl`
 /// examples against `addr`.
 pub async fn announce(pool: &PgPool, auth: &Authenticator, addr: SocketAddr) -> anyhow::Result<()> {

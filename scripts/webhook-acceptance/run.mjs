@@ -86,9 +86,14 @@ r = await clerk("msg_accept_6", org, { at: new Date(now + 10 * 60 * 1000) });
 check("a future clerk signature is refused", r.status === 400, JSON.stringify(r));
 
 const created = Math.floor(now / 1000);
-r = await stripeSend({ id: "evt_accept_1", object: "event", type: "checkout.session.completed", created,
-  data: { object: { id: "cs_1", object: "checkout.session", client_reference_id: "acceptance-corp", customer: "cus_accept" } } });
-check("stripe checkout links the customer", r.status === 200 && r.json?.outcome === "applied", JSON.stringify(r));
+const checkout = (id, reference, customer) => ({ id, object: "event", type: "checkout.session.completed", created,
+  data: { object: { id: "cs_" + id, object: "checkout.session", client_reference_id: reference, customer } } });
+r = await stripeSend(checkout("evt_accept_0", "acceptance-corp", "cus_accept"));
+check("a checkout naming a slug is not followed", r.status === 200 && r.json?.outcome === "ignored", JSON.stringify(r));
+r = await stripeSend(checkout("evt_accept_1", t.id, "cus_accept"));
+check("stripe checkout links the customer by tenant id", r.status === 200 && r.json?.outcome === "applied", JSON.stringify(r));
+r = await stripeSend(checkout("evt_accept_1b", t.id, "cus_other"));
+check("a checkout cannot relink the tenant to another customer", r.status === 200 && r.json?.outcome === "refused", JSON.stringify(r));
 const subscription = (id, type, price, status, at) => ({ id, object: "event", type, created: at,
   data: { object: { id: "sub_accept", object: "subscription", customer: "cus_accept", status, cancel_at_period_end: false,
     current_period_start: at, current_period_end: at + 30 * 86400, metadata: {},

@@ -957,10 +957,21 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
     match cmd {
         DbCommand::Start => {
             let cluster = crate::db::start_embedded(settings).await?;
+            // The URL without its password: the password stays in its 0600 file.
+            let mut url = url::Url::parse(&cluster.url())?;
+            let _ = url.set_password(None);
+            let password_file = settings.data_dir.join("superuser.password");
             if json {
-                output::json(&serde_json::json!({ "url": cluster.url(), "port": cluster.port() }))?;
+                output::json(&serde_json::json!({
+                    "url": url.as_str(), "port": cluster.port(),
+                    "socket_dir": cluster.socket_dir(), "password_file": password_file,
+                }))?;
             } else {
-                println!("{}", cluster.url());
+                println!("{url}");
+                println!(
+                    "password in {0} (mode 0600), e.g.: PGPASSWORD=\"$(cat {0})\" psql '{url}'",
+                    password_file.display()
+                );
             }
         }
         DbCommand::Stop => {
@@ -983,7 +994,8 @@ async fn db_command(settings: &Settings, cmd: DbCommand, json: bool) -> anyhow::
             } else {
                 match status {
                     Some(port) => println!(
-                        "running on 127.0.0.1:{port} (data in {})",
+                        "running on the Unix socket {}/.s.PGSQL.{port} (data in {})",
+                        settings.data_dir.join("sock").display(),
                         settings.data_dir.display()
                     ),
                     None => println!("not running (data folder {})", settings.data_dir.display()),

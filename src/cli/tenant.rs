@@ -149,6 +149,10 @@ pub enum TenantCommand {
         /// Clerk user reaches the copy until it is linked).
         #[arg(long = "clerk-org", requires = "as_slug")]
         clerk_org: Option<String>,
+        /// Restore an archive that is not signed with CAPLIQUIFY_BACKUP_KEY (unsigned, signed
+        /// with another key, or altered). Only for a file whose origin you trust.
+        #[arg(long)]
+        insecure_unsigned: bool,
     },
     /// Copy a tenant's data into a new tenant with its own identity.
     #[command(after_help = CLONE_HELP)]
@@ -236,12 +240,20 @@ pub async fn run(
             output,
             with_audit,
         } => {
+            let key = settings.backup_key()?;
+            if key.is_none() {
+                eprintln!(
+                    "warning: CAPLIQUIFY_BACKUP_KEY is not set, so this archive is not signed; \
+                     `tenant restore` will refuse it unless given --insecure-unsigned"
+                );
+            }
             let bar = Bar::new(json, "parts");
             let report = backup::backup(
                 &db.pool,
                 &slug,
                 output.as_deref(),
                 with_audit,
+                key.as_ref(),
                 &actor,
                 &|p| bar.step(p),
             )
@@ -269,6 +281,7 @@ pub async fn run(
             as_slug,
             name,
             clerk_org,
+            insecure_unsigned,
         } => {
             // `tenant restore acme` was the old name of `undelete`: a slug where a file was
             // expected gets pointed there.
@@ -280,6 +293,11 @@ pub async fn run(
                     );
                 }
             }
+            let key = settings.backup_key()?;
+            let trust = backup::Trust {
+                key: key.as_ref(),
+                allow_unsigned: insecure_unsigned,
+            };
             let mode = match (replace, as_slug) {
                 (true, _) => RestoreMode::Replace,
                 (false, Some(slug)) => RestoreMode::Clone {
@@ -290,7 +308,8 @@ pub async fn run(
                 (false, None) => RestoreMode::Recreate,
             };
             let bar = Bar::new(json, "tables");
-            let report = backup::restore(&db.pool, &file, mode, &actor, &|p| bar.step(p)).await;
+            let report =
+                backup::restore(&db.pool, &file, mode, trust, &actor, &|p| bar.step(p)).await;
             bar.finish();
             print_restore(&report?, json)?;
             return Ok(ExitCode::SUCCESS);

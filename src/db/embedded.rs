@@ -3,12 +3,22 @@
 //! When `DATABASE_URL` is unset, capliquify (service, CLI and tests alike)
 //! needs a database without asking a newcomer to set one up: this module
 //! finds `initdb`/`pg_ctl`/`postgres`, initialises a cluster under a root
-//! folder (the product default is `./.capliquify`), starts it on a free
-//! loopback port — or reuses the one already running for that folder — and
-//! makes sure the requested database exists.
+//! folder (the product default is `./.capliquify`), starts it — or reuses the
+//! one already running for that folder — and makes sure the requested
+//! database exists.
+//!
+//! It listens on no TCP port at all: only on a Unix socket in `sock/`, a
+//! folder only the server's OS user (and root) may enter, and every login
+//! needs its password (SCRAM-SHA-256). The superuser's password is generated
+//! at the first start and kept in `superuser.password` (mode 0600), so
+//! another account on a shared machine can neither reach the socket nor
+//! guess its way in (`--auth=trust` on TCP made any local user a superuser).
 //!
 //! Layout under the root folder:
-//! - `pg/` — the data directory (with our settings in `pg/capliquify.conf`),
+//! - `pg/` — the data directory (with our settings in `pg/capliquify.conf`
+//!   and our `pg/pg_hba.conf`, both rewritten at every start),
+//! - `sock/` — the server's Unix socket (mode 0700),
+//! - `superuser.password` — the `postgres` role's password (mode 0600),
 //! - `postgres.log` — the server log,
 //! - `embedded.lock` — a file lock serialising init/start/stop between
 //!   processes (several test binaries may start at once).
@@ -24,8 +34,8 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -35,6 +45,16 @@ use std::time::{Duration, Instant};
 pub const PG_BIN_ENV: &str = "CAPLIQUIFY_PG_BIN";
 
 const CONF_FILE: &str = "capliquify.conf";
+const SOCKET_DIR: &str = "sock";
+const PASSWORD_FILE: &str = "superuser.password";
+/// Only names the socket file (`.s.PGSQL.5432`): there is no TCP listener, and the socket
+/// folder is the cluster's own, so no other server can take it.
+const DEFAULT_PORT: u16 = 5432;
+/// `sun_path` holds 108 bytes with its NUL; PostgreSQL refuses longer socket paths.
+const MAX_SOCKET_PATH: usize = 107;
+const HBA: &str = "# Managed by capliquify: rewritten at every start, so edits here are lost.\n\
+                   # The Unix socket only (listen_addresses is empty), every role by password.\n\
+                   local all all scram-sha-256\n";
 const INCLUDE_LINE: &str = "include_if_exists = 'capliquify.conf'";
 const REQUIRED_BINARIES: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
 const VERSIONED_BIN_ROOT: &str = "/usr/lib/postgresql";
@@ -77,6 +97,8 @@ pub struct EmbeddedCluster {
     bin_dir: PathBuf,
     root: PathBuf,
     port: u16,
+    /// The `postgres` role's password (from `superuser.password`).
+    password: String,
     started_here: bool,
     run_as: Option<RunAs>,
     database: String,
@@ -161,12 +183,25 @@ pub enum EmbeddedError {
     )]
     NoPsql { bin_dir: PathBuf, database: String },
 
-    #[error("could not create database `{database}` on 127.0.0.1:{port}: {stderr}")]
+    #[error("could not create database `{database}` (socket port {port}): {stderr}")]
     CreateDatabase {
         database: String,
         port: u16,
         stderr: String,
     },
+
+    #[error(
+        "the embedded cluster's socket path {} is {len} bytes, longer than a Unix socket allows \
+         ({MAX_SOCKET_PATH}); set CAPLIQUIFY_DATA_DIR to a shorter folder (e.g. /var/tmp/capliquify)",
+        path.display()
+    )]
+    SocketPathTooLong { path: PathBuf, len: usize },
+
+    #[error(
+        "could not set the superuser's password of the embedded cluster (data directory {}): {stderr}",
+        data_dir.display()
+    )]
+    Password { data_dir: PathBuf, stderr: String },
 
     #[error("{context}: {source}")]
     Io {
@@ -189,27 +224,53 @@ impl EmbeddedCluster {
     pub fn start(opts: &EmbeddedOptions) -> Result<EmbeddedCluster, EmbeddedError> {
         let ctx = Context::open(&opts.root, true)?;
         let _lock = ctx.lock()?;
+        ctx.check_socket_path()?;
         ctx.ensure_initialised(opts.durable)?;
+        let password = ctx.ensure_password()?;
+        ctx.secure_access()?;
         let (port, started_here) = ctx.start_or_reuse(opts.durable)?;
-        ctx.ensure_database(port, &opts.database)?;
+        ctx.ensure_database(port, &opts.database, &password)?;
         Ok(EmbeddedCluster {
             bin_dir: ctx.bin_dir,
             root: ctx.root,
             port,
+            password,
             started_here,
             run_as: ctx.run_as,
             database: opts.database.clone(),
         })
     }
 
-    /// URL of the requested database.
+    /// URL of the requested database, as the superuser (with its password).
     pub fn url(&self) -> String {
-        database_url(self.port, &self.database)
+        self.url_as("postgres", &self.database)
     }
 
     /// URL of the `postgres` maintenance database.
     pub fn admin_url(&self) -> String {
-        database_url(self.port, "postgres")
+        self.url_as("postgres", "postgres")
+    }
+
+    /// URL of `database` as `user`, with the cluster's generated password: the login roles
+    /// capliquify creates on its embedded cluster (the service's) are given the same one.
+    pub fn url_as(&self, user: &str, database: &str) -> String {
+        database_url(
+            &self.socket_dir(),
+            self.port,
+            user,
+            &self.password,
+            database,
+        )
+    }
+
+    /// The superuser's generated password (`superuser.password`).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The folder of the server's Unix socket.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root.join(SOCKET_DIR)
     }
 
     pub fn port(&self) -> u16 {
@@ -324,6 +385,140 @@ impl Context {
         self.data_dir().join(CONF_FILE)
     }
 
+    fn socket_dir(&self) -> PathBuf {
+        self.root.join(SOCKET_DIR)
+    }
+
+    fn socket_path(&self, port: u16) -> PathBuf {
+        self.socket_dir().join(format!(".s.PGSQL.{port}"))
+    }
+
+    fn password_file(&self) -> PathBuf {
+        self.root.join(PASSWORD_FILE)
+    }
+
+    fn check_socket_path(&self) -> Result<(), EmbeddedError> {
+        // The longest port number, so a later port cannot push it over.
+        let path = self.socket_path(65535);
+        let len = path.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(EmbeddedError::SocketPathTooLong { path, len });
+        }
+        Ok(())
+    }
+
+    /// The socket folder (0700, the server's user's) and our pg_hba.conf, every start:
+    /// a folder or file loosened by hand is tightened again.
+    fn secure_access(&self) -> Result<(), EmbeddedError> {
+        let dir = self.socket_dir();
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(EmbeddedError::Io {
+                    context: format!("could not create {}", dir.display()),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(EmbeddedError::io(
+            format!("could not chmod {}", dir.display()),
+        ))?;
+        if let Some(user) = &self.run_as {
+            chown_to(&dir, user)?;
+        }
+        let hba = self.data_dir().join("pg_hba.conf");
+        if fs::read_to_string(&hba).is_ok_and(|current| current == HBA) {
+            return Ok(());
+        }
+        fs::write(&hba, HBA).map_err(EmbeddedError::io(format!(
+            "could not write {}",
+            hba.display()
+        )))?;
+        if let Some(user) = &self.run_as {
+            chown_to(&hba, user)?;
+        }
+        Ok(())
+    }
+
+    /// The superuser's password: read from `superuser.password`, or — on a new cluster, or
+    /// one made before passwords (trust authentication) — generated, set on the stopped
+    /// server in single-user mode, and only then written (mode 0600).
+    fn ensure_password(&self) -> Result<String, EmbeddedError> {
+        let file = self.password_file();
+        if let Ok(current) = fs::read_to_string(&file) {
+            let current = current.trim().to_owned();
+            if !current.is_empty() {
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).map_err(
+                    EmbeddedError::io(format!("could not chmod {}", file.display())),
+                )?;
+                return Ok(current);
+            }
+        }
+        // A server of the trust era may be running: it must not go on trusting.
+        self.stop_server()?;
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| EmbeddedError::Io {
+            context: "could not generate the superuser's password".into(),
+            source: io::Error::other("the system random generator failed"),
+        })?;
+        let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // Only the verifier reaches the server (no plaintext in its memory or logs).
+        let verifier = crate::db::roles::scram_sha_256_verifier(
+            &password,
+            &crate::db::roles::random_salt(),
+            crate::db::roles::SCRAM_ITERATIONS,
+        );
+        let data = self.data_dir();
+        let mut child = self
+            .pg_command("postgres")
+            .args(["--single", "-D"])
+            .arg(&data)
+            .arg("postgres")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(EmbeddedError::io("could not run postgres --single"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(
+                stdin,
+                "ALTER ROLE postgres PASSWORD {};",
+                quote_literal(&verifier)
+            )
+            .map_err(EmbeddedError::io("could not write to postgres --single"))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(EmbeddedError::io("could not run postgres --single"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() || text.contains("ERROR") || text.contains("FATAL") {
+            return Err(EmbeddedError::Password {
+                data_dir: data,
+                stderr: text.trim().to_owned(),
+            });
+        }
+        let _ = fs::remove_file(&file);
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .map_err(EmbeddedError::io(format!(
+                "could not create {}",
+                file.display()
+            )))?;
+        writeln!(out, "{password}").map_err(EmbeddedError::io(format!(
+            "could not write {}",
+            file.display()
+        )))?;
+        tracing::info!(file = %file.display(), "set the embedded cluster's superuser password");
+        Ok(password)
+    }
+
     /// Held for the whole init/start/stop sequence; released on drop.
     fn lock(&self) -> Result<File, EmbeddedError> {
         let path = self.root.join("embedded.lock");
@@ -402,10 +597,13 @@ impl Context {
         // complete, so a crash at any point leaves no half-made `pg/` behind.
         let staging = self.staging_dir();
         remove_dir_if_exists(&staging)?;
+        // No server runs on the staging folder: before the first start our pg_hba.conf
+        // (password only) replaces initdb's, and the superuser gets its password.
         let output = run(self.pg_command("initdb").arg("-D").arg(&staging).args([
             "-U",
             "postgres",
-            "--auth=trust",
+            "--auth-local=peer",
+            "--auth-host=reject",
             "--encoding=UTF8",
             "--locale=C",
         ]))?;
@@ -431,7 +629,7 @@ impl Context {
                 "could not write {}",
                 main_conf.display()
             )))?;
-            self.write_conf(&staging.join(CONF_FILE), pick_free_port()?, durable)?;
+            self.write_conf(&staging.join(CONF_FILE), DEFAULT_PORT, durable)?;
             fs::rename(&staging, &data).map_err(EmbeddedError::io(format!(
                 "could not rename {} to {}",
                 staging.display(),
@@ -452,7 +650,12 @@ impl Context {
     /// Writes our settings file only when its content changes, owned by the
     /// server's user.
     fn write_conf(&self, path: &Path, port: u16, durable: bool) -> Result<(), EmbeddedError> {
-        let wanted = render_conf(port, durable, self.has_pg_stat_statements());
+        let wanted = render_conf(
+            port,
+            &self.socket_dir(),
+            durable,
+            self.has_pg_stat_statements(),
+        );
         if fs::read_to_string(path).is_ok_and(|current| current == wanted) {
             return Ok(());
         }
@@ -526,7 +729,7 @@ impl Context {
         loop {
             match self.running_port()? {
                 None => return Ok((self.start_server(durable)?, true)),
-                Some(port) if accepts_connections(port) => {
+                Some(port) if accepts_connections(&self.socket_path(port)) => {
                     tracing::info!(port, data_dir = %self.data_dir().display(), "reusing PostgreSQL on port {port}");
                     return Ok((port, false));
                 }
@@ -555,12 +758,8 @@ impl Context {
             .ok()
             .and_then(|conf| parse_conf_port(&conf));
         let mut last_error = None;
+        let port = configured.unwrap_or(DEFAULT_PORT);
         for attempt in 0..START_ATTEMPTS {
-            // Another program may have taken our port since the last run.
-            let port = match configured {
-                Some(port) if attempt == 0 && port_is_free(port) => port,
-                _ => pick_free_port()?,
-            };
             self.write_conf(&self.conf_file(), port, durable)?;
             let log_offset = self.prepare_log(&log)?;
             let output = run(self
@@ -574,8 +773,8 @@ impl Context {
                 return Ok(port);
             }
             let log_tail = read_log_tail(&log, log_offset);
-            // Lost a race for the port, or the children of a killed
-            // postmaster still hold the old shared memory: both clear up.
+            // A stale socket lock, or the children of a killed postmaster
+            // still hold the old shared memory: both clear up.
             let transient = [
                 "could not bind",
                 "Address already in use",
@@ -646,7 +845,12 @@ impl Context {
         Ok(true)
     }
 
-    fn ensure_database(&self, port: u16, database: &str) -> Result<(), EmbeddedError> {
+    fn ensure_database(
+        &self,
+        port: u16,
+        database: &str,
+        password: &str,
+    ) -> Result<(), EmbeddedError> {
         if database == "postgres" {
             return Ok(());
         }
@@ -668,9 +872,12 @@ impl Context {
                 cmd.env_remove(var);
             }
             // -X: a user's ~/.psqlrc must not change the output we parse.
+            // PGPASSWORD reaches only this child (not its command line, which `ps` shows).
             cmd.stdin(Stdio::null())
                 .env("PGCONNECT_TIMEOUT", "10")
-                .args(["-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+                .env("PGPASSWORD", password)
+                .args(["-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+                .arg(self.socket_dir())
                 .arg("-p")
                 .arg(port.to_string())
                 .args(["-U", "postgres", "-d", "postgres", "-tAc", sql]);
@@ -824,16 +1031,19 @@ fn parse_version(name: &str) -> Option<Vec<u32>> {
     name.split('.').map(|part| part.parse().ok()).collect()
 }
 
-fn render_conf(port: u16, durable: bool, stat_statements: bool) -> String {
+fn render_conf(port: u16, socket_dir: &Path, durable: bool, stat_statements: bool) -> String {
     let mut conf = format!(
         "# Managed by capliquify: rewritten at every start, so edits here are lost.\n\
-         listen_addresses = '127.0.0.1'\n\
+         # No TCP: only the Unix socket in a folder of the server's user (mode 0700).\n\
+         listen_addresses = ''\n\
          port = {port}\n\
-         # Socket paths are limited to ~100 bytes and the data folder may be deep.\n\
-         unix_socket_directories = ''\n\
+         unix_socket_directories = {}\n\
+         unix_socket_permissions = 0700\n\
+         password_encryption = 'scram-sha-256'\n\
          max_connections = 200\n\
          # Schema-per-tenant migrations touch many relations in one transaction.\n\
-         max_locks_per_transaction = 256\n"
+         max_locks_per_transaction = 256\n",
+        quote_literal(&socket_dir.to_string_lossy())
     );
     if stat_statements {
         // `capliquify monitor slow-queries`: per-tenant statement statistics.
@@ -874,22 +1084,8 @@ fn parse_pid_file_port(pid_file: &str) -> Option<u16> {
     pid_file.lines().nth(3)?.trim().parse().ok()
 }
 
-fn pick_free_port() -> Result<u16, EmbeddedError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(EmbeddedError::io(
-            "could not find a free TCP port on 127.0.0.1",
-        ))
-}
-
-fn accepts_connections(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+fn accepts_connections(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
 }
 
 fn quote_literal(s: &str) -> String {
@@ -900,13 +1096,27 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// `postgres://postgres@127.0.0.1:<port>/<database>`, the database name percent-encoded.
-fn database_url(port: u16, database: &str) -> String {
-    let encoded: String = url::form_urlencoded::byte_serialize(database.as_bytes()).collect();
-    // form encoding writes spaces as '+'; a URL path wants %20.
+/// `postgres://<user>:<password>@localhost:<port>/<database>?host=<socket folder>`: the
+/// form both sqlx and libpq (psql, pg_dump) read as "the Unix socket in that folder".
+fn database_url(
+    socket_dir: &Path,
+    port: u16,
+    user: &str,
+    password: &str,
+    database: &str,
+) -> String {
+    let enc = |s: &str| -> String {
+        // form encoding writes spaces as '+'; a URL wants %20.
+        url::form_urlencoded::byte_serialize(s.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
     format!(
-        "postgres://postgres@127.0.0.1:{port}/{}",
-        encoded.replace('+', "%20")
+        "postgres://{}:{}@localhost:{port}/{}?host={}",
+        enc(user),
+        enc(password),
+        enc(database),
+        enc(&socket_dir.to_string_lossy())
     )
 }
 
@@ -1161,13 +1371,15 @@ mod tests {
 
     #[test]
     fn conf_round_trips_the_port() {
-        let durable = render_conf(54321, true, false);
+        let durable = render_conf(54321, Path::new("/r/sock"), true, false);
         assert_eq!(parse_conf_port(&durable), Some(54321));
-        assert!(durable.contains("unix_socket_directories = ''"));
+        assert!(durable.contains("listen_addresses = ''"), "{durable}");
+        assert!(durable.contains("unix_socket_directories = '/r/sock'"));
+        assert!(durable.contains("unix_socket_permissions = 0700"));
         assert!(durable.contains("max_connections = 200"));
         assert!(durable.contains("max_locks_per_transaction = 256"));
         assert!(!durable.contains("fsync"));
-        let fast = render_conf(1234, false, true);
+        let fast = render_conf(1234, Path::new("/r/sock"), false, true);
         assert!(fast.contains("fsync = off"));
         assert!(fast.contains("synchronous_commit = off"));
         assert!(fast.contains("full_page_writes = off"));
@@ -1195,29 +1407,39 @@ mod tests {
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(
-            database_url(1, "capliquify_test-1"),
-            "postgres://postgres@127.0.0.1:1/capliquify_test-1"
+            database_url(
+                Path::new("/r/sock"),
+                1,
+                "postgres",
+                "pw",
+                "capliquify_test-1"
+            ),
+            "postgres://postgres:pw@localhost:1/capliquify_test-1?host=%2Fr%2Fsock"
         );
         assert_eq!(
-            database_url(1, "a b/é"),
-            "postgres://postgres@127.0.0.1:1/a%20b%2F%C3%A9"
+            database_url(Path::new("/r/s"), 1, "postgres", "pw", "a b/é"),
+            "postgres://postgres:pw@localhost:1/a%20b%2F%C3%A9?host=%2Fr%2Fs"
         );
         let cluster = EmbeddedCluster {
             bin_dir: PathBuf::from("/bin"),
             root: PathBuf::from("/r"),
             port: 5555,
+            password: "pw".into(),
             started_here: true,
             run_as: None,
             database: "capliquify".into(),
         };
         assert_eq!(
             cluster.url(),
-            "postgres://postgres@127.0.0.1:5555/capliquify"
+            "postgres://postgres:pw@localhost:5555/capliquify?host=%2Fr%2Fsock"
         );
         assert_eq!(
             cluster.admin_url(),
-            "postgres://postgres@127.0.0.1:5555/postgres"
+            "postgres://postgres:pw@localhost:5555/postgres?host=%2Fr%2Fsock"
         );
+        let options: sqlx::postgres::PgConnectOptions = cluster.url().parse().unwrap();
+        assert_eq!(options.get_socket(), Some(&PathBuf::from("/r/sock")));
+        assert_eq!(options.get_port(), 5555);
         assert_eq!(cluster.data_dir(), PathBuf::from("/r/pg"));
     }
 

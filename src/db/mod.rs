@@ -79,11 +79,16 @@ impl Database {
         self.embedded.is_some()
     }
 
-    /// The embedded cluster's URL for another role (trust authentication, local only).
+    /// The embedded cluster's URL for another role, with the cluster's generated password
+    /// (which the roles capliquify creates there are given: [`Database::embedded_password`]).
     pub fn embedded_url_as(&self, user: &str) -> Option<String> {
-        let mut url = url::Url::parse(&self.embedded.as_ref()?.url()).ok()?;
-        url.set_username(user).ok()?;
-        Some(url.to_string())
+        let cluster = self.embedded.as_ref()?;
+        Some(cluster.url_as(user, EMBEDDED_DATABASE))
+    }
+
+    /// The embedded cluster's generated password (`superuser.password`), if embedded.
+    pub fn embedded_password(&self) -> Option<&str> {
+        self.embedded.as_ref().map(|c| c.password())
     }
 
     /// Closes the pool and stops the embedded cluster if this process started it.
@@ -127,14 +132,56 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password, for messages: the user-info password and the
+/// `password` / `sslpassword` query parameters (libpq and sqlx take both forms) are masked.
 pub fn redact(url: &str) -> String {
+    const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            let secret_query = parsed
+                .query_pairs()
+                .any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref()));
+            if secret_query {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if SECRET_PARAMS.contains(&k.as_ref()) {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
-        Ok(parsed) => parsed.to_string(),
         Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_masked_wherever_the_url_carries_them() {
+        for url in [
+            "postgres://app:hunter2@db:5432/capliquify",
+            "postgres://app@db/capliquify?password=hunter2&sslmode=require",
+            "postgres://app@db/capliquify?sslmode=require&PASSWORD=x&password=hunter2",
+            "postgres://app@db/capliquify?sslpassword=hunter2",
+            "postgres://app@db/capliquify?password=hunter%32",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("hunter"), "{url} -> {shown}");
+            assert!(shown.contains("***") && shown.contains("db"), "{shown}");
+        }
+        assert!(redact("postgres://app@db/capliquify?sslmode=require").contains("sslmode=require"));
+        assert_eq!(redact("not a url ?password=hunter2"), "<unparsable URL>");
     }
 }

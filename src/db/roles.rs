@@ -158,7 +158,7 @@ pub async fn init(
 /// PostgreSQL's default `scram_iterations`.
 pub const SCRAM_ITERATIONS: u32 = 4096;
 
-fn random_salt() -> [u8; 16] {
+pub(crate) fn random_salt() -> [u8; 16] {
     use aws_lc_rs::rand::SecureRandom as _;
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::SystemRandom::new()

@@ -106,7 +106,11 @@ pub async fn list(
         tracing::warn!(cluster = %scope.cluster.as_str(), error = %err, "audit outbox not drained; serving the rows already home");
     }
     let mut conn = state.pool.acquire().await?;
-    let mut rows = audit::list(&mut conn, &filter).await?;
+    let mut rows: Vec<Row> = audit::list(&mut conn, &filter)
+        .await?
+        .into_iter()
+        .map(Row::for_tenant_api)
+        .collect();
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|last| {

@@ -95,6 +95,45 @@ fn invalid(reason: &str) -> AuthError {
     AuthError::Invalid(reason.to_owned())
 }
 
+/// `azp` must be one of `parties` when both are there (Clerk's `authorizedParties` rule).
+fn check_authorized_party(
+    claims: &Map<String, Value>,
+    parties: &[String],
+) -> Result<(), AuthError> {
+    match claims.get("azp") {
+        _ if parties.is_empty() => Ok(()),
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(azp)) if parties.iter().any(|p| p == azp) => Ok(()),
+        Some(_) => Err(invalid("the token was issued for another origin (azp)")),
+    }
+}
+
+/// `CLERK_AUTHORIZED_PARTIES`: comma-separated origins (`https://app.example.com`). Set but
+/// empty, or an entry that is not an origin, is an error naming the setting.
+pub fn parse_authorized_parties(value: &str) -> Result<Vec<String>, String> {
+    let parties: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if parties.is_empty() {
+        return Err("CLERK_AUTHORIZED_PARTIES is set but empty; list the origins of your frontends (https://app.example.com,…) or unset it".into());
+    }
+    for party in &parties {
+        let origin = Url::parse(party)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+            .filter(|u| u.path() == "/" && u.query().is_none() && !party.ends_with('/'));
+        if origin.is_none() {
+            return Err(format!(
+                "CLERK_AUTHORIZED_PARTIES entry {party:?} is not an origin (scheme://host[:port], no path or trailing slash)"
+            ));
+        }
+    }
+    Ok(parties)
+}
+
 /// Where the JWKS document comes from.
 enum JwksSource {
     Http {
@@ -317,6 +356,9 @@ pub struct Authenticator {
     excluded_n: Option<String>,
     /// Signing key, present only in demo mode.
     demo_key: Option<EncodingKey>,
+    /// `CLERK_AUTHORIZED_PARTIES`: the origins whose tokens are accepted (`azp`); empty:
+    /// any.
+    authorized_parties: Vec<String>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -406,7 +448,18 @@ impl Authenticator {
             loads: AtomicU64::new(0),
             excluded_n,
             demo_key,
+            authorized_parties: Vec::new(),
         }
+    }
+
+    /// Accepts only tokens whose `azp` (the origin the session token was made for) is one of
+    /// `parties`, as Clerk's backend SDK does with `authorizedParties`: a token minted for
+    /// another site using the same Clerk instance is refused. A token without `azp` (not a
+    /// browser session's) is checked as the SDK does: not refused for that alone.
+    #[must_use]
+    pub fn with_authorized_parties(mut self, parties: Vec<String>) -> Self {
+        self.authorized_parties = parties;
+        self
     }
 
     /// Whether this is the demo authenticator.
@@ -423,6 +476,7 @@ impl Authenticator {
         };
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.validation)
             .map_err(map_jwt_error)?;
+        check_authorized_party(&data.claims, &self.authorized_parties)?;
         identity_from_claims(&data.claims, &self.issuer)
     }
 
@@ -716,6 +770,63 @@ mod tests {
         AuthConfig {
             jwks_url: Url::from_file_path(path).unwrap().to_string(),
             issuer: ISSUER.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_for_another_origin_are_refused_when_parties_are_configured() {
+        let auth = authenticator().with_authorized_parties(vec![
+            "https://app.capliquify.test".into(),
+            "http://localhost:3000".into(),
+        ]);
+        let verify_with = |claims: Value| {
+            let token = sign_rs256(TEST_KEY, KID, &claims).unwrap();
+            let auth = &auth;
+            async move { auth.verify(&token).await }
+        };
+        assert!(verify_with(claims()).await.is_ok());
+        assert!(
+            verify_with(with(claims(), "azp", json!("http://localhost:3000")))
+                .await
+                .is_ok()
+        );
+        for azp in [
+            json!("https://evil.example"),
+            json!("https://app.capliquify.test/"),
+            json!("https://app.capliquify.test.evil.example"),
+            json!(42),
+        ] {
+            assert_invalid(
+                verify_with(with(claims(), "azp", azp)).await,
+                "the token was issued for another origin (azp)",
+            );
+        }
+        // Without `azp`, as Clerk's SDK: accepted.
+        assert!(verify_with(without(claims(), "azp")).await.is_ok());
+        // Unconfigured: any origin.
+        assert!(
+            verify(&with(claims(), "azp", json!("https://evil.example")))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn authorized_parties_must_be_origins() {
+        assert_eq!(
+            parse_authorized_parties(" https://a.example, http://localhost:3000 ").unwrap(),
+            ["https://a.example", "http://localhost:3000"]
+        );
+        for bad in [
+            "",
+            " , ",
+            "a.example",
+            "https://a.example/",
+            "https://a.example/app",
+            "ftp://a.example",
+        ] {
+            let err = parse_authorized_parties(bad).unwrap_err();
+            assert!(err.contains("CLERK_AUTHORIZED_PARTIES"), "{bad:?}: {err}");
         }
     }
 

@@ -159,6 +159,12 @@ pub struct ServeArgs {
     /// The `iss` Clerk puts in session tokens (your Clerk frontend API URL).
     #[arg(long, env = "CLERK_ISSUER")]
     pub clerk_issuer: Option<String>,
+    /// Origins whose Clerk session tokens are accepted, comma-separated
+    /// (`https://app.example.com,https://admin.example.com`): a token's `azp` must be one of
+    /// them, as Clerk's backend SDK checks `authorizedParties`. Unset: any origin (a warning
+    /// at start).
+    #[arg(long, env = "CLERK_AUTHORIZED_PARTIES")]
+    pub clerk_authorized_parties: Option<String>,
     /// Seconds a request may take before it is answered 408.
     #[arg(long, env = "CAPLIQUIFY_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -202,7 +208,8 @@ pub struct ServeArgs {
     /// (`CAPLIQUIFY_DB_MAX_CONNECTIONS`) so one tenant cannot take every connection.
     #[arg(long, env = "CAPLIQUIFY_TENANT_CONCURRENCY", default_value_t = DEFAULT_TENANT_CONCURRENCY)]
     pub tenant_concurrency: usize,
-    /// On the embedded database, do not create the demo tenants.
+    /// Not the demo: no demo tenants and no demo authentication, so CLERK_JWKS_URL and
+    /// CLERK_ISSUER are required even on the embedded database.
     #[arg(long)]
     pub no_demo: bool,
     /// Bearer token for the operators' `/admin/api/...` endpoints (at least 32
@@ -213,10 +220,19 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     fn webhook_config(&self, settings: &Settings) -> anyhow::Result<WebhookConfig> {
+        // Set but blank or weak is an error, never "unset": an empty HMAC key would let
+        // anyone sign events.
         let clerk = match &self.clerk_webhook_signing_secret {
             Some(secret) => Some(
                 webhooks::signature::SvixSecret::parse(secret)
                     .map_err(|e| anyhow::anyhow!("CLERK_WEBHOOK_SIGNING_SECRET {e}"))?,
+            ),
+            None => None,
+        };
+        let stripe = match &self.stripe_webhook_secret {
+            Some(secret) => Some(
+                webhooks::signature::StripeSecret::parse(secret)
+                    .map_err(|e| anyhow::anyhow!("STRIPE_WEBHOOK_SECRET {e}"))?,
             ),
             None => None,
         };
@@ -226,38 +242,70 @@ impl ServeArgs {
             .map_err(|e| anyhow::anyhow!("CAPLIQUIFY_STRIPE_PRICES: {e}"))?;
         Ok(WebhookConfig {
             clerk,
-            stripe: self
-                .stripe_webhook_secret
-                .as_deref()
-                .map(webhooks::signature::StripeSecret::new),
+            stripe,
             prices,
             deletion_grace_days: settings.grace_days,
         })
     }
 
-    /// The admin API's token, checked: unset, or at least [`admin::MIN_TOKEN_LEN`] characters.
+    /// The admin API's token, checked: unset, or at least [`admin::MIN_TOKEN_LEN`] characters
+    /// (set but empty is an error, not "disabled").
     fn admin_token(&self) -> anyhow::Result<Option<Arc<str>>> {
-        match self.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        match self.admin_token.as_deref() {
             None => Ok(None),
-            Some(t)
-                if t.len() >= admin::MIN_TOKEN_LEN && t.chars().all(|c| c.is_ascii_graphic()) =>
-            {
+            Some(t) => {
+                crate::config::check_secret("CAPLIQUIFY_ADMIN_TOKEN", t, admin::MIN_TOKEN_LEN)?;
                 Ok(Some(Arc::from(t)))
             }
-            Some(_) => anyhow::bail!(
-                "CAPLIQUIFY_ADMIN_TOKEN must be at least {} printable characters without spaces (e.g. `openssl rand -hex 32`)",
-                admin::MIN_TOKEN_LEN
+        }
+    }
+
+    /// Demo authentication (tokens signed with the public development key) or Clerk's.
+    /// Demo only when asked for nothing else: no CLERK_JWKS_URL, the embedded database,
+    /// no `--no-demo`, and a loopback listen address, so the committed key can never open
+    /// a service others can reach or one holding real data.
+    fn auth_mode(&self, database_url_set: bool) -> anyhow::Result<AuthMode> {
+        if let Some(jwks_url) = self.clerk_jwks_url.clone() {
+            let Some(issuer) = self.clerk_issuer.clone() else {
+                anyhow::bail!("CLERK_ISSUER must be set with CLERK_JWKS_URL");
+            };
+            return Ok(AuthMode::Clerk(AuthConfig { jwks_url, issuer }));
+        }
+        let why_not_demo = if database_url_set {
+            Some("DATABASE_URL is set")
+        } else if self.no_demo {
+            Some("--no-demo was given")
+        } else if !self.listen.ip().is_loopback() {
+            Some("the listen address is not a loopback address")
+        } else {
+            None
+        };
+        match why_not_demo {
+            None => Ok(AuthMode::Demo),
+            Some(reason) => anyhow::bail!(
+                "CLERK_JWKS_URL and CLERK_ISSUER must be set: {reason}, and the demo's public \
+                 development key is trusted only by the embedded demo on a loopback address \
+                 (CAPLIQUIFY_LISTEN=127.0.0.1:…, no --no-demo, no DATABASE_URL)"
             ),
         }
     }
 
     fn cursor_codec(&self) -> anyhow::Result<CursorCodec> {
         match &self.cursor_secret {
-            Some(secret) if secret.len() >= 32 => Ok(CursorCodec::new(secret.as_bytes())),
-            Some(_) => anyhow::bail!("CAPLIQUIFY_CURSOR_SECRET must be at least 32 characters"),
+            Some(secret) => {
+                crate::config::check_secret("CAPLIQUIFY_CURSOR_SECRET", secret, 32)?;
+                Ok(CursorCodec::new(secret.as_bytes()))
+            }
             None => Ok(CursorCodec::new(uuid::Uuid::new_v4().as_bytes())),
         }
     }
+}
+
+/// How `serve` authenticates callers ([`ServeArgs::auth_mode`]).
+#[derive(Debug)]
+enum AuthMode {
+    Demo,
+    Clerk(AuthConfig),
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains and stops the embedded cluster
@@ -267,20 +315,30 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
     let cursors = args.cursor_codec()?;
     args.admin_token()?;
     let webhooks = args.webhook_config(settings)?;
-    let demo = settings.database_url.is_none() && args.clerk_jwks_url.is_none();
+    let mode = args.auth_mode(settings.database_url.is_some())?;
+    let demo = matches!(mode, AuthMode::Demo);
     let keys = settings.keyring(demo)?;
-    let auth = if demo {
-        Authenticator::demo()?
-    } else {
-        let (Some(jwks_url), Some(issuer)) =
-            (args.clerk_jwks_url.clone(), args.clerk_issuer.clone())
-        else {
-            anyhow::bail!(
-                "CLERK_JWKS_URL and CLERK_ISSUER must both be set (only the embedded demo runs without them)"
-            );
-        };
-        // Not `.context("CLERK_JWKS_URL")`: every error of `new` names its setting already.
-        Authenticator::new(AuthConfig { jwks_url, issuer }).await?
+    let auth = match mode {
+        AuthMode::Demo => {
+            demo::banner(args.listen);
+            Authenticator::demo()?
+        }
+        AuthMode::Clerk(config) => {
+            let parties = match args.clerk_authorized_parties.as_deref() {
+                Some(value) => auth::parse_authorized_parties(value).map_err(anyhow::Error::msg)?,
+                None => {
+                    tracing::warn!(
+                        "CLERK_AUTHORIZED_PARTIES is unset: session tokens made for any origin of \
+                         this Clerk instance are accepted"
+                    );
+                    Vec::new()
+                }
+            };
+            // Not `.context("CLERK_JWKS_URL")`: every error of `new` names its setting already.
+            Authenticator::new(config)
+                .await?
+                .with_authorized_parties(parties)
+        }
     };
     let db = Database::open(settings).await?;
     let config = HttpConfig {
@@ -318,7 +376,7 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {} (CAPLIQUIFY_LISTEN)", args.listen))?;
     let addr = listener.local_addr()?;
-    if state.auth.is_demo() && !args.no_demo {
+    if state.auth.is_demo() {
         demo::announce(&db.pool, &state.auth, addr).await?;
     }
     let job = (args.lifecycle_interval_secs > 0).then(|| {
@@ -343,9 +401,11 @@ async fn run(
 
 /// A pool on the embedded cluster as [`roles::DEFAULT_LOGIN`], created on first use.
 async fn embedded_service_pool(db: &Database, settings: &Settings) -> anyhow::Result<PgPool> {
+    // The embedded cluster admits only logins with a password; a role made before it
+    // asked for one (trust) is given the cluster's.
     let ready: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin AND NOT rolsuper
-                          AND pg_has_role(rolname, $2, 'MEMBER'))",
+        "SELECT EXISTS (SELECT 1 FROM pg_authid WHERE rolname = $1 AND rolcanlogin AND NOT rolsuper
+                          AND rolpassword IS NOT NULL AND pg_has_role(rolname, $2, 'MEMBER'))",
     )
     .bind(roles::DEFAULT_LOGIN)
     .bind(roles::SERVICE_GROUP)
@@ -355,7 +415,7 @@ async fn embedded_service_pool(db: &Database, settings: &Settings) -> anyhow::Re
         roles::init(
             &db.pool,
             roles::DEFAULT_LOGIN,
-            None,
+            db.embedded_password(),
             &Actor::System { job: "serve" },
         )
         .await?;
@@ -566,4 +626,104 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn the_demo_key_is_trusted_only_by_the_loopback_embedded_demo() {
+        assert!(matches!(args(&[]).auth_mode(false), Ok(AuthMode::Demo)));
+        assert!(matches!(
+            args(&["--listen", "[::1]:8080"]).auth_mode(false),
+            Ok(AuthMode::Demo)
+        ));
+        for (argv, database_url_set, named) in [
+            (&["--no-demo"][..], false, "--no-demo"),
+            (&["--listen", "0.0.0.0:8080"][..], false, "loopback"),
+            (&["--listen", "192.0.2.1:8080"][..], false, "loopback"),
+            (&[][..], true, "DATABASE_URL"),
+        ] {
+            let err = args(argv)
+                .auth_mode(database_url_set)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("CLERK_JWKS_URL") && err.contains(named),
+                "{argv:?}: {err}"
+            );
+        }
+        let clerk = args(&[
+            "--no-demo",
+            "--clerk-jwks-url",
+            "file:///j.json",
+            "--clerk-issuer",
+            "https://c",
+        ]);
+        assert!(matches!(clerk.auth_mode(true), Ok(AuthMode::Clerk(_))));
+        let no_issuer = args(&["--clerk-jwks-url", "file:///j.json"]);
+        assert!(
+            no_issuer
+                .auth_mode(false)
+                .unwrap_err()
+                .to_string()
+                .contains("CLERK_ISSUER")
+        );
+    }
+
+    #[test]
+    fn blank_or_weak_secrets_fail_start_up_naming_the_setting() {
+        let settings = Cli::try_parse_from(["serve"]).unwrap().settings;
+        for (flag, value, name) in [
+            ("--stripe-webhook-secret", "", "STRIPE_WEBHOOK_SECRET"),
+            ("--stripe-webhook-secret", "whsec_", "STRIPE_WEBHOOK_SECRET"),
+            (
+                "--clerk-webhook-signing-secret",
+                "whsec_",
+                "CLERK_WEBHOOK_SIGNING_SECRET",
+            ),
+            (
+                "--clerk-webhook-signing-secret",
+                "",
+                "CLERK_WEBHOOK_SIGNING_SECRET",
+            ),
+        ] {
+            let err = args(&[flag, value])
+                .webhook_config(&settings)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{flag}={value:?}: {err}");
+        }
+        assert!(
+            args(&[])
+                .webhook_config(&settings)
+                .is_ok_and(|c| c.stripe.is_none() && c.clerk.is_none())
+        );
+        let err = args(&["--admin-token", ""])
+            .admin_token()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CAPLIQUIFY_ADMIN_TOKEN"), "{err}");
+        let err = args(&["--cursor-secret", ""])
+            .cursor_codec()
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("CAPLIQUIFY_CURSOR_SECRET")));
+    }
 }

@@ -60,6 +60,9 @@ pub enum Outcome {
     Applied,
     Ignored,
     Stale,
+    /// Understood and refused for safety (e.g. billing that disagrees with the customer
+    /// link); answered 200 so the provider stops retrying, and audited.
+    Refused,
 }
 
 impl Outcome {
@@ -68,6 +71,7 @@ impl Outcome {
             Self::Applied => "applied",
             Self::Ignored => "ignored",
             Self::Stale => "stale",
+            Self::Refused => "refused",
         }
     }
 }

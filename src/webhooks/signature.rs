@@ -65,13 +65,33 @@ impl std::fmt::Debug for SvixSecret {
     }
 }
 
+/// Fewest key bytes a signing secret may have: Svix issues 24 (`whsec_` + 32 base64
+/// characters). A shorter or empty one would let anyone who guesses it sign events.
+pub const MIN_SVIX_KEY_BYTES: usize = 24;
+
+/// Fewest characters after `whsec_` of a Stripe endpoint secret (Stripe issues 32).
+pub const MIN_STRIPE_SECRET_CHARS: usize = 24;
+
 impl SvixSecret {
+    /// Clerk's signing secret, `whsec_` followed by the base64 of at least
+    /// [`MIN_SVIX_KEY_BYTES`] bytes; anything else (an empty one included) is refused.
     pub fn parse(secret: &str) -> Result<Self, String> {
-        let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-        STANDARD
+        const EXPECTED: &str =
+            "must be Clerk's signing secret: `whsec_` followed by the base64 of at least 24 bytes";
+        let encoded = secret
+            .trim()
+            .strip_prefix("whsec_")
+            .unwrap_or(secret.trim());
+        let key = STANDARD
             .decode(encoded)
-            .map(Self)
-            .map_err(|_| "must be Clerk's signing secret, `whsec_` followed by base64".to_owned())
+            .map_err(|_| format!("{EXPECTED} (it is not base64)"))?;
+        if key.len() < MIN_SVIX_KEY_BYTES {
+            return Err(format!("{EXPECTED} (it holds {} bytes)", key.len()));
+        }
+        if crate::config::is_trivial(&key) {
+            return Err(format!("{EXPECTED} (its bytes are all alike)"));
+        }
+        Ok(Self(key))
     }
 
     /// `v1,<base64>` for `id.timestamp.body` (what Svix puts in `svix-signature`).
@@ -127,8 +147,28 @@ impl std::fmt::Debug for StripeSecret {
 }
 
 impl StripeSecret {
+    /// A secret as given, unchecked: for signing test events. The service takes its secret
+    /// through [`StripeSecret::parse`].
     pub fn new(secret: &str) -> Self {
         Self(secret.to_owned())
+    }
+
+    /// Stripe's endpoint secret: `whsec_` followed by at least [`MIN_STRIPE_SECRET_CHARS`]
+    /// printable characters that are not all alike; anything else (an empty one included)
+    /// is refused, since it would make the HMAC key guessable.
+    pub fn parse(secret: &str) -> Result<Self, String> {
+        let rest = secret
+            .strip_prefix("whsec_")
+            .ok_or_else(|| "must be Stripe's endpoint secret, starting with `whsec_`".to_owned())?;
+        if rest.len() < MIN_STRIPE_SECRET_CHARS
+            || !rest.bytes().all(|b| b.is_ascii_graphic())
+            || crate::config::is_trivial(rest.as_bytes())
+        {
+            return Err(format!(
+                "must be Stripe's endpoint secret: `whsec_` followed by at least {MIN_STRIPE_SECRET_CHARS} printable characters, not all alike"
+            ));
+        }
+        Ok(Self(secret.to_owned()))
     }
 
     /// `t=<ts>,v1=<hex>` for `body` (what Stripe puts in `Stripe-Signature`).
@@ -235,7 +275,7 @@ mod tests {
             secret.verify(&svix_headers("msg_1", now, &sig), b"{}", now - 301),
             Err(SignatureError::InTheFuture)
         );
-        let other = SvixSecret::parse("whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldA==").unwrap();
+        let other = SvixSecret::parse("whsec_dGhpcyBpcyB5ZXQgYW5vdGhlciBzZWNyZXQ=").unwrap();
         assert_eq!(
             other.verify(&svix_headers("msg_1", now, &sig), b"{}", now),
             Err(SignatureError::Mismatch)
@@ -252,6 +292,32 @@ mod tests {
         );
         unbranded.insert("webhook-signature", HeaderValue::from_str(&sig).unwrap());
         assert_eq!(secret.verify(&unbranded, b"{}", now), Ok("msg_1"));
+    }
+
+    #[test]
+    fn blank_short_or_trivial_secrets_are_refused() {
+        for bad in [
+            "",
+            "whsec_",
+            "whsec_ ",
+            "whsec_c2hvcnQ=",
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "whsec_not base64!",
+        ] {
+            assert!(SvixSecret::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(SvixSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        for bad in [
+            "",
+            "whsec_",
+            "whsec_short",
+            "whsec_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "whsec_has a space in the middle of it",
+            "sk_test_0123456789abcdefghijklmnop",
+        ] {
+            assert!(StripeSecret::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(StripeSecret::parse("whsec_test_stripe_endpoint_secret").is_ok());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! status.
 //!
 //! Events (`Stripe-Signature`, `STRIPE_WEBHOOK_SECRET`):
-//! - `checkout.session.completed` links the Stripe customer to the tenant named by
-//!   `client_reference_id` (the slug) or `metadata.tenant`;
+//! - `checkout.session.completed` links the Stripe customer to the tenant whose **id** is
+//!   `client_reference_id` (or `metadata.tenant_id`); a tenant already linked to another
+//!   customer is not relinked (`refused`, audited);
 //! - `customer.subscription.created|updated` upserts `subscriptions`; the price maps to a
 //!   tier and billing cycle (`CAPLIQUIFY_STRIPE_PRICES`), and the tenant's tier, limits,
 //!   features and status follow;
@@ -17,6 +18,12 @@
 //! period (every subscription event carries the whole subscription, so the newest alone
 //! decides). `tenants.stripe_event_at` is the newest event that set the tenant's billing
 //! status, from subscription and invoice events alike. An event older than both is `stale`.
+//!
+//! Binding: billing finds its tenant by id, never by slug (slugs change and are reused after
+//! a purge). Once a customer is linked, the link is the authority: a subscription or invoice
+//! event goes to the customer's tenant, and one whose `metadata.tenant_id` names another
+//! tenant is `refused` (200, audited, nothing else changes). The legacy `metadata.tenant` /
+//! slug `client_reference_id` is not followed.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -187,13 +194,57 @@ struct TenantRow {
 
 const TENANT_ROW: &str = "SELECT id, slug::text, stripe_event_at FROM public.tenants";
 
-async fn tenant_by_slug(conn: &mut PgConnection, slug: &str) -> sqlx::Result<Option<TenantRow>> {
+async fn tenant_by_id(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<TenantRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{TENANT_ROW} WHERE slug = $1 FOR UPDATE"
+        "{TENANT_ROW} WHERE id = $1 FOR UPDATE"
     )))
-    .bind(slug)
+    .bind(id)
     .fetch_optional(conn)
     .await
+}
+
+/// The Stripe customer the tenant is linked to, if any (its row is locked already).
+async fn linked_customer(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT stripe_customer_id FROM public.tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(conn)
+        .await
+}
+
+/// The tenant id an object's metadata names (`metadata.tenant_id`): `Ok(None)` when absent,
+/// `Err` with a note when present but not a UUID.
+fn metadata_tenant_id(
+    metadata: &std::collections::HashMap<String, String>,
+) -> Result<Option<Uuid>, String> {
+    match metadata.get("tenant_id") {
+        None => Ok(None),
+        Some(raw) => Uuid::parse_str(raw)
+            .map(Some)
+            .map_err(|_| format!("metadata.tenant_id {raw:?} is not a tenant id")),
+    }
+}
+
+/// Records, in the event's transaction, that billing was refused for `tenant`, and why.
+async fn refuse(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    tenant: &TenantRow,
+    resource: &str,
+    reason: String,
+    metadata: Value,
+) -> anyhow::Result<(Outcome, Option<String>)> {
+    let mut metadata = metadata;
+    if let Value::Object(map) = &mut metadata {
+        map.insert("reason".into(), json!(reason));
+    }
+    audit::record(
+        conn,
+        actor,
+        entry(tenant, "billing.event_refused", resource, metadata),
+    )
+    .await?;
+    tracing::warn!(tenant = %tenant.slug, %reason, "stripe event refused");
+    Ok((Outcome::Refused, Some(reason)))
 }
 
 async fn tenant_by_customer(
@@ -267,25 +318,70 @@ async fn link_customer(
     session: &CheckoutSession,
     actor: &Actor,
 ) -> anyhow::Result<(Outcome, Option<String>)> {
-    let Some(slug) = session
-        .client_reference_id
-        .clone()
-        .or_else(|| session.metadata.get("tenant").cloned())
-    else {
-        return Ok((
-            Outcome::Ignored,
-            Some("no client_reference_id or metadata.tenant".into()),
-        ));
+    let from_reference = match session.client_reference_id.as_deref() {
+        None => None,
+        Some(raw) => match Uuid::parse_str(raw) {
+            Ok(id) => Some(id),
+            // A slug (the old form) is not followed: it may now name another tenant.
+            Err(_) => {
+                return Ok((
+                    Outcome::Ignored,
+                    Some(format!("client_reference_id {raw:?} is not a tenant id")),
+                ));
+            }
+        },
+    };
+    let from_metadata = match metadata_tenant_id(&session.metadata) {
+        Ok(id) => id,
+        Err(note) => return Ok((Outcome::Ignored, Some(note))),
+    };
+    let tenant_id = match (from_reference, from_metadata) {
+        (Some(a), Some(b)) if a != b => {
+            return Ok((
+                Outcome::Ignored,
+                Some("client_reference_id and metadata.tenant_id name different tenants".into()),
+            ));
+        }
+        (Some(id), _) | (None, Some(id)) => id,
+        (None, None) => {
+            return Ok((
+                Outcome::Ignored,
+                Some("no client_reference_id or metadata.tenant_id".into()),
+            ));
+        }
     };
     let Some(customer) = &session.customer else {
         return Ok((Outcome::Ignored, Some("the session has no customer".into())));
     };
-    let Some(tenant) = tenant_by_slug(conn, &slug).await? else {
+    let Some(tenant) = tenant_by_id(conn, tenant_id).await? else {
         return Ok((
             Outcome::Ignored,
-            Some(format!("no tenant with slug {slug:?}")),
+            Some(format!("no tenant with id {tenant_id}")),
         ));
     };
+    let linked = linked_customer(conn, tenant.id).await?;
+    match linked.as_deref() {
+        Some(current) if current == customer => {
+            return Ok((
+                Outcome::Ignored,
+                Some("the customer is already linked".into()),
+            ));
+        }
+        Some(current) => {
+            let reason = format!(
+                "the tenant is linked to customer {current}; a checkout does not relink it to {customer}"
+            );
+            let metadata = json!({ "customer": customer, "linked_customer": current });
+            return refuse(conn, actor, &tenant, customer, reason, metadata).await;
+        }
+        None => {}
+    }
+    if tenant_by_customer(conn, customer).await?.is_some() {
+        // Not naming the holder: this row is in the asking tenant's trail.
+        let reason = format!("customer {customer} is linked to another tenant");
+        let metadata = json!({ "customer": customer });
+        return refuse(conn, actor, &tenant, customer, reason, metadata).await;
+    }
     sqlx::query("UPDATE public.tenants SET stripe_customer_id = $2 WHERE id = $1")
         .bind(tenant.id)
         .bind(customer)
@@ -305,6 +401,51 @@ async fn link_customer(
     Ok((Outcome::Applied, None))
 }
 
+/// The tenant a subscription event is for: the customer's link when there is one (and
+/// `metadata.tenant_id`, if given, must agree with it); before any link, the tenant
+/// `metadata.tenant_id` names, if it is linked to no other customer.
+enum Billed {
+    Tenant(TenantRow),
+    Refused(TenantRow, String),
+    Ignored(String),
+}
+
+async fn billed_tenant(
+    conn: &mut PgConnection,
+    customer: &str,
+    metadata: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<Option<Billed>> {
+    let named = match metadata_tenant_id(metadata) {
+        Ok(id) => id,
+        Err(note) => return Ok(Some(Billed::Ignored(note))),
+    };
+    if let Some(tenant) = tenant_by_customer(conn, customer).await? {
+        return Ok(Some(match named {
+            Some(id) if id != tenant.id => Billed::Refused(
+                tenant,
+                format!(
+                    "metadata.tenant_id {id} is not the tenant customer {customer} is linked to"
+                ),
+            ),
+            _ => Billed::Tenant(tenant),
+        }));
+    }
+    let Some(id) = named else {
+        return Ok(None);
+    };
+    let Some(tenant) = tenant_by_id(conn, id).await? else {
+        return Ok(Some(Billed::Ignored(format!("no tenant with id {id}"))));
+    };
+    let linked = linked_customer(conn, tenant.id).await?;
+    Ok(Some(match linked {
+        Some(other) => Billed::Refused(
+            tenant,
+            format!("the tenant is linked to customer {other}, not {customer}"),
+        ),
+        None => Billed::Tenant(tenant),
+    }))
+}
+
 fn ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
     secs.and_then(|s| DateTime::from_timestamp(s, 0))
 }
@@ -317,16 +458,20 @@ async fn upsert_subscription(
     prices: &PriceCatalog,
     actor: &Actor,
 ) -> anyhow::Result<(Outcome, Option<String>)> {
-    let tenant = match sub.metadata.get("tenant") {
-        Some(slug) => tenant_by_slug(conn, slug).await?,
-        None => tenant_by_customer(conn, &sub.customer).await?,
-    };
-    let Some(tenant) = tenant else {
-        // checkout.session.completed may not have arrived yet: fail so Stripe retries.
-        anyhow::bail!(
-            "no tenant for customer {} (no checkout linked it yet)",
-            sub.customer
-        );
+    let tenant = match billed_tenant(conn, &sub.customer, &sub.metadata).await? {
+        Some(Billed::Tenant(tenant)) => tenant,
+        Some(Billed::Refused(tenant, reason)) => {
+            let metadata = json!({ "customer": sub.customer, "subscription": sub.id });
+            return refuse(conn, actor, &tenant, &sub.id, reason, metadata).await;
+        }
+        Some(Billed::Ignored(note)) => return Ok((Outcome::Ignored, Some(note))),
+        None => {
+            // checkout.session.completed may not have arrived yet: fail so Stripe retries.
+            anyhow::bail!(
+                "no tenant for customer {} (no checkout linked it yet)",
+                sub.customer
+            );
+        }
     };
     let held: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
         "SELECT stripe_event_at FROM public.subscriptions WHERE tenant_id = $1 FOR UPDATE",

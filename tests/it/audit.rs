@@ -2,11 +2,17 @@
 //! by tenant admins through the API and by operators through `capliquify audit`.
 
 use crate::common::TestDb;
+
 use crate::common::api::TestApp;
+
 use capliquify::access::Role;
+
 use capliquify::audit::Actor;
+
 use capliquify::billing::Tier;
+
 use reqwest::StatusCode;
+
 use serde_json::json;
 
 #[tokio::test]
@@ -250,9 +256,17 @@ async fn tenant_acts_name_tenants_by_slug_never_by_uuid() {
     tenancy.reactivate("by-slug", &actor).await.unwrap();
     let folder = tempfile::tempdir().unwrap();
     let file = folder.path().join("by-slug.capliquify-backup");
-    capliquify::tenancy::backup::backup(&db.pool, "by-slug", Some(&file), false, &actor, &|_| {})
-        .await
-        .unwrap();
+    capliquify::tenancy::backup::backup(
+        &db.pool,
+        "by-slug",
+        Some(&file),
+        false,
+        None,
+        &actor,
+        &|_| {},
+    )
+    .await
+    .unwrap();
     capliquify::tenancy::backup::clone_tenant(
         &db.pool,
         "by-slug",
@@ -288,4 +302,62 @@ async fn tenant_acts_name_tenants_by_slug_never_by_uuid() {
         .scalar_i64("SELECT count(*) FROM audit_logs WHERE resource_type = 'tenant'")
         .await;
     assert_eq!(acts, 7, "each act was audited");
+}
+
+/// A clone's trail records its source for operators; the clone's own admins must not learn
+/// the source tenant's id, slug or row counts through the API.
+#[tokio::test]
+async fn a_clones_audit_trail_shows_nothing_of_its_source_tenant() {
+    let app = TestApp::spawn().await;
+    let src = app.tenant("clone-source", Tier::Professional).await;
+    capliquify::tenancy::backup::clone_tenant(
+        &app.db.pool,
+        "clone-source",
+        "clone-copy",
+        None,
+        Some("org_clone_copy".into()),
+        &Actor::operator(),
+        &|_| {},
+    )
+    .await
+    .expect("the tenant is cloned");
+    let copy = capliquify::tenancy::registry::find(&app.db.pool, "clone-copy")
+        .await
+        .unwrap();
+    let copy = crate::common::api::TestTenant {
+        org: copy.clerk_organization_id.clone(),
+        tenant: copy,
+    };
+    sqlx::query(
+        "INSERT INTO public.users (clerk_user_id, email, tenant_id, role) VALUES ($1, 'a@copy.test', $2, 'admin')",
+    )
+    .bind(copy.user(Role::Admin))
+    .bind(copy.tenant.id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    // The operators' trail has the source.
+    let metadata: serde_json::Value = sqlx::query_scalar(
+        "SELECT metadata FROM public.audit_logs WHERE tenant_id = $1 AND action = 'tenant.cloned'",
+    )
+    .bind(copy.tenant.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(metadata["source_tenant_id"], src.tenant.id.to_string());
+
+    let page = app
+        .get(&app.token_for(&copy, Role::Admin), "/api/v1/audit-logs")
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("tenant.cloned"), "{}", page.text);
+    for leak in [
+        src.tenant.id.to_string(),
+        src.tenant.id.simple().to_string(),
+        "clone-source".to_owned(),
+        "\"rows\"".to_owned(),
+        copy.tenant.id.to_string(),
+    ] {
+        assert!(!page.text.contains(&leak), "{leak} in {}", page.text);
+    }
 }

@@ -9,7 +9,7 @@ use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::tenancy::Tenant;
 use capliquify::tenancy::backup::{
-    self, BackupError, BackupReport, RestoreMode, RestoreReport, archive,
+    self, BackupError, BackupKey, BackupReport, RestoreMode, RestoreReport, Trust, archive,
 };
 use capliquify::tenancy::migrate;
 
@@ -24,6 +24,13 @@ const TABLES: &[&str] = &[
     "api_credentials",
     "user_preferences",
 ];
+
+/// The operators' archive key of these tests (CAPLIQUIFY_BACKUP_KEY).
+const BACKUP_KEY: &str = "test-backup-key-0123456789abcdef-XYZ";
+
+fn key() -> BackupKey {
+    BackupKey::parse(BACKUP_KEY).unwrap()
+}
 
 fn actor() -> Actor {
     Actor::operator()
@@ -93,9 +100,17 @@ async fn fingerprint(db: &TestDb, schema: &str) -> Vec<(String, i64, String)> {
 
 async fn take_backup(db: &TestDb, slug: &str, dir: &Path, with_audit: bool) -> BackupReport {
     let file = dir.join(format!("{slug}.{}", backup::EXTENSION));
-    backup::backup(&db.pool, slug, Some(&file), with_audit, &actor(), &|_| {})
-        .await
-        .expect("backup succeeds")
+    backup::backup(
+        &db.pool,
+        slug,
+        Some(&file),
+        with_audit,
+        Some(&key()),
+        &actor(),
+        &|_| {},
+    )
+    .await
+    .expect("backup succeeds")
 }
 
 async fn restore(
@@ -103,7 +118,7 @@ async fn restore(
     file: &Path,
     mode: RestoreMode,
 ) -> Result<RestoreReport, BackupError> {
-    backup::restore(&db.pool, file, mode, &actor(), &|_| {}).await
+    backup::restore(&db.pool, file, mode, Trust::key(&key()), &actor(), &|_| {}).await
 }
 
 async fn temp_schemas(db: &TestDb) -> i64 {
@@ -372,7 +387,16 @@ async fn a_replace_killed_midway_leaves_the_old_data_and_no_temporary_schema() {
     let pool = db.pool.clone();
     let file = report.file.clone();
     let running = tokio::spawn(async move {
-        backup::restore(&pool, &file, RestoreMode::Replace, &actor(), &|_| {}).await
+        let key = key();
+        backup::restore(
+            &pool,
+            &file,
+            RestoreMode::Replace,
+            Trust::key(&key),
+            &actor(),
+            &|_| {},
+        )
+        .await
     });
     assert!(
         crate::common::kill_backend_running(&db, "SELECT public.migrate_tenant_schema($1)").await,
@@ -536,6 +560,7 @@ async fn an_existing_target_slug_or_unknown_source_is_refused_and_changes_nothin
         "nobody-here",
         Some(&missing),
         false,
+        None,
         &actor(),
         &|_| {},
     )
@@ -565,9 +590,17 @@ async fn an_existing_target_slug_or_unknown_source_is_refused_and_changes_nothin
     .unwrap_err();
     assert!(err.to_string().contains("nobody-here"), "{err}");
     // An existing output file is never overwritten.
-    let err = backup::backup(&db.pool, "alpha", Some(&file), false, &actor(), &|_| {})
-        .await
-        .unwrap_err();
+    let err = backup::backup(
+        &db.pool,
+        "alpha",
+        Some(&file),
+        false,
+        None,
+        &actor(),
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BackupError::OutputExists(_)), "{err}");
     assert_eq!(everything(&db).await, state);
 }
@@ -637,8 +670,9 @@ async fn corrupted_truncated_and_foreign_files_are_refused_and_change_nothing() 
         (empty, "not a capliquify tenant backup"),
         (foreign, "not a capliquify tenant backup"),
         (
+            // The checksums match the edited manifest, but its signature does not.
             manifest_edited.expect("manifest has a 10-row part"),
-            "the manifest says 19 rows",
+            "its manifest was altered",
         ),
     ];
     for (path, expected) in &cases {
@@ -710,6 +744,7 @@ fn capliquify(db: &TestDb, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_capliquify"))
         .args(args)
         .env("DATABASE_URL", &db.url)
+        .env("CAPLIQUIFY_BACKUP_KEY", BACKUP_KEY)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run capliquify")
@@ -825,7 +860,16 @@ async fn a_backup_whose_connection_drops_midway_leaves_no_file() {
     .unwrap();
     let (pool, target) = (db.pool.clone(), file.clone());
     let running = tokio::spawn(async move {
-        backup::backup(&pool, "dropped", Some(&target), false, &actor(), &|_| {}).await
+        backup::backup(
+            &pool,
+            "dropped",
+            Some(&target),
+            false,
+            None,
+            &actor(),
+            &|_| {},
+        )
+        .await
     });
     assert!(
         crate::common::kill_backend_running(&db, "%COPY%sales%").await,
@@ -900,4 +944,131 @@ async fn replace_refuses_a_tenant_being_moved() {
     assert!(err.contains("is being moved"), "{err}");
     assert_eq!(everything(&db).await, state);
     assert_eq!(temp_schemas(&db).await, 0);
+}
+
+/// Archives are signed with the operators' key: an unsigned one, one signed with another
+/// key, or a signed one without the key to check it is refused (nothing changes) unless the
+/// operator says --insecure-unsigned; and no entry is read into memory past its cap.
+#[tokio::test]
+async fn unsigned_or_mis_signed_archives_are_refused_unless_insecure() {
+    let db = TestDb::new().await;
+    let t = db.tenant("signed-co", Tier::Starter).await;
+    seed(&db, &t.schema_name, 4).await;
+    let dir = folder();
+    let unsigned = dir.path().join("unsigned.capliquify-backup");
+    backup::backup(
+        &db.pool,
+        "signed-co",
+        Some(&unsigned),
+        false,
+        None,
+        &actor(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let other_key = BackupKey::parse("another-operators-key-0123456789-abc").unwrap();
+    let foreign = dir.path().join("foreign-key.capliquify-backup");
+    backup::backup(
+        &db.pool,
+        "signed-co",
+        Some(&foreign),
+        false,
+        Some(&other_key),
+        &actor(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let signed = take_backup(&db, "signed-co", dir.path(), false).await.file;
+    let state = everything(&db).await;
+    let key = key();
+    for (file, trust, expected) in [
+        (&unsigned, Trust::key(&key), "is not signed"),
+        (
+            &foreign,
+            Trust::key(&key),
+            "is not signed with this CAPLIQUIFY_BACKUP_KEY",
+        ),
+        (
+            &signed,
+            Trust::default(),
+            "CAPLIQUIFY_BACKUP_KEY is not set",
+        ),
+    ] {
+        let err = backup::restore(
+            &db.pool,
+            file,
+            RestoreMode::Replace,
+            trust,
+            &actor(),
+            &|_| {},
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(expected) && err.contains("--insecure-unsigned"),
+            "{}: {err}",
+            file.display()
+        );
+    }
+    assert_eq!(
+        everything(&db).await,
+        state,
+        "a refused archive changes nothing"
+    );
+
+    // The command line: refused without the flag, restored with it.
+    let shown = unsigned.to_string_lossy().into_owned();
+    let out = capliquify(&db, &["tenant", "restore", &shown, "--replace"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not signed"));
+    assert_ok(&capliquify(
+        &db,
+        &[
+            "tenant",
+            "restore",
+            &shown,
+            "--replace",
+            "--insecure-unsigned",
+        ],
+    ));
+    // And a signed one with the key, as operators run it.
+    assert_ok(&capliquify(
+        &db,
+        &["tenant", "restore", &signed.to_string_lossy(), "--replace"],
+    ));
+}
+
+#[tokio::test]
+async fn an_archive_entry_larger_than_its_cap_is_refused_before_it_is_read() {
+    let dir = folder();
+    let file = dir.path().join("huge.capliquify-backup");
+    {
+        let mut builder = tar::Builder::new(std::fs::File::create(&file).unwrap());
+        let mut marker = tar::Header::new_ustar();
+        marker.set_size(0);
+        marker.set_cksum();
+        builder
+            .append_data(
+                &mut marker,
+                format!("{}1", archive::MARKER_PREFIX),
+                &b""[..],
+            )
+            .unwrap();
+        let huge = vec![b' '; 17 << 20];
+        let mut header = tar::Header::new_ustar();
+        header.set_size(huge.len() as u64);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, archive::MANIFEST, &huge[..])
+            .unwrap();
+        builder.finish().unwrap();
+    }
+    let err = archive::scan(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("more than the 16777216 this build reads into memory"),
+        "{err}"
+    );
 }

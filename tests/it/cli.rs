@@ -4,7 +4,9 @@
 use std::process::{Command, Output};
 
 use crate::common::TestDb;
+
 use capliquify::billing::Tier;
+use sqlx::Connection as _;
 
 fn capliquify(db: Option<&TestDb>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capliquify"));
@@ -333,6 +335,7 @@ fn without_database_url_the_embedded_cluster_is_started_and_stopped_again() {
     assert_ok(&out);
     assert!(stdout(&out).contains("0 tenant(s)"), "{}", stdout(&out));
     assert!(root.join("pg").join("PG_VERSION").exists());
+    assert_private_cluster(&root);
     let out = capliquify(None, &["--data-dir", root_arg, "db", "status"]);
     assert_ok(&out);
     assert!(
@@ -497,4 +500,161 @@ async fn repair_says_what_it_did_in_words_and_json_on_request() {
     assert_ok(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["repair"]["action"], "healthy");
+}
+
+/// Runs `capliquify serve` with `env`, expecting it to refuse to start: it must exit (within
+/// 20 s, before opening any database) with a message naming `named`.
+fn serve_refuses(args: &[&str], env: &[(&str, &str)], named: &str) {
+    use std::time::{Duration, Instant};
+    let data_dir = std::env::temp_dir().join(format!("capliquify-refuse-{}", uuid::Uuid::new_v4()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capliquify"));
+    cmd.arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("CLERK_JWKS_URL")
+        .env_remove("CLERK_ISSUER")
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env_remove("CLERK_WEBHOOK_SIGNING_SECRET")
+        .env_remove("CAPLIQUIFY_ADMIN_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run capliquify serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("poll serve").is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            let _ = child.wait();
+            let _ = capliquify(
+                None,
+                &["--data-dir", &data_dir.to_string_lossy(), "db", "stop"],
+            );
+            let _ = std::fs::remove_dir_all(&data_dir);
+            panic!("serve {args:?} with {env:?} started instead of refusing ({named})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("serve's output");
+    assert!(!out.status.success(), "serve {args:?} exited 0");
+    assert!(
+        stderr(&out).contains(named),
+        "{named} not named: {}",
+        stderr(&out)
+    );
+    assert!(
+        !data_dir.exists(),
+        "serve started the embedded cluster before refusing"
+    );
+}
+
+#[test]
+fn serve_refuses_blank_or_weak_secrets_naming_the_variable() {
+    // A blank webhook secret used to mean "verify with an empty HMAC key".
+    let local = ["--listen", "127.0.0.1:0"];
+    for (name, value) in [
+        ("STRIPE_WEBHOOK_SECRET", ""),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_"),
+        ("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_"),
+        ("CAPLIQUIFY_ADMIN_TOKEN", ""),
+        ("CAPLIQUIFY_CURSOR_SECRET", ""),
+        ("ENCRYPTION_KEY", ""),
+    ] {
+        serve_refuses(&local, &[(name, value)], name);
+    }
+}
+
+#[test]
+fn serve_without_clerk_trusts_the_demo_key_only_as_the_loopback_demo() {
+    serve_refuses(
+        &["--no-demo", "--listen", "127.0.0.1:0"],
+        &[],
+        "CLERK_JWKS_URL",
+    );
+    serve_refuses(&["--listen", "0.0.0.0:0"], &[], "CLERK_JWKS_URL");
+}
+
+/// The embedded cluster under `root` can be reached only through its socket folder (mode
+/// 0700), by password (its file mode 0600), with no `trust` rule and no TCP listener.
+#[track_caller]
+fn assert_private_cluster(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&root.join("sock")), 0o700, "the socket folder");
+    assert_eq!(
+        mode(&root.join("superuser.password")),
+        0o600,
+        "the password file"
+    );
+    let conf = std::fs::read_to_string(root.join("pg").join("capliquify.conf")).unwrap();
+    assert!(conf.contains("listen_addresses = ''"), "{conf}");
+    let hba = std::fs::read_to_string(root.join("pg").join("pg_hba.conf")).unwrap();
+    let rules: Vec<&str> = hba
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .collect();
+    assert_eq!(rules, ["local all all scram-sha-256"], "{hba}");
+}
+
+#[tokio::test]
+async fn the_tests_cluster_admits_only_passwords_on_a_private_socket() {
+    let db = TestDb::new().await;
+    assert_private_cluster(&crate::common::test_cluster_root());
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(listen, "", "the cluster listens on TCP");
+    let trusting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method IN ('trust', 'peer', 'ident') OR type <> 'local'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(trusting, 0);
+    // The right socket without the password: refused, even for the superuser.
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_password(None).unwrap();
+    let err = sqlx::PgConnection::connect(url.as_str())
+        .await
+        .expect_err("a connection without the password is refused");
+    assert!(err.to_string().contains("password"), "{err}");
+}
+
+#[tokio::test]
+async fn a_password_in_the_database_url_never_reaches_the_error_message() {
+    // The tests' server refuses these wrong passwords at once (no retrying until a timeout).
+    let db = TestDb::new().await;
+    let mut in_query = url::Url::parse(&db.url).unwrap();
+    in_query.set_password(None).unwrap();
+    in_query
+        .query_pairs_mut()
+        .append_pair("password", "hunter2-query");
+    let mut in_userinfo = url::Url::parse(&db.url).unwrap();
+    in_userinfo.set_password(Some("hunter2-userinfo")).unwrap();
+    for url in [in_query, in_userinfo] {
+        let out = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+            .args(["tenant", "list"])
+            .env("DATABASE_URL", url.as_str())
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("run capliquify");
+        assert!(!out.status.success());
+        let (stdout, stderr) = (stdout(&out), stderr(&out));
+        assert!(stderr.contains("cannot connect"), "{stderr}");
+        assert!(
+            !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+            "the password was printed: {stderr}"
+        );
+    }
 }

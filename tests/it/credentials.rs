@@ -43,12 +43,17 @@ async fn credentials_are_sealed_never_returned_and_every_act_is_audited() {
         !created.to_string().contains("TOP_SECRET") && !created.to_string().contains("TOKEN"),
         "{created}"
     );
-    assert!(
-        created["fingerprint"]
-            .as_str()
-            .unwrap()
-            .starts_with("sha256:")
-    );
+    // Keyed: not the unsalted SHA-256 of the plaintext, which a guess could be checked
+    // against offline.
+    let fp = created["fingerprint"].as_str().unwrap();
+    assert!(fp.starts_with("hmac:"), "{fp}");
+    let plaintext = serde_json::to_vec(&json!({ "api_key": SECRET, "tenant": "xero-1" })).unwrap();
+    let unsalted: String = <sha2::Sha256 as sha2::Digest>::digest(&plaintext)
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(!fp.contains(&unsalted), "{fp} is the unsalted SHA-256");
     assert_eq!(created["has_oauth_tokens"], true);
     assert_eq!(created["key_id"], "k1");
     let id = created["id"].as_str().unwrap().to_owned();

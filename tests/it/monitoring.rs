@@ -82,7 +82,7 @@ async fn slow_queries_are_attributed_to_the_tenant_that_ran_them() {
 
     // The guide's attribution by query text finds none of it: our SQL never names a schema.
     let by_text: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM public.pg_stat_statements
+        "SELECT count(*) FROM capliquify_stats.pg_stat_statements
           WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND query LIKE '%' || $1 || '%'",
     )

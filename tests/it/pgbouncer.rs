@@ -192,7 +192,13 @@ impl PgBouncer {
     fn start(db: &TestDb, server_pool_size: u32) -> Self {
         let (bin, version) = pgbouncer_bin().clone();
         let server = url::Url::parse(&db.url).expect("test database URL parses");
-        let host = server.host_str().unwrap_or("127.0.0.1").to_owned();
+        // The embedded cluster's socket folder comes as `?host=/…`.
+        let host = server
+            .query_pairs()
+            .find(|(k, _)| k == "host")
+            .map(|(_, v)| v.into_owned())
+            .or_else(|| server.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
         let server_port = server.port().unwrap_or(5432);
         let user = match server.username() {
             "" => "postgres".to_owned(),
@@ -241,7 +247,8 @@ impl PgBouncer {
         std::fs::write(dir.join("pgbouncer.ini"), conf).expect("write pgbouncer.ini");
         std::fs::write(
             dir.join("userlist.txt"),
-            format!("\"{user}\" \"{password}\"\n\"{APP_ROLE}\" \"\"\n"),
+            // The API's login role has the test URL's password too (TestDb::app_url).
+            format!("\"{user}\" \"{password}\"\n\"{APP_ROLE}\" \"{password}\"\n"),
         )
         .expect("write userlist.txt");
 
@@ -310,6 +317,8 @@ impl PgBouncer {
         url.set_host(Some("127.0.0.1")).unwrap();
         url.set_port(Some(self.port)).unwrap();
         url.set_password(None).unwrap();
+        // The server's socket folder would take precedence over PgBouncer's address.
+        url.set_query(None);
         url.to_string()
     }
 

@@ -99,6 +99,19 @@ async fn hostile_sql_in_a_tenant_transaction_is_refused_by_the_database() {
         "CREATE TABLE evil (x int)".into(),
         "CREATE FUNCTION public.evil() RETURNS int LANGUAGE sql AS 'SELECT 1'".into(),
         "DELETE FROM schema_migrations".into(),
+        // Statistics: every role's statements, every tenant's tables and row counts.
+        "SELECT count(*) FROM capliquify_stats.pg_stat_statements".into(),
+        "SELECT count(*) FROM capliquify_stats.pg_stat_statements(true)".into(),
+        "SELECT relname, n_live_tup FROM pg_stat_user_tables".into(),
+        "SELECT relname FROM pg_stat_all_tables".into(),
+        "SELECT relname FROM pg_statio_user_tables".into(),
+        "SELECT relname FROM pg_stat_xact_user_tables".into(),
+        "SELECT indexrelname FROM pg_stat_user_indexes".into(),
+        format!(
+            "SELECT pg_stat_get_live_tuples(c.oid) FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = '{b_schema}' AND c.relname = 'companies'"
+        ),
         // The provisioning functions.
         "SELECT public.create_tenant_schema(gen_random_uuid())".into(),
         format!("SELECT public.delete_tenant_schema('{b_id}')"),
@@ -118,6 +131,18 @@ async fn hostile_sql_in_a_tenant_transaction_is_refused_by_the_database() {
         allowed.is_empty(),
         "expected permission errors (42501), got:\n{}",
         allowed.join("\n")
+    );
+    // Nothing of the extension is left in `public` for a tenant to call.
+    assert_eq!(
+        sqlstate(
+            &f.app,
+            &f.a,
+            "SELECT count(*) FROM public.pg_stat_statements(true)"
+        )
+        .await
+        .as_deref(),
+        Some("42883"),
+        "public.pg_stat_statements(boolean) must not exist"
     );
 
     // B's data is untouched, and the tenant's own work still runs as its role.
@@ -445,8 +470,13 @@ async fn a_non_superuser_owner_migrates_and_runs_the_operators_tenant_commands()
     let db = TestDb::empty().await;
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
     let (owner, login) = (format!("cq_owner_{suffix}"), format!("cq_svc_{suffix}"));
+    // The test URL's password (the embedded cluster's), so the role can log in there too.
+    let password = url::Url::parse(&db.url)
+        .ok()
+        .and_then(|u| u.password().map(|p| format!(" PASSWORD '{p}'")))
+        .unwrap_or_default();
     db.exec(&format!(
-        "CREATE ROLE {owner} LOGIN CREATEROLE; ALTER DATABASE \"{}\" OWNER TO {owner}",
+        "CREATE ROLE {owner} LOGIN CREATEROLE{password}; ALTER DATABASE \"{}\" OWNER TO {owner}",
         db.name
     ))
     .await;
@@ -464,7 +494,10 @@ async fn a_non_superuser_owner_migrates_and_runs_the_operators_tenant_commands()
         .await
         .expect("a CREATEROLE owner runs every migration");
     let actor = capliquify::audit::Actor::operator();
-    capliquify::db::roles::init(&owner_pool, &login, None, &actor)
+    let login_password = url::Url::parse(&db.url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned));
+    capliquify::db::roles::init(&owner_pool, &login, login_password.as_deref(), &actor)
         .await
         .expect("the owner creates the service's login role");
     let tenancy = capliquify::tenancy::Tenancy::new(owner_pool.clone(), 30);

@@ -2,9 +2,13 @@
 //! ordering, shuffled delivery, bad signatures, and the lifecycle job.
 
 use crate::common::api::{CLERK_SECRET, STRIPE_SECRET, TestApp};
+
 use capliquify::access::Role;
+
 use capliquify::webhooks::signature::{StripeSecret, SvixSecret};
+
 use reqwest::StatusCode;
+
 use serde_json::{Value, json};
 
 fn now() -> i64 {
@@ -499,7 +503,7 @@ async fn bad_deliveries_are_400_and_store_nothing() {
         "m1",
         &event,
         now(),
-        "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldA==",
+        "whsec_dGhpcyBpcyB5ZXQgYW5vdGhlciBzZWNyZXQ=",
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -657,7 +661,7 @@ fn subscription(
                 "items": { "data": [{ "price": { "id": price, "unit_amount": 9900, "currency": "usd", "recurring": { "interval": "month" } } }] } } } })
 }
 
-/// Links `customer` to `slug` and starts a subscription at `created`.
+/// Links `customer` to the tenant `slug` and starts a subscription at `created`.
 async fn subscribe(
     app: &TestApp,
     slug: &str,
@@ -666,8 +670,8 @@ async fn subscribe(
     status: &str,
     created: i64,
 ) {
-    let checkout = json!({ "id": format!("evt_co_{customer}"), "type": "checkout.session.completed", "created": created - 1,
-        "data": { "object": { "client_reference_id": slug, "customer": customer, "subscription": format!("sub_{customer}") } } });
+    let id = tenant_id(app, slug).await.to_string();
+    let checkout = checkout(&format!("evt_co_{customer}"), &id, customer, created - 1);
     assert_eq!(stripe(app, &checkout).await.1["outcome"], "applied");
     let ev = subscription(
         "customer.subscription.created",
@@ -817,11 +821,11 @@ async fn shuffled_and_duplicated_events_end_in_the_same_state_as_in_order() {
     let mut expected = Vec::new();
     for i in 0..25 {
         let slug = format!("shuffle-{i:02}");
-        app.tenant(&slug, capliquify::billing::Tier::Starter).await;
+        let t = app.tenant(&slug, capliquify::billing::Tier::Starter).await;
         let customer = format!("cus_{i}");
         let sub = format!("sub_{i}");
         events.push(json!({ "id": format!("evt_{i}_0"), "type": "checkout.session.completed", "created": 1_000,
-            "data": { "object": { "client_reference_id": slug, "customer": customer } } }));
+            "data": { "object": { "client_reference_id": t.tenant.id.to_string(), "customer": customer } } }));
         events.push(subscription(
             "customer.subscription.created",
             &format!("evt_{i}_1"),
@@ -1241,5 +1245,196 @@ async fn a_lift_delivered_before_the_suspension_wins_and_an_operator_can_take_a_
     assert_eq!(
         status_and_source(&app, &t.org).await,
         ("active".to_owned(), None)
+    );
+}
+
+/// The id of the tenant with `slug` (what checkouts carry as `client_reference_id`).
+async fn tenant_id(app: &TestApp, slug: &str) -> uuid::Uuid {
+    sqlx::query_scalar("SELECT id FROM public.tenants WHERE slug = $1")
+        .bind(slug)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+fn checkout(event_id: &str, reference: &str, customer: &str, created: i64) -> Value {
+    json!({ "id": event_id, "type": "checkout.session.completed", "created": created,
+        "data": { "object": { "client_reference_id": reference, "customer": customer,
+                              "subscription": format!("sub_{customer}") } } })
+}
+
+/// The outcome and note recorded for a Stripe event.
+async fn recorded(app: &TestApp, event_id: &str) -> (String, Option<String>) {
+    sqlx::query_as("SELECT outcome::text, error FROM public.webhook_events WHERE provider = 'stripe' AND event_id = $1")
+        .bind(event_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn customer_of(app: &TestApp, id: uuid::Uuid) -> Option<String> {
+    sqlx::query_scalar("SELECT stripe_customer_id FROM public.tenants WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn billing_follows_the_tenant_id_never_a_renamed_or_reused_slug() {
+    let app = TestApp::spawn().await;
+    let a = app
+        .tenant("billed-a", capliquify::billing::Tier::Starter)
+        .await;
+    let b = app
+        .tenant("billed-b", capliquify::billing::Tier::Starter)
+        .await;
+
+    // A slug as client_reference_id is not followed (it could name another tenant by now).
+    let (status, body) = stripe(&app, &checkout("evt_slug", "billed-a", "cus_slug", now())).await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("ignored")),
+        "{body}"
+    );
+    assert_eq!(customer_of(&app, a.tenant.id).await, None);
+
+    // By id, the link is made.
+    let (_, body) = stripe(
+        &app,
+        &checkout("evt_link_a", &a.tenant.id.to_string(), "cus_a", now()),
+    )
+    .await;
+    assert_eq!(body["outcome"], "applied", "{body}");
+    assert_eq!(
+        customer_of(&app, a.tenant.id).await.as_deref(),
+        Some("cus_a")
+    );
+
+    // A second checkout cannot relink A to another customer: refused (200, so Stripe stops
+    // retrying), audited, nothing changed.
+    let (status, body) = stripe(
+        &app,
+        &checkout("evt_relink_a", &a.tenant.id.to_string(), "cus_evil", now()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("refused")),
+        "{body}"
+    );
+    assert_eq!(
+        customer_of(&app, a.tenant.id).await.as_deref(),
+        Some("cus_a")
+    );
+    assert_eq!(recorded(&app, "evt_relink_a").await.0, "refused");
+    assert!(
+        app.db
+            .audit_actions(a.tenant.id)
+            .await
+            .contains(&"billing.event_refused".to_owned())
+    );
+
+    // Nor can A's customer be linked to B.
+    let (_, body) = stripe(
+        &app,
+        &checkout("evt_steal", &b.tenant.id.to_string(), "cus_a", now()),
+    )
+    .await;
+    assert_eq!(body["outcome"], "refused", "{body}");
+    assert_eq!(customer_of(&app, b.tenant.id).await, None);
+    assert!(
+        app.db
+            .audit_actions(b.tenant.id)
+            .await
+            .contains(&"billing.event_refused".to_owned())
+    );
+
+    // A subscription of A's customer whose metadata names B is refused; the customer link
+    // decides, B's plan is untouched.
+    let mut ev = subscription(
+        "customer.subscription.created",
+        "evt_sub_meta_b",
+        "sub_a",
+        "cus_a",
+        "price_ent_y",
+        "active",
+        now(),
+        now() + 86_400,
+    );
+    ev["data"]["object"]["metadata"] =
+        json!({ "tenant_id": b.tenant.id.to_string(), "tenant": "billed-b" });
+    let (status, body) = stripe(&app, &ev).await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("refused")),
+        "{body}"
+    );
+    assert_eq!(
+        tenant_json(&app, &a.org).await["subscription_tier"],
+        "starter"
+    );
+    assert_eq!(
+        tenant_json(&app, &b.org).await["subscription_tier"],
+        "starter"
+    );
+
+    // A's slug renamed and then taken by B: A's customer still bills A, whatever the legacy
+    // `metadata.tenant` slug says.
+    app.db
+        .exec(&format!(
+            "UPDATE public.tenants SET slug = 'billed-a-renamed' WHERE id = '{}'",
+            a.tenant.id
+        ))
+        .await;
+    app.db
+        .exec(&format!(
+            "UPDATE public.tenants SET slug = 'billed-a' WHERE id = '{}'",
+            b.tenant.id
+        ))
+        .await;
+    let mut ev = subscription(
+        "customer.subscription.created",
+        "evt_sub_a",
+        "sub_a",
+        "cus_a",
+        "price_ent_y",
+        "active",
+        now(),
+        now() + 86_400,
+    );
+    ev["data"]["object"]["metadata"] = json!({ "tenant": "billed-a" });
+    let (_, body) = stripe(&app, &ev).await;
+    assert_eq!(body["outcome"], "applied", "{body}");
+    assert_eq!(
+        tenant_json(&app, &a.org).await["subscription_tier"],
+        "enterprise"
+    );
+    assert_eq!(
+        tenant_json(&app, &b.org).await["subscription_tier"],
+        "starter"
+    );
+
+    // Before any link, metadata.tenant_id binds a subscription to its tenant by id.
+    let mut ev = subscription(
+        "customer.subscription.created",
+        "evt_sub_b",
+        "sub_b",
+        "cus_b",
+        "price_pro_m",
+        "active",
+        now(),
+        now() + 86_400,
+    );
+    ev["data"]["object"]["metadata"] = json!({ "tenant_id": b.tenant.id.to_string() });
+    let (_, body) = stripe(&app, &ev).await;
+    assert_eq!(body["outcome"], "applied", "{body}");
+    assert_eq!(
+        customer_of(&app, b.tenant.id).await.as_deref(),
+        Some("cus_b")
+    );
+    assert_eq!(
+        tenant_json(&app, &b.org).await["subscription_tier"],
+        "professional"
     );
 }

@@ -4,7 +4,8 @@
 //! capliquify-backup-v1        empty entry: says what the file is and which layout follows
 //! data/<table>.copy           one per tenant table: PostgreSQL COPY text format
 //! public/<table>.ndjson       the tenant's public rows, one JSON object a line
-//! manifest.json               last: versions, tenant, row counts, SHA-256 of every part
+//! manifest.json               versions, tenant, row counts, SHA-256 of every part
+//! manifest.sig                last, when signed: HMAC-SHA256 of manifest.json (signing.rs)
 //! ```
 //!
 //! Why tar, and why the manifest comes last: tar is the most widely readable container, and
@@ -27,6 +28,12 @@ use super::BackupError;
 /// Name of the first entry; its suffix is the layout version.
 pub const MARKER_PREFIX: &str = "capliquify-backup-v";
 pub const MANIFEST: &str = "manifest.json";
+pub const SIGNATURE: &str = "manifest.sig";
+/// The most bytes of an entry [`scan`] reads into memory (checked against the entry's
+/// header before reading): a hostile archive cannot make a restore allocate what it likes.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+const MAX_SIGNATURE_BYTES: u64 = 1024;
+const MAX_PUBLIC_PART_BYTES: u64 = 512 << 20;
 const BLOCK: u64 = 512;
 
 /// What was written for one part.
@@ -166,6 +173,8 @@ pub struct Scanned {
     pub layout_version: u32,
     pub entries: BTreeMap<String, Found>,
     pub manifest: Vec<u8>,
+    /// `manifest.sig`, when the archive is signed.
+    pub signature: Option<Vec<u8>>,
     /// Small parts kept in memory (the public rows), by path.
     pub small: BTreeMap<String, Vec<u8>>,
 }
@@ -199,6 +208,7 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
     let mut found = BTreeMap::new();
     let mut small = BTreeMap::new();
     let mut manifest = None;
+    let mut signature = None;
     for (index, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| {
             if index == 0 {
@@ -226,9 +236,13 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
                     ))
                 })?;
             layout_version = Some(version);
-        } else if manifest.is_some() {
+        } else if signature.is_some() || (manifest.is_some() && name != SIGNATURE) {
             return Err(corrupt(format!(
-                "entry {name:?} follows the manifest (the manifest is the last entry)"
+                "entry {name:?} follows the manifest (only its signature may)"
+            )));
+        } else if name == SIGNATURE && manifest.is_none() {
+            return Err(corrupt(format!(
+                "entry {name:?} comes before the manifest it signs"
             )));
         }
         if offset.saturating_add(size) > length {
@@ -236,7 +250,23 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
                 "entry {name:?} is cut short: the file ends before its {size} bytes (truncated archive)"
             )));
         }
-        let keep = name == MANIFEST || name.starts_with(SMALL_PREFIX);
+        let cap = if name == MANIFEST {
+            Some(MAX_MANIFEST_BYTES)
+        } else if name == SIGNATURE {
+            Some(MAX_SIGNATURE_BYTES)
+        } else if name.starts_with(SMALL_PREFIX) {
+            Some(MAX_PUBLIC_PART_BYTES)
+        } else {
+            None
+        };
+        if let Some(cap) = cap
+            && size > cap
+        {
+            return Err(corrupt(format!(
+                "entry {name:?} is {size} bytes, more than the {cap} this build reads into memory"
+            )));
+        }
+        let keep = cap.is_some();
         let mut kept = Vec::new();
         let mut hash = Sha256::new();
         let (mut bytes, mut rows) = (0u64, 0u64);
@@ -265,6 +295,8 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
             // The marker: its name was all there was to read.
         } else if name == MANIFEST {
             manifest = Some(kept);
+        } else if name == SIGNATURE {
+            signature = Some(kept);
         } else {
             if found.contains_key(&name) {
                 return Err(corrupt(format!("entry {name:?} appears twice")));
@@ -292,6 +324,7 @@ pub fn scan(path: &Path) -> Result<Scanned, BackupError> {
         layout_version,
         entries: found,
         manifest,
+        signature,
         small,
     })
 }

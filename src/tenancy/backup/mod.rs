@@ -10,10 +10,13 @@
 //!
 //! [`restore`] verifies an archive in full before it changes anything, then rebuilds the
 //! schema from the tenant migrations at the archive's version, loads the data, migrates it
-//! to the current version and swaps it in: all in one transaction.
+//! to the current version and swaps it in: all in one transaction. Archives are signed
+//! with the operator's key ([`signing`]); a restore refuses an unsigned or mis-signed one
+//! unless told otherwise.
 
 pub mod archive;
 pub mod restore;
+pub mod signing;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +34,7 @@ use super::registry;
 use crate::audit::{self, Actor, Entry};
 
 pub use restore::{RestoreMode, RestoreReport, restore};
+pub use signing::{BackupKey, Trust};
 
 /// What the manifest's `format` says.
 pub const FORMAT: &str = "capliquify-tenant-backup";
@@ -67,6 +71,10 @@ pub enum BackupError {
     MigrationMismatch { path: String, version: i64 },
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "backup {path} {problem}; nothing was changed (`tenant restore --insecure-unsigned` restores it without checking, only for a file you trust)"
+    )]
+    Signature { path: String, problem: String },
     // Not a `source` field: the message already carries the I/O error, and `{:#}` would
     // print it twice.
     #[error("cannot open {path}: {error}")]
@@ -185,12 +193,14 @@ pub fn default_file_name(slug: &str, at: DateTime<Utc>) -> String {
 }
 
 /// Backs up tenant `slug` to `output` (default: [`default_file_name`] in the current
-/// folder) and records a `tenant.backup` audit row once the file is complete.
+/// folder), signed with `key` when given, and records a `tenant.backup` audit row once the
+/// file is complete.
 pub async fn backup(
     pool: &PgPool,
     slug: &str,
     output: Option<&Path>,
     with_audit: bool,
+    key: Option<&BackupKey>,
     actor: &Actor,
     progress: OnProgress<'_>,
 ) -> Result<BackupReport, BackupError> {
@@ -200,7 +210,7 @@ pub async fn backup(
         Some(path) => path.to_owned(),
         None => PathBuf::from(default_file_name(slug, now)),
     };
-    let mut report = write_archive(pool, slug, &file, with_audit, progress).await?;
+    let mut report = write_archive(pool, slug, &file, with_audit, key, progress).await?;
     // The backup's transaction is read-only: the audit row gets a small one of its own, and
     // an archive that could not be audited is removed, so no unrecorded backup remains.
     let audited = async {
@@ -219,6 +229,7 @@ pub async fn backup(
                     "bytes": report.bytes,
                     "schema_version": report.schema_version,
                     "with_audit": with_audit,
+                    "signed": key.is_some(),
                     "rows": report.parts.iter().map(|p| (p.path.clone(), p.rows)).collect::<std::collections::BTreeMap<_, _>>(),
                 }),
             },
@@ -236,12 +247,14 @@ pub async fn backup(
 }
 
 /// Writes the archive of tenant `slug` to `file` (refusing to overwrite one), through a
-/// temporary file in the same folder that is renamed into place only when complete.
+/// temporary file in the same folder that is renamed into place only when complete; with
+/// `key`, its manifest is signed (`manifest.sig`).
 pub async fn write_archive(
     pool: &PgPool,
     slug: &str,
     file: &Path,
     with_audit: bool,
+    key: Option<&BackupKey>,
     progress: OnProgress<'_>,
 ) -> Result<BackupReport, BackupError> {
     let started = std::time::Instant::now();
@@ -384,6 +397,10 @@ pub async fn write_archive(
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
     out.entry(archive::MANIFEST, &manifest_json).await?;
+    if let Some(key) = key {
+        out.entry(archive::SIGNATURE, key.sign(&manifest_json).as_bytes())
+            .await?;
+    }
     let bytes = out.finish().await?;
     temp.persist_noclobber(file).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
@@ -482,11 +499,13 @@ pub async fn clone_tenant(
         .prefix("capliquify-clone-")
         .tempdir()?;
     let file = folder.path().join(default_file_name(slug, Utc::now()));
-    write_archive(pool, slug, &file, false, progress).await?;
+    // The archive never leaves this process: a key of its own signs and checks it.
+    let key = BackupKey::ephemeral()?;
+    write_archive(pool, slug, &file, false, Some(&key), progress).await?;
     let mode = RestoreMode::Clone {
         slug: new_slug.to_owned(),
         name,
         clerk_org,
     };
-    restore(pool, &file, mode, actor, progress).await
+    restore(pool, &file, mode, Trust::key(&key), actor, progress).await
 }

@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
 use super::archive::{self, Found};
+use super::signing::{self, Trust};
 use super::{
     BackupError, FORMAT, FORMAT_VERSION, Manifest, OnProgress, PartKind, PartSummary, Progress,
 };
@@ -95,9 +96,10 @@ pub struct Verified {
 }
 
 /// Reads the whole archive and checks it: that it is ours and of a format this build reads,
-/// that every part the manifest lists is there with its size, row count and SHA-256 (and
-/// nothing else is), and that its public rows belong to the tenant it claims.
-pub async fn verify(path: &Path) -> Result<Verified, BackupError> {
+/// that its manifest is signed as `trust` requires, that every part the manifest lists is
+/// there with its size, row count and SHA-256 (and nothing else is), and that its public
+/// rows belong to the tenant it claims.
+pub async fn verify(path: &Path, trust: Trust<'_>) -> Result<Verified, BackupError> {
     let owned = path.to_owned();
     let scanned = tokio::task::spawn_blocking(move || archive::scan(&owned))
         .await
@@ -111,6 +113,14 @@ pub async fn verify(path: &Path) -> Result<Verified, BackupError> {
         return Err(BackupError::UnsupportedFormat {
             path: shown.clone(),
             found: scanned.layout_version,
+        });
+    }
+    // Before anything in the manifest is believed.
+    if let Some(problem) = signing::refusal(trust, &scanned.manifest, scanned.signature.as_deref())
+    {
+        return Err(BackupError::Signature {
+            path: shown.clone(),
+            problem,
         });
     }
     let manifest: Manifest = serde_json::from_slice(&scanned.manifest)
@@ -249,11 +259,12 @@ pub async fn restore(
     pool: &sqlx::PgPool,
     path: &Path,
     mode: RestoreMode,
+    trust: Trust<'_>,
     actor: &Actor,
     progress: OnProgress<'_>,
 ) -> Result<RestoreReport, BackupError> {
     let started = std::time::Instant::now();
-    let archive = verify(path).await?;
+    let archive = verify(path, trust).await?;
     let manifest = &archive.manifest;
     let shown = path.display().to_string();
 

@@ -106,17 +106,29 @@ impl TestDb {
     /// ([`APP_ROLE`], a member of capliquify_service), created once per cluster. The API
     /// tests serve through it, so every grant the service needs is exercised.
     pub async fn app_url(&self) -> String {
-        // Roles belong to the cluster; parallel tests may race to create it.
+        // The embedded cluster admits only logins with a password: the role gets the test
+        // URL's (the cluster's generated one). Roles belong to the cluster; parallel tests
+        // may race to create it, or to give a password-less one of an older run its password.
+        let mut url = url::Url::parse(&self.url).expect("test URL parses");
+        let password = match url.password() {
+            Some(p) => format!(" PASSWORD '{}'", p.replace('\'', "''")),
+            None => String::new(),
+        };
+        let has_password = !password.is_empty();
         self.exec(&format!(
             "DO $$ BEGIN
-                 CREATE ROLE {APP_ROLE} LOGIN IN ROLE capliquify_service;
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                 CREATE ROLE {APP_ROLE} LOGIN IN ROLE capliquify_service{password};
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                 BEGIN
+                     IF {has_password} AND (SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = '{APP_ROLE}') THEN
+                         ALTER ROLE {APP_ROLE}{password};
+                     END IF;
+                 EXCEPTION WHEN OTHERS THEN NULL;
+                 END;
              END $$"
         ))
         .await;
-        let mut url = url::Url::parse(&self.url).expect("test URL parses");
         url.set_username(APP_ROLE).expect("URL takes a user name");
-        url.set_password(None).expect("URL takes no password");
         url.to_string()
     }
 
