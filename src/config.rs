@@ -7,6 +7,7 @@ use std::path::PathBuf;
 pub const DATABASE_OPTIONS: &str = "Database options";
 pub const KEYS_OPTIONS: &str = "Credential key options";
 pub const LIFECYCLE_OPTIONS: &str = "Tenant lifecycle options";
+pub const BACKUP_OPTIONS: &str = "Backup options";
 
 /// Where the database is and how tenants are kept. Every setting has a flag and an
 /// environment variable; the README's configuration table lists them.
@@ -56,6 +57,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "CAPLIQUIFY_BACKUP_KEY",
+        help_heading = BACKUP_OPTIONS,
         global = true,
         hide_env_values = true
     )]

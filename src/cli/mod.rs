@@ -227,8 +227,9 @@ const EMBEDDED: &[&str] = &["database_url", "data_dir"];
 const KEYS: &[&str] = &["encryption_key", "encryption_key_id", "encryption_keys"];
 const DELETION: &[&str] = &["grace_days"];
 const PAST_DUE: &[&str] = &["past_due_grace_days"];
+const BACKUP: &[&str] = &["backup_key"];
 const JSON: &[&str] = &["json"];
-const ALL_SETTINGS: [&[&str]; 5] = [DATABASE, KEYS, DELETION, PAST_DUE, JSON];
+const ALL_SETTINGS: [&[&str]; 6] = [DATABASE, KEYS, DELETION, PAST_DUE, BACKUP, JSON];
 
 /// The settings a leaf command (its path below `capliquify`) reads.
 fn settings_used(path: &[&str]) -> Vec<&'static str> {
@@ -242,6 +243,8 @@ fn settings_used(path: &[&str]) -> Vec<&'static str> {
         ["keys", _] => &[DATABASE, KEYS, JSON],
         ["lifecycle", _] => &[DATABASE, DELETION, PAST_DUE, JSON],
         ["tenant", "delete" | "undelete" | "purge"] => &[DATABASE, DELETION, JSON],
+        // A clone signs its temporary archive with a key of its own.
+        ["tenant", "backup" | "restore"] => &[DATABASE, BACKUP, JSON],
         _ => &[DATABASE, JSON],
     };
     groups.iter().flat_map(|g| g.iter().copied()).collect()

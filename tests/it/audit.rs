@@ -336,7 +336,7 @@ async fn a_clones_audit_trail_shows_nothing_of_its_source_tenant() {
     .execute(&app.db.pool)
     .await
     .unwrap();
-    // The operators' trail has the source.
+    // The operators' trail has the source (by slug: no tenant's UUID in any audit row).
     let metadata: serde_json::Value = sqlx::query_scalar(
         "SELECT metadata FROM public.audit_logs WHERE tenant_id = $1 AND action = 'tenant.cloned'",
     )
@@ -344,7 +344,8 @@ async fn a_clones_audit_trail_shows_nothing_of_its_source_tenant() {
     .fetch_one(&app.db.pool)
     .await
     .unwrap();
-    assert_eq!(metadata["source_tenant_id"], src.tenant.id.to_string());
+    assert_eq!(metadata["source_slug"], src.tenant.slug);
+    assert!(metadata.get("source_tenant_id").is_none());
 
     let page = app
         .get(&app.token_for(&copy, Role::Admin), "/api/v1/audit-logs")
