@@ -21,6 +21,7 @@ pub mod preferences;
 pub mod resource;
 pub mod resources;
 pub mod tenant;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +43,8 @@ use crate::config::Settings;
 use crate::db::{Clusters, Database, TenantScope, roles};
 use crate::demo;
 use crate::tenancy::migrate;
-use crate::webhooks::{self, WebhookConfig};
+use crate::webhooks::WebhookConfig;
+use crate::webhooks::signature::{StripeSecret, SvixSecret};
 use auth::{AuthConfig, Authenticator};
 use cursor::CursorCodec;
 
@@ -224,14 +226,14 @@ impl ServeArgs {
         // anyone sign events.
         let clerk = match &self.clerk_webhook_signing_secret {
             Some(secret) => Some(
-                webhooks::signature::SvixSecret::parse(secret)
+                SvixSecret::parse(secret)
                     .map_err(|e| anyhow::anyhow!("CLERK_WEBHOOK_SIGNING_SECRET {e}"))?,
             ),
             None => None,
         };
         let stripe = match &self.stripe_webhook_secret {
             Some(secret) => Some(
-                webhooks::signature::StripeSecret::parse(secret)
+                StripeSecret::parse(secret)
                     .map_err(|e| anyhow::anyhow!("STRIPE_WEBHOOK_SECRET {e}"))?,
             ),
             None => None,

@@ -14,24 +14,19 @@
 //! the state held is `stale`. Membership events for an organization we do not know yet fail
 //! (500), so Clerk retries them after the organization event arrives.
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Apply, Event, Outcome, deliver, now_secs, refresh_user_limits, rejected};
+use super::{
+    Apply, Delivery, Event, Outcome, Refusal, WebhookConfig, deliver, now_secs, refresh_user_limits,
+};
 use crate::access::Role;
 use crate::audit::{self, Actor, Entry};
 use crate::billing::Tier;
-use crate::http::AppState;
-use crate::http::error::ApiError;
-use crate::http::resource::body_bytes;
 use crate::tenancy::lifecycle::provision_in;
 use crate::tenancy::{NewTenant, Tenancy, TenantSlug};
 
@@ -155,35 +150,25 @@ fn millis(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
+/// Verifies and applies one delivery of Clerk's (the raw `body` and its `headers`).
 pub async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let Some(secret) = state.webhooks.clerk.clone() else {
-        return ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "webhook_not_configured",
-            "Clerk webhooks are not configured (CLERK_WEBHOOK_SIGNING_SECRET)",
-        )
-        .into_response();
+    pool: &PgPool,
+    config: &WebhookConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Delivery, Refusal> {
+    let Some(secret) = config.clerk.as_ref() else {
+        return Err(Refusal::NotConfigured("CLERK_WEBHOOK_SIGNING_SECRET"));
     };
-    let body = match body_bytes(body) {
-        Ok(body) => body,
-        Err(err) => return err.into_response(),
-    };
-    let id = match secret.verify(&headers, &body, now_secs()) {
-        Ok(id) => id.to_owned(),
-        Err(err) => return rejected(format!("signature check failed: {err}")),
-    };
-    let envelope: Envelope = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(err) => return rejected(format!("the body is not a Clerk event: {err}")),
-    };
-    let change = match Change::parse(&envelope.kind, envelope.data) {
-        Ok(c) => c,
-        Err(err) => return rejected(format!("{} data is malformed: {err}", envelope.kind)),
-    };
+    let rejected = |detail: String| Refusal::Rejected(detail);
+    let id = secret
+        .verify(headers, body, now_secs())
+        .map_err(|err| rejected(format!("signature check failed: {err}")))?
+        .to_owned();
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|err| rejected(format!("the body is not a Clerk event: {err}")))?;
+    let change = Change::parse(&envelope.kind, envelope.data)
+        .map_err(|err| rejected(format!("{} data is malformed: {err}", envelope.kind)))?;
     // The signed timestamp is the fallback for events without their own time.
     let signed_at = headers
         .get("svix-timestamp")
@@ -198,12 +183,12 @@ pub async fn receive(
         subject: change.subject(),
         created_at: envelope.timestamp.and_then(millis).or(signed_at),
     };
-    let tenancy = Tenancy::new(state.pool.clone(), state.webhooks.deletion_grace_days);
+    let tenancy = Tenancy::new(pool.clone(), config.deletion_grace_days);
     let ev = event.clone();
-    deliver(&state.pool, event, move |conn| -> Apply<'_> {
+    Ok(deliver(pool, event, move |conn| -> Apply<'_> {
         Box::pin(apply(conn, change, ev, tenancy))
     })
-    .await
+    .await)
 }
 
 async fn apply(

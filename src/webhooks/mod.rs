@@ -7,6 +7,11 @@
 //! change is recorded as `stale`; unknown types are recorded as `ignored` (200); a failure
 //! rolls the change back, is recorded as `failed` and answered 500 so the provider retries.
 
+//!
+//! This room verifies and applies; it knows nothing of HTTP answers. The axum receivers
+//! (`crate::http::webhooks`) read the raw body, call [`clerk::receive`] or
+//! [`stripe::receive`] and turn the [`Delivery`] or [`Refusal`] into a response.
+
 pub mod clerk;
 pub mod signature;
 pub mod stripe;
@@ -14,16 +19,10 @@ pub mod stripe;
 use std::future::Future;
 use std::pin::Pin;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use crate::billing::prices::PriceCatalog;
-use crate::http::AppState;
-use crate::http::error::ApiError;
 use signature::{StripeSecret, SvixSecret};
 
 /// Secrets, the price catalog and grace periods; a provider without a secret answers 503.
@@ -47,13 +46,6 @@ impl Default for WebhookConfig {
     }
 }
 
-/// The webhook routes (outside `/api/v1`: they authenticate by signature, not by token).
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/webhooks/clerk", axum::routing::post(clerk::receive))
-        .route("/webhooks/stripe", axum::routing::post(stripe::receive))
-}
-
 /// What processing an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -66,7 +58,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",
             Self::Ignored => "ignored",
@@ -90,33 +82,41 @@ pub struct Event {
 pub type Apply<'c> =
     Pin<Box<dyn Future<Output = anyhow::Result<(Outcome, Option<String>)>> + Send + 'c>>;
 
-/// Records `event` and runs `apply` in one transaction; see the module docs for the answers.
-pub async fn deliver<F>(pool: &PgPool, event: Event, apply: F) -> Response
+/// What became of a delivery that was signed right and readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Recorded and processed: applied, ignored or stale.
+    Processed(Outcome),
+    /// Already processed before: nothing changed.
+    Duplicate,
+    /// Processing failed and was rolled back; the failure is recorded and logged, and the
+    /// provider should retry.
+    Failed,
+}
+
+/// Why a delivery was not processed (nothing is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The provider's secret is not configured; names the setting.
+    NotConfigured(&'static str),
+    /// Not signed right, or not an event of the provider.
+    Rejected(String),
+}
+
+/// Records `event` and runs `apply` in one transaction; see the module docs.
+pub async fn deliver<F>(pool: &PgPool, event: Event, apply: F) -> Delivery
 where
     F: for<'c> FnOnce(&'c mut PgConnection) -> Apply<'c>,
 {
     match try_deliver(pool, &event, apply).await {
-        Ok(Some(outcome)) => (
-            StatusCode::OK,
-            Json(json!({ "received": true, "outcome": outcome.as_str() })),
-        )
-            .into_response(),
-        Ok(None) => (
-            StatusCode::OK,
-            Json(json!({ "received": true, "outcome": "duplicate" })),
-        )
-            .into_response(),
+        Ok(Some(outcome)) => Delivery::Processed(outcome),
+        Ok(None) => Delivery::Duplicate,
         Err(err) => {
             tracing::error!(provider = event.provider, event_id = %event.id, kind = %event.kind, error = %format!("{err:#}"), "webhook failed");
             if let Err(e) = record_failure(pool, &event, &format!("{err:#}")).await {
                 tracing::error!(error = %e, "could not record the failed webhook");
             }
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "webhook_failed",
-                "the event could not be processed; it will be retried",
-            )
-            .into_response()
+            Delivery::Failed
         }
     }
 }
@@ -172,11 +172,6 @@ async fn record_failure(pool: &PgPool, event: &Event, error: &str) -> sqlx::Resu
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// A 400 for a delivery that is not signed right or not readable; nothing is stored.
-pub fn rejected(detail: impl Into<String>) -> Response {
-    ApiError::bad_request("webhook_rejected", detail).into_response()
 }
 
 /// Seconds since the epoch, for signature tolerance.

@@ -25,24 +25,19 @@
 //! tenant is `refused` (200, audited, nothing else changes). The legacy `metadata.tenant` /
 //! slug `client_reference_id` is not followed.
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Apply, Event, Outcome, deliver, now_secs, refresh_user_limits, rejected};
+use super::{
+    Apply, Delivery, Event, Outcome, Refusal, WebhookConfig, deliver, now_secs, refresh_user_limits,
+};
 use crate::audit::{self, Actor, Entry};
 use crate::billing::SubscriptionStatus;
 use crate::billing::prices::PriceCatalog;
-use crate::http::AppState;
-use crate::http::error::ApiError;
-use crate::http::resource::body_bytes;
 use crate::tenancy::suspension::apply_billing_status;
 
 #[derive(Debug, Deserialize)]
@@ -142,34 +137,24 @@ impl Change {
     }
 }
 
+/// Verifies and applies one delivery of Stripe's (the raw `body` and its `headers`).
 pub async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let Some(secret) = state.webhooks.stripe.clone() else {
-        return ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "webhook_not_configured",
-            "Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET)",
-        )
-        .into_response();
+    pool: &PgPool,
+    config: &WebhookConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Delivery, Refusal> {
+    let Some(secret) = config.stripe.as_ref() else {
+        return Err(Refusal::NotConfigured("STRIPE_WEBHOOK_SECRET"));
     };
-    let body = match body_bytes(body) {
-        Ok(body) => body,
-        Err(err) => return err.into_response(),
-    };
-    if let Err(err) = secret.verify(&headers, &body, now_secs()) {
-        return rejected(format!("signature check failed: {err}"));
-    }
-    let envelope: Envelope = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(err) => return rejected(format!("the body is not a Stripe event: {err}")),
-    };
-    let change = match Change::parse(&envelope.kind, envelope.data.object) {
-        Ok(c) => c,
-        Err(err) => return rejected(format!("{} object is malformed: {err}", envelope.kind)),
-    };
+    let rejected = |detail: String| Refusal::Rejected(detail);
+    secret
+        .verify(headers, body, now_secs())
+        .map_err(|err| rejected(format!("signature check failed: {err}")))?;
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|err| rejected(format!("the body is not a Stripe event: {err}")))?;
+    let change = Change::parse(&envelope.kind, envelope.data.object)
+        .map_err(|err| rejected(format!("{} object is malformed: {err}", envelope.kind)))?;
     let event = Event {
         provider: "stripe",
         id: envelope.id,
@@ -177,12 +162,12 @@ pub async fn receive(
         subject: change.subject(),
         created_at: DateTime::from_timestamp(envelope.created, 0),
     };
-    let prices = state.webhooks.prices.clone();
+    let prices = config.prices.clone();
     let ev = event.clone();
-    deliver(&state.pool, event, move |conn| -> Apply<'_> {
+    Ok(deliver(pool, event, move |conn| -> Apply<'_> {
         Box::pin(apply(conn, change, ev, prices))
     })
-    .await
+    .await)
 }
 
 #[derive(sqlx::FromRow)]
