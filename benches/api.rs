@@ -65,7 +65,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::db::TenantScope;
@@ -98,99 +98,69 @@ const PROVISIONERS: usize = 4;
 const PGBENCH_MAX_SCRIPTS: usize = 128;
 /// Sequential repetitions of each phase in the profile.
 const PROFILE_REPS: u32 = 500;
-const USAGE: &str = "usage: cargo bench --bench api -- [--tenants N] [--products N] \
-[--clients N] [--warmup SECS] [--duration SECS] [--no-auth-cache] [--load wrk|reqwest]";
 /// The service's default caller cache (`CAPLIQUIFY_AUTH_CACHE_MS`).
 const AUTH_CACHE: Duration = Duration::from_secs(2);
 /// Threads of the C load generator: one per core of the machine this was written for.
 const WRK_THREADS: usize = 2;
 
-#[derive(Debug, Clone)]
+/// What generates the API's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Load {
+    /// wrk, a C load generator in its own process (the in-process fallback when it is not
+    /// installed).
+    Wrk,
+    /// Tasks with reqwest inside this process, sharing its CPU with the service.
+    Reqwest,
+}
+
+/// API throughput: `GET /api/v1/products?limit=50` through the real service against pgbench
+/// running the same transaction on the same server in the same run (docs/benchmarks.md).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "api", bin_name = "cargo bench --bench api --")]
 struct Args {
+    /// Tenants, each with one member and one company; 1 to 128 (one pgbench script each).
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=PGBENCH_MAX_SCRIPTS as u64))]
     tenants: usize,
+    /// Products per tenant; more than 50, so every page is full.
+    #[arg(long, value_name = "N", default_value_t = 100)]
     products: usize,
+    /// Concurrent connections of every load (and the service's pool size).
+    #[arg(long, value_name = "N", default_value_t = 8)]
     clients: usize,
+    /// Seconds of load before the measured window.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
     warmup: usize,
+    /// Seconds of the measured window.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
     duration: usize,
     /// The caller cache off (`CallerCache::disabled()`): every request looks its caller up.
+    #[arg(long)]
     no_auth_cache: bool,
-    /// Use the in-process reqwest load even when wrk is installed.
-    force_reqwest: bool,
+    /// What generates the API's load.
+    #[arg(long, value_enum, default_value_t = Load::Wrk)]
+    load: Load,
+}
+
+impl BenchArgs for Args {
+    fn check(&self) -> Result<(), String> {
+        if self.products <= LIMIT {
+            return Err(format!(
+                "--products must exceed {LIMIT} so every page is full"
+            ));
+        }
+        if self.clients < 1 || self.duration < 1 {
+            return Err("--clients and --duration must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Args {
-    fn parse() -> anyhow::Result<Self> {
-        let mut args = Self {
-            tenants: 100,
-            products: 100,
-            clients: 8,
-            warmup: 2,
-            duration: 10,
-            no_auth_cache: false,
-            force_reqwest: false,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            match flag.as_str() {
-                "--no-auth-cache" => {
-                    args.no_auth_cache = true;
-                    continue;
-                }
-                "--load" => {
-                    let value = match inline {
-                        Some(v) => v,
-                        None => it.next().unwrap_or_default(),
-                    };
-                    args.force_reqwest = match value.as_str() {
-                        "wrk" => false,
-                        "reqwest" => true,
-                        other => bail!("--load {other}: expected wrk or reqwest\n{USAGE}"),
-                    };
-                    continue;
-                }
-                _ => {}
-            }
-            let target = match flag.as_str() {
-                "--tenants" => &mut args.tenants,
-                "--products" => &mut args.products,
-                "--clients" => &mut args.clients,
-                "--warmup" => &mut args.warmup,
-                "--duration" => &mut args.duration,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                // Cargo passes `--bench` to harness = false targets.
-                f if f.starts_with('-') => continue,
-                other => bail!("unexpected argument `{other}`\n{USAGE}"),
-            };
-            let value = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))?,
-            };
-            *target = value
-                .parse()
-                .with_context(|| format!("{flag} {value}: not a number"))?;
-        }
-        ensure!(
-            (1..=PGBENCH_MAX_SCRIPTS).contains(&args.tenants),
-            "--tenants must be 1 to {PGBENCH_MAX_SCRIPTS} (one pgbench script per tenant)"
-        );
-        ensure!(
-            args.products > LIMIT,
-            "--products must exceed {LIMIT} so every page is full"
-        );
-        ensure!(
-            args.clients >= 1 && args.duration >= 1,
-            "--clients and --duration must be at least 1"
-        );
-        Ok(args)
+    /// The in-process reqwest load even when wrk is installed.
+    fn force_reqwest(&self) -> bool {
+        self.load == Load::Reqwest
     }
 
     fn warmup(&self) -> Duration {
@@ -300,10 +270,10 @@ fn percentile(values: &[Duration], p: f64) -> Duration {
 
 mod support;
 
-use support::BenchServer;
+use support::{BenchArgs, BenchServer};
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse()?;
+    let args: Args = support::args();
     // Blocking (runs initdb/pg_ctl), so before the runtime exists.
     let server = BenchServer::open(BENCH_DB, "bench-api-pg")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -366,7 +336,7 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
         "  load:     {} tenants x {} products, {} connections, {} s warm-up + {} s window",
         args.tenants, args.products, args.clients, args.warmup, args.duration
     );
-    let wrk = if args.force_reqwest {
+    let wrk = if args.force_reqwest() {
         None
     } else {
         find_wrk().await
@@ -379,7 +349,7 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
             path.display()
         ),
         None => {
-            if !args.force_reqwest {
+            if !args.force_reqwest() {
                 println!(
                     "  wrk not found (install it: `apt-get install wrk`); falling back to the \
                      in-process load"

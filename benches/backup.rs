@@ -23,67 +23,53 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::tenancy::backup::{self, RestoreMode};
 use capliquify::tenancy::migrate;
 use capliquify::tenancy::{NewTenant, Tenancy};
 use sqlx::PgPool;
-use support::{BenchServer, median};
+use support::{BenchArgs, BenchServer, median};
 
 const BENCH_DB: &str = "capliquify_bench_backup";
 const SUBJECT: &str = "subject";
 /// Concurrent provisioning tasks while growing the fleet (nothing is measured then).
 const BUILDERS: usize = 3;
 
+/// Backup of one tenant with few and with many other tenants in the database, against
+/// `pg_dump -n <schema>` in the same run (docs/benchmarks.md).
+#[derive(Debug, clap::Parser)]
+#[command(name = "backup", bin_name = "cargo bench --bench backup --")]
 struct Args {
+    /// Other tenants in the database for the first measurement.
+    #[arg(long, value_name = "N", default_value_t = 10)]
     small: usize,
+    /// Other tenants in the database for the second measurement (more than --small).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
     large: usize,
+    /// Products of the backed-up tenant (and as many sales and inventory rows).
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
     rows: usize,
+    /// Backups, pg_dump runs and restores per fleet size (medians reported).
+    #[arg(long, value_name = "N", default_value_t = 7)]
     reps: usize,
 }
 
-impl Args {
-    fn parse() -> anyhow::Result<Self> {
-        let mut args = Self {
-            small: 10,
-            large: 1_000,
-            rows: 2_000,
-            reps: 7,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            let target = match flag.as_str() {
-                "--small" => &mut args.small,
-                "--large" => &mut args.large,
-                "--rows" => &mut args.rows,
-                "--reps" => &mut args.reps,
-                "-h" | "--help" => {
-                    println!(
-                        "usage: cargo bench --bench backup -- [--small N] [--large N] [--rows N] [--reps N]"
-                    );
-                    std::process::exit(0);
-                }
-                // Cargo passes `--bench` to harness = false targets.
-                f if f.starts_with('-') => continue,
-                other => bail!("unknown argument `{other}`"),
-            };
-            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-            *target = value
-                .parse()
-                .with_context(|| format!("{flag} {value}: not a number"))?;
+impl BenchArgs for Args {
+    fn check(&self) -> Result<(), String> {
+        if self.small >= self.large {
+            return Err("--small must be below --large".into());
         }
-        ensure!(
-            args.small < args.large && args.reps >= 1,
-            "--small must be below --large"
-        );
-        Ok(args)
+        if self.reps < 1 {
+            return Err("--reps must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse()?;
+    let args: Args = support::args();
     let server = BenchServer::open(BENCH_DB, "bench-pg")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -26,21 +26,26 @@ use capliquify::db::{ClusterName, Clusters};
 use capliquify::tenancy::placement::{self, MoveOptions};
 use capliquify::tenancy::{NewTenant, Tenancy, migrate};
 use sqlx::AssertSqlSafe;
-use support::{BenchServer, median};
+use support::{BenchArgs, BenchServer, median};
+
+/// Moving a tenant between two clusters (`capliquify tenant move`), against
+/// `pg_dump -n <schema> | psql -1` copying the same schema in the same run
+/// (docs/benchmarks.md).
+#[derive(Debug, clap::Parser)]
+#[command(name = "placement", bin_name = "cargo bench --bench placement --")]
+struct Args {
+    /// Sales rows of the moved tenant.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    sales: i64,
+    /// Rounds of baseline copy, move out and move back (0 counts as 1).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    rounds: usize,
+}
+
+impl BenchArgs for Args {}
 
 fn main() -> anyhow::Result<()> {
-    let mut sales: i64 = 100_000;
-    let mut rounds: usize = 3;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--sales" => sales = args.next().context("--sales N")?.parse()?,
-            "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
-            // cargo bench passes --bench to every harness = false target.
-            "--bench" => {}
-            other => anyhow::bail!("unknown option {other:?} (known: --sales N, --rounds N)"),
-        }
-    }
+    let Args { sales, rounds } = support::args();
     let home = BenchServer::open("capliquify_bench_place_home", "bench-placement-home")?;
     let eu2 = BenchServer::open("capliquify_bench_place_eu2", "bench-placement-eu2")?;
     let rt = tokio::runtime::Builder::new_multi_thread()

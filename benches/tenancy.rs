@@ -54,96 +54,55 @@ const NOOP_REPS: usize = 7;
 /// `--jobs` of the new-column migration, as the goal states it.
 const COLUMN_JOBS: usize = 2;
 
-const USAGE: &str = "usage: cargo bench --bench tenancy -- [provision|migrate-noop|migrate-column|all] \
-[--tenants N] [--rounds N] [--per-round N] [--column-rounds N]";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Which {
+    /// Milliseconds per tenant provisioned, ours against psql.
     Provision,
+    /// `migrate` with nothing to do over the fleet (goal: < 1 s).
     MigrateNoop,
+    /// One new-column tenant migration over the fleet, ours against psql.
     MigrateColumn,
+    /// All three.
     All,
 }
 
-#[derive(Debug, Clone)]
+/// Tenancy benchmarks: provisioning and migrations, each against raw psql doing the same
+/// work on the same server in the same run (docs/benchmarks.md).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "tenancy", bin_name = "cargo bench --bench tenancy --")]
 struct Args {
+    /// Which benchmark to run.
+    #[arg(value_enum, default_value_t = Which::All)]
     which: Which,
     /// Tenants in the fleet of the migrate benchmarks.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
     tenants: usize,
     /// Provisioning rounds per path.
+    #[arg(long, value_name = "N", default_value_t = 5)]
     rounds: usize,
     /// Tenants per provisioning round and path.
+    #[arg(long, value_name = "N", default_value_t = 20)]
     per_round: usize,
     /// Tenants per path in the discarded provisioning warm-up round.
+    #[arg(long, value_name = "N", default_value_t = 5)]
     warmup: usize,
     /// New-column migrations per path (alternating which path goes first).
+    #[arg(long, value_name = "N", default_value_t = 3)]
     column_rounds: usize,
 }
 
-impl Args {
-    fn parse() -> anyhow::Result<Self> {
-        let mut args = Self {
-            which: Which::All,
-            tenants: 1_000,
-            rounds: 5,
-            per_round: 20,
-            warmup: 5,
-            column_rounds: 3,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            let target = match flag.as_str() {
-                "provision" => {
-                    args.which = Which::Provision;
-                    continue;
-                }
-                "migrate-noop" => {
-                    args.which = Which::MigrateNoop;
-                    continue;
-                }
-                "migrate-column" => {
-                    args.which = Which::MigrateColumn;
-                    continue;
-                }
-                "all" => {
-                    args.which = Which::All;
-                    continue;
-                }
-                "--tenants" => &mut args.tenants,
-                "--rounds" => &mut args.rounds,
-                "--per-round" => &mut args.per_round,
-                "--warmup" => &mut args.warmup,
-                "--column-rounds" => &mut args.column_rounds,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                // Cargo passes `--bench` to harness = false targets; other flags meant for
-                // libtest harnesses are ignored likewise.
-                f if f.starts_with('-') => continue,
-                other => bail!("unknown benchmark `{other}`\n{USAGE}"),
-            };
-            let value = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))?,
-            };
-            *target = value
-                .parse()
-                .with_context(|| format!("{flag} {value}: not a number"))?;
+impl BenchArgs for Args {
+    fn check(&self) -> Result<(), String> {
+        if self.tenants >= 1 && self.rounds >= 1 && self.per_round >= 1 {
+            Ok(())
+        } else {
+            Err("--tenants, --rounds and --per-round must be at least 1".into())
         }
-        ensure!(
-            args.tenants >= 1 && args.rounds >= 1 && args.per_round >= 1,
-            "--tenants, --rounds and --per-round must be at least 1"
-        );
-        Ok(args)
     }
+}
 
+impl Args {
     fn runs(&self, which: Which) -> bool {
         self.which == which || self.which == Which::All
     }
@@ -184,10 +143,10 @@ struct Bench<'a> {
 
 mod support;
 
-use support::{BenchServer, median};
+use support::{BenchArgs, BenchServer, median};
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse()?;
+    let args: Args = support::args();
     // Blocking (runs initdb/pg_ctl), so before the runtime exists.
     let server = BenchServer::open(BENCH_DB, "bench-pg")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,12 +1,35 @@
-//! What both benchmarks need from the server: `DATABASE_URL` or the embedded cluster (in
-//! durable mode, as in production), a bench database recreated for every run, and the
-//! PostgreSQL client tools (psql, pgbench) matching the server.
+//! What the benchmarks share: their flags parsed one way ([`args`]), and what they need from
+//! the server: `DATABASE_URL` or the embedded cluster (in durable mode, as in production), a
+//! bench database recreated for every run, and the PostgreSQL client tools (psql, pgbench)
+//! matching the server.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
+
+/// A bench's flags, with the checks between them that clap cannot state.
+pub trait BenchArgs: clap::Parser {
+    /// `Err` with a message naming the flags when their values do not go together.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The bench's flags from the command line, or clap's help or error and exit.
+///
+/// `cargo bench` adds `--bench` to the arguments of `harness = false` targets, to tell a
+/// libtest harness it runs as a benchmark; no bench here has such a flag, so it is dropped.
+pub fn args<T: BenchArgs>() -> T {
+    let args = T::parse_from(std::env::args_os().filter(|a| a != "--bench"));
+    if let Err(message) = args.check() {
+        T::command()
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit();
+    }
+    args
+}
 
 pub struct BenchServer {
     pub admin_url: String,
