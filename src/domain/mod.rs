@@ -1,0 +1,12 @@
+//! The working-capital engine: what the product computes from a tenant's own rows.
+//!
+//! Plain functions over typed inputs (tested without a server), plus the sqlx queries that
+//! load those inputs and store the results. The queries take a `&mut PgConnection` that is
+//! already inside the tenant's transaction ([`crate::db::scope::begin`]): this room never
+//! opens a transaction, picks a schema or checks a role — the HTTP layer above does. Money
+//! stays [`rust_decimal::Decimal`] throughout.
+//!
+//! - [`working_capital`]: the metrics of one period (ratios, days outstanding, cash
+//!   conversion cycle, runway) and the summary of a company's periods.
+
+pub mod working_capital;
