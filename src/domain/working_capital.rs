@@ -17,7 +17,7 @@ use uuid::Uuid;
 /// How long a period is. A period is named by its last day, which must end a month: a
 /// quarter or a year is the three or twelve months ending there, so fiscal quarters and
 /// years that do not follow the calendar work the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PeriodType {
     Monthly,
@@ -26,17 +26,6 @@ pub enum PeriodType {
 }
 
 impl PeriodType {
-    pub const ALL: [&'static str; 3] = ["monthly", "quarterly", "annual"];
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "monthly" => Some(Self::Monthly),
-            "quarterly" => Some(Self::Quarterly),
-            "annual" => Some(Self::Annual),
-            _ => None,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Monthly => "monthly",
@@ -211,7 +200,9 @@ pub fn compute(inputs: &MetricInputs) -> Result<Metrics, MetricsError> {
         days_of(inputs.accounts_payable, inputs.cogs, "cost of goods sold"),
     );
     let ccc = match (dso, dio, dpo) {
-        (Some(s), Some(i), Some(p)) => figure("cash_conversion_cycle", fit(s + i - p, 2, DAYS_LIMIT)),
+        (Some(s), Some(i), Some(p)) => {
+            figure("cash_conversion_cycle", fit(s + i - p, 2, DAYS_LIMIT))
+        }
         _ => figure(
             "cash_conversion_cycle",
             Err("needs DSO, DIO and DPO, and one of them is unavailable".to_owned()),
@@ -275,7 +266,10 @@ fn runway(inputs: &MetricInputs) -> Result<(Decimal, Result<i32, String>), Strin
     let months = months_between(*from, end).max(1);
     let monthly = round(fall / Decimal::from(months), 2);
     if fall <= Decimal::ZERO {
-        return Ok((monthly, Err("cash did not fall over the last periods".to_owned())));
+        return Ok((
+            monthly,
+            Err("cash did not fall over the last periods".to_owned()),
+        ));
     }
     let elapsed = Decimal::from((end - *from).num_days());
     let days = (inputs.cash * elapsed / fall).floor();
@@ -743,7 +737,11 @@ mod tests {
             assert!(m.unavailable.contains_key(name), "{name}: {m:?}");
         }
         assert_eq!(
-            (m.current_ratio, m.days_sales_outstanding, m.cash_conversion_cycle),
+            (
+                m.current_ratio,
+                m.days_sales_outstanding,
+                m.cash_conversion_cycle
+            ),
             (None, None, None)
         );
         assert!(m.unavailable["days_sales_outstanding"].contains("revenue"));

@@ -93,7 +93,64 @@ pub fn document() -> OpenApi {
         );
     add(&mut api.paths, "/api/v1/audit-logs", HttpMethod::Get, audit);
     resources::describe(&mut api);
+    describe_working_capital(&mut api);
     api
+}
+
+/// The working-capital engine's endpoints (src/http/working_capital.rs).
+fn describe_working_capital(api: &mut OpenApi) {
+    use super::working_capital::{ComputeRequest, ComputedMetrics, WorkingCapitalSummary};
+    add_schema::<ComputeRequest>(api);
+    add_schema::<ComputedMetrics>(api);
+    add_schema::<WorkingCapitalSummary>(api);
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .tag("working-capital")
+            .operation_id(Some(id))
+            .summary(Some(summary))
+    };
+    add(
+        &mut api.paths,
+        "/api/v1/working-capital-metrics/compute",
+        HttpMethod::Post,
+        op(
+            "computeWorkingCapitalMetrics",
+            "Compute and store a period's metrics from the tenant's sales, products and inventory (members)",
+        )
+        .request_body(json_body(schema_ref::<ComputeRequest>()))
+        .response(
+            "200",
+            json_response("The stored period with its status bands", schema_ref::<ComputedMetrics>()),
+        ),
+    );
+    let company = ParameterBuilder::new()
+        .name("company_id")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::True)
+        .schema(Some(scalar(Type::String, Some("uuid"))))
+        .description(Some("The company (UUID)"))
+        .build();
+    let period_type = parameter(
+        "period_type",
+        ParameterIn::Query,
+        schema_ref::<crate::domain::working_capital::PeriodType>(),
+        "Which periods; default: the type of the latest stored period",
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/working-capital/summary",
+        HttpMethod::Get,
+        op(
+            "getWorkingCapitalSummary",
+            "The latest period, the trend over the last 12 periods and the cash runway",
+        )
+        .parameters(Some(vec![company, period_type]))
+        .response(
+            "200",
+            json_response("The summary", schema_ref::<WorkingCapitalSummary>()),
+        )
+        .response("404", problem_response("No such company in this tenant")),
+    );
 }
 
 fn describe_credentials(api: &mut OpenApi) {
