@@ -7,6 +7,8 @@
 //! stays [`rust_decimal::Decimal`] throughout.
 //!
 //! - [`working_capital`]: the metrics of one period (ratios, days outstanding, cash
-//!   conversion cycle, runway) and the summary of a company's periods.
+//!   conversion cycle, runway) and the summary of a company's periods;
+//! - [`scenarios`]: what-if scenarios evaluated against a period's metrics.
 
+pub mod scenarios;
 pub mod working_capital;

@@ -26,6 +26,15 @@ pub enum PeriodType {
 }
 
 impl PeriodType {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "monthly" => Some(Self::Monthly),
+            "quarterly" => Some(Self::Quarterly),
+            "annual" => Some(Self::Annual),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Monthly => "monthly",
