@@ -381,3 +381,230 @@ async fn two_tenants_computing_at_once_each_see_only_their_own_sales() {
     .await
     .problem(StatusCode::NOT_FOUND, "not_found");
 }
+
+/// A professional tenant with March 2026 computed: revenue 900, COGS 375, stock 1 250.
+async fn computed_march(app: &TestApp, slug: &str) -> (TestTenant, String) {
+    let t = app.tenant(slug, Tier::Professional).await;
+    let (company, product) = company_with_stock(app, &t, "12.50").await;
+    sale(app, &t, &company, &product, "2026-03-10", 30).await;
+    let r = app
+        .post(
+            &app.token_for(&t, Role::Member),
+            COMPUTE,
+            json!({
+                "company_id": company, "period_type": "monthly", "period_date": "2026-03-31",
+                "cash": "1000", "accounts_receivable": "300", "accounts_payable": "150", "short_term_debt": "50"
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    (t, company)
+}
+
+async fn scenario(app: &TestApp, t: &TestTenant, company: &str, parameters: Value) -> String {
+    created(
+        app,
+        t,
+        "/api/v1/scenarios",
+        json!({ "company_id": company, "name": "What if", "parameters": parameters }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn running_a_scenario_rebuilds_balances_from_days_outstanding() {
+    let app = TestApp::spawn().await;
+    let (t, company) = computed_march(&app, "wi-run").await;
+    let id = scenario(
+        &app,
+        &t,
+        &company,
+        json!({ "revenue_pct": 10, "dso_days": -5, "dpo_days": "3" }),
+    )
+    .await;
+    let member = app.token_for(&t, Role::Member);
+    let r = app
+        .post(&member, &format!("/api/v1/scenarios/{id}/run"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let res = &r.body["results"];
+    assert_eq!(res["baseline_period"]["end"], "2026-03-31");
+    // By hand from the rows: revenue 900 → 990; DSO = 300 / 900 × 31, minus 5 days; DPO =
+    // 150 / 375 × 31 plus 3; AR' = DSO' / 31 × 990, AP' = DPO' / 31 × 375.
+    let ar = (300.0 / 900.0 * 31.0 - 5.0) / 31.0 * 990.0;
+    let ap = (150.0 / 375.0 * 31.0 + 3.0) / 31.0 * 375.0;
+    assert_eq!(dec(&res["projected"]["revenue"]), 990.0);
+    assert!(
+        (dec(&res["projected"]["accounts_receivable"]) - ar).abs() < 0.006,
+        "{res}"
+    );
+    assert!(
+        (dec(&res["projected"]["accounts_payable"]) - ap).abs() < 0.006,
+        "{res}"
+    );
+    // Released: the fall of AR + inventory − AP (inventory unchanged: COGS unchanged).
+    let released = (300.0 - ar) + (ap - 150.0);
+    assert!(
+        (dec(&res["cash_released"]) - released).abs() < 0.011,
+        "{res}"
+    );
+    let wc = &res["impact"]["working_capital"];
+    assert!((dec(&wc["delta"]) - (dec(&wc["projected"]) - dec(&wc["current"]))).abs() < 1e-9);
+    assert!(res["assumptions"].as_array().unwrap().len() >= 2);
+    // Stored on the scenario, and readable by a viewer through the resource.
+    let viewer = app.token_for(&t, Role::Viewer);
+    let stored = app.get(&viewer, &format!("/api/v1/scenarios/{id}")).await;
+    assert_eq!(stored.body["results"], *res);
+    // A stated period that has no metrics is refused, and the stored results stay.
+    let refused = app
+        .post(
+            &member,
+            &format!("/api/v1/scenarios/{id}/run"),
+            json!({ "period_date": "2026-02-28" }),
+        )
+        .await;
+    assert_eq!(refused.body["field"], "period_date", "{}", refused.text);
+    let stored = app.get(&viewer, &format!("/api/v1/scenarios/{id}")).await;
+    assert_eq!(stored.body["results"], *res);
+}
+
+#[tokio::test]
+async fn presets_are_listed_and_one_call_creates_a_runnable_scenario() {
+    let app = TestApp::spawn().await;
+    let (t, company) = computed_march(&app, "wi-presets").await;
+    let viewer = app.token_for(&t, Role::Viewer);
+    let list = app.get(&viewer, "/api/v1/scenarios/presets").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    let keys: Vec<&str> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["optimistic", "conservative", "stress"]);
+    let member = app.token_for(&t, Role::Member);
+    let made = app
+        .post(
+            &member,
+            "/api/v1/scenarios/presets/stress",
+            json!({ "company_id": company }),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    assert_eq!(made.body["scenario_type"], "stress");
+    assert_eq!(made.body["parameters"], list.body["data"][2]["parameters"]);
+    let id = made.body["id"].as_str().unwrap();
+    let r = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/scenarios/{id}/run"),
+            Some(&member),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        dec(&r.body["results"]["cash_released"]) < 0.0,
+        "stress absorbs cash: {}",
+        r.body
+    );
+    assert!(dec(&r.body["results"]["impact"]["revenue"]["delta_pct"]) == -25.0);
+    app.post(
+        &member,
+        "/api/v1/scenarios/presets/sunny",
+        json!({ "company_id": company }),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not_found");
+    let other = app
+        .post(
+            &member,
+            "/api/v1/scenarios/presets/stress",
+            json!({ "company_id": uuid::Uuid::new_v4() }),
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("company_id")),
+        "{}",
+        other.text
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_a_company_without_metrics_and_the_gates_are_refused_writing_nothing() {
+    let app = TestApp::spawn().await;
+    let (t, company) = computed_march(&app, "wi-refuse").await;
+    let member = app.token_for(&t, Role::Member);
+    for (parameters, field) in [
+        (json!({ "growth": 3 }), "parameters.growth"),
+        (json!({ "dso_days": -366 }), "parameters.dso_days"),
+        (json!({ "dio_days": 2, "dio_pct": 2 }), "parameters.dio_pct"),
+        (json!({ "horizon_days": 0 }), "parameters.horizon_days"),
+    ] {
+        let id = scenario(&app, &t, &company, parameters.clone()).await;
+        let r = app
+            .post(&member, &format!("/api/v1/scenarios/{id}/run"), json!({}))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{parameters}: {}",
+            r.text
+        );
+        assert_eq!(r.body["field"], field, "{}", r.text);
+        let stored = app.get(&member, &format!("/api/v1/scenarios/{id}")).await;
+        assert!(stored.body["results"].is_null(), "{}", stored.text);
+    }
+    let bare = app.company(&t, "No metrics").await;
+    let id = scenario(&app, &t, &bare, json!({ "revenue_pct": 1 })).await;
+    let r = app
+        .post(&member, &format!("/api/v1/scenarios/{id}/run"), json!({}))
+        .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("company_id")),
+        "{}",
+        r.text
+    );
+    app.post(
+        &member,
+        &format!("/api/v1/scenarios/{}/run", uuid::Uuid::new_v4()),
+        json!({}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not_found");
+    app.post(&member, "/api/v1/scenarios/not-an-id/run", json!({}))
+        .await
+        .problem(StatusCode::BAD_REQUEST, "invalid_id");
+
+    // Viewers read but do not run; a plan without what_if reads presets but runs nothing.
+    let viewer = app.token_for(&t, Role::Viewer);
+    app.post(&viewer, &format!("/api/v1/scenarios/{id}/run"), json!({}))
+        .await
+        .problem(StatusCode::FORBIDDEN, "insufficient_role");
+    let starter = app.tenant("wi-starter", Tier::Starter).await;
+    let s_company = app.company(&starter, "Small").await;
+    let s_member = app.token_for(&starter, Role::Member);
+    assert_eq!(
+        app.get(&s_member, "/api/v1/scenarios/presets").await.status,
+        StatusCode::OK
+    );
+    app.post(
+        &s_member,
+        "/api/v1/scenarios/presets/optimistic",
+        json!({ "company_id": s_company }),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN, "feature_not_in_plan");
+    app.post(
+        &s_member,
+        &format!("/api/v1/scenarios/{}/run", uuid::Uuid::new_v4()),
+        json!({}),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN, "feature_not_in_plan");
+}

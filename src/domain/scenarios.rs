@@ -630,11 +630,14 @@ fn impacts(b: &Figures, p: &Figures) -> BTreeMap<&'static str, Impact> {
 }
 
 /// A ready scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Preset {
+    /// `optimistic`, `conservative` or `stress`: the path segment that creates it.
     pub key: &'static str,
     pub name: &'static str,
     pub description: &'static str,
+    /// The scenario's `parameters`.
+    #[schema(value_type = Object)]
     pub parameters: Value,
 }
 

@@ -19,6 +19,7 @@ pub mod resource;
 pub mod resources;
 pub mod tenant;
 pub mod validate;
+pub mod what_if;
 pub mod working_capital;
 
 use std::net::SocketAddr;
@@ -386,6 +387,7 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         .merge(preferences::router())
         .merge(credentials::router())
         .merge(working_capital::router())
+        .merge(what_if::router())
         .route("/tenant", get(tenant::show))
         .route("/audit-logs", get(audit_logs::list))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -94,7 +94,91 @@ pub fn document() -> OpenApi {
     add(&mut api.paths, "/api/v1/audit-logs", HttpMethod::Get, audit);
     resources::describe(&mut api);
     describe_working_capital(&mut api);
+    describe_what_if(&mut api);
     api
+}
+
+/// Scenario runs and presets (src/http/what_if.rs).
+fn describe_what_if(api: &mut OpenApi) {
+    use super::what_if::{NewScenarioFromPreset, PresetList, RunRequest};
+    use crate::domain::scenarios::{Preset, presets};
+    add_schema::<RunRequest>(api);
+    add_schema::<Preset>(api);
+    add_schema::<PresetList>(api);
+    add_schema::<NewScenarioFromPreset>(api);
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .tag("scenarios")
+            .operation_id(Some(id))
+            .summary(Some(summary))
+    };
+    let scenario = || schema_ref::<super::resources::scenarios::Scenario>();
+    let id = parameter(
+        "id",
+        ParameterIn::Path,
+        scalar(Type::String, Some("uuid")),
+        "The scenario's id (UUID)",
+    );
+    let run_body = RequestBodyBuilder::new()
+        .content(
+            JSON,
+            ContentBuilder::new()
+                .schema(Some(schema_ref::<RunRequest>()))
+                .build(),
+        )
+        .required(Some(Required::False))
+        .build();
+    add(
+        &mut api.paths,
+        "/api/v1/scenarios/{id}/run",
+        HttpMethod::Post,
+        op(
+            "runScenario",
+            "Evaluate the scenario's parameters against its company's latest (or a stated) period and store the results (members; plan feature what_if)",
+        )
+        .parameters(Some(vec![id]))
+        .request_body(Some(run_body))
+        .response("200", json_response("The scenario with its results", scenario()))
+        .response("404", problem_response("No such scenario in this tenant")),
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/scenarios/presets",
+        HttpMethod::Get,
+        op(
+            "listScenarioPresets",
+            "The ready scenarios and their parameters",
+        )
+        .response(
+            "200",
+            json_response("The presets", schema_ref::<PresetList>()),
+        ),
+    );
+    let keys: Vec<String> = presets().iter().map(|p| p.key.to_owned()).collect();
+    let preset = parameter(
+        "preset",
+        ParameterIn::Path,
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(keys))
+                .build(),
+        )),
+        "Which preset",
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/scenarios/presets/{preset}",
+        HttpMethod::Post,
+        op(
+            "createScenarioFromPreset",
+            "Create a scenario from a preset (members; plan feature what_if)",
+        )
+        .parameters(Some(vec![preset]))
+        .request_body(json_body(schema_ref::<NewScenarioFromPreset>()))
+        .response("201", json_response("Created", scenario()))
+        .response("404", problem_response("No such preset")),
+    );
 }
 
 /// The working-capital engine's endpoints (src/http/working_capital.rs).

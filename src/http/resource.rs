@@ -449,7 +449,8 @@ pub async fn get<R: Resource>(
     row.map(Json).ok_or_else(|| ApiError::not_found(R::NAME))
 }
 
-fn require_write<R: Resource>(caller: &Caller) -> Result<(), ApiError> {
+/// Refuses with 403 unless the caller's role may write and the plan has `R`'s feature.
+pub fn require_write<R: Resource>(caller: &Caller) -> Result<(), ApiError> {
     caller.require(Act::WriteData)?;
     if let Some(feature) = R::WRITE_FEATURE
         && !(feature.enabled)(&caller.tenant.features)
