@@ -632,19 +632,14 @@ pub async fn reconcile(
 mod tests {
     use super::*;
 
-    /// AirPassengers 1949–1960 (Box & Jenkins), monthly totals in thousands.
-    pub const AIR_PASSENGERS: [f64; 144] = [
-        112., 118., 132., 129., 121., 135., 148., 148., 136., 119., 104., 118., 115., 126., 141.,
-        135., 125., 149., 170., 170., 158., 133., 114., 140., 145., 150., 178., 163., 172., 178.,
-        199., 199., 184., 162., 146., 166., 171., 180., 193., 181., 183., 218., 230., 242., 209.,
-        191., 172., 194., 196., 196., 236., 235., 229., 243., 264., 272., 237., 211., 180., 201.,
-        204., 188., 235., 227., 234., 264., 302., 293., 259., 229., 203., 229., 242., 233., 267.,
-        269., 270., 315., 364., 347., 312., 274., 237., 278., 284., 277., 317., 313., 318., 374.,
-        413., 405., 355., 306., 271., 306., 315., 301., 356., 348., 355., 422., 465., 467., 404.,
-        347., 305., 336., 340., 318., 362., 348., 363., 435., 491., 505., 404., 359., 310., 337.,
-        360., 342., 406., 396., 420., 472., 548., 559., 463., 407., 362., 405., 417., 391., 419.,
-        461., 472., 535., 622., 606., 508., 461., 390., 432.,
-    ];
+    /// AirPassengers 1949–1960 (the fixture the API test loads too).
+    fn air_passengers() -> Vec<f64> {
+        include_str!("../../tests/fixtures/air_passengers.csv")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("month"))
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect()
+    }
 
     fn mae_mape(forecast: &[f64], actual: &[f64]) -> (f64, f64) {
         let n = actual.len() as f64;
@@ -666,7 +661,8 @@ mod tests {
 
     #[test]
     fn seasonal_naive_reproduces_the_published_air_passengers_figures() {
-        let (train, test) = AIR_PASSENGERS.split_at(120);
+        let series = air_passengers();
+        let (train, test) = series.split_at(120);
         let (p, _) = predict(Candidate::SeasonalNaive, train, 12, 24, 0.95).unwrap();
         let (mae, mape) = mae_mape(&p.point, test);
         // Published: MAE 71.25, MAPE 15.52 %.
@@ -676,7 +672,8 @@ mod tests {
 
     #[test]
     fn auto_beats_seasonal_naive_on_air_passengers() {
-        let (train, test) = AIR_PASSENGERS.split_at(120);
+        let series = air_passengers();
+        let (train, test) = series.split_at(120);
         let out = forecast(train, 12, 24, ModelChoice::Auto, 0.95);
         let (mae, mape) = mae_mape(&out.prediction.point, test);
         eprintln!(
@@ -715,7 +712,8 @@ mod tests {
 
     #[test]
     fn the_ensemble_weights_models_by_inverse_backtest_error() {
-        let (train, _) = AIR_PASSENGERS.split_at(120);
+        let series = air_passengers();
+        let (train, _) = series.split_at(120);
         let out = forecast(train, 12, 12, ModelChoice::Ensemble, 0.95);
         assert_eq!(out.model, "ensemble");
         let total: f64 = out.weights.values().sum();

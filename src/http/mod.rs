@@ -12,6 +12,7 @@ pub mod context;
 pub mod credentials;
 pub mod cursor;
 pub mod error;
+pub mod forecasting;
 pub mod metrics;
 pub mod openapi;
 pub mod preferences;
@@ -388,6 +389,7 @@ pub fn app(state: AppState, config: &HttpConfig) -> Router {
         .merge(credentials::router())
         .merge(working_capital::router())
         .merge(what_if::router())
+        .merge(forecasting::router())
         .route("/tenant", get(tenant::show))
         .route("/audit-logs", get(audit_logs::list))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -95,7 +95,32 @@ pub fn document() -> OpenApi {
     resources::describe(&mut api);
     describe_working_capital(&mut api);
     describe_what_if(&mut api);
+    describe_forecasting(&mut api);
     api
+}
+
+/// Forecast generation (src/http/forecasting.rs).
+fn describe_forecasting(api: &mut OpenApi) {
+    use super::forecasting::{GenerateRequest, GenerateResponse, ProductRun};
+    add_schema::<GenerateRequest>(api);
+    add_schema::<ProductRun>(api);
+    add_schema::<GenerateResponse>(api);
+    add(
+        &mut api.paths,
+        "/api/v1/forecasts/generate",
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("forecasts")
+            .operation_id(Some("generateForecasts"))
+            .summary(Some(
+                "Forecast products' demand or revenue from their sales history, replacing their previous run (members; plan feature ai_forecasting)",
+            ))
+            .request_body(json_body(schema_ref::<GenerateRequest>()))
+            .response(
+                "200",
+                json_response("One run per product with its stored rows", schema_ref::<GenerateResponse>()),
+            ),
+    );
 }
 
 /// Scenario runs and presets (src/http/what_if.rs).
