@@ -608,3 +608,63 @@ async fn bad_parameters_a_company_without_metrics_and_the_gates_are_refused_writ
     .await
     .problem(StatusCode::FORBIDDEN, "feature_not_in_plan");
 }
+
+#[tokio::test]
+async fn the_demo_tenants_support_the_worked_example_of_docs_domain_md() {
+    let app = TestApp::spawn().await;
+    capliquify::demo::ensure_demo_tenants(&app.db.pool)
+        .await
+        .expect("demo tenants are made");
+    let member = app.token("user_demo_acme_manufacturing_member", "org_demo_acme");
+    let companies = app.get(&member, "/api/v1/companies").await;
+    let company = companies.body["data"][0]["id"].as_str().unwrap().to_owned();
+    // Three engine-computed months with a burn, so the summary has a trend and a runway.
+    let s = app
+        .get(
+            &member,
+            &format!("/api/v1/working-capital/summary?company_id={company}"),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+    assert_eq!(s.body["trend"].as_array().unwrap().len(), 3, "{}", s.body);
+    assert!(
+        s.body["latest"]["metric"]["revenue"].is_string(),
+        "{}",
+        s.body
+    );
+    assert!(s.body["runway"]["days"].is_number(), "{}", s.body);
+    // A preset scenario runs against the latest month.
+    let made = app
+        .post(
+            &member,
+            "/api/v1/scenarios/presets/optimistic",
+            json!({ "company_id": company }),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let id = made.body["id"].as_str().unwrap();
+    let run = app
+        .post(&member, &format!("/api/v1/scenarios/{id}/run"), json!({}))
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.text);
+    assert!(
+        dec(&run.body["results"]["cash_released"]) > 0.0,
+        "{}",
+        run.body
+    );
+    // Three years of daily sales: a monthly forecast finds the season.
+    let f = app
+        .post(
+            &member,
+            "/api/v1/forecasts/generate",
+            json!({ "all": true, "forecast_type": "demand", "granularity": "month", "horizon": 6 }),
+        )
+        .await;
+    assert_eq!(f.status, StatusCode::OK, "{}", f.text);
+    let runs = f.body["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        assert!(run["history_periods"].as_u64().unwrap() >= 35, "{run}");
+        assert!(run["fallback"].is_null(), "{run}");
+    }
+}
