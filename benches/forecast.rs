@@ -40,8 +40,18 @@ fn scores(train: &[f64], forecast: &[f64], actual: &[f64]) -> (f64, f64) {
         .sum::<f64>()
         / (train.len() - SEASON) as f64;
     let n = actual.len() as f64;
-    let mae = forecast.iter().zip(actual).map(|(f, a)| (f - a).abs()).sum::<f64>() / n;
-    let mape = forecast.iter().zip(actual).map(|(f, a)| ((f - a) / a).abs()).sum::<f64>() / n;
+    let mae = forecast
+        .iter()
+        .zip(actual)
+        .map(|(f, a)| (f - a).abs())
+        .sum::<f64>()
+        / n;
+    let mape = forecast
+        .iter()
+        .zip(actual)
+        .map(|(f, a)| ((f - a) / a).abs())
+        .sum::<f64>()
+        / n;
     (mae / scale, mape * 100.0)
 }
 
@@ -53,7 +63,9 @@ fn variants(train: &[f64], n: usize) -> Vec<Vec<f64>> {
             train
                 .iter()
                 .enumerate()
-                .map(|(t, v)| v * scale * (1.0 + 0.05 * ((t * 7 + k * 13) % 11) as f64 / 10.0 - 0.025))
+                .map(|(t, v)| {
+                    v * scale * (1.0 + 0.05 * ((t * 7 + k * 13) % 11) as f64 / 10.0 - 0.025)
+                })
                 .collect()
         })
         .collect()
@@ -67,7 +79,10 @@ struct Row {
 }
 
 fn peer(python: &str, series: &[Vec<f64>]) -> anyhow::Result<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peer/statsforecast_peer.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/peer/statsforecast_peer.py"
+    );
     let mut child = Command::new(python)
         .arg(script)
         .stdin(Stdio::piped())
@@ -104,7 +119,11 @@ fn main() -> anyhow::Result<()> {
     let ours: [(&str, Box<dyn Fn(&[f64]) -> Vec<f64>>); 2] = [
         (
             "capliquify auto (backtest + fit)",
-            Box::new(|y: &[f64]| forecast::forecast(y, SEASON, HORIZON, ModelChoice::Auto, 0.95).prediction.point),
+            Box::new(|y: &[f64]| {
+                forecast::forecast(y, SEASON, HORIZON, ModelChoice::Auto, 0.95)
+                    .prediction
+                    .point
+            }),
         ),
         (
             "capliquify mstl_log (one fit)",
@@ -123,7 +142,12 @@ fn main() -> anyhow::Result<()> {
             std::hint::black_box(run(y));
         }
         let per_second = series.len() as f64 / start.elapsed().as_secs_f64();
-        rows.push(Row { name: name.to_string(), mase, mape, per_second });
+        rows.push(Row {
+            name: name.to_string(),
+            mase,
+            mape,
+            per_second,
+        });
     }
     let python = std::env::var("CAPLIQUIFY_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
     let peer_rows = match peer(&python, &series) {
@@ -144,15 +168,41 @@ fn main() -> anyhow::Result<()> {
             peer_rows
         }
         Err(err) => {
-            println!("peer not run ({err:#}); set CAPLIQUIFY_PEER_PYTHON to a Python with statsforecast");
+            println!(
+                "peer not run ({err:#}); set CAPLIQUIFY_PEER_PYTHON to a Python with statsforecast"
+            );
             Vec::new()
         }
     };
-    println!("AirPassengers, train 1949–1958, forecast 1959–1960 (24 months); {} series timed on one core", series.len());
-    println!("{:<36} {:>8} {:>8} {:>12}", "model", "MASE", "MAPE %", "series/s");
-    println!("{:<36} {:>8.3} {:>8.2} {:>12}", "seasonal naive (published MAPE 15.52)", scores(train, &train[108..].iter().chain(&train[108..]).copied().collect::<Vec<_>>(), test).0, 15.52, "-");
+    println!(
+        "AirPassengers, train 1949–1958, forecast 1959–1960 (24 months); {} series timed on one core",
+        series.len()
+    );
+    println!(
+        "{:<36} {:>8} {:>8} {:>12}",
+        "model", "MASE", "MAPE %", "series/s"
+    );
+    println!(
+        "{:<36} {:>8.3} {:>8.2} {:>12}",
+        "seasonal naive (published MAPE 15.52)",
+        scores(
+            train,
+            &train[108..]
+                .iter()
+                .chain(&train[108..])
+                .copied()
+                .collect::<Vec<_>>(),
+            test
+        )
+        .0,
+        15.52,
+        "-"
+    );
     for r in rows.iter().chain(&peer_rows) {
-        println!("{:<36} {:>8.3} {:>8.2} {:>12.1}", r.name, r.mase, r.mape, r.per_second);
+        println!(
+            "{:<36} {:>8.3} {:>8.2} {:>12.1}",
+            r.name, r.mase, r.mape, r.per_second
+        );
     }
     if let Some(best_peer) = peer_rows.iter().min_by(|a, b| a.mase.total_cmp(&b.mase)) {
         let fastest_peer = peer_rows.iter().map(|r| r.per_second).fold(0.0, f64::max);

@@ -207,3 +207,51 @@ async fn sparse_histories_fall_back_and_bad_requests_are_refused_writing_nothing
         .await
         .problem(StatusCode::FORBIDDEN, "feature_not_in_plan");
 }
+
+#[tokio::test]
+async fn forecasts_reconcile_fills_in_actuals_from_the_command_line() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("fc-cli", Tier::Professional).await;
+    let series = air_passengers();
+    let product = product_with_monthly_sales(&app, &t, "AIR", &series).await;
+    let r = app
+        .post(
+            &app.token_for(&t, Role::Member),
+            GENERATE,
+            json!({ "product_id": product, "forecast_type": "revenue", "granularity": "month",
+                    "horizon": 24, "model": "seasonal_naive", "as_of": "1959-01-01" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let schema = &t.tenant.schema_name;
+    app.db
+        .exec(&format!(
+            "UPDATE \"{schema}\".forecasts SET actual_value = NULL, accuracy_percentage = NULL"
+        ))
+        .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .args(["forecasts", "reconcile", "--tenant", "fc-cli", "--json"])
+        .env("DATABASE_URL", &app.db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run capliquify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["reconciled"][0],
+        json!({ "tenant": "fc-cli", "forecasts": 24 })
+    );
+    // Revenue actuals are the monthly totals (price 1.00): 1959–1960 of the series.
+    let total: i64 = series[120..].iter().map(|v| i64::from(*v)).sum();
+    let stored = app
+        .db
+        .scalar_i64(&format!(
+            "SELECT sum(actual_value)::bigint FROM \"{schema}\".forecasts"
+        ))
+        .await;
+    assert_eq!(stored, total);
+}
