@@ -171,7 +171,8 @@ async fn sparse_histories_fall_back_and_bad_requests_are_refused_writing_nothing
         ("horizon", json!({ "horizon": 37 })),
         ("horizon", json!({ "horizon": 0 })),
         ("product_id", json!({ "all": true })),
-        ("forecast_type", json!({ "forecast_type": "cash_flow" })),
+        // Cash flow needs the company's computed metrics, and it has none.
+        ("company_id", json!({ "forecast_type": "cash_flow" })),
         ("confidence_level", json!({ "confidence_level": 99.95 })),
         (
             "product_ids",
@@ -254,4 +255,65 @@ async fn forecasts_reconcile_fills_in_actuals_from_the_command_line() {
         ))
         .await;
     assert_eq!(stored, total);
+}
+
+#[tokio::test]
+async fn the_cash_flow_forecast_collects_revenue_after_dso_and_finds_the_runway_end() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("fc-cash", Tier::Professional).await;
+    let series = air_passengers();
+    let product = product_with_monthly_sales(&app, &t, "AIR", &series[..120]).await;
+    let member = app.token_for(&t, Role::Member);
+    let company = app
+        .get(&member, &format!("/api/v1/products/{product}"))
+        .await
+        .body["company_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // December 1958: revenue 337 (price 1.00), COGS 168.50 (unit cost 0.50). With AR equal
+    // to a month's revenue, DSO is 31 days; with no payables, DPO is 0.
+    let december = series[119];
+    let m = app
+        .post(
+            &member,
+            "/api/v1/working-capital-metrics/compute",
+            json!({ "company_id": company, "period_type": "monthly", "period_date": "1958-12-31",
+                    "cash": "100", "accounts_receivable": december.to_string(), "accounts_payable": "0", "short_term_debt": "0" }),
+        )
+        .await;
+    assert_eq!(m.status, StatusCode::OK, "{}", m.text);
+    assert_eq!(num(&m.body["metric"]["days_sales_outstanding"]), 31.0);
+    let r = app
+        .post(
+            &member,
+            GENERATE,
+            json!({ "all": true, "forecast_type": "cash_flow", "granularity": "month", "horizon": 12, "as_of": "1959-01-01" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let run = &r.body["runs"][0];
+    assert!(run["product_id"].is_null());
+    assert_eq!(run["company_id"], company.as_str());
+    let params = &run["model_parameters"];
+    let periods = params["periods"].as_array().unwrap();
+    // January 1959 (31 days) collects exactly December's revenue.
+    assert_eq!(num(&periods[0]["receipts"]), f64::from(december));
+    // The balance runs from the stored cash, and each stored row is that period's balance.
+    let mut balance = 100.0;
+    let rows = run["forecasts"].as_array().unwrap();
+    let mut first_negative = None;
+    for (p, row) in periods.iter().zip(rows) {
+        balance += num(&p["receipts"]) - num(&p["payments"]);
+        assert!((num(&p["balance"]) - balance).abs() < 0.005);
+        assert!((num(&row["predicted_value"]) - balance).abs() < 0.005);
+        assert_eq!(row["forecast_type"], "cash_flow");
+        assert!(num(&row["lower_bound"]) <= num(&row["predicted_value"]));
+        if balance < 0.0 && first_negative.is_none() {
+            first_negative = Some(p["period"].clone());
+        }
+    }
+    assert_eq!(params["runway_end"], first_negative.unwrap_or(Value::Null));
+    // Receipts lag revenue by a month and payments do not: a growing seller stays positive.
+    assert!(balance > 100.0, "{params}");
 }

@@ -522,49 +522,71 @@ pub async fn history(
     Ok((first, values))
 }
 
-/// A forecast value as stored: `numeric(15,2)`, never negative (sales are not).
+/// A forecast value as stored: `numeric(15,2)`.
 fn money(value: f64) -> Decimal {
-    let clamped = value.clamp(0.0, 9_999_999_999_999.0);
+    let clamped = value.clamp(-9_999_999_999_999.0, 9_999_999_999_999.0);
     Decimal::from_f64(clamped)
         .unwrap_or_default()
         .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
 }
 
-/// One stored forecast run.
+/// Stored (predicted, lower, upper) per period; sales are never negative, so demand and
+/// revenue are floored at zero. Rounding and the floor keep lower ≤ predicted ≤ upper.
+pub fn sales_rows(p: &Prediction) -> Vec<(Decimal, Decimal, Decimal)> {
+    (0..p.point.len())
+        .map(|i| {
+            let point = money(p.point[i].max(0.0));
+            (
+                point,
+                money(p.lower[i].max(0.0)).min(point),
+                money(p.upper[i].max(0.0)).max(point),
+            )
+        })
+        .collect()
+}
+
+/// The same series as f64 sums in `Decimal` (flows of the cash-flow projection).
+pub fn decimals(values: &[f64]) -> Vec<Decimal> {
+    values.iter().map(|v| money(v.max(0.0))).collect()
+}
+
+/// One stored forecast run: a product's (demand, revenue) or a company's (cash flow,
+/// `product` none).
 pub struct Run<'a> {
     pub company: Uuid,
-    pub product: Uuid,
+    pub product: Option<Uuid>,
     pub kind: ForecastType,
     pub granularity: Granularity,
     /// The first forecast period's start.
     pub first: NaiveDate,
     /// Percent, 50–99.9.
     pub confidence_level: Decimal,
-    pub outcome: &'a Outcome,
+    pub model: &'a str,
+    /// (predicted, lower, upper) per period, from `first` on.
+    pub rows: Vec<(Decimal, Decimal, Decimal)>,
     pub parameters: serde_json::Value,
 }
 
-/// Replaces the product's previous run of this type and granularity with `run`'s rows.
+/// Replaces the previous run of the same product (or company, for cash flow), type and
+/// granularity with `run`'s rows.
 pub async fn replace(conn: &mut PgConnection, run: &Run<'_>) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query(
-        "DELETE FROM forecasts WHERE product_id = $1 AND forecast_type = $2
-            AND model_parameters->>'granularity' = $3",
+        "DELETE FROM forecasts WHERE company_id = $4 AND product_id IS NOT DISTINCT FROM $1
+            AND forecast_type = $2 AND model_parameters->>'granularity' = $3",
     )
     .bind(run.product)
     .bind(run.kind.as_str())
     .bind(run.granularity.as_str())
+    .bind(run.company)
     .execute(&mut *conn)
     .await?;
-    let p = &run.outcome.prediction;
-    let mut dates = Vec::with_capacity(p.point.len());
+    let mut dates = Vec::with_capacity(run.rows.len());
     let (mut points, mut lowers, mut uppers) = (Vec::new(), Vec::new(), Vec::new());
     let mut date = run.first;
-    for i in 0..p.point.len() {
-        let point = money(p.point[i]);
-        // Rounding and the floor at zero must not break lower ≤ point ≤ upper.
-        lowers.push(money(p.lower[i]).min(point));
-        uppers.push(money(p.upper[i]).max(point));
-        points.push(point);
+    for (point, lower, upper) in &run.rows {
+        points.push(*point);
+        lowers.push(*lower);
+        uppers.push(*upper);
         dates.push(date);
         date = run.granularity.next(date);
     }
@@ -579,7 +601,7 @@ pub async fn replace(conn: &mut PgConnection, run: &Run<'_>) -> sqlx::Result<Vec
     .bind(run.company)
     .bind(run.product)
     .bind(run.kind.as_str())
-    .bind(&run.outcome.model)
+    .bind(run.model)
     .bind(run.confidence_level)
     .bind(&run.parameters)
     .bind(dates)
@@ -588,6 +610,53 @@ pub async fn replace(conn: &mut PgConnection, run: &Run<'_>) -> sqlx::Result<Vec
     .bind(uppers)
     .fetch_all(conn)
     .await
+}
+
+/// A company's revenue and cost of goods sold per period over `products`, from the first
+/// sale up to (not including) the period holding `as_of`, zero-filled; with the first
+/// period's start.
+pub async fn company_flows(
+    conn: &mut PgConnection,
+    company: Uuid,
+    products: &[Uuid],
+    granularity: Granularity,
+    as_of: NaiveDate,
+) -> sqlx::Result<(NaiveDate, Vec<f64>, Vec<f64>)> {
+    let current = granularity.start_of(as_of);
+    let rows: Vec<(NaiveDate, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT date_trunc($4, s.sale_date)::date, sum(s.total_amount),
+                COALESCE(sum(s.quantity * p.unit_cost), 0)
+           FROM sales s JOIN products p ON p.id = s.product_id
+          WHERE s.company_id = $1 AND s.product_id = ANY($2) AND s.sale_date < $3
+          GROUP BY 1 ORDER BY 1",
+    )
+    .bind(company)
+    .bind(products)
+    .bind(current)
+    .bind(granularity.as_str())
+    .fetch_all(conn)
+    .await?;
+    let Some(first) = rows.first().map(|r| r.0) else {
+        return Ok((current, Vec::new(), Vec::new()));
+    };
+    let (mut revenue, mut cogs) = (Vec::new(), Vec::new());
+    let mut rows = rows.into_iter().peekable();
+    let mut period = first;
+    while period < current {
+        match rows.peek() {
+            Some((p, r, c)) if *p == period => {
+                revenue.push(r.to_f64().unwrap_or(0.0));
+                cogs.push(c.to_f64().unwrap_or(0.0));
+                rows.next();
+            }
+            _ => {
+                revenue.push(0.0);
+                cogs.push(0.0);
+            }
+        }
+        period = granularity.next(period);
+    }
+    Ok((first, revenue, cogs))
 }
 
 /// Fills `actual_value` and `accuracy_percentage` (100 − absolute percentage error, floored

@@ -8,10 +8,12 @@
 //!
 //! - [`working_capital`]: the metrics of one period (ratios, days outstanding, cash
 //!   conversion cycle, runway) and the summary of a company's periods;
+//! - [`cash_flow`]: the projected cash balance from forecast revenue and COGS;
 //! - [`forecast`]: demand and revenue forecasts of a product's sales (augurs models,
 //!   backtested);
 //! - [`scenarios`]: what-if scenarios evaluated against a period's metrics.
 
+pub mod cash_flow;
 pub mod forecast;
 pub mod scenarios;
 pub mod working_capital;

@@ -1,5 +1,7 @@
 //! `POST /api/v1/forecasts/generate`: a thin handler over [`crate::domain::forecast`].
 //! Needs a member and the plan's `ai_forecasting` (the forecasts resource's write gate).
+//! Demand and revenue are forecast per product; cash flow per company (see
+//! [`crate::domain::cash_flow`]).
 //! Histories are read, models fitted off the async runtime, and every product's rows
 //! replaced in the one tenant transaction.
 
@@ -23,7 +25,9 @@ use super::resource::{Resource, body_bytes, parse_body, require_write};
 use super::resources::forecasts::{Forecast, Forecasts};
 use super::validate as v;
 use crate::db::scope;
+use crate::domain::cash_flow;
 use crate::domain::forecast::{self, ForecastType, Granularity, ModelChoice, Outcome, Run};
+use crate::domain::working_capital as wc;
 
 /// Most products one request forecasts.
 pub const MAX_PRODUCTS: usize = 100;
@@ -45,7 +49,8 @@ pub struct GenerateRequest {
     pub product_ids: Option<Vec<Uuid>>,
     /// Every active product (at most 100).
     pub all: Option<bool>,
-    /// `demand` (units) or `revenue`; `cash_flow` is not available yet (422).
+    /// `demand` (units), `revenue`, or `cash_flow` (per company of the selected products:
+    /// the projected cash balance; needs the company's computed metrics).
     pub forecast_type: ForecastType,
     pub granularity: Granularity,
     /// Periods ahead: up to 365 days, 104 weeks or 36 months.
@@ -61,9 +66,12 @@ pub struct GenerateRequest {
     pub as_of: Option<NaiveDate>,
 }
 
+/// One product's run (demand, revenue) or one company's (cash flow).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProductRun {
-    pub product_id: Uuid,
+    pub company_id: Uuid,
+    /// Null for a company's cash-flow run.
+    pub product_id: Option<Uuid>,
     /// The model used: `mstl_log`, `mstl`, `ets`, `seasonal_naive`, `naive`, `ensemble` or
     /// `none` (no history).
     pub model: String,
@@ -71,7 +79,8 @@ pub struct ProductRun {
     pub fallback: Option<String>,
     /// Complete periods of history the model saw.
     pub history_periods: usize,
-    /// The stored `model_parameters` (model, ETS form, backtest scores, weights).
+    /// The stored `model_parameters` (model, ETS form, backtest scores, weights; for cash
+    /// flow also receipts, payments and balance per period, and `runway_end`).
     #[schema(value_type = Object)]
     pub model_parameters: serde_json::Value,
     pub forecasts: Vec<Forecast>,
@@ -110,12 +119,6 @@ fn validate(request: &GenerateRequest) -> Result<Plan, ApiError> {
         return Err(ApiError::validation(
             "product_ids",
             format!("product_ids must name 1 to {MAX_PRODUCTS} products"),
-        ));
-    }
-    if request.forecast_type == ForecastType::CashFlow {
-        return Err(ApiError::validation(
-            "forecast_type",
-            "cash_flow forecasts are not available yet; use demand or revenue",
         ));
     }
     let max = request.granularity.max_horizon();
@@ -193,85 +196,243 @@ async fn generate(
             all
         }
     };
-    let mut histories = Vec::with_capacity(products.len());
-    for (product, company) in &products {
-        let (start, values) =
-            forecast::history(&mut tx, *product, plan.kind, plan.granularity, plan.as_of).await?;
-        histories.push((*product, *company, start, values));
-    }
-    // Fitting is CPU work: keep it off the runtime's worker threads.
-    let (season, horizon, model) = (plan.granularity.season(), plan.horizon, plan.model);
-    let level = f64::try_from(plan.level).unwrap_or(95.0) / 100.0;
-    let fitted: Vec<(Uuid, Uuid, NaiveDate, usize, Outcome)> =
-        tokio::task::spawn_blocking(move || {
-            histories
-                .into_iter()
-                .map(|(product, company, start, y)| {
-                    let outcome = forecast::forecast(&y, season, horizon, model, level);
-                    (product, company, start, y.len(), outcome)
-                })
-                .collect()
-        })
-        .await
-        .map_err(ApiError::internal)?;
-
-    let first = plan.granularity.start_of(plan.as_of);
-    let mut runs = Vec::with_capacity(fitted.len());
-    for (product, company, start, periods, outcome) in &fitted {
-        let parameters = json!({
-            "granularity": plan.granularity.as_str(),
-            "requested_model": plan.model,
-            "model": outcome.model,
-            "ets_form": outcome.ets_form,
-            "fallback": outcome.fallback,
-            "as_of": plan.as_of,
-            "history": { "start": (*periods > 0).then_some(start), "periods": periods },
-            "backtest": {
-                "method": "rolling origin, up to 3 origins",
-                "horizon": outcome.backtest_horizon,
-                "scores": outcome.scores,
-            },
-            "weights": outcome.weights,
-        });
-        let ids = forecast::replace(
-            &mut tx,
-            &Run {
-                company: *company,
-                product: *product,
-                kind: plan.kind,
-                granularity: plan.granularity,
-                first,
-                confidence_level: plan.level,
-                outcome,
-                parameters: parameters.clone(),
-            },
-        )
-        .await?;
-        runs.push((ids, *product, outcome, *periods, parameters));
-    }
+    let runs = if plan.kind == ForecastType::CashFlow {
+        cash_flow_runs(&mut tx, &plan, &products).await?
+    } else {
+        sales_runs(&mut tx, &plan, &products).await?
+    };
     let today = chrono::Utc::now().date_naive();
     let product_ids: Vec<Uuid> = products.iter().map(|(p, _)| *p).collect();
     forecast::reconcile(&mut tx, today, Some(&product_ids)).await?;
     let mut out = Vec::with_capacity(runs.len());
-    for (ids, product, outcome, periods, parameters) in runs {
-        let forecasts: Vec<Forecast> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    for (ids, mut run) in runs {
+        run.forecasts = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM forecasts WHERE id = ANY($1) ORDER BY forecast_date",
             Forecasts::COLUMNS
         )))
         .bind(ids)
         .fetch_all(&mut *tx)
         .await?;
-        out.push(ProductRun {
-            product_id: product,
-            model: outcome.model.clone(),
-            fallback: outcome.fallback.clone(),
-            history_periods: periods,
-            model_parameters: parameters,
-            forecasts,
-        });
+        out.push(run);
     }
     tx.commit().await?;
     Ok(Json(GenerateResponse { runs: out }))
+}
+
+/// Forecasts each series on a blocking thread: fitting is CPU work, kept off the runtime's
+/// worker threads.
+async fn fit_all(plan: &Plan, series: Vec<Vec<f64>>) -> Result<Vec<Outcome>, ApiError> {
+    let (season, horizon, model) = (plan.granularity.season(), plan.horizon, plan.model);
+    let level = f64::try_from(plan.level).unwrap_or(95.0) / 100.0;
+    tokio::task::spawn_blocking(move || {
+        series
+            .iter()
+            .map(|y| forecast::forecast(y, season, horizon, model, level))
+            .collect()
+    })
+    .await
+    .map_err(ApiError::internal)
+}
+
+fn parameters(
+    plan: &Plan,
+    outcome: &Outcome,
+    start: NaiveDate,
+    periods: usize,
+) -> serde_json::Value {
+    json!({
+        "granularity": plan.granularity.as_str(),
+        "requested_model": plan.model,
+        "model": outcome.model,
+        "ets_form": outcome.ets_form,
+        "fallback": outcome.fallback,
+        "as_of": plan.as_of,
+        "history": { "start": (periods > 0).then_some(start), "periods": periods },
+        "backtest": {
+            "method": "rolling origin, up to 3 origins",
+            "horizon": outcome.backtest_horizon,
+            "scores": outcome.scores,
+        },
+        "weights": outcome.weights,
+    })
+}
+
+type StoredRun = (Vec<Uuid>, ProductRun);
+
+/// Demand or revenue: one run per product.
+async fn sales_runs(
+    tx: &mut sqlx::PgConnection,
+    plan: &Plan,
+    products: &[(Uuid, Uuid)],
+) -> Result<Vec<StoredRun>, ApiError> {
+    let mut starts = Vec::with_capacity(products.len());
+    let mut series = Vec::with_capacity(products.len());
+    for (product, _) in products {
+        let (start, values) =
+            forecast::history(tx, *product, plan.kind, plan.granularity, plan.as_of).await?;
+        starts.push(start);
+        series.push(values);
+    }
+    let lengths: Vec<usize> = series.iter().map(Vec::len).collect();
+    let outcomes = fit_all(plan, series).await?;
+    let first = plan.granularity.start_of(plan.as_of);
+    let mut runs = Vec::with_capacity(products.len());
+    for (i, ((product, company), outcome)) in products.iter().zip(&outcomes).enumerate() {
+        let parameters = parameters(plan, outcome, starts[i], lengths[i]);
+        let ids = forecast::replace(
+            tx,
+            &Run {
+                company: *company,
+                product: Some(*product),
+                kind: plan.kind,
+                granularity: plan.granularity,
+                first,
+                confidence_level: plan.level,
+                model: &outcome.model,
+                rows: forecast::sales_rows(&outcome.prediction),
+                parameters: parameters.clone(),
+            },
+        )
+        .await?;
+        runs.push((
+            ids,
+            ProductRun {
+                company_id: *company,
+                product_id: Some(*product),
+                model: outcome.model.clone(),
+                fallback: outcome.fallback.clone(),
+                history_periods: lengths[i],
+                model_parameters: parameters,
+                forecasts: Vec::new(),
+            },
+        ));
+    }
+    Ok(runs)
+}
+
+/// Cash flow: one run per company of the selected products, from their revenue and COGS
+/// forecasts, the company's latest DSO and DPO and its latest stored cash.
+async fn cash_flow_runs(
+    tx: &mut sqlx::PgConnection,
+    plan: &Plan,
+    products: &[(Uuid, Uuid)],
+) -> Result<Vec<StoredRun>, ApiError> {
+    let mut by_company: std::collections::BTreeMap<Uuid, Vec<Uuid>> = Default::default();
+    for (product, company) in products {
+        by_company.entry(*company).or_default().push(*product);
+    }
+    let first = plan.granularity.start_of(plan.as_of);
+    let mut period_days = Vec::with_capacity(plan.horizon);
+    let mut dates = Vec::with_capacity(plan.horizon);
+    let mut date = first;
+    for _ in 0..plan.horizon {
+        let next = plan.granularity.next(date);
+        period_days.push((next - date).num_days());
+        dates.push(date);
+        date = next;
+    }
+    let mut runs = Vec::new();
+    for (company, members) in by_company {
+        let metric = wc::latest(tx, company, None).await?;
+        let Some((m, cash, dso, dpo)) = metric.and_then(|m| {
+            Some((
+                m.period_date,
+                m.cash?,
+                m.days_sales_outstanding?,
+                m.days_payables_outstanding?,
+            ))
+        }) else {
+            return Err(ApiError::validation(
+                "company_id",
+                format!(
+                    "company {company} has no computed metrics with cash, DSO and DPO; compute them first (POST /api/v1/working-capital-metrics/compute)"
+                ),
+            ));
+        };
+        let (start, revenue, cogs) =
+            forecast::company_flows(tx, company, &members, plan.granularity, plan.as_of).await?;
+        let periods = revenue.len();
+        let outcomes = fit_all(plan, vec![revenue.clone(), cogs.clone()]).await?;
+        let (rev, cost) = (&outcomes[0], &outcomes[1]);
+        let inputs = |r: &[f64], c: &[f64]| cash_flow::Inputs {
+            opening_cash: cash,
+            dso_days: dso,
+            dpo_days: dpo,
+            period_days: period_days.clone(),
+            revenue_history: forecast::decimals(&revenue),
+            cogs_history: forecast::decimals(&cogs),
+            revenue_forecast: forecast::decimals(r),
+            cogs_forecast: forecast::decimals(c),
+        };
+        let p = (&rev.prediction, &cost.prediction);
+        let central = cash_flow::project(&inputs(&p.0.point, &p.1.point));
+        // Low receipts with high payments bound the balance from below, and the reverse
+        // from above: the flows' own intervals, not a joint one.
+        let low = cash_flow::project(&inputs(&p.0.lower, &p.1.upper));
+        let high = cash_flow::project(&inputs(&p.0.upper, &p.1.lower));
+        let mut rows = Vec::with_capacity(plan.horizon);
+        for t in 0..plan.horizon {
+            let balance = central.periods[t].balance;
+            let row = (
+                balance,
+                low.periods[t].balance.min(balance),
+                high.periods[t].balance.max(balance),
+            );
+            for value in [row.0, row.1, row.2] {
+                v::money("horizon", value, false).map_err(|_| {
+                    ApiError::validation(
+                        "horizon",
+                        "the projected cash balance is too large to store",
+                    )
+                })?;
+            }
+            rows.push(row);
+        }
+        let parameters = json!({
+            "granularity": plan.granularity.as_str(),
+            "requested_model": plan.model,
+            "model": rev.model,
+            "as_of": plan.as_of,
+            "history": { "start": (periods > 0).then_some(start), "periods": periods },
+            "opening_cash": { "amount": cash, "period_date": m },
+            "days_sales_outstanding": dso,
+            "days_payables_outstanding": dpo,
+            "periods": dates.iter().zip(&central.periods).map(|(d, p)| json!({
+                "period": d, "receipts": p.receipts, "payments": p.payments, "net": p.net, "balance": p.balance,
+            })).collect::<Vec<_>>(),
+            "runway_end": central.runway_end.map(|t| dates[t]),
+            "revenue_forecast": parameters(plan, rev, start, periods),
+            "cogs_forecast": parameters(plan, cost, start, periods),
+        });
+        let ids = forecast::replace(
+            tx,
+            &Run {
+                company,
+                product: None,
+                kind: plan.kind,
+                granularity: plan.granularity,
+                first,
+                confidence_level: plan.level,
+                model: &rev.model,
+                rows,
+                parameters: parameters.clone(),
+            },
+        )
+        .await?;
+        runs.push((
+            ids,
+            ProductRun {
+                company_id: company,
+                product_id: None,
+                model: rev.model.clone(),
+                fallback: rev.fallback.clone().or(cost.fallback.clone()),
+                history_periods: periods,
+                model_parameters: parameters,
+                forecasts: Vec::new(),
+            },
+        ));
+    }
+    Ok(runs)
 }
 
 /// The (product, company) of each id, or a 422 naming `field` when one is not a product of
