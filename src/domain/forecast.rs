@@ -55,6 +55,16 @@ impl Granularity {
         }
     }
 
+    /// The most history a forecast reads: 3 years of days, 10 years of weeks or months.
+    /// Older sales say little about next month, and fitting cost grows with the length.
+    pub fn max_history(self) -> usize {
+        match self {
+            Self::Day => 3 * 365,
+            Self::Week => 520,
+            Self::Month => 120,
+        }
+    }
+
     /// The first day of the period holding `date` (weeks start on Monday, as ISO and
     /// PostgreSQL's `date_trunc('week', …)` have it).
     pub fn start_of(self, date: NaiveDate) -> NaiveDate {
@@ -479,6 +489,18 @@ impl ForecastType {
     }
 }
 
+/// The start of the oldest period a forecast reads, [`Granularity::max_history`] periods
+/// before `current`.
+fn earliest(granularity: Granularity, current: NaiveDate) -> NaiveDate {
+    let periods = granularity.max_history() as u32;
+    let back = match granularity {
+        Granularity::Day => current.checked_sub_days(Days::new(u64::from(periods))),
+        Granularity::Week => current.checked_sub_days(Days::new(7 * u64::from(periods))),
+        Granularity::Month => current.checked_sub_months(Months::new(periods)),
+    };
+    back.unwrap_or(NaiveDate::MIN)
+}
+
 /// A product's sales per period from its first sale up to (not including) the period
 /// holding `as_of`, zero-filled; with the first period's start.
 pub async fn history(
@@ -489,16 +511,18 @@ pub async fn history(
     as_of: NaiveDate,
 ) -> sqlx::Result<(NaiveDate, Vec<f64>)> {
     let current = granularity.start_of(as_of);
+    let from = earliest(granularity, current);
     let rows: Vec<(NaiveDate, Decimal)> = sqlx::query_as(
         "SELECT date_trunc($3, sale_date)::date AS period,
                 sum(CASE WHEN $4 = 'demand' THEN quantity::numeric ELSE total_amount END)
-           FROM sales WHERE product_id = $1 AND sale_date < $2
+           FROM sales WHERE product_id = $1 AND sale_date < $2 AND sale_date >= $5
           GROUP BY 1 ORDER BY 1",
     )
     .bind(product)
     .bind(current)
     .bind(granularity.as_str())
     .bind(kind.as_str())
+    .bind(from)
     .fetch_all(conn)
     .await?;
     let Some(first) = rows.first().map(|r| r.0) else {
@@ -623,17 +647,20 @@ pub async fn company_flows(
     as_of: NaiveDate,
 ) -> sqlx::Result<(NaiveDate, Vec<f64>, Vec<f64>)> {
     let current = granularity.start_of(as_of);
+    let from = earliest(granularity, current);
     let rows: Vec<(NaiveDate, Decimal, Decimal)> = sqlx::query_as(
         "SELECT date_trunc($4, s.sale_date)::date, sum(s.total_amount),
                 COALESCE(sum(s.quantity * p.unit_cost), 0)
            FROM sales s JOIN products p ON p.id = s.product_id
           WHERE s.company_id = $1 AND s.product_id = ANY($2) AND s.sale_date < $3
+            AND s.sale_date >= $5
           GROUP BY 1 ORDER BY 1",
     )
     .bind(company)
     .bind(products)
     .bind(current)
     .bind(granularity.as_str())
+    .bind(from)
     .fetch_all(conn)
     .await?;
     let Some(first) = rows.first().map(|r| r.0) else {

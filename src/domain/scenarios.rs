@@ -334,7 +334,8 @@ fn runway_days(cash: Decimal, daily_burn: Option<Decimal>) -> Option<i64> {
     if cash <= Decimal::ZERO {
         return Some(0);
     }
-    i64::try_from((cash / burn).floor()).ok()
+    // A burn close to zero would overflow the quotient: no runway end in sight then.
+    i64::try_from(cash.checked_div(burn)?.floor()).ok()
 }
 
 /// `balances` are cash, receivables, inventory, payables and short-term debt.
