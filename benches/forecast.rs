@@ -71,6 +71,9 @@ fn variants(train: &[f64], n: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// One of our forecasters: a training series in, the 24 point forecasts out.
+type Forecaster = Box<dyn Fn(&[f64]) -> Vec<f64>>;
+
 struct Row {
     name: String,
     mase: f64,
@@ -116,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     series.extend(variants(train, count.max(1) - 1));
     let mut rows = Vec::new();
 
-    let ours: [(&str, Box<dyn Fn(&[f64]) -> Vec<f64>>); 2] = [
+    let ours: [(&str, Forecaster); 2] = [
         (
             "capliquify auto (backtest + fit)",
             Box::new(|y: &[f64]| {
