@@ -1,6 +1,8 @@
 //! Demo tenants for the embedded default: ACME Manufacturing (professional) and Beta
 //! Industries (starter), with sample data shaped like the guide's testing script.
 
+use chrono::Datelike;
+use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -11,6 +13,7 @@ use crate::access::Role;
 use crate::audit::Actor;
 use crate::billing::Tier;
 use crate::db::scope;
+use crate::domain::working_capital as wc;
 use crate::http::auth::Authenticator;
 use crate::tenancy::{NewTenant, Tenancy, TenancyError, Tenant, registry};
 
@@ -175,8 +178,9 @@ pub async fn ensure_demo_tenants(pool: &PgPool) -> Result<Vec<Tenant>, TenancyEr
     Ok(out)
 }
 
-/// Sample rows in one tenant transaction: a company, products, 90 days of sales,
-/// inventory, demand forecasts and three months of working-capital metrics.
+/// Sample rows in one tenant transaction: a company, products, three years of daily sales,
+/// inventory, demand forecasts and three months of working-capital metrics computed by the
+/// engine.
 async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), TenancyError> {
     // Members are public rows; the tenant's role cannot write them.
     let mut members = pool.begin().await?;
@@ -218,11 +222,20 @@ async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), T
         .fetch_one(&mut *tx)
         .await?;
         let i = i as i32;
+        // Three years of daily sales with a yearly season (peak in spring), quieter
+        // weekends, growth of about 15 % a year and a little deterministic noise: enough
+        // history for the forecasts to find a season (docs/domain.md).
         sqlx::query(
             "INSERT INTO sales (company_id, product_id, sale_date, quantity, unit_price, total_amount, channel, customer_name)
-             SELECT $1, $2, current_date - d, q, $3::numeric, q * $3::numeric,
+             SELECT $1, $2, day, q, $3::numeric, q * $3::numeric,
                     (ARRAY['direct', 'distributor', 'online'])[1 + d % 3], 'Customer ' || (1 + d % 7)
-               FROM generate_series(1, 90) d, LATERAL (SELECT 5 + (d * 7 + $4) % 20 AS q) x",
+               FROM generate_series(1, 1095) d,
+                    LATERAL (SELECT current_date - d AS day) t,
+                    LATERAL (SELECT greatest(0, round(
+                        (8 + 2 * $4) * (1 + 0.3 * sin(2 * pi() * extract(doy FROM day) / 365.0))
+                        * (CASE WHEN extract(isodow FROM day) >= 6 THEN 0.5 ELSE 1.1 END)
+                        * (1 + 0.15 * (1095 - d) / 365.0)
+                        + ((d * 7 + $4) % 5) - 2))::int AS q) x",
         )
         .bind(company)
         .bind(product)
@@ -253,20 +266,35 @@ async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), T
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query(
-        "INSERT INTO working_capital_metrics (company_id, period_date, period_type, cash,
-             accounts_receivable, inventory, accounts_payable, short_term_debt, working_capital,
-             current_ratio, quick_ratio, days_sales_outstanding, days_inventory_outstanding,
-             days_payables_outstanding, cash_conversion_cycle, operating_cash_flow, cash_runway_days)
-         SELECT $1, (date_trunc('month', current_date) - make_interval(months => m))::date, 'monthly',
-                250000 + 5000 * m, 180000, 320000, 140000, 60000,
-                (250000 + 5000 * m + 180000 + 320000) - (140000 + 60000),
-                3.75, 2.15, 45, 62, 38, 69, 42000, 210
-           FROM generate_series(1, 3) m",
-    )
-    .bind(company)
-    .execute(&mut *tx)
-    .await?;
+    // The last three complete months, computed by the engine from the sales and stock
+    // above, with cash falling 5 000 a month (so the runway has a burn to go by).
+    let this_month = chrono::Utc::now()
+        .date_naive()
+        .with_day(1)
+        .unwrap_or_default();
+    for months_back in (1..=3_u32).rev() {
+        let end = this_month
+            .checked_sub_months(chrono::Months::new(months_back - 1))
+            .and_then(|first| first.pred_opt())
+            .unwrap_or(this_month);
+        let period = wc::Period::ending(wc::PeriodType::Monthly, end)
+            .map_err(|e| TenancyError::Database(sqlx::Error::Protocol(e.to_string())))?;
+        let totals = wc::period_totals(&mut tx, company, &period).await?;
+        let inputs = wc::MetricInputs {
+            period,
+            revenue: totals.revenue,
+            cogs: totals.cogs,
+            inventory: totals.inventory,
+            cash: Decimal::from(250_000 - 5_000 * (3 - i64::from(months_back))),
+            accounts_receivable: Decimal::from(180_000),
+            accounts_payable: Decimal::from(140_000),
+            short_term_debt: Decimal::from(60_000),
+            earlier_cash: wc::earlier_cash(&mut tx, company, period.kind, period.end).await?,
+        };
+        let metrics = wc::compute(&inputs)
+            .map_err(|e| TenancyError::Database(sqlx::Error::Protocol(e.to_string())))?;
+        wc::store(&mut tx, company, &inputs, &metrics).await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! - [`billing`]: plans (tiers) and what they allow;
 //! - [`audit`]: the append-only audit trail;
 //! - [`monitor`]: the guide's monitoring queries;
+//! - [`domain`]: the working-capital engine (metrics, scenarios) as plain functions;
 //! - [`http`]: the HTTP service (tenant data API, operations endpoints);
 //! - [`webhooks`]: Clerk and Stripe webhooks;
 //! - [`cli`]: the `capliquify` command line.
@@ -21,6 +22,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod db;
 pub mod demo;
+pub mod domain;
 pub mod http;
 pub mod monitor;
 pub mod tenancy;

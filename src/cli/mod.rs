@@ -1,5 +1,6 @@
 //! The `capliquify` command line: one binary for the service and the operators.
 
+mod forecasts;
 mod output;
 mod tenant;
 
@@ -82,6 +83,9 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// cancelled subscriptions, purge tenants deleted longer than the grace period.
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
+    /// Forecast jobs over the fleet (actuals and accuracy of past forecasts).
+    #[command(subcommand)]
+    Forecasts(forecasts::ForecastsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -416,6 +420,10 @@ async fn with_database(
         Command::Monitor(cmd) => {
             migrate::ensure_current(&db.pool).await?;
             run_monitor(db, cmd, json).await
+        }
+        Command::Forecasts(cmd) => {
+            migrate::ensure_current(&db.pool).await?;
+            forecasts::run(db, cmd, json).await
         }
         Command::Db(DbCommand::InitRoles { login, password }) => {
             migrate::ensure_current(&db.pool).await?;

@@ -15,6 +15,7 @@ pub mod cursor;
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod forecasting;
 pub mod metrics;
 pub mod openapi;
 pub mod preferences;
@@ -22,6 +23,8 @@ pub mod resource;
 pub mod resources;
 pub mod tenant;
 pub mod webhooks;
+pub mod what_if;
+pub mod working_capital;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -527,6 +530,9 @@ pub fn app(state: AppState) -> Router {
         .merge(resources::router())
         .merge(preferences::router())
         .merge(credentials::router())
+        .merge(working_capital::router())
+        .merge(what_if::router())
+        .merge(forecasting::router())
         .route("/tenant", get(tenant::show))
         .route("/audit-logs", get(audit_logs::list))
         .route_layer(axum::middleware::from_fn_with_state(

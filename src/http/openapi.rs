@@ -113,7 +113,173 @@ pub fn document() -> OpenApi {
         );
     add(&mut api.paths, "/api/v1/audit-logs", HttpMethod::Get, audit);
     resources::describe(&mut api);
+    describe_working_capital(&mut api);
+    describe_what_if(&mut api);
+    describe_forecasting(&mut api);
     api
+}
+
+/// Forecast generation (src/http/forecasting.rs).
+fn describe_forecasting(api: &mut OpenApi) {
+    use super::forecasting::{GenerateRequest, GenerateResponse, ProductRun};
+    add_schema::<GenerateRequest>(api);
+    add_schema::<ProductRun>(api);
+    add_schema::<GenerateResponse>(api);
+    add(
+        &mut api.paths,
+        "/api/v1/forecasts/generate",
+        HttpMethod::Post,
+        OperationBuilder::new()
+            .tag("forecasts")
+            .operation_id(Some("generateForecasts"))
+            .summary(Some(
+                "Forecast products' demand or revenue from their sales history, replacing their previous run (members; plan feature ai_forecasting)",
+            ))
+            .request_body(json_body(schema_ref::<GenerateRequest>()))
+            .response(
+                "200",
+                json_response("One run per product with its stored rows", schema_ref::<GenerateResponse>()),
+            ),
+    );
+}
+
+/// Scenario runs and presets (src/http/what_if.rs).
+fn describe_what_if(api: &mut OpenApi) {
+    use super::what_if::{NewScenarioFromPreset, PresetList, RunRequest};
+    use crate::domain::scenarios::{Preset, presets};
+    add_schema::<RunRequest>(api);
+    add_schema::<Preset>(api);
+    add_schema::<PresetList>(api);
+    add_schema::<NewScenarioFromPreset>(api);
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .tag("scenarios")
+            .operation_id(Some(id))
+            .summary(Some(summary))
+    };
+    let scenario = || schema_ref::<super::resources::scenarios::Scenario>();
+    let id = parameter(
+        "id",
+        ParameterIn::Path,
+        <Uuid as Field>::schema(),
+        "The scenario's id (UUID)",
+    );
+    let run_body = RequestBodyBuilder::new()
+        .content(
+            JSON,
+            ContentBuilder::new()
+                .schema(Some(schema_ref::<RunRequest>()))
+                .build(),
+        )
+        .required(Some(Required::False))
+        .build();
+    add(
+        &mut api.paths,
+        "/api/v1/scenarios/{id}/run",
+        HttpMethod::Post,
+        op(
+            "runScenario",
+            "Evaluate the scenario's parameters against its company's latest (or a stated) period and store the results (members; plan feature what_if)",
+        )
+        .parameters(Some(vec![id]))
+        .request_body(Some(run_body))
+        .response("200", json_response("The scenario with its results", scenario()))
+        .response("404", problem_response("No such scenario in this tenant")),
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/scenarios/presets",
+        HttpMethod::Get,
+        op(
+            "listScenarioPresets",
+            "The ready scenarios and their parameters",
+        )
+        .response(
+            "200",
+            json_response("The presets", schema_ref::<PresetList>()),
+        ),
+    );
+    let keys: Vec<String> = presets().iter().map(|p| p.key.to_owned()).collect();
+    let preset = parameter(
+        "preset",
+        ParameterIn::Path,
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(keys))
+                .build(),
+        )),
+        "Which preset",
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/scenarios/presets/{preset}",
+        HttpMethod::Post,
+        op(
+            "createScenarioFromPreset",
+            "Create a scenario from a preset (members; plan feature what_if)",
+        )
+        .parameters(Some(vec![preset]))
+        .request_body(json_body(schema_ref::<NewScenarioFromPreset>()))
+        .response("201", json_response("Created", scenario()))
+        .response("404", problem_response("No such preset")),
+    );
+}
+
+/// The working-capital engine's endpoints (src/http/working_capital.rs).
+fn describe_working_capital(api: &mut OpenApi) {
+    use super::working_capital::{ComputeRequest, ComputedMetrics, WorkingCapitalSummary};
+    add_schema::<ComputeRequest>(api);
+    add_schema::<ComputedMetrics>(api);
+    add_schema::<WorkingCapitalSummary>(api);
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .tag("working-capital")
+            .operation_id(Some(id))
+            .summary(Some(summary))
+    };
+    add(
+        &mut api.paths,
+        "/api/v1/working-capital-metrics/compute",
+        HttpMethod::Post,
+        op(
+            "computeWorkingCapitalMetrics",
+            "Compute and store a period's metrics from the tenant's sales, products and inventory (members)",
+        )
+        .request_body(json_body(schema_ref::<ComputeRequest>()))
+        .response(
+            "200",
+            json_response("The stored period with its status bands", schema_ref::<ComputedMetrics>()),
+        ),
+    );
+    let company = ParameterBuilder::new()
+        .name("company_id")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::True)
+        .schema(Some(<Uuid as Field>::schema()))
+        .description(Some("The company (UUID)"))
+        .build();
+    let period_type = parameter(
+        "period_type",
+        ParameterIn::Query,
+        schema_ref::<crate::domain::working_capital::PeriodType>(),
+        "Which periods; default: the type of the latest stored period",
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/working-capital/summary",
+        HttpMethod::Get,
+        op(
+            "getWorkingCapitalSummary",
+            "The latest period, the trend over the last 12 periods and the cash runway",
+        )
+        .parameters(Some(vec![company, period_type]))
+        .response(
+            "200",
+            json_response("The summary", schema_ref::<WorkingCapitalSummary>()),
+        )
+        .response("404", problem_response("No such company in this tenant")),
+    );
 }
 
 fn describe_credentials(api: &mut OpenApi) {

@@ -9,9 +9,35 @@ use crate::http::error::ApiError;
 use crate::http::fields::{Count, Day, Money, Numeric, Patch, SignedMoney};
 use crate::http::resource::{Filter, Kind, Op, Resource, Sort};
 
-crate::words! {
-    /// The length of a metrics period.
-    PeriodType { Monthly = "monthly", Quarterly = "quarterly", Annual = "annual" }
+pub use crate::domain::working_capital::PeriodType;
+
+impl sqlx::Type<sqlx::Postgres> for PeriodType {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for PeriodType {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let word = <&str as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?;
+        PeriodType::parse(word).ok_or_else(|| format!("unknown period type {word:?}").into())
+    }
+}
+
+impl crate::http::fields::Field for PeriodType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["monthly", "quarterly", "annual"]))
+            .into()
+    }
+    fn bind(value: Option<Self>) -> crate::http::resource::Bind {
+        crate::http::resource::Bind::Text(value.map(|v| v.as_str().to_owned()))
+    }
+    const CAST: &'static str = "::text";
 }
 
 /// A ratio (`numeric(10,4)`).
@@ -43,6 +69,11 @@ crate::resource_fields! {
     cash_conversion_cycle: Days => optional,
     operating_cash_flow: SignedMoney => optional,
     cash_runway_days: Count => optional,
+    /// Σ sales in the period, when the engine computed the row
+    /// (`POST /api/v1/working-capital-metrics/compute`).
+    revenue: Option<Decimal> => read,
+    /// Σ quantity × unit cost of the period's sales, when the engine computed the row.
+    cost_of_goods_sold: Option<Decimal> => read,
     created_at: DateTime<Utc> => read,
 }
 
