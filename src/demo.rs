@@ -185,17 +185,18 @@ async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), T
     // Members are public rows; the tenant's role cannot write them.
     let mut members = pool.begin().await?;
     for role in ROLES {
-        sqlx::query(
-            "INSERT INTO public.users (clerk_user_id, email, full_name, tenant_id, role)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(demo_user_id(demo.slug, role))
-        .bind(format!("{}@{}.example", role.as_str(), demo.slug))
-        .bind(format!("Demo {}", role.as_str()))
-        .bind(tenant.id)
-        .bind(role)
-        .execute(&mut *members)
-        .await?;
+        let (user, email, name) = (
+            demo_user_id(demo.slug, role),
+            format!("{}@{}.example", role.as_str(), demo.slug),
+            format!("Demo {}", role.as_str()),
+        );
+        let profile = crate::tenancy::members::Profile {
+            clerk_user_id: &user,
+            email: &email,
+            full_name: Some(&name),
+        };
+        crate::tenancy::members::upsert(&mut *members, tenant.id, &profile, role, None, None)
+            .await?;
     }
     members.commit().await?;
     let mut tx = scope::begin(pool, &tenant.scope()?).await?;

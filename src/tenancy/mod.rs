@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod ident;
 pub mod lifecycle;
 pub mod lifecycle_job;
+pub mod members;
 pub mod migrate;
 pub mod placement;
 pub mod registry;

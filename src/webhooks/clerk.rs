@@ -21,13 +21,12 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{
-    Apply, Delivery, Event, Outcome, Refusal, WebhookConfig, deliver, now_secs, refresh_user_limits,
-};
+use super::{Apply, Delivery, Event, Outcome, Refusal, WebhookConfig, deliver, now_secs};
 use crate::access::Role;
 use crate::audit::{self, Actor, Entry};
 use crate::billing::Tier;
 use crate::tenancy::lifecycle::provision_in;
+use crate::tenancy::members;
 use crate::tenancy::{NewTenant, Tenancy, TenantSlug};
 
 #[derive(Debug, Deserialize)]
@@ -317,11 +316,7 @@ async fn upsert_organization(
         .await?;
         // A creator whose membership arrived first becomes owner now.
         if let Some(creator) = &org.created_by {
-            sqlx::query("UPDATE public.users SET role = 'owner' WHERE tenant_id = $1 AND clerk_user_id = $2")
-                .bind(tenant.id)
-                .bind(creator)
-                .execute(&mut *conn)
-                .await?;
+            members::make_owner(conn, tenant.id, creator).await?;
         }
         return Ok((Outcome::Applied, None));
     };
@@ -490,23 +485,12 @@ async fn upsert_membership(
         &m.public_user_data.first_name,
         &m.public_user_data.last_name,
     );
-    sqlx::query(
-        "INSERT INTO public.users (clerk_user_id, email, full_name, tenant_id, role, clerk_updated_at, clerk_membership_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (clerk_user_id) DO UPDATE SET email = EXCLUDED.email, full_name = coalesce(EXCLUDED.full_name, public.users.full_name),
-             role = EXCLUDED.role, clerk_updated_at = EXCLUDED.clerk_updated_at, clerk_membership_id = EXCLUDED.clerk_membership_id,
-             removed_at = NULL",
-    )
-    .bind(user_id)
-    .bind(&email)
-    .bind(&name)
-    .bind(tenant.id)
-    .bind(role)
-    .bind(at)
-    .bind(&m.id)
-    .execute(&mut *conn)
-    .await?;
-    refresh_user_limits(conn, tenant.id).await?;
+    let profile = members::Profile {
+        clerk_user_id: user_id,
+        email: &email,
+        full_name: name.as_deref(),
+    };
+    members::upsert(conn, tenant.id, &profile, role, at, Some(&m.id)).await?;
     let action = if existing.is_some() {
         "user.updated"
     } else {
@@ -556,30 +540,9 @@ async fn remove_membership(
         {
             return Ok((Outcome::Stale, None));
         }
-        Some(u) => {
-            sqlx::query(
-                "UPDATE public.users SET removed_at = $2, over_plan_limit = false WHERE id = $1",
-            )
-            .bind(u.id)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        None => {
-            // A tombstone, so that the membership's late `created` event is stale.
-            sqlx::query(
-                "INSERT INTO public.users (clerk_user_id, email, tenant_id, role, removed_at, clerk_membership_id)
-                 VALUES ($1, '', $2, 'member', $3, $4)",
-            )
-            .bind(user_id)
-            .bind(tenant.id)
-            .bind(at)
-            .bind(&m.id)
-            .execute(&mut *conn)
-            .await?;
-        }
+        Some(u) => members::remove(conn, tenant.id, u.id, at).await?,
+        None => members::tombstone(conn, tenant.id, user_id, at, &m.id).await?,
     }
-    refresh_user_limits(conn, tenant.id).await?;
     audit::record(
         conn,
         actor,
@@ -609,12 +572,13 @@ async fn update_user(
         .find(|e| Some(&e.id) == u.primary_email_address_id.as_ref())
         .or(u.email_addresses.first())
         .map(|e| e.email_address.chars().take(255).collect::<String>());
-    sqlx::query("UPDATE public.users SET email = coalesce($2, email), full_name = coalesce($3, full_name) WHERE id = $1")
-        .bind(row.id)
-        .bind(&email)
-        .bind(full_name(&u.first_name, &u.last_name))
-        .execute(&mut *conn)
-        .await?;
+    members::update_profile(
+        conn,
+        row.id,
+        email.as_deref(),
+        full_name(&u.first_name, &u.last_name).as_deref(),
+    )
+    .await?;
     audit::record(
         conn,
         actor,
@@ -641,13 +605,7 @@ async fn delete_user(
     if row.removed_at.is_some() {
         return Ok((Outcome::Stale, Some("already removed".into())));
     }
-    sqlx::query(
-        "UPDATE public.users SET removed_at = now(), over_plan_limit = false WHERE id = $1",
-    )
-    .bind(row.id)
-    .execute(&mut *conn)
-    .await?;
-    refresh_user_limits(conn, row.tenant_id).await?;
+    members::remove(conn, row.tenant_id, row.id, Utc::now()).await?;
     audit::record(
         conn,
         actor,

@@ -178,27 +178,3 @@ async fn record_failure(pool: &PgPool, event: &Event, error: &str) -> sqlx::Resu
 pub fn now_secs() -> i64 {
     Utc::now().timestamp()
 }
-
-/// Recomputes which members are beyond the plan's `max_users`: the owner first, then by
-/// joining order; the later ones are marked and refused until the plan grows.
-pub async fn refresh_user_limits(
-    conn: &mut PgConnection,
-    tenant_id: uuid::Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE public.users u SET over_plan_limit = ranked.over
-           FROM (SELECT x.id, t.max_users IS NOT NULL
-                          AND row_number() OVER (ORDER BY (x.role = 'owner') DESC, x.created_at, x.id) > t.max_users AS over
-                   FROM public.users x JOIN public.tenants t ON t.id = x.tenant_id
-                  WHERE x.tenant_id = $1 AND x.removed_at IS NULL) ranked
-          WHERE u.id = ranked.id AND u.over_plan_limit IS DISTINCT FROM ranked.over",
-    )
-    .bind(tenant_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE public.users SET over_plan_limit = false WHERE tenant_id = $1 AND removed_at IS NOT NULL AND over_plan_limit")
-        .bind(tenant_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}

@@ -32,12 +32,11 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{
-    Apply, Delivery, Event, Outcome, Refusal, WebhookConfig, deliver, now_secs, refresh_user_limits,
-};
+use super::{Apply, Delivery, Event, Outcome, Refusal, WebhookConfig, deliver, now_secs};
 use crate::audit::{self, Actor, Entry};
 use crate::billing::SubscriptionStatus;
 use crate::billing::prices::PriceCatalog;
+use crate::tenancy::members;
 use crate::tenancy::suspension::apply_billing_status;
 
 #[derive(Debug, Deserialize)]
@@ -534,7 +533,7 @@ async fn upsert_subscription(
         .bind(access_ends)
         .execute(&mut *conn)
         .await?;
-        refresh_user_limits(conn, tenant.id).await?;
+        members::refresh_limits(conn, tenant.id).await?;
     }
     if !status_stale {
         // A cancellation whose paid period is still running leaves the status alone.

@@ -739,14 +739,9 @@ async fn insert_public_rows(
     conn: &mut PgConnection,
     archive: &Verified,
 ) -> Result<u64, BackupError> {
-    let users = sqlx::query(
-        "INSERT INTO public.users SELECT * FROM jsonb_populate_recordset(NULL::public.users, $1)",
-    )
-    .bind(Value::Array(archive.users.clone()))
-    .execute(&mut *conn)
-    .await
-    .map_err(users_conflict)?
-    .rows_affected();
+    let users = super::super::members::restore_rows(conn, Value::Array(archive.users.clone()))
+        .await
+        .map_err(users_conflict)?;
     sqlx::query(
         "INSERT INTO public.subscriptions
          SELECT * FROM jsonb_populate_recordset(NULL::public.subscriptions, $1)",
