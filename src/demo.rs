@@ -195,7 +195,7 @@ async fn fill(pool: &PgPool, tenant: &Tenant, demo: &DemoTenant) -> Result<(), T
             email: &email,
             full_name: Some(&name),
         };
-        crate::tenancy::members::upsert(&mut *members, tenant.id, &profile, role, None, None)
+        crate::tenancy::members::upsert(&mut members, tenant.id, &profile, role, None, None)
             .await?;
     }
     members.commit().await?;
