@@ -1,5 +1,6 @@
 //! The `capliquify` command line: one binary for the service and the operators.
 
+mod config_check;
 mod forecasts;
 mod output;
 mod tenant;
@@ -86,6 +87,9 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// Forecast jobs over the fleet (actuals and accuracy of past forecasts).
     #[command(subcommand)]
     Forecasts(forecasts::ForecastsCommand),
+    /// Check the configuration: every setting, where it came from, and every problem.
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -328,6 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(cmd) if !matches!(cmd, DbCommand::InitRoles { .. }) => {
             db_command(&cli.settings, cmd, cli.json).await
         }
+        Command::Config(cmd) => config_check::run(cmd, &cli.settings, cli.json),
         Command::Openapi => {
             print!("{}", http::openapi::document_json());
             Ok(ExitCode::SUCCESS)
@@ -353,7 +358,10 @@ async fn with_database(
         migrate::migrate_public(&db.pool, migrate::tenant_migrations()).await?;
     }
     match command {
-        Command::Migrate(args) => run_migrate(db, args, json).await,
+        Command::Migrate(args) => {
+            crate::db::privileges::require_role_management(&db.pool).await?;
+            run_migrate(db, args, json).await
+        }
         Command::Tenant(cmd) => {
             migrate::ensure_current(&db.pool).await?;
             tenant::run(db, settings, cmd, json).await
@@ -426,6 +434,7 @@ async fn with_database(
             forecasts::run(db, cmd, json).await
         }
         Command::Db(DbCommand::InitRoles { login, password }) => {
+            crate::db::privileges::require_role_management(&db.pool).await?;
             migrate::ensure_current(&db.pool).await?;
             let report = crate::db::roles::init(
                 &db.pool,
@@ -461,7 +470,7 @@ async fn with_database(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(_) | Command::Db(_) | Command::Openapi => {
+        Command::Serve(_) | Command::Db(_) | Command::Openapi | Command::Config(_) => {
             unreachable!("dispatched in run()")
         }
     }
@@ -604,7 +613,10 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
 }
 
 async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
-    let report = verify::report(&db.pool).await?;
+    let mut report = verify::report(&db.pool).await?;
+    report
+        .checks
+        .push(crate::db::privileges::doctor_check(&db.pool).await?);
     if json {
         output::json(&report)?;
     } else {

@@ -97,13 +97,9 @@ pub fn parse_config(value: &str) -> Result<Vec<(ClusterName, PgConnectOptions)>,
                 super::redact(url)
             )));
         }
-        let options: PgConnectOptions = url.parse().map_err(|e| {
-            ClusterError::Config(format!(
-                "the URL of cluster {name} ({}) is not a valid PostgreSQL URL: {e}",
-                super::redact(url)
-            ))
-        })?;
-        out.push((name, options.application_name("capliquify")));
+        let options = super::tls::connect_options(url)
+            .map_err(|e| ClusterError::Config(format!("the URL of cluster {name}: {e}")))?;
+        out.push((name, options));
     }
     Ok(out)
 }

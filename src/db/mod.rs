@@ -3,8 +3,10 @@
 
 pub mod cluster;
 pub mod embedded;
+pub mod privileges;
 pub mod roles;
 pub mod scope;
+pub mod tls;
 
 /// Implements `sqlx::Type` for a Rust enum mapped to an enum type of the `public` schema
 /// (the enum itself derives `sqlx::Encode` and `sqlx::Decode`).
@@ -118,18 +120,29 @@ pub async fn start_embedded(settings: &Settings) -> anyhow::Result<EmbeddedClust
     Ok(cluster)
 }
 
-/// A pool on `url` with the settings every command uses.
+/// A pool on `url` with the settings every command uses; TLS as the URL's `sslmode` and
+/// `sslrootcert` say (see [`tls`]).
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = url
-        .parse()
-        .context("DATABASE_URL is not a valid PostgreSQL URL (postgres://user@host:port/db)")?;
-    let options = options.application_name("capliquify");
-    PgPoolOptions::new()
+    // The embedded cluster's URL is always valid: a bad URL is the operator's DATABASE_URL.
+    let options: PgConnectOptions =
+        tls::connect_options(url).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    match PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
+    {
+        Ok(pool) => Ok(pool),
+        Err(e) => {
+            let hint = tls::hint(&options, &e)
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            Err(anyhow::Error::new(e).context(format!(
+                "cannot connect to PostgreSQL at {}{hint}",
+                redact(url)
+            )))
+        }
+    }
 }
 
 /// The URL without its password, for messages: the user-info password and the

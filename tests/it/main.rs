@@ -11,6 +11,7 @@ mod audit;
 mod backup;
 mod cli;
 mod credentials;
+mod deploy;
 mod engine;
 mod fleet_migrations;
 mod fleet_sql;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod stress;
+pub mod tls_server;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
