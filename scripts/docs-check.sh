@@ -10,10 +10,12 @@
 #   3. runs every command of the README's ```sh block under "## Operations", in order, on the
 #      same cluster, from the temp folder (files they write land there) — except the few
 #      listed in SKIP below, each with its reason;
-#   4. runs every `curl` line of docs/*.md and of the demo banner against the service (the
-#      docs' 127.0.0.1:8080 replaced by the real address), failing on an HTTP error;
-#   5. checks that the banner's viewer token reads but cannot write;
-#   6. stops the server and its cluster and removes the temp folder however the run ends.
+#   4. runs every one-line `curl` example of docs/*.md and of the demo banner against the
+#      service (the docs' 127.0.0.1:8080 replaced by the real address), failing on an HTTP error;
+#   5. runs docs/domain.md's worked example (its ```sh block, which sets the variables its
+#      multi-line `curl` calls use) as one script, failing on the first HTTP error;
+#   6. checks that the banner's viewer token reads but cannot write;
+#   7. stops the server and its cluster and removes the temp folder however the run ends.
 #
 # Exit status: 0 when every command and example succeeded, 1 otherwise (each failure is
 # printed with its output).
@@ -67,6 +69,9 @@ unset DATABASE_URL CLERK_JWKS_URL CLERK_ISSUER
 export CAPLIQUIFY_DATA_DIR="$data"
 CAPLIQUIFY_ADMIN_TOKEN="docs-check-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
 export CAPLIQUIFY_ADMIN_TOKEN
+# Backups are signed as the README's operations assume (an unsigned archive is refused).
+CAPLIQUIFY_BACKUP_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+export CAPLIQUIFY_BACKUP_KEY
 
 echo "== starting capliquify serve (demo mode) on $base"
 "$bin" serve --listen "127.0.0.1:$port" >"$work/serve.out" 2>"$work/serve.log" &
@@ -137,9 +142,10 @@ done
 echo "== curl examples of docs/*.md and of the demo banner"
 # --fail-with-body: an HTTP error fails the example (and shows the problem document).
 curl() { command curl --fail-with-body -sS "$@"; }
+# One-line examples only: a line ending in `\\` or using the worked example's variables
+# belongs to docs/domain.md's script, run whole below.
 mapfile -t examples < <(
-  grep -hE '^ *curl ' docs/*.md
-  grep -hE '^ *curl ' "$work/serve.out"
+  grep -hE '^ *curl ' docs/*.md "$work/serve.out" | grep -vE '\\$|\$(H|API|COMPANY|ID)\b'
 )
 if [ "${#examples[@]}" -lt 3 ]; then
   echo "error: found only ${#examples[@]} curl examples" >&2
@@ -149,6 +155,22 @@ for raw in "${examples[@]}"; do
   line="${raw//http:\/\/127.0.0.1:8080/$base}"
   check "$raw" "$line"
 done
+
+echo "== docs/domain.md, ## Worked example (one script)"
+awk '
+  /^## Worked example/ { section = 1; next }
+  section && /^```sh/ { inside = 1; next }
+  inside && /^```/ { exit }
+  inside { print }
+' docs/domain.md >"$work/worked-example.sh"
+if [ "$(grep -c '^ *curl \|\$(curl ' "$work/worked-example.sh")" -lt 4 ]; then
+  echo "error: docs/domain.md's worked example was not found" >&2
+  exit 1
+fi
+sed -i "s#http://127.0.0.1:8080#$base#g" "$work/worked-example.sh"
+# `curl` (the function above) fails on an HTTP error, and pipefail carries it out of each pipe.
+check "docs/domain.md worked example ($(wc -l <"$work/worked-example.sh") lines)" \
+  "set -euo pipefail; source '$work/worked-example.sh'"
 
 echo "== the demo's viewer token reads and cannot write"
 check "viewer GET /api/v1/products" "curl -H \"Authorization: Bearer \$TOKEN_ACME_VIEWER\" $base/api/v1/products"
