@@ -15,12 +15,15 @@ ARG BINARY_FROM=builder
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 # Dependencies alone first: this layer is reused until Cargo.toml or Cargo.lock change.
-# The stubs stand in for every target the manifest names.
+# The stubs stand in for every target the manifest names (each [[bench]]'s name is read
+# from Cargo.toml, so a new bench needs no change here).
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && for bench in tenancy api placement backup; do echo 'fn main() {}' > "benches/$bench.rs"; done \
+    && for bench in $(sed -n '/^\[\[bench\]\]/{n;s/^name = "\(.*\)"$/\1/p}' Cargo.toml); do \
+           echo 'fn main() {}' > "benches/$bench.rs"; \
+       done \
     && echo 'fn main() {}' > build.rs \
     && cargo build --release --locked \
     && rm -rf src benches build.rs target/release/.fingerprint/capliquify-*
