@@ -6,10 +6,18 @@
 //! - `provision`: milliseconds per tenant through [`Tenancy::provision`] (registry row,
 //!   `create_tenant_schema`, audit row, one transaction) against the tenant migration SQL run
 //!   by one long-lived `psql` session in one transaction per tenant
-//!   (`BEGIN; CREATE SCHEMA …; SET LOCAL search_path …; <tenant SQL>; CREATE ROLE …;
-//!   GRANT …; COMMIT;`, the tenant's role made and granted as `grant_tenant_role` does). After a
+//!   (`BEGIN; CREATE SCHEMA …; SET LOCAL search_path …; CREATE ROLE …; GRANT …;
+//!   ALTER DEFAULT PRIVILEGES …; <tenant SQL>; COMMIT;`, the tenant's role made and granted the same rights as
+//!   `grant_tenant_role` gives, through default privileges set before the tables). After a
 //!   warm-up round, rounds of the two paths alternate so drift hits both alike. Goal: the
 //!   ratio of medians ours/psql ≤ 1.2.
+//! - `provision-growth`: provisioning as the fleet grows. The fleet is built up to
+//!   `--tenants` one tenant at a time through [`Tenancy::provision`], as sign-ups arrive;
+//!   the per-tenant median of the last `--window` tenants is compared with that of the first
+//!   `--window` (after the warm-up). Goal: ≤ 1.2 — no per-tenant step may read a catalog that
+//!   grows with the fleet (issue 16; migration 0012 removed the `pg_class` scans of
+//!   `GRANT … ON ALL TABLES IN SCHEMA`). Also printed: the median of `grant_tenant_role`
+//!   re-run on a tenant of each window, the step that scanned.
 //! - `migrate-noop`: `migrate` with nothing to do over `--tenants` tenants (default 1,000),
 //!   both as the library sequence the CLI runs and as the real `capliquify migrate` process
 //!   (wall clock, including process start and connect). Goal: < 1 s.
@@ -20,8 +28,8 @@
 //! Run (release profile):
 //!
 //! ```text
-//! cargo bench --bench tenancy -- [provision|migrate-noop|migrate-column|all]
-//!     [--tenants N] [--rounds N] [--per-round N] [--column-rounds N]
+//! cargo bench --bench tenancy -- [provision|provision-growth|migrate-noop|migrate-column|all]
+//!     [--tenants N] [--rounds N] [--per-round N] [--column-rounds N] [--window N]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the benchmark creates and drops the database
@@ -59,11 +67,13 @@ const COLUMN_JOBS: usize = 2;
 enum Which {
     /// Milliseconds per tenant provisioned, ours against psql.
     Provision,
+    /// Provisioning time of the last tenants of a growing fleet against the first.
+    ProvisionGrowth,
     /// `migrate` with nothing to do over the fleet (goal: < 1 s).
     MigrateNoop,
     /// One new-column tenant migration over the fleet, ours against psql.
     MigrateColumn,
-    /// All three.
+    /// All four.
     All,
 }
 
@@ -75,9 +85,13 @@ struct Args {
     /// Which benchmark to run.
     #[arg(value_enum, default_value_t = Which::All)]
     which: Which,
-    /// Tenants in the fleet of the migrate benchmarks.
+    /// Tenants in the fleet of the migrate benchmarks, and the size provision-growth grows
+    /// the fleet to.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     tenants: usize,
+    /// Tenants at each end of the growing fleet whose medians provision-growth compares.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    window: usize,
     /// Provisioning rounds per path.
     #[arg(long, value_name = "N", default_value_t = 5)]
     rounds: usize,
@@ -94,10 +108,10 @@ struct Args {
 
 impl BenchArgs for Args {
     fn check(&self) -> Result<(), String> {
-        if self.tenants >= 1 && self.rounds >= 1 && self.per_round >= 1 {
+        if self.tenants >= 1 && self.rounds >= 1 && self.per_round >= 1 && self.window >= 1 {
             Ok(())
         } else {
-            Err("--tenants, --rounds and --per-round must be at least 1".into())
+            Err("--tenants, --rounds, --per-round and --window must be at least 1".into())
         }
     }
 }
@@ -192,6 +206,9 @@ async fn run(args: Args, server: &BenchServer) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     if bench.args.runs(Which::Provision) {
         rows.push(bench.provision().await?);
+    }
+    if bench.args.runs(Which::ProvisionGrowth) {
+        rows.extend(bench.provision_growth().await?);
     }
     // No-op first: after the column benchmark the catalog holds versions this build of the
     // binary does not know, and `capliquify migrate` rightly refuses to run.
@@ -304,6 +321,91 @@ impl Bench<'_> {
             let new = self.new_tenant("prov")?;
             let started = Instant::now();
             self.tenancy.provision(&new, &self.actor).await?;
+            times.push(ms(started.elapsed()));
+        }
+        Ok(times)
+    }
+
+    /// Grows the fleet to `--tenants` one tenant at a time; compares the first and the last
+    /// `--window` tenants' medians, and `grant_tenant_role` re-run at both ends.
+    async fn provision_growth(&self) -> anyhow::Result<Vec<ResultRow>> {
+        let window = self.args.window;
+        let have = usize::try_from(
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM public.tenants")
+                .fetch_one(&self.pool)
+                .await?,
+        )?;
+        let want = self.args.tenants.max(have + 2 * window);
+        println!(
+            "\n== provision-growth: from {have} to {want} tenants one at a time; the first and last {window} compared"
+        );
+        let first = self.provision_ours(window).await?;
+        let grant_first = self.grant_rerun(window).await?;
+        let middle = want - have - 2 * window;
+        let started = Instant::now();
+        let step = (middle / 10).max(1);
+        for i in 0..middle {
+            self.provision_ours(1).await?;
+            if (i + 1).is_multiple_of(step) {
+                eprintln!(
+                    "  provisioned {}/{want} ({:.0} s)",
+                    have + window + i + 1,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let last = self.provision_ours(window).await?;
+        let grant_last = self.grant_rerun(window).await?;
+        let relations: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class")
+            .fetch_one(&self.pool)
+            .await?;
+        let (f, l) = (median(&first), median(&last));
+        let (gf, gl) = (median(&grant_first), median(&grant_last));
+        println!(
+            "  tenants {}..{}: median {f:.2} ms (p90 {:.2}); tenants {}..{want}: median {l:.2} ms (p90 {:.2}); pg_class now {relations} rows",
+            have + 1,
+            have + window,
+            percentile(&first, 0.9),
+            want - window + 1,
+            percentile(&last, 0.9)
+        );
+        println!("  grant_tenant_role re-run: {gf:.2} ms at the start, {gl:.2} ms at the end");
+        Ok(vec![
+            ResultRow {
+                name: format!("provision at {want} vs at {}, median ms", have + window),
+                ours: format!("{l:.2}"),
+                baseline: format!("{f:.2}"),
+                ratio: format!("{:.2}", l / f),
+                goal: "ratio <= 1.2".into(),
+                met: Some(l / f <= 1.2),
+            },
+            ResultRow {
+                name: format!("grant_tenant_role at {want} vs at {}, ms", have + window),
+                ours: format!("{gl:.2}"),
+                baseline: format!("{gf:.2}"),
+                ratio: format!("{:.2}", gl / gf),
+                goal: String::new(),
+                met: None,
+            },
+        ])
+    }
+
+    /// `grant_tenant_role` re-run (idempotent) on the `n` newest tenants; milliseconds each.
+    async fn grant_rerun(&self, n: usize) -> anyhow::Result<Vec<f64>> {
+        let tenants: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT id, schema_name::text FROM public.tenants ORDER BY created_at DESC LIMIT $1",
+        )
+        .bind(i64::try_from(n)?)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut times = Vec::with_capacity(n);
+        for (id, schema) in tenants {
+            let started = Instant::now();
+            sqlx::query("SELECT public.grant_tenant_role($1, $2)")
+                .bind(id)
+                .bind(schema)
+                .execute(&self.pool)
+                .await?;
             times.push(ms(started.elapsed()));
         }
         Ok(times)
@@ -692,7 +794,10 @@ impl PsqlSession {
         for _ in 0..n {
             let serial = bench.next_serial();
             let schema = format!("bench_psql_{serial:06}");
-            // The tenant's database role, as grant_tenant_role makes it (migration 0006).
+            // The tenant's database role, with the rights grant_tenant_role gives it. Granted
+            // through default privileges set before the tables exist, the cheapest raw SQL
+            // there is: `GRANT … ON ALL TABLES IN SCHEMA` would scan pg_class, which grows
+            // with the fleet (migration 0012).
             let role = format!("bench_psql_role_{}_{serial:06}", std::process::id());
             // Markers run with \timing off so they are not counted in the tenant's sum.
             script.push_str(&format!(
@@ -701,12 +806,12 @@ impl PsqlSession {
                  BEGIN;\n\
                  CREATE SCHEMA {schema};\n\
                  SET LOCAL search_path TO {schema};\n\
-                 {tenant_sql}\n\
                  CREATE ROLE {role} NOLOGIN INHERIT IN ROLE capliquify_tenant;\n\
                  GRANT {role} TO capliquify_service;\n\
                  GRANT USAGE ON SCHEMA {schema} TO {role};\n\
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};\n\
-                 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};\n\
+                 ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};\n\
+                 ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role};\n\
+                 {tenant_sql}\n\
                  COMMIT;\n\
                  \\timing off\n\
                  SELECT '@@end ' || (extract(epoch FROM clock_timestamp()) * 1000)::numeric(20,3);\n"

@@ -263,6 +263,57 @@ async fn provisioning_and_purging_as_the_service_creates_and_drops_the_tenant_ro
     .await
     .unwrap();
     assert_eq!(rights, (true, true, false));
+    // Every relation of the schema, as grant_tenant_role lists them without `ON ALL TABLES
+    // IN SCHEMA` (migration 0012): DML on each table, only SELECT on schema_migrations, the
+    // sequences usable; and nothing in another tenant's schema.
+    let grants: Vec<(String, String, bool, bool, bool, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relkind::text,
+                has_table_privilege($1, c.oid, 'SELECT'),
+                has_table_privilege($1, c.oid, 'INSERT'),
+                has_table_privilege($1, c.oid, 'UPDATE'),
+                has_table_privilege($1, c.oid, 'DELETE')
+           FROM pg_class c
+          WHERE c.relnamespace = to_regnamespace($2) AND c.relkind IN ('r', 'p', 'S', 'v')
+          ORDER BY 1",
+    )
+    .bind(&role)
+    .bind(&t.schema_name)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(grants.len() >= 10, "the schema's relations: {grants:?}");
+    for (name, kind, select, insert, update, delete) in &grants {
+        let expected = match (name.as_str(), kind.as_str()) {
+            ("schema_migrations", _) => (true, false, false, false),
+            // Sequences: SELECT and UPDATE (setval); INSERT and DELETE do not apply.
+            (_, "S") => (true, false, true, false),
+            _ => (true, true, true, true),
+        };
+        assert_eq!(
+            (*select, *insert, *update, *delete),
+            expected,
+            "the tenant role's rights on {name} ({kind})"
+        );
+    }
+    let other = tenancy
+        .provision(
+            &capliquify::tenancy::NewTenant::parse("svc-other", "Other", Tier::Starter, "org_svc2")
+                .unwrap(),
+            &actor,
+        )
+        .await
+        .unwrap();
+    let foreign: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c
+          WHERE c.relnamespace = to_regnamespace($2)
+            AND has_table_privilege($1, c.oid, 'SELECT')",
+    )
+    .bind(&role)
+    .bind(&other.schema_name)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(foreign, 0, "no right in another tenant's schema");
 
     tenancy.soft_delete(&t.slug, &actor).await.unwrap();
     tenancy
