@@ -617,6 +617,9 @@ async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
     report
         .checks
         .push(crate::db::privileges::doctor_check(&db.pool).await?);
+    report
+        .checks
+        .push(crate::db::citus::doctor_check(&db.pool).await?);
     if json {
         output::json(&report)?;
     } else {

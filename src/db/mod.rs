@@ -1,6 +1,7 @@
 //! The database handle: a pool on `DATABASE_URL` or on the embedded cluster, and the
 //! tenant-scoped transaction every unit of tenant work runs in.
 
+pub mod citus;
 pub mod cluster;
 pub mod embedded;
 pub mod privileges;

@@ -9,6 +9,7 @@ mod api_preferences;
 mod api_resources;
 mod audit;
 mod backup;
+mod citus;
 mod cli;
 mod credentials;
 mod deploy;

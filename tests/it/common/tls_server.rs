@@ -55,6 +55,12 @@ pub struct TlsServer {
 impl TlsServer {
     /// Starts the cluster; its certificate names only `localhost`.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts the cluster with `extra_conf` appended to its postgresql.conf (e.g. a
+    /// `shared_preload_libraries` line: the Citus tests use this server too).
+    pub fn start_with(extra_conf: &str) -> Self {
         let bin = capliquify::db::embedded::find_bin_dir().expect("PostgreSQL binaries");
         let dir = std::env::temp_dir().join(format!("capliquify-tls-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("create the cluster folder");
@@ -99,7 +105,8 @@ impl TlsServer {
              ssl = on\n\
              ssl_cert_file = '{dir}/server.crt'\n\
              ssl_key_file = '{dir}/server.key'\n\
-             fsync = off\n",
+             fsync = off\n\
+             {extra_conf}\n",
             port = server.port,
             dir = server.dir.display()
         );
