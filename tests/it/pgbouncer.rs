@@ -31,7 +31,6 @@
 //! Run: `cargo test --test it pgbouncer:: -- --nocapture` (prints the counts).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::api::{ENCRYPTION_KEY, KID, TEST_KEY, TestApp, serve, test_webhooks};
 use crate::common::stress::{self, Params};
-use crate::common::{APP_ROLE, TestDb};
+use crate::common::{APP_ROLE, TestDb, unprivileged_user};
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for};
 use capliquify::http::cursor::CursorCodec;
 use capliquify::http::{AppState, HttpConfig};
@@ -152,29 +151,6 @@ fn pgbouncer_version(bin: &Path) -> (u32, u32, u32) {
         Some((next()?, next()?, next().unwrap_or(0)))
     });
     parsed.unwrap_or_else(|| panic!("unexpected `pgbouncer --version` output: {text}"))
-}
-
-/// The account PgBouncer runs as when we are root (it refuses to run as root).
-fn unprivileged_user() -> Option<(u32, u32)> {
-    let euid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX);
-    if euid != 0 {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    let entry = |name: &str| {
-        passwd.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.len() > 3 && fields[0] == name)
-                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-                .flatten()
-        })
-    };
-    Some(entry("postgres").or_else(|| entry("nobody")).expect(
-        "running as root, but PgBouncer refuses to run as root and /etc/passwd has neither \
-         a `postgres` nor a `nobody` user",
-    ))
 }
 
 /// A PgBouncer of this test on a free port, in transaction mode, in front of the test

@@ -320,3 +320,28 @@ pub async fn kill_backend_running(db: &TestDb, pattern: &str) -> bool {
     }
     false
 }
+
+/// The account a server that refuses to run as root (PostgreSQL, PgBouncer) runs as when the
+/// tests are root: `postgres`, else `nobody`; `None` when we are not root.
+pub fn unprivileged_user() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    if euid != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let entry = |name: &str| {
+        passwd.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.len() > 3 && fields[0] == name)
+                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+                .flatten()
+        })
+    };
+    Some(entry("postgres").or_else(|| entry("nobody")).expect(
+        "running as root, but PostgreSQL and PgBouncer refuse to run as root and /etc/passwd \
+         has neither a `postgres` nor a `nobody` user",
+    ))
+}

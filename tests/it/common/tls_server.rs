@@ -3,11 +3,12 @@
 //! for `localhost` only. Stopped, and its folder removed, on drop.
 
 use std::net::TcpListener;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::common::unprivileged_user;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -205,27 +206,4 @@ fn append(path: &Path, text: &str) {
         .open(path)
         .expect("open postgresql.conf");
     f.write_all(text.as_bytes()).expect("append");
-}
-
-/// The account PostgreSQL runs as when we are root (it refuses to run as root).
-fn unprivileged_user() -> Option<(u32, u32)> {
-    let euid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX);
-    if euid != 0 {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    let entry = |name: &str| {
-        passwd.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.len() > 3 && fields[0] == name)
-                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-                .flatten()
-        })
-    };
-    Some(entry("postgres").or_else(|| entry("nobody")).expect(
-        "running as root, but PostgreSQL refuses to run as root and /etc/passwd has neither \
-         a `postgres` nor a `nobody` user",
-    ))
 }
