@@ -724,6 +724,150 @@ pub async fn reconcile(
     Ok(done.rows_affected())
 }
 
+// ---------------------------------------------------------------------------------------
+// A demand or revenue run over products: what `POST /api/v1/forecasts/generate` does for
+// its products and `capliquify forecasts refresh` for each batch of a tenant's products.
+
+/// What a run asks for, validated by the caller (the API's request, the refresh job's flags).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kind: ForecastType,
+    pub granularity: Granularity,
+    /// Periods ahead, within [`Granularity::max_horizon`].
+    pub horizon: usize,
+    pub model: ModelChoice,
+    /// Percent, 50–99.9.
+    pub level: Decimal,
+    /// The history ends before the period holding this date, which is the first forecast
+    /// period.
+    pub as_of: NaiveDate,
+}
+
+/// One product's stored run.
+#[derive(Debug, Clone)]
+pub struct SalesRun {
+    /// The `forecasts` rows written, in period order.
+    pub ids: Vec<Uuid>,
+    pub company: Uuid,
+    pub product: Uuid,
+    pub model: String,
+    pub fallback: Option<String>,
+    /// Complete periods of history the model saw.
+    pub history_periods: usize,
+    /// The stored `model_parameters`.
+    pub parameters: serde_json::Value,
+}
+
+/// Why a run could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The blocking task that fits the models panicked or was cancelled.
+    #[error("fitting the models failed: {0}")]
+    Fit(String),
+}
+
+/// Forecasts each series on a blocking thread: fitting is CPU work, kept off the runtime's
+/// worker threads.
+pub async fn fit_all(plan: &Plan, series: Vec<Vec<f64>>) -> Result<Vec<Outcome>, GenerateError> {
+    let (season, horizon, model) = (plan.granularity.season(), plan.horizon, plan.model);
+    let level = plan.level.to_f64().unwrap_or(95.0) / 100.0;
+    tokio::task::spawn_blocking(move || {
+        series
+            .iter()
+            .map(|y| forecast(y, season, horizon, model, level))
+            .collect()
+    })
+    .await
+    .map_err(|e| GenerateError::Fit(e.to_string()))
+}
+
+/// The `model_parameters` stored with a run: the model, its form, the backtest's scores.
+pub fn parameters(
+    plan: &Plan,
+    outcome: &Outcome,
+    start: NaiveDate,
+    periods: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "granularity": plan.granularity.as_str(),
+        "requested_model": plan.model,
+        "model": outcome.model,
+        "ets_form": outcome.ets_form,
+        "fallback": outcome.fallback,
+        "as_of": plan.as_of,
+        "history": { "start": (periods > 0).then_some(start), "periods": periods },
+        "backtest": {
+            "method": "rolling origin, up to 3 origins",
+            "horizon": outcome.backtest_horizon,
+            "scores": outcome.scores,
+        },
+        "weights": outcome.weights,
+    })
+}
+
+/// Forecasts `products` ((product, company) pairs) as `plan` says, replaces each one's
+/// previous run of the same type and granularity, and fills in the actuals of their past
+/// forecasts (as of `today`): all on `conn`, the caller's tenant transaction.
+pub async fn generate_sales(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    products: &[(Uuid, Uuid)],
+    today: NaiveDate,
+) -> Result<Vec<SalesRun>, GenerateError> {
+    let mut starts = Vec::with_capacity(products.len());
+    let mut series = Vec::with_capacity(products.len());
+    for (product, _) in products {
+        let (start, values) =
+            history(conn, *product, plan.kind, plan.granularity, plan.as_of).await?;
+        starts.push(start);
+        series.push(values);
+    }
+    let lengths: Vec<usize> = series.iter().map(Vec::len).collect();
+    let outcomes = fit_all(plan, series).await?;
+    let first = plan.granularity.start_of(plan.as_of);
+    let mut runs = Vec::with_capacity(products.len());
+    for (i, ((product, company), outcome)) in products.iter().zip(&outcomes).enumerate() {
+        let parameters = parameters(plan, outcome, starts[i], lengths[i]);
+        let ids = replace(
+            conn,
+            &Run {
+                company: *company,
+                product: Some(*product),
+                kind: plan.kind,
+                granularity: plan.granularity,
+                first,
+                confidence_level: plan.level,
+                model: &outcome.model,
+                rows: sales_rows(&outcome.prediction),
+                parameters: parameters.clone(),
+            },
+        )
+        .await?;
+        runs.push(SalesRun {
+            ids,
+            company: *company,
+            product: *product,
+            model: outcome.model.clone(),
+            fallback: outcome.fallback.clone(),
+            history_periods: lengths[i],
+            parameters,
+        });
+    }
+    let ids: Vec<Uuid> = products.iter().map(|(p, _)| *p).collect();
+    reconcile(conn, today, Some(&ids)).await?;
+    Ok(runs)
+}
+
+/// The tenant's active products as (product, company), in id order (the refresh job's
+/// batches are ranges of it).
+pub async fn active_products(conn: &mut PgConnection) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    sqlx::query_as("SELECT id, company_id FROM products WHERE is_active ORDER BY id")
+        .fetch_all(conn)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
