@@ -501,32 +501,55 @@ fn earliest(granularity: Granularity, current: NaiveDate) -> NaiveDate {
     back.unwrap_or(NaiveDate::MIN)
 }
 
-/// A product's sales per period from its first sale up to (not including) the period
-/// holding `as_of`, zero-filled; with the first period's start.
-pub async fn history(
+/// Each product's sales per period from its first sale up to (not including) the period
+/// holding `as_of`, zero-filled; with the first period's start (the current period's for a
+/// product without sales). One query for all of `products`, results in their order.
+pub async fn histories(
     conn: &mut PgConnection,
-    product: Uuid,
+    products: &[Uuid],
     kind: ForecastType,
     granularity: Granularity,
     as_of: NaiveDate,
-) -> sqlx::Result<(NaiveDate, Vec<f64>)> {
+) -> sqlx::Result<Vec<(NaiveDate, Vec<f64>)>> {
     let current = granularity.start_of(as_of);
     let from = earliest(granularity, current);
-    let rows: Vec<(NaiveDate, Decimal)> = sqlx::query_as(
-        "SELECT date_trunc($3, sale_date)::date AS period,
+    let rows: Vec<(Uuid, NaiveDate, Decimal)> = sqlx::query_as(
+        "SELECT product_id, date_trunc($3, sale_date)::date AS period,
                 sum(CASE WHEN $4 = 'demand' THEN quantity::numeric ELSE total_amount END)
-           FROM sales WHERE product_id = $1 AND sale_date < $2 AND sale_date >= $5
-          GROUP BY 1 ORDER BY 1",
+           FROM sales WHERE product_id = ANY($1) AND sale_date < $2 AND sale_date >= $5
+          GROUP BY 1, 2 ORDER BY 1, 2",
     )
-    .bind(product)
+    .bind(products)
     .bind(current)
     .bind(granularity.as_str())
     .bind(kind.as_str())
     .bind(from)
     .fetch_all(conn)
     .await?;
+    let mut by_product: BTreeMap<Uuid, Vec<(NaiveDate, Decimal)>> = BTreeMap::new();
+    for (product, period, value) in rows {
+        by_product.entry(product).or_default().push((period, value));
+    }
+    Ok(products
+        .iter()
+        .map(|p| {
+            zero_filled(
+                by_product.remove(p).unwrap_or_default(),
+                granularity,
+                current,
+            )
+        })
+        .collect())
+}
+
+/// Period sums (in period order) as one value per period from the first up to `current`.
+fn zero_filled(
+    rows: Vec<(NaiveDate, Decimal)>,
+    granularity: Granularity,
+    current: NaiveDate,
+) -> (NaiveDate, Vec<f64>) {
     let Some(first) = rows.first().map(|r| r.0) else {
-        return Ok((current, Vec::new()));
+        return (current, Vec::new());
     };
     let mut values = Vec::new();
     let mut rows = rows.into_iter().peekable();
@@ -543,7 +566,7 @@ pub async fn history(
         values.push(value);
         period = granularity.next(period);
     }
-    Ok((first, values))
+    (first, values)
 }
 
 /// A forecast value as stored: `numeric(15,2)`.
@@ -594,16 +617,24 @@ pub struct Run<'a> {
 /// Replaces the previous run of the same product (or company, for cash flow), type and
 /// granularity with `run`'s rows.
 pub async fn replace(conn: &mut PgConnection, run: &Run<'_>) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query(
-        "DELETE FROM forecasts WHERE company_id = $4 AND product_id IS NOT DISTINCT FROM $1
-            AND forecast_type = $2 AND model_parameters->>'granularity' = $3",
-    )
-    .bind(run.product)
-    .bind(run.kind.as_str())
-    .bind(run.granularity.as_str())
-    .bind(run.company)
-    .execute(&mut *conn)
-    .await?;
+    // A product's run is found by the product alone (ids are unique across companies), so
+    // that the delete reads the product's index: with the company in the condition the
+    // planner may pick the company's index and read every forecast of the company (measured:
+    // 14 ms a product with 1,000 products, against well under 1 ms).
+    let delete = if run.product.is_some() {
+        "DELETE FROM forecasts WHERE product_id = $1 AND $4::uuid IS NOT NULL
+            AND forecast_type = $2 AND model_parameters->>'granularity' = $3"
+    } else {
+        "DELETE FROM forecasts WHERE company_id = $4 AND product_id IS NULL AND $1::uuid IS NULL
+            AND forecast_type = $2 AND model_parameters->>'granularity' = $3"
+    };
+    sqlx::query(delete)
+        .bind(run.product)
+        .bind(run.kind.as_str())
+        .bind(run.granularity.as_str())
+        .bind(run.company)
+        .execute(&mut *conn)
+        .await?;
     let mut dates = Vec::with_capacity(run.rows.len());
     let (mut points, mut lowers, mut uppers) = (Vec::new(), Vec::new(), Vec::new());
     let mut date = run.first;
@@ -816,14 +847,12 @@ pub async fn generate_sales(
     products: &[(Uuid, Uuid)],
     today: NaiveDate,
 ) -> Result<Vec<SalesRun>, GenerateError> {
-    let mut starts = Vec::with_capacity(products.len());
-    let mut series = Vec::with_capacity(products.len());
-    for (product, _) in products {
-        let (start, values) =
-            history(conn, *product, plan.kind, plan.granularity, plan.as_of).await?;
-        starts.push(start);
-        series.push(values);
-    }
+    let ids: Vec<Uuid> = products.iter().map(|(p, _)| *p).collect();
+    let (starts, series): (Vec<NaiveDate>, Vec<Vec<f64>>) =
+        histories(conn, &ids, plan.kind, plan.granularity, plan.as_of)
+            .await?
+            .into_iter()
+            .unzip();
     let lengths: Vec<usize> = series.iter().map(Vec::len).collect();
     let outcomes = fit_all(plan, series).await?;
     let first = plan.granularity.start_of(plan.as_of);
@@ -855,7 +884,6 @@ pub async fn generate_sales(
             parameters,
         });
     }
-    let ids: Vec<Uuid> = products.iter().map(|(p, _)| *p).collect();
     reconcile(conn, today, Some(&ids)).await?;
     Ok(runs)
 }
