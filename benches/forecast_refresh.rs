@@ -20,8 +20,9 @@
 //!    (`forecast::forecast`, `auto`: four models backtested on three origins, then the
 //!    chosen one fitted): the fitting alone; the rest of the refresh is database work.
 //! 4. The peer: `benches/peer/statsforecast_peer.py` with statsforecast's
-//!    `AutoETS(season_length=12)` on the same series, the same horizon, one core, numba
-//!    warmed up on an untimed series. Printed: both rates and their ratio.
+//!    `AutoETS(season_length=12)` (the issue's peer) and its `MSTL` (AutoETS trend) on the
+//!    same series, the same horizon, one core, after an untimed warm-up series. Printed: the
+//!    rates and our ratio to each.
 //!
 //! ```text
 //! python3 -m venv /tmp/st-venv && /tmp/st-venv/bin/pip install statsforecast
@@ -101,7 +102,8 @@ fn children_peak_rss_kib() -> f64 {
     unsafe { usage.assume_init() }.ru_maxrss as f64
 }
 
-fn peer(python: &str, horizon: u32, series: &[Vec<f64>]) -> anyhow::Result<f64> {
+/// The peer's seconds for the series, per model (AutoETS, then MSTL).
+fn peer(python: &str, horizon: u32, series: &[Vec<f64>]) -> anyhow::Result<Vec<(String, f64)>> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/benches/peer/statsforecast_peer.py"
@@ -113,7 +115,7 @@ fn peer(python: &str, horizon: u32, series: &[Vec<f64>]) -> anyhow::Result<f64> 
         .spawn()
         .with_context(|| format!("cannot run {python}"))?;
     let job = serde_json::json!({
-        "season": 12, "horizon": horizon, "series": series, "models": ["AutoETS"],
+        "season": 12, "horizon": horizon, "series": series, "models": ["AutoETS", "MSTL"],
     });
     child
         .stdin
@@ -123,9 +125,15 @@ fn peer(python: &str, horizon: u32, series: &[Vec<f64>]) -> anyhow::Result<f64> 
     let out = child.wait_with_output()?;
     ensure!(out.status.success(), "the peer failed");
     let result: Value = serde_json::from_slice(&out.stdout)?;
-    result["models"]["AutoETS"]["seconds"]
-        .as_f64()
-        .context("peer seconds")
+    ["AutoETS", "MSTL"]
+        .iter()
+        .map(|m| {
+            let secs = result["models"][m]["seconds"]
+                .as_f64()
+                .context("peer seconds")?;
+            Ok((m.to_string(), secs))
+        })
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -289,22 +297,28 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
         n / fit_secs
     );
     match peer {
-        Ok(peer_secs) => {
-            let peer_rate = n / peer_secs;
-            println!(
-                "{:<56} {peer_secs:>10.2} {peer_rate:>10.1}",
-                "statsforecast AutoETS(season_length=12), one core"
-            );
-            for (name, wall, _, _, _) in &refreshes {
+        Ok(peers) => {
+            for (model, peer_secs) in &peers {
+                let label = if model == "MSTL" {
+                    "statsforecast MSTL(12, AutoETS ZZN trend), one core".to_owned()
+                } else {
+                    "statsforecast AutoETS(season_length=12), one core".to_owned()
+                };
+                println!("{label:<56} {peer_secs:>10.2} {:>10.1}", n / peer_secs);
+            }
+            for (model, peer_secs) in &peers {
+                let peer_rate = n / peer_secs;
+                for (name, wall, _, _, _) in &refreshes {
+                    println!(
+                        "ratio, our throughput / statsforecast {model}'s, {name}, whole process: {:.2}×",
+                        (n / wall) / peer_rate
+                    );
+                }
                 println!(
-                    "ratio, our throughput / the peer's, {name}, whole process: {:.2}×",
-                    (n / wall) / peer_rate
+                    "ratio, our throughput / statsforecast {model}'s, fitting only: {:.2}×",
+                    (n / fit_secs) / peer_rate
                 );
             }
-            println!(
-                "ratio, our throughput / the peer's, fitting only: {:.2}×",
-                (n / fit_secs) / peer_rate
-            );
         }
         Err(err) => println!(
             "peer not run ({err:#}); set CAPLIQUIFY_PEER_PYTHON to a Python with statsforecast"
