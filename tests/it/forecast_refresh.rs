@@ -211,6 +211,25 @@ async fn refresh_of_one_tenant_leaves_the_others_alone() {
     );
     let out = refresh(&db, &["--tenant", "rf-nobody"]);
     assert_eq!(out.status.code(), Some(1));
+    // One refresh at a time: while another holds the lock, a second one is refused.
+    let mut other = db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('capliquify:forecasts-refresh', 0))")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let out = refresh(&db, &["--tenant", "rf-one-a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("another `capliquify forecasts refresh` is running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    drop(other);
     // The horizon is checked against the granularity before anything runs.
     let out = refresh(&db, &["--granularity", "month", "--horizon", "48"]);
     assert_eq!(out.status.code(), Some(1));
