@@ -1,7 +1,9 @@
-"""The statsforecast peer of benches/forecast.rs, run by it in the same run.
+"""The statsforecast peer of benches/forecast.rs and benches/forecast_refresh.rs, run by them
+in the same run.
 
 Reads JSON on stdin: {"season": 12, "horizon": 24, "series": [[...], ...]} (oldest first),
-fits AutoETS (seasonal) and MSTL (AutoETS trend) to each series on one core, and prints JSON:
+optionally "models": ["AutoETS"] (default both), fits AutoETS (seasonal) and MSTL (AutoETS
+trend) to each series on one core, and prints JSON:
 {"models": {"AutoETS": {"forecasts": [[...]], "seconds": s}, "MSTL": {...}}}. Numba compiles
 on first use: one untimed warm-up series comes first, so compile time is not counted.
 """
@@ -25,7 +27,10 @@ def main():
     season, horizon = job["season"], job["horizon"]
     series = [np.asarray(s, dtype=float) for s in job["series"]]
     out = {}
+    wanted = job.get("models")
     for name, make in models(season).items():
+        if wanted is not None and name not in wanted:
+            continue
         make().forecast(y=series[0], h=horizon)  # warm-up: numba compilation
         start = time.perf_counter()
         forecasts = [make().forecast(y=y, h=horizon)["mean"].tolist() for y in series]

@@ -8,9 +8,7 @@ mod tenant;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Settings;
 use crate::db::Database;
@@ -84,7 +82,8 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// cancelled subscriptions, purge tenants deleted longer than the grace period.
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
-    /// Forecast jobs over the fleet (actuals and accuracy of past forecasts).
+    /// Forecast jobs over the fleet: regenerate demand forecasts (refresh), fill in the
+    /// actuals and accuracy of past forecasts (reconcile).
     #[command(subcommand)]
     Forecasts(forecasts::ForecastsCommand),
     /// Check the configuration: every setting, where it came from, and every problem.
@@ -504,15 +503,7 @@ async fn run_migrate(db: &Database, args: MigrateArgs, json: bool) -> anyhow::Re
             }
         );
     }
-    let bar = if json || pending.is_empty() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(pending.len() as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tenants  {elapsed}  eta {eta}  {msg}")
-            .context("progress bar template")?,
-    );
+    let bar = output::progress(pending.len() as u64, "tenants", json || pending.is_empty())?;
     let progress = bar.clone();
     let on_done: Arc<dyn Fn(&TenantOutcome) + Send + Sync> = Arc::new(move |outcome| {
         progress.inc(1);
@@ -745,15 +736,7 @@ async fn fleet_sql(
 async fn rotate_keys(db: &Database, settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let keys = settings.keyring(db.is_embedded())?;
     let tenants = crate::tenancy::registry::list(&db.pool, true).await?;
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(tenants.len() as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tenants  {elapsed}  {msg}")
-            .context("progress bar template")?,
-    );
+    let bar = output::progress(tenants.len() as u64, "tenants", json)?;
     let actor = crate::audit::Actor::operator();
     let (mut resealed, mut skipped, mut failed) = (0u64, Vec::new(), Vec::new());
     for tenant in &tenants {

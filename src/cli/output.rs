@@ -40,3 +40,22 @@ pub fn opt<T: ToString>(value: Option<T>) -> String {
 pub fn when(value: chrono::DateTime<chrono::Utc>) -> String {
     value.format("%Y-%m-%d %H:%M UTC").to_string()
 }
+
+/// The fleet commands' progress bar: `{pos}/{len} <unit>`, elapsed time and estimate, and a
+/// message; hidden when `hidden` (JSON output, nothing to do). Drawn on stderr, and not at
+/// all when that is not a terminal: print failures with `bar.suspend(|| eprintln!(…))`,
+/// never `bar.println`, which a hidden bar drops.
+pub fn progress(len: u64, unit: &str, hidden: bool) -> anyhow::Result<indicatif::ProgressBar> {
+    let bar = if hidden {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(len)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit}  {{elapsed}}  eta {{eta}}  {{msg}}"
+        ))
+        .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?,
+    );
+    Ok(bar)
+}

@@ -501,32 +501,55 @@ fn earliest(granularity: Granularity, current: NaiveDate) -> NaiveDate {
     back.unwrap_or(NaiveDate::MIN)
 }
 
-/// A product's sales per period from its first sale up to (not including) the period
-/// holding `as_of`, zero-filled; with the first period's start.
-pub async fn history(
+/// Each product's sales per period from its first sale up to (not including) the period
+/// holding `as_of`, zero-filled; with the first period's start (the current period's for a
+/// product without sales). One query for all of `products`, results in their order.
+pub async fn histories(
     conn: &mut PgConnection,
-    product: Uuid,
+    products: &[Uuid],
     kind: ForecastType,
     granularity: Granularity,
     as_of: NaiveDate,
-) -> sqlx::Result<(NaiveDate, Vec<f64>)> {
+) -> sqlx::Result<Vec<(NaiveDate, Vec<f64>)>> {
     let current = granularity.start_of(as_of);
     let from = earliest(granularity, current);
-    let rows: Vec<(NaiveDate, Decimal)> = sqlx::query_as(
-        "SELECT date_trunc($3, sale_date)::date AS period,
+    let rows: Vec<(Uuid, NaiveDate, Decimal)> = sqlx::query_as(
+        "SELECT product_id, date_trunc($3, sale_date)::date AS period,
                 sum(CASE WHEN $4 = 'demand' THEN quantity::numeric ELSE total_amount END)
-           FROM sales WHERE product_id = $1 AND sale_date < $2 AND sale_date >= $5
-          GROUP BY 1 ORDER BY 1",
+           FROM sales WHERE product_id = ANY($1) AND sale_date < $2 AND sale_date >= $5
+          GROUP BY 1, 2 ORDER BY 1, 2",
     )
-    .bind(product)
+    .bind(products)
     .bind(current)
     .bind(granularity.as_str())
     .bind(kind.as_str())
     .bind(from)
     .fetch_all(conn)
     .await?;
+    let mut by_product: BTreeMap<Uuid, Vec<(NaiveDate, Decimal)>> = BTreeMap::new();
+    for (product, period, value) in rows {
+        by_product.entry(product).or_default().push((period, value));
+    }
+    Ok(products
+        .iter()
+        .map(|p| {
+            zero_filled(
+                by_product.remove(p).unwrap_or_default(),
+                granularity,
+                current,
+            )
+        })
+        .collect())
+}
+
+/// Period sums (in period order) as one value per period from the first up to `current`.
+fn zero_filled(
+    rows: Vec<(NaiveDate, Decimal)>,
+    granularity: Granularity,
+    current: NaiveDate,
+) -> (NaiveDate, Vec<f64>) {
     let Some(first) = rows.first().map(|r| r.0) else {
-        return Ok((current, Vec::new()));
+        return (current, Vec::new());
     };
     let mut values = Vec::new();
     let mut rows = rows.into_iter().peekable();
@@ -543,7 +566,7 @@ pub async fn history(
         values.push(value);
         period = granularity.next(period);
     }
-    Ok((first, values))
+    (first, values)
 }
 
 /// A forecast value as stored: `numeric(15,2)`.
@@ -594,16 +617,48 @@ pub struct Run<'a> {
 /// Replaces the previous run of the same product (or company, for cash flow), type and
 /// granularity with `run`'s rows.
 pub async fn replace(conn: &mut PgConnection, run: &Run<'_>) -> sqlx::Result<Vec<Uuid>> {
+    match run.product {
+        Some(product) => delete_product_runs(conn, &[product], run.kind, run.granularity).await?,
+        None => {
+            sqlx::query(
+                "DELETE FROM forecasts WHERE company_id = $1 AND product_id IS NULL
+                    AND forecast_type = $2 AND model_parameters->>'granularity' = $3",
+            )
+            .bind(run.company)
+            .bind(run.kind.as_str())
+            .bind(run.granularity.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    insert(conn, run).await
+}
+
+/// Deletes the previous runs of `products` of this type and granularity, in one statement.
+/// Found by product alone (ids are unique across companies), so that the delete reads the
+/// products' index: with the company in the condition the planner may pick the company's
+/// index and read every forecast of the company (measured: 14 ms a product with 1,000
+/// products, against about 1 ms).
+async fn delete_product_runs(
+    conn: &mut PgConnection,
+    products: &[Uuid],
+    kind: ForecastType,
+    granularity: Granularity,
+) -> sqlx::Result<()> {
     sqlx::query(
-        "DELETE FROM forecasts WHERE company_id = $4 AND product_id IS NOT DISTINCT FROM $1
+        "DELETE FROM forecasts WHERE product_id = ANY($1)
             AND forecast_type = $2 AND model_parameters->>'granularity' = $3",
     )
-    .bind(run.product)
-    .bind(run.kind.as_str())
-    .bind(run.granularity.as_str())
-    .bind(run.company)
-    .execute(&mut *conn)
+    .bind(products)
+    .bind(kind.as_str())
+    .bind(granularity.as_str())
+    .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Stores `run`'s rows; returns their ids in period order.
+async fn insert(conn: &mut PgConnection, run: &Run<'_>) -> sqlx::Result<Vec<Uuid>> {
     let mut dates = Vec::with_capacity(run.rows.len());
     let (mut points, mut lowers, mut uppers) = (Vec::new(), Vec::new(), Vec::new());
     let mut date = run.first;
@@ -722,6 +777,149 @@ pub async fn reconcile(
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------
+// A demand or revenue run over products: what `POST /api/v1/forecasts/generate` does for
+// its products and `capliquify forecasts refresh` for each batch of a tenant's products.
+
+/// What a run asks for, validated by the caller (the API's request, the refresh job's flags).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kind: ForecastType,
+    pub granularity: Granularity,
+    /// Periods ahead, within [`Granularity::max_horizon`].
+    pub horizon: usize,
+    pub model: ModelChoice,
+    /// Percent, 50–99.9.
+    pub level: Decimal,
+    /// The history ends before the period holding this date, which is the first forecast
+    /// period.
+    pub as_of: NaiveDate,
+}
+
+/// One product's stored run.
+#[derive(Debug, Clone)]
+pub struct SalesRun {
+    /// The `forecasts` rows written, in period order.
+    pub ids: Vec<Uuid>,
+    pub company: Uuid,
+    pub product: Uuid,
+    pub model: String,
+    pub fallback: Option<String>,
+    /// Complete periods of history the model saw.
+    pub history_periods: usize,
+    /// The stored `model_parameters`.
+    pub parameters: serde_json::Value,
+}
+
+/// Why a run could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The blocking task that fits the models panicked or was cancelled.
+    #[error("fitting the models failed: {0}")]
+    Fit(String),
+}
+
+/// Forecasts each series on a blocking thread: fitting is CPU work, kept off the runtime's
+/// worker threads.
+pub async fn fit_all(plan: &Plan, series: Vec<Vec<f64>>) -> Result<Vec<Outcome>, GenerateError> {
+    let (season, horizon, model) = (plan.granularity.season(), plan.horizon, plan.model);
+    let level = plan.level.to_f64().unwrap_or(95.0) / 100.0;
+    tokio::task::spawn_blocking(move || {
+        series
+            .iter()
+            .map(|y| forecast(y, season, horizon, model, level))
+            .collect()
+    })
+    .await
+    .map_err(|e| GenerateError::Fit(e.to_string()))
+}
+
+/// The `model_parameters` stored with a run: the model, its form, the backtest's scores.
+pub fn parameters(
+    plan: &Plan,
+    outcome: &Outcome,
+    start: NaiveDate,
+    periods: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "granularity": plan.granularity.as_str(),
+        "requested_model": plan.model,
+        "model": outcome.model,
+        "ets_form": outcome.ets_form,
+        "fallback": outcome.fallback,
+        "as_of": plan.as_of,
+        "history": { "start": (periods > 0).then_some(start), "periods": periods },
+        "backtest": {
+            "method": "rolling origin, up to 3 origins",
+            "horizon": outcome.backtest_horizon,
+            "scores": outcome.scores,
+        },
+        "weights": outcome.weights,
+    })
+}
+
+/// Forecasts `products` ((product, company) pairs) as `plan` says, replaces each one's
+/// previous run of the same type and granularity, and fills in the actuals of their past
+/// forecasts (as of `today`): all on `conn`, the caller's tenant transaction.
+pub async fn generate_sales(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    products: &[(Uuid, Uuid)],
+    today: NaiveDate,
+) -> Result<Vec<SalesRun>, GenerateError> {
+    let ids: Vec<Uuid> = products.iter().map(|(p, _)| *p).collect();
+    let (starts, series): (Vec<NaiveDate>, Vec<Vec<f64>>) =
+        histories(conn, &ids, plan.kind, plan.granularity, plan.as_of)
+            .await?
+            .into_iter()
+            .unzip();
+    let lengths: Vec<usize> = series.iter().map(Vec::len).collect();
+    let outcomes = fit_all(plan, series).await?;
+    let first = plan.granularity.start_of(plan.as_of);
+    // The previous runs of all of them in one statement, then each product's new rows.
+    delete_product_runs(conn, &ids, plan.kind, plan.granularity).await?;
+    let mut runs = Vec::with_capacity(products.len());
+    for (i, ((product, company), outcome)) in products.iter().zip(&outcomes).enumerate() {
+        let parameters = parameters(plan, outcome, starts[i], lengths[i]);
+        let ids = insert(
+            conn,
+            &Run {
+                company: *company,
+                product: Some(*product),
+                kind: plan.kind,
+                granularity: plan.granularity,
+                first,
+                confidence_level: plan.level,
+                model: &outcome.model,
+                rows: sales_rows(&outcome.prediction),
+                parameters: parameters.clone(),
+            },
+        )
+        .await?;
+        runs.push(SalesRun {
+            ids,
+            company: *company,
+            product: *product,
+            model: outcome.model.clone(),
+            fallback: outcome.fallback.clone(),
+            history_periods: lengths[i],
+            parameters,
+        });
+    }
+    reconcile(conn, today, Some(&ids)).await?;
+    Ok(runs)
+}
+
+/// The tenant's active products as (product, company), in id order (the refresh job's
+/// batches are ranges of it).
+pub async fn active_products(conn: &mut PgConnection) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    sqlx::query_as("SELECT id, company_id FROM products WHERE is_active ORDER BY id")
+        .fetch_all(conn)
+        .await
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
-use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,9 @@ use super::extract::{Body, Writer};
 use super::fields::{Day, Int};
 use super::resources::forecasts::{Forecast, Forecasts};
 use crate::domain::cash_flow;
-use crate::domain::forecast::{self, ForecastType, Granularity, ModelChoice, Outcome, Run};
+use crate::domain::forecast::{
+    self, ForecastType, GenerateError, Granularity, ModelChoice, Plan, Run,
+};
 use crate::domain::working_capital as wc;
 
 /// Most products one request forecasts.
@@ -88,16 +89,6 @@ pub struct ProductRun {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GenerateResponse {
     pub runs: Vec<ProductRun>,
-}
-
-/// What a request asks for, validated.
-struct Plan {
-    kind: ForecastType,
-    granularity: Granularity,
-    horizon: usize,
-    model: ModelChoice,
-    level: Decimal,
-    as_of: NaiveDate,
 }
 
 fn validate(request: &GenerateRequest) -> Result<Plan, ApiError> {
@@ -190,14 +181,34 @@ async fn generate(
             all
         }
     };
-    let runs = if plan.kind == ForecastType::CashFlow {
-        cash_flow_runs(&mut tx, &plan, &products).await?
-    } else {
-        sales_runs(&mut tx, &plan, &products).await?
-    };
     let today = chrono::Utc::now().date_naive();
-    let product_ids: Vec<Uuid> = products.iter().map(|(p, _)| *p).collect();
-    forecast::reconcile(&mut tx, today, Some(&product_ids)).await?;
+    let runs = if plan.kind == ForecastType::CashFlow {
+        let runs = cash_flow_runs(&mut tx, &plan, &products).await?;
+        let product_ids: Vec<Uuid> = products.iter().map(|(p, _)| *p).collect();
+        forecast::reconcile(&mut tx, today, Some(&product_ids)).await?;
+        runs
+    } else {
+        // The refresh job's code path too (`capliquify forecasts refresh`).
+        forecast::generate_sales(&mut tx, &plan, &products, today)
+            .await
+            .map_err(generate_error)?
+            .into_iter()
+            .map(|run| {
+                (
+                    run.ids,
+                    ProductRun {
+                        company_id: run.company,
+                        product_id: Some(run.product),
+                        model: run.model,
+                        fallback: run.fallback,
+                        history_periods: run.history_periods,
+                        model_parameters: run.parameters,
+                        forecasts: Vec::new(),
+                    },
+                )
+            })
+            .collect()
+    };
     let mut out = Vec::with_capacity(runs.len());
     for (ids, mut run) in runs {
         run.forecasts = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -213,96 +224,7 @@ async fn generate(
     Ok(Json(GenerateResponse { runs: out }))
 }
 
-/// Forecasts each series on a blocking thread: fitting is CPU work, kept off the runtime's
-/// worker threads.
-async fn fit_all(plan: &Plan, series: Vec<Vec<f64>>) -> Result<Vec<Outcome>, ApiError> {
-    let (season, horizon, model) = (plan.granularity.season(), plan.horizon, plan.model);
-    let level = f64::try_from(plan.level).unwrap_or(95.0) / 100.0;
-    tokio::task::spawn_blocking(move || {
-        series
-            .iter()
-            .map(|y| forecast::forecast(y, season, horizon, model, level))
-            .collect()
-    })
-    .await
-    .map_err(ApiError::internal)
-}
-
-fn parameters(
-    plan: &Plan,
-    outcome: &Outcome,
-    start: NaiveDate,
-    periods: usize,
-) -> serde_json::Value {
-    json!({
-        "granularity": plan.granularity.as_str(),
-        "requested_model": plan.model,
-        "model": outcome.model,
-        "ets_form": outcome.ets_form,
-        "fallback": outcome.fallback,
-        "as_of": plan.as_of,
-        "history": { "start": (periods > 0).then_some(start), "periods": periods },
-        "backtest": {
-            "method": "rolling origin, up to 3 origins",
-            "horizon": outcome.backtest_horizon,
-            "scores": outcome.scores,
-        },
-        "weights": outcome.weights,
-    })
-}
-
 type StoredRun = (Vec<Uuid>, ProductRun);
-
-/// Demand or revenue: one run per product.
-async fn sales_runs(
-    tx: &mut sqlx::PgConnection,
-    plan: &Plan,
-    products: &[(Uuid, Uuid)],
-) -> Result<Vec<StoredRun>, ApiError> {
-    let mut starts = Vec::with_capacity(products.len());
-    let mut series = Vec::with_capacity(products.len());
-    for (product, _) in products {
-        let (start, values) =
-            forecast::history(tx, *product, plan.kind, plan.granularity, plan.as_of).await?;
-        starts.push(start);
-        series.push(values);
-    }
-    let lengths: Vec<usize> = series.iter().map(Vec::len).collect();
-    let outcomes = fit_all(plan, series).await?;
-    let first = plan.granularity.start_of(plan.as_of);
-    let mut runs = Vec::with_capacity(products.len());
-    for (i, ((product, company), outcome)) in products.iter().zip(&outcomes).enumerate() {
-        let parameters = parameters(plan, outcome, starts[i], lengths[i]);
-        let ids = forecast::replace(
-            tx,
-            &Run {
-                company: *company,
-                product: Some(*product),
-                kind: plan.kind,
-                granularity: plan.granularity,
-                first,
-                confidence_level: plan.level,
-                model: &outcome.model,
-                rows: forecast::sales_rows(&outcome.prediction),
-                parameters: parameters.clone(),
-            },
-        )
-        .await?;
-        runs.push((
-            ids,
-            ProductRun {
-                company_id: *company,
-                product_id: Some(*product),
-                model: outcome.model.clone(),
-                fallback: outcome.fallback.clone(),
-                history_periods: lengths[i],
-                model_parameters: parameters,
-                forecasts: Vec::new(),
-            },
-        ));
-    }
-    Ok(runs)
-}
 
 /// Cash flow: one run per company of the selected products, from their revenue and COGS
 /// forecasts, the company's latest DSO and DPO and its latest stored cash.
@@ -346,7 +268,9 @@ async fn cash_flow_runs(
         let (start, revenue, cogs) =
             forecast::company_flows(tx, company, &members, plan.granularity, plan.as_of).await?;
         let periods = revenue.len();
-        let outcomes = fit_all(plan, vec![revenue.clone(), cogs.clone()]).await?;
+        let outcomes = forecast::fit_all(plan, vec![revenue.clone(), cogs.clone()])
+            .await
+            .map_err(generate_error)?;
         let (rev, cost) = (&outcomes[0], &outcomes[1]);
         let inputs = |r: &[f64], c: &[f64]| cash_flow::Inputs {
             opening_cash: cash,
@@ -396,8 +320,8 @@ async fn cash_flow_runs(
                 "period": d, "receipts": p.receipts, "payments": p.payments, "net": p.net, "balance": p.balance,
             })).collect::<Vec<_>>(),
             "runway_end": central.runway_end.map(|t| dates[t]),
-            "revenue_forecast": parameters(plan, rev, start, periods),
-            "cogs_forecast": parameters(plan, cost, start, periods),
+            "revenue_forecast": forecast::parameters(plan, rev, start, periods),
+            "cogs_forecast": forecast::parameters(plan, cost, start, periods),
         });
         let ids = forecast::replace(
             tx,
@@ -428,6 +352,13 @@ async fn cash_flow_runs(
         ));
     }
     Ok(runs)
+}
+
+fn generate_error(err: GenerateError) -> ApiError {
+    match err {
+        GenerateError::Database(e) => e.into(),
+        GenerateError::Fit(e) => ApiError::internal(e),
+    }
 }
 
 /// The (product, company) of each id, or a 422 naming `field` when one is not a product of

@@ -59,6 +59,51 @@ pub fn check_query(query: &str) -> Result<&str, String> {
     ))
 }
 
+/// Runs `work` on each item, `jobs` at a time (a fixed pool of workers taking items in
+/// order from one queue), and calls `on_done` with each result as it comes: the fleet jobs'
+/// shape (the refresh job's batches; `fleet sql` and `migrate` follow the same pattern).
+/// Results come back in completion order.
+pub async fn run_queue<T, R, F, Fut>(
+    items: Vec<T>,
+    jobs: usize,
+    work: F,
+    on_done: Arc<dyn Fn(&R) + Send + Sync>,
+) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    let total = items.len();
+    let queue = Arc::new(Mutex::new(VecDeque::from(items)));
+    let results = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let work = Arc::new(work);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..jobs.clamp(1, total.max(1)) {
+        let (queue, results, work, on_done) = (
+            queue.clone(),
+            results.clone(),
+            work.clone(),
+            on_done.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                // The guard is dropped before the await below.
+                let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
+                let Some(item) = next else { break };
+                let result = work(item).await;
+                on_done(&result);
+                if let Ok(mut all) = results.lock() {
+                    all.push(result);
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// Runs `query` in each tenant's schema, `jobs` at a time; results in tenant order.
 pub async fn query(
     clusters: impl Into<Clusters>,

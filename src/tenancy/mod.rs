@@ -15,6 +15,7 @@ pub mod lifecycle_job;
 pub mod members;
 pub mod migrate;
 pub mod placement;
+pub mod refresh_runs;
 pub mod registry;
 pub mod suspension;
 pub mod verify;

@@ -16,6 +16,7 @@ mod deploy;
 mod engine;
 mod fleet_migrations;
 mod fleet_sql;
+mod forecast_refresh;
 mod forecasts_api;
 mod help_snapshots;
 mod isolation_stress;
