@@ -15,12 +15,14 @@
 //!
 //! Without the peer's Python the peer rows are left out and no ratio is printed.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context as _;
 use capliquify::domain::forecast::{self, Candidate, ModelChoice};
+use support::BenchArgs;
+
+#[allow(dead_code)]
+mod support;
 
 const SEASON: usize = 12;
 const HORIZON: usize = 24;
@@ -82,37 +84,25 @@ struct Row {
 }
 
 fn peer(python: &str, series: &[Vec<f64>]) -> anyhow::Result<serde_json::Value> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/benches/peer/statsforecast_peer.py"
-    );
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {python}"))?;
     let job = serde_json::json!({ "season": SEASON, "horizon": HORIZON, "series": series });
-    child
-        .stdin
-        .take()
-        .context("peer stdin")?
-        .write_all(job.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "the peer failed");
-    Ok(serde_json::from_slice(&out.stdout)?)
+    support::statsforecast_peer(python, &job)
 }
 
+/// Forecast accuracy (AirPassengers) and throughput beside the statsforecast peer
+/// (docs/benchmarks.md).
+#[derive(Debug, clap::Parser)]
+#[command(name = "forecast", bin_name = "cargo bench --bench forecast --")]
+struct Args {
+    /// Series in the throughput run: AirPassengers' training years and N - 1 variants of it.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    series: u32,
+}
+
+impl BenchArgs for Args {}
+
 fn main() -> anyhow::Result<()> {
-    let mut count = 200;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--series" => count = args.next().context("--series N")?.parse()?,
-            "--bench" => {}
-            other => anyhow::bail!("unknown argument {other}"),
-        }
-    }
+    let args: Args = support::args();
+    let count = args.series as usize;
     let all = air_passengers();
     let (train, test) = all.split_at(120);
     let mut series = vec![train.to_vec()];

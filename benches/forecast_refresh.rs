@@ -34,7 +34,6 @@
 #[allow(dead_code)]
 mod support;
 
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -104,27 +103,10 @@ fn children_peak_rss_kib() -> f64 {
 
 /// The peer's seconds for the series, per model (AutoETS, then MSTL).
 fn peer(python: &str, horizon: u32, series: &[Vec<f64>]) -> anyhow::Result<Vec<(String, f64)>> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/benches/peer/statsforecast_peer.py"
-    );
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {python}"))?;
     let job = serde_json::json!({
         "season": 12, "horizon": horizon, "series": series, "models": ["AutoETS", "MSTL"],
     });
-    child
-        .stdin
-        .take()
-        .context("peer stdin")?
-        .write_all(job.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "the peer failed");
-    let result: Value = serde_json::from_slice(&out.stdout)?;
+    let result = support::statsforecast_peer(python, &job)?;
     ["AutoETS", "MSTL"]
         .iter()
         .map(|m| {

@@ -156,3 +156,32 @@ pub fn median(xs: &[f64]) -> f64 {
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
+
+/// Runs `benches/peer/statsforecast_peer.py` with `python` (a venv with statsforecast):
+/// `job` as JSON on its stdin, its JSON report from its stdout.
+#[allow(dead_code)] // the forecast benches'
+pub fn statsforecast_peer(
+    python: &str,
+    job: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/peer/statsforecast_peer.py"
+    );
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {python}"))?;
+    child
+        .stdin
+        .take()
+        .context("peer stdin")?
+        .write_all(job.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "the peer failed");
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
