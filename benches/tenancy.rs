@@ -20,6 +20,11 @@
 //!   (a bigger catalog, a busier machine) is the yardstick, and ours against it at the end
 //!   is the second goal (≤ 1.2). Also printed: `grant_tenant_role` re-run on each window's
 //!   tenants, the step that scanned.
+//! - `commands`: the operators' commands as real processes (`migrate` with nothing to do,
+//!   `tenant list`, `doctor`, `monitor sizes`, `monitor tenants`, `tenant backup` of one
+//!   tenant), median of 3 runs each, first on a fleet of `--small` tenants, then on
+//!   `--tenants`. Goal (issue 16): each at most 1.2× its time on the small fleet, and the
+//!   no-op `migrate` under 1 s.
 //! - `migrate-noop`: `migrate` with nothing to do over `--tenants` tenants (default 1,000),
 //!   both as the library sequence the CLI runs and as the real `capliquify migrate` process
 //!   (wall clock, including process start and connect). Goal: < 1 s.
@@ -30,8 +35,8 @@
 //! Run (release profile):
 //!
 //! ```text
-//! cargo bench --bench tenancy -- [provision|provision-growth|migrate-noop|migrate-column|all]
-//!     [--tenants N] [--rounds N] [--per-round N] [--column-rounds N] [--window N]
+//! cargo bench --bench tenancy -- [provision|provision-growth|commands|migrate-noop|migrate-column|all]
+//!     [--tenants N] [--rounds N] [--per-round N] [--column-rounds N] [--window N] [--small N]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the benchmark creates and drops the database
@@ -71,11 +76,13 @@ enum Which {
     Provision,
     /// Provisioning time of the last tenants of a growing fleet against the first.
     ProvisionGrowth,
+    /// The operators' commands on a large fleet against a small one.
+    Commands,
     /// `migrate` with nothing to do over the fleet (goal: < 1 s).
     MigrateNoop,
     /// One new-column tenant migration over the fleet, ours against psql.
     MigrateColumn,
-    /// All four.
+    /// All five.
     All,
 }
 
@@ -94,6 +101,9 @@ struct Args {
     /// Tenants at each end of the growing fleet whose medians provision-growth compares.
     #[arg(long, value_name = "N", default_value_t = 100)]
     window: usize,
+    /// The small fleet the commands benchmark measures first (then at --tenants).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    small: usize,
     /// Provisioning rounds per path.
     #[arg(long, value_name = "N", default_value_t = 5)]
     rounds: usize,
@@ -111,6 +121,9 @@ struct Args {
 impl BenchArgs for Args {
     fn check(&self) -> Result<(), String> {
         if self.tenants >= 1 && self.rounds >= 1 && self.per_round >= 1 && self.window >= 1 {
+            if self.runs(Which::Commands) && !(1..self.tenants).contains(&self.small) {
+                return Err("--small must be at least 1 and below --tenants".into());
+            }
             Ok(())
         } else {
             Err("--tenants, --rounds, --per-round and --window must be at least 1".into())
@@ -208,6 +221,9 @@ async fn run(args: Args, server: &BenchServer) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     if bench.args.runs(Which::Provision) {
         rows.push(bench.provision().await?);
+    }
+    if bench.args.runs(Which::Commands) {
+        rows.extend(bench.commands().await?);
     }
     if bench.args.runs(Which::ProvisionGrowth) {
         rows.extend(bench.provision_growth().await?);
@@ -445,12 +461,118 @@ impl Bench<'_> {
         Ok(times)
     }
 
+    // ---- operators' commands on a small and a large fleet --------------------------------
+
+    /// Each command's median process time on `--small` tenants, then on `--tenants`.
+    async fn commands(&self) -> anyhow::Result<Vec<ResultRow>> {
+        let (small, large) = (self.args.small, self.args.tenants);
+        println!("\n== commands: each median of 3 runs, on {small} tenants, then on {large}");
+        let have: i64 = sqlx::query_scalar("SELECT count(*) FROM public.tenants")
+            .fetch_one(&self.pool)
+            .await?;
+        ensure!(
+            usize::try_from(have)? <= small,
+            "the fleet already has {have} tenants, more than --small {small}: run `commands` first or alone"
+        );
+        self.ensure_fleet_of(small).await?;
+        let at_small = self.time_commands().await?;
+        self.ensure_fleet_of(large).await?;
+        let at_large = self.time_commands().await?;
+        let mut rows = Vec::new();
+        for ((name, s), (_, l)) in at_small.iter().zip(&at_large) {
+            let ratio = l / s;
+            let (goal, met) = if name.starts_with("migrate") {
+                ("< 1000 ms".to_owned(), *l < 1000.0)
+            } else {
+                ("ratio <= 1.2".to_owned(), ratio <= 1.2)
+            };
+            rows.push(ResultRow {
+                name: format!("{name}, ms at {large} vs at {small}"),
+                ours: format!("{l:.1}"),
+                baseline: format!("{s:.1}"),
+                ratio: format!("{ratio:.2}"),
+                goal,
+                met: Some(met),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// The commands, each run 3 times after one unmeasured run; median milliseconds each.
+    async fn time_commands(&self) -> anyhow::Result<Vec<(String, f64)>> {
+        let binary = capliquify_binary()?;
+        let slug: String =
+            sqlx::query_scalar("SELECT slug::text FROM public.tenants ORDER BY slug LIMIT 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let archive = std::env::temp_dir().join(format!(
+            "capliquify-bench-{}.capliquify-backup",
+            std::process::id()
+        ));
+        let archive_arg = archive.to_string_lossy().into_owned();
+        let commands: [(&str, Vec<&str>); 6] = [
+            ("migrate (no-op)", vec!["migrate"]),
+            ("tenant list", vec!["tenant", "list"]),
+            ("doctor", vec!["doctor"]),
+            (
+                "monitor sizes --limit 10",
+                vec!["monitor", "sizes", "--limit", "10"],
+            ),
+            ("monitor tenants", vec!["monitor", "tenants"]),
+            (
+                "tenant backup (one tenant)",
+                vec!["tenant", "backup", &slug, "--output", &archive_arg],
+            ),
+        ];
+        let mut out = Vec::new();
+        for (name, args) in &commands {
+            let mut times = Vec::new();
+            for rep in 0..=3 {
+                let _ = std::fs::remove_file(&archive);
+                let started = Instant::now();
+                let run = Command::new(&binary)
+                    .args(args)
+                    .env("DATABASE_URL", &self.server.bench_url)
+                    .env(
+                        "CAPLIQUIFY_BACKUP_KEY",
+                        "bench-backup-key-0123456789abcdef0123456789abcdef",
+                    )
+                    .env_remove("RUST_LOG")
+                    .stdin(Stdio::null())
+                    .output()
+                    .await
+                    .with_context(|| format!("running {}", binary.display()))?;
+                let elapsed = ms(started.elapsed());
+                ensure!(
+                    run.status.success(),
+                    "`capliquify {}` failed: {}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&run.stdout),
+                    String::from_utf8_lossy(&run.stderr)
+                );
+                if rep > 0 {
+                    times.push(elapsed);
+                }
+            }
+            let m = median(&times);
+            println!("  {name}: median {m:.1} ms");
+            out.push(((*name).to_owned(), m));
+        }
+        let _ = std::fs::remove_file(&archive);
+        Ok(out)
+    }
+
     // ---- the fleet ----------------------------------------------------------------------
 
     /// Makes sure `--tenants` tenants are registered (earlier phases' tenants count),
     /// provisioning the rest with a few concurrent tasks.
     async fn ensure_fleet(&self) -> anyhow::Result<usize> {
-        let want = self.args.tenants;
+        self.ensure_fleet_of(self.args.tenants).await
+    }
+
+    /// Makes sure `want` tenants are registered, provisioning the rest with a few
+    /// concurrent tasks.
+    async fn ensure_fleet_of(&self, want: usize) -> anyhow::Result<usize> {
         let have: i64 = sqlx::query_scalar("SELECT count(*) FROM public.tenants")
             .fetch_one(&self.pool)
             .await?;
