@@ -17,6 +17,7 @@ mod fleet_migrations;
 mod fleet_sql;
 mod forecasts_api;
 mod help_snapshots;
+mod import;
 mod isolation_stress;
 mod lifecycle;
 mod monitoring;
