@@ -79,7 +79,7 @@ pub async fn run(db: &Database, args: ImportArgs, json: bool) -> anyhow::Result<
             args.file.display()
         )
     })?;
-    let bytes = std::fs::read(&args.file)
+    let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
 
     let tenant = crate::tenancy::registry::find(&db.pool, &args.tenant).await?;
@@ -136,7 +136,7 @@ pub async fn run(db: &Database, args: ImportArgs, json: bool) -> anyhow::Result<
         &who,
         limits,
         import::Source {
-            bytes: bytes::Bytes::from(bytes),
+            input: Box::new(file),
             format,
         },
         &options,

@@ -4,7 +4,10 @@
 //! transaction, committed only when the import says `imported`.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest as _, Path, Query, Request, State};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,15 +24,11 @@ use super::resource::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::access::Act;
 use crate::import::{self, DateOrder, DecimalSeparator, Format, ImportError, Options, Table};
 
-/// The routes of imports; bodies of `POST /imports` may be up to `max_import_bytes`.
-pub fn router(max_import_bytes: usize) -> axum::Router<AppState> {
+/// The routes of imports. `POST /imports` reads its body as a stream, up to the
+/// configured `max_import_bytes` (its own limit, not the API's `max_body_bytes`).
+pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
-        .route(
-            "/imports",
-            post(create)
-                .layer(DefaultBodyLimit::max(max_import_bytes))
-                .get(list),
-        )
+        .route("/imports", post(create).get(list))
         .route("/imports/{id}", get(show))
         .route("/imports/templates/{file}", get(template))
 }
@@ -164,14 +163,8 @@ async fn create(
                 "the body must be text/csv or a spreadsheet (application/vnd.openxmlformats-officedocument.spreadsheetml.sheet, application/vnd.ms-excel, application/vnd.oasis.opendocument.spreadsheet)",
             )
         })?;
-    let body =
-        super::resource::body_bytes(Bytes::from_request(request, &state).await).map_err(|e| {
-            if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large(max)
-            } else {
-                e
-            }
-        })?;
+    let too_big = Arc::new(AtomicBool::new(false));
+    let body = body_reader(request.into_body(), max, too_big.clone());
     let who = import::Who {
         actor: caller.actor(),
         clerk_user_id: Some(caller.member.clerk_user_id.clone()),
@@ -186,7 +179,7 @@ async fn create(
         &who,
         limits,
         import::Source {
-            bytes: body,
+            input: Box::new(body),
             format,
         },
         &options,
@@ -212,8 +205,70 @@ async fn create(
         }
         Err(err) => {
             tx.rollback().await?;
+            if too_big.load(Ordering::SeqCst) {
+                return Err(too_large(max));
+            }
             Err(refusal(err))
         }
+    }
+}
+
+/// The request body as a blocking reader for the import's validation thread: its chunks
+/// arrive over a channel as the client sends them, so the body is never held whole. Past
+/// `max` bytes the reader fails and `too_big` is set (a body without `Content-Length`).
+struct BodyReader {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+fn body_reader(body: axum::body::Body, max: usize, too_big: Arc<AtomicBool>) -> BodyReader {
+    use futures_util::StreamExt as _;
+    let (sender, chunks) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let item = match chunk {
+                Ok(bytes) => {
+                    total += bytes.len();
+                    if total > max {
+                        too_big.store(true, Ordering::SeqCst);
+                        Err(std::io::Error::other(
+                            "the body is larger than CAPLIQUIFY_MAX_IMPORT_BYTES",
+                        ))
+                    } else {
+                        Ok(bytes)
+                    }
+                }
+                Err(e) => Err(std::io::Error::other(format!(
+                    "the body could not be read: {e}"
+                ))),
+            };
+            let stop = item.is_err();
+            if sender.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    BodyReader {
+        chunks,
+        current: Bytes::new(),
     }
 }
 

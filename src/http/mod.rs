@@ -543,7 +543,7 @@ pub fn app(state: AppState) -> Router {
         .merge(working_capital::router())
         .merge(what_if::router())
         .merge(forecasting::router())
-        .merge(imports::router(config.max_import_bytes))
+        .merge(imports::router())
         .route("/tenant", get(tenant::show))
         .route("/audit-logs", get(audit_logs::list))
         .route_layer(axum::middleware::from_fn_with_state(

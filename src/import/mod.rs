@@ -99,10 +99,9 @@ pub struct Who {
     pub clerk_user_id: Option<String>,
 }
 
-/// The file: its bytes and what they are.
-#[derive(Debug, Clone)]
+/// The file: a reader of its bytes (a request body, a file, memory) and what they are.
 pub struct Source {
-    pub bytes: bytes::Bytes,
+    pub input: read::Input,
     pub format: Format,
 }
 
@@ -249,19 +248,6 @@ impl Value {
             _ => None,
         }
     }
-
-    fn key_text(&self) -> String {
-        match self {
-            Self::Null => "\u{0}".into(),
-            Self::Text(s) => s.clone(),
-            Self::Int(i) => i.to_string(),
-            Self::Dec(d) => d.normalize().to_string(),
-            Self::Date(d) => d.to_string(),
-            Self::Time(t) => t.to_rfc3339(),
-            Self::Bool(b) => b.to_string(),
-            Self::Uuid(u) => u.to_string(),
-        }
-    }
 }
 
 /// The tenant's rows a file may name, loaded before validation.
@@ -276,10 +262,12 @@ struct References {
     company_count: usize,
 }
 
-/// The valid rows of a file, column by column, ready to write.
+/// What validation found; the valid rows went to the staging table.
 struct Validated {
+    /// The columns the merge writes.
     columns: Vec<write::Column>,
-    rows: usize,
+    /// Valid rows staged.
+    rows: u64,
     rows_read: u64,
     rejected: u64,
     rejections: Vec<Rejection>,
@@ -287,9 +275,34 @@ struct Validated {
     mapping: Vec<ColumnUse>,
     ignored: Vec<String>,
     kind: &'static str,
-    /// New company names (companies imports: for the plan limit).
-    new_companies: u64,
 }
+
+/// The SHA-256 and size of what was read.
+#[derive(Default)]
+struct Digest {
+    sha: Sha256,
+    bytes: u64,
+}
+
+/// A reader that hashes and counts what passes through it.
+struct Hashing {
+    inner: read::Input,
+    digest: Arc<std::sync::Mutex<Digest>>,
+}
+
+impl std::io::Read for Hashing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut d) = self.digest.lock() {
+            d.sha.update(&buf[..n]);
+            d.bytes += n as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// Bytes of COPY data sent at a time.
+const COPY_BATCH: usize = 1 << 20;
 
 /// Imports `source` into `options.table` on `conn`, the caller's tenant transaction. With
 /// `dry_run` the rows are written and counted all the same: the caller rolls back. The
@@ -303,9 +316,8 @@ pub async fn run(
     options: &Options,
     progress: Option<ProgressFn>,
 ) -> Result<Report, ImportError> {
-    let Source { bytes, format } = source;
+    let Source { input, format } = source;
     let table = options.table;
-    let file_bytes = bytes.len() as u64;
     // Imports of one table are serialised, and concurrent API writes to it wait: the
     // natural-key matching must see every row.
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -315,19 +327,55 @@ pub async fn run(
     .execute(&mut *conn)
     .await?;
     let refs = load_references(conn, table, options.company_id).await?;
+    sqlx::query(sqlx::AssertSqlSafe(write::staging_ddl(table)))
+        .execute(&mut *conn)
+        .await?;
 
+    // Validation reads the file on a blocking thread and hands the valid rows over in
+    // batches of COPY text, written to the staging table as they come: memory holds a
+    // few batches, whatever the file's size.
+    let digest = Arc::new(std::sync::Mutex::new(Digest::default()));
+    let input: read::Input = Box::new(Hashing {
+        inner: input,
+        digest: digest.clone(),
+    });
+    let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let task_options = options.clone();
     let task_progress = progress.clone();
-    let hashed = bytes.clone();
-    let (sha, validated) = tokio::task::spawn_blocking(move || {
-        let sha = hex(&Sha256::digest(&hashed));
-        (
-            sha,
-            validate(bytes, format, &task_options, &refs, task_progress.as_ref()),
+    let task = tokio::task::spawn_blocking(move || {
+        validate(
+            input,
+            format,
+            &task_options,
+            &refs,
+            task_progress.as_ref(),
+            &mut |batch| {
+                batches
+                    .blocking_send(batch)
+                    .map_err(|_| Refusal("the import stopped while the file was read".into()))
+            },
         )
-    })
-    .await
-    .map_err(|e| ImportError::Database(sqlx::Error::Protocol(format!("validation task: {e}"))))?;
+    });
+    let mut copy = conn.copy_in_raw(&write::copy_statement(table)).await?;
+    let mut copy_failed = None;
+    while let Some(batch) = received.recv().await {
+        if let Err(e) = copy.send(batch).await {
+            copy_failed = Some(e);
+            break;
+        }
+    }
+    drop(received);
+    let validated = task.await.map_err(|e| {
+        ImportError::Database(sqlx::Error::Protocol(format!("validation task: {e}")))
+    })?;
+    if let Some(err) = copy_failed {
+        let _ = copy.abort("the import failed").await;
+        return Err(err.into());
+    }
+    let (sha, file_bytes) = digest
+        .lock()
+        .map(|d| (hex(&d.sha.clone().finalize()), d.bytes))
+        .unwrap_or_default();
 
     let blank = |status: &str, summary: String| Report {
         id: None,
@@ -350,14 +398,42 @@ pub async fn run(
         created_at: None,
     };
     let mut v = match validated {
-        Ok(v) => v,
+        Ok(v) => {
+            copy.finish().await?;
+            v
+        }
         Err(Refusal(detail)) => {
+            copy.abort("the file was refused").await?;
             return Err(ImportError::Rejected {
                 report: Box::new(blank("rejected", detail.clone())),
                 detail,
             });
         }
     };
+    if table == Table::Sales {
+        write::number_order_lines(conn).await?;
+    }
+    // Rows repeating an earlier row's natural key.
+    let room = MAX_SHOWN_REJECTIONS.saturating_sub(v.rejections.len());
+    let (repeated, shown) = write::duplicates(conn, table, room as i64).await?;
+    if repeated > 0 {
+        for (line, first) in &shown {
+            v.rejections.push(Rejection {
+                line: u64::try_from(*line).unwrap_or(0),
+                column: None,
+                field: None,
+                value: None,
+                reason: format!(
+                    "the same {} as line {first}: a file may give each row once",
+                    table.key_description()
+                ),
+            });
+        }
+        v.rejections_not_shown += repeated - shown.len() as u64;
+        v.rejected += repeated;
+        v.rows -= repeated;
+        v.rejections.sort_by_key(|r| r.line);
+    }
     let mut report = blank("rejected", String::new());
     report.format = v.kind.to_owned();
     report.rows = v.rows_read;
@@ -378,10 +454,13 @@ pub async fn run(
             report: Box::new(report),
         });
     }
+    if repeated > 0 {
+        write::drop_duplicates(conn, table).await?;
+    }
     if table == Table::Companies
         && let Some(max) = limits.max_entities
     {
-        let total = refs_company_count(conn).await? + v.new_companies;
+        let total = refs_company_count(conn).await? + write::new_companies(conn).await?;
         if total > u64::try_from(max).unwrap_or(0) {
             return Err(ImportError::PlanLimit(format!(
                 "the plan allows {max} compan{}; this import would make {total}",
@@ -390,25 +469,27 @@ pub async fn run(
         }
     }
 
-    let (inserted, updated) =
-        match write::upsert(conn, table, &v.columns, v.rows, progress.as_ref()).await {
-            Ok(counts) => counts,
-            Err(err) => {
-                return Err(match write::explain(&err) {
-                    Some(detail) => {
-                        report.summary = detail.clone();
-                        ImportError::Rejected {
-                            detail,
-                            report: Box::new(report),
-                        }
+    let (inserted, updated) = match write::merge(conn, table, &v.columns).await {
+        Ok(counts) => counts,
+        Err(err) => {
+            return Err(match write::explain(&err) {
+                Some(detail) => {
+                    report.summary = detail.clone();
+                    ImportError::Rejected {
+                        detail,
+                        report: Box::new(report),
                     }
-                    None => ImportError::Database(err),
-                });
-            }
-        };
+                }
+                None => ImportError::Database(err),
+            });
+        }
+    };
+    if let Some(p) = &progress {
+        p(Progress::Written(v.rows, v.rows));
+    }
     report.inserted = inserted;
     report.updated = updated;
-    report.unchanged = (v.rows as u64).saturating_sub(inserted + updated);
+    report.unchanged = v.rows.saturating_sub(inserted + updated);
     report.summary = summary(&report, options.dry_run);
     if options.dry_run {
         report.status = "dry_run".into();
@@ -859,17 +940,19 @@ fn written(table: Table, columns: &[spec::Column], mapped: &[Option<usize>], i: 
     }
 }
 
-/// Reads and checks the whole file (no database: references come in `refs`).
+/// Reads and checks the whole file (no database: references come in `refs`), handing the
+/// valid rows to `sink` in batches of COPY text (every field of the table, in order).
 fn validate(
-    bytes: bytes::Bytes,
+    input: read::Input,
     format: Format,
     options: &Options,
     refs: &References,
     progress: Option<&ProgressFn>,
+    sink: &mut dyn FnMut(Vec<u8>) -> Result<(), Refusal>,
 ) -> Result<Validated, Refusal> {
     let table = options.table;
     let columns = table.columns();
-    let sheet = read::open(bytes, format, options.sheet.as_deref()).map_err(Refusal)?;
+    let sheet = read::open(input, format, options.sheet.as_deref()).map_err(Refusal)?;
     let (mapped, ignored) = map_headers(table, &sheet.headers, &options.mapping)?;
     if table.has_company() && refs.company_count == 0 {
         return Err(Refusal(
@@ -885,12 +968,9 @@ fn validate(
             "this tenant has several companies: add a company column (the company's name) or give company_id".into(),
         ));
     }
-    let out: Vec<usize> = (0..columns.len())
+    let written_columns = (0..columns.len())
         .filter(|i| written(table, columns, &mapped, *i))
-        .collect();
-    let mut data: Vec<write::Column> = out
-        .iter()
-        .map(|i| write::Column::new(table, &columns[*i], mapped[*i].is_some()))
+        .map(|i| write::Column::new(table, &columns[i], mapped[i].is_some()))
         .collect();
     let mapping = columns
         .iter()
@@ -904,7 +984,7 @@ fn validate(
         .collect();
 
     let mut v = Validated {
-        columns: Vec::new(),
+        columns: written_columns,
         rows: 0,
         rows_read: 0,
         rejected: 0,
@@ -913,13 +993,9 @@ fn validate(
         mapping,
         ignored,
         kind: sheet.kind,
-        new_companies: 0,
     };
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut occurrences: HashMap<String, i32> = HashMap::new();
     let field_idx = |f: &str| columns.iter().position(|c| c.field == f);
-    let order_line = field_idx("order_line");
-    let external_id = field_idx("external_id");
+    let mut batch: Vec<u8> = Vec::with_capacity(COPY_BATCH + 4096);
 
     for record in sheet.rows {
         let record = record.map_err(Refusal)?;
@@ -985,51 +1061,14 @@ fn validate(
             }
         }
         if problems.is_empty() {
-            // Sales without an external id are told apart by their line within the same
-            // (date, product, channel, customer): the nth such row of the file is line n.
-            if table == Table::Sales
-                && let (Some(ol), Some(ext)) = (order_line, external_id)
-                && values[ext] == Value::Null
-                && values[ol] == Value::Null
-            {
-                let key = key_of(columns, &values, |c| c.key && c.field != "order_line");
-                let n = occurrences.entry(key).or_insert(0);
-                *n += 1;
-                values[ol] = Value::Int(*n);
-            }
-            let key = match (table, external_id) {
-                (Table::Sales, Some(ext)) if values[ext] != Value::Null => {
-                    format!("x\u{1}{}", values[ext].key_text())
-                }
-                (Table::Companies, _) => values[0].key_text().to_lowercase(),
-                _ => key_of(columns, &values, |c| c.key),
-            };
-            if let Some(first) = seen.get(&key) {
-                problems.push(Rejection {
-                    line,
-                    column: None,
-                    field: None,
-                    value: None,
-                    reason: format!(
-                        "the same {} as line {first}: a file may give each row once",
-                        table.key_description()
-                    ),
-                });
-            } else {
-                seen.insert(key, line);
-            }
-        }
-        if problems.is_empty() {
-            if table == Table::Companies
-                && let Value::Text(name) = &values[0]
-                && !refs.companies.contains_key(&name.to_lowercase())
-            {
-                v.new_companies += 1;
-            }
-            for (slot, i) in data.iter_mut().zip(&out) {
-                slot.push(std::mem::replace(&mut values[*i], Value::Null));
-            }
+            write::encode_row(&mut batch, line, &values);
             v.rows += 1;
+            if batch.len() >= COPY_BATCH {
+                sink(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(COPY_BATCH + 4096),
+                ))?;
+            }
         } else {
             v.rejected += 1;
             for p in problems {
@@ -1046,22 +1085,10 @@ fn validate(
             "the file has a header but no rows to import".into(),
         ));
     }
-    v.columns = data;
+    if !batch.is_empty() {
+        sink(batch)?;
+    }
     Ok(v)
-}
-
-fn key_of(
-    columns: &[spec::Column],
-    values: &[Value],
-    part: impl Fn(&spec::Column) -> bool,
-) -> String {
-    columns
-        .iter()
-        .zip(values)
-        .filter(|(c, _)| part(c))
-        .map(|(_, v)| v.key_text())
-        .collect::<Vec<_>>()
-        .join("\u{1}")
 }
 
 /// One import of the tenant's history.
@@ -1141,22 +1168,28 @@ mod tests {
         }
     }
 
-    fn check(table: Table, csv: &str) -> Validated {
-        match validate(
-            bytes::Bytes::from(csv.to_owned()),
+    fn check(table: Table, csv: &str) -> (Validated, String) {
+        let mut staged = Vec::new();
+        let v = validate(
+            Box::new(std::io::Cursor::new(csv.to_owned())),
             Format::Csv,
             &Options::new(table),
             &refs(),
             None,
-        ) {
-            Ok(v) => v,
+            &mut |batch| {
+                staged.extend(batch);
+                Ok(())
+            },
+        );
+        match v {
+            Ok(v) => (v, String::from_utf8(staged).unwrap()),
             Err(Refusal(e)) => panic!("{e}"),
         }
     }
 
     #[test]
     fn aliases_map_and_bad_cells_are_listed() {
-        let v = check(
+        let (v, _) = check(
             Table::Sales,
             "Date,Item code,Qty,Unit Price,Notes\n2026-01-05,A-1,2,3.50,x\n05/01/2026,B-9,0,abc,y\n",
         );
@@ -1181,15 +1214,22 @@ mod tests {
     }
 
     #[test]
-    fn repeated_sales_lines_are_numbered_and_keys_deduplicated() {
-        let v = check(
+    fn valid_rows_are_staged_as_copy_text_with_derived_values() {
+        let (v, staged) = check(
             Table::Sales,
-            "sale_date,sku,quantity,unit_price\n2026-01-05,A-1,1,1\n2026-01-05,A-1,1,1\n",
+            "sale_date,sku,quantity,unit_price\n2026-01-05,A-1,3,1.50\n",
         );
-        assert_eq!(v.rows, 2);
-        let v = check(Table::Products, "sku,name\nA-1,One\nA-1,Again\n");
         assert_eq!(v.rows, 1);
-        assert!(v.rejections[0].reason.contains("line 2"));
+        let acme = Uuid::from_u128(1);
+        let product = Uuid::from_u128(2);
+        // company, sku, sale_date, quantity, unit_price, total_amount, currency, channel,
+        // external_id, customer_name, customer_id, order_line.
+        assert_eq!(
+            staged,
+            format!(
+                "2\t{acme}\t{product}\t2026-01-05\t3\t1.5\t4.5\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n"
+            )
+        );
     }
 
     #[test]

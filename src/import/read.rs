@@ -1,7 +1,7 @@
 //! A file's rows as text cells: CSV through the `csv` crate, spreadsheets (XLSX, XLS, ODS)
 //! through `calamine`. The first row is the header.
 
-use std::io::Cursor;
+use std::io::{BufRead as _, BufReader, Cursor, Read};
 
 use calamine::{Data, Reader as _};
 use rust_decimal::Decimal;
@@ -68,17 +68,27 @@ pub struct Sheet {
     pub kind: &'static str,
 }
 
-/// Opens `bytes` as `format`; `sheet` picks a spreadsheet's sheet by name (default the
-/// first). The error says why the file cannot be read.
-pub fn open(bytes: bytes::Bytes, format: Format, sheet: Option<&str>) -> Result<Sheet, String> {
+/// A file being read, from memory or a stream (a request body, a file on disk).
+pub type Input = Box<dyn Read + Send>;
+
+/// Opens `input` as `format`; `sheet` picks a spreadsheet's sheet by name (default the
+/// first). A CSV is read as a stream, row by row; a spreadsheet is read whole first (its
+/// formats need random access). The error says why the file cannot be read.
+pub fn open(mut input: Input, format: Format, sheet: Option<&str>) -> Result<Sheet, String> {
     match format {
         Format::Csv => {
             if sheet.is_some() {
                 return Err("sheet applies to spreadsheets, not CSV".into());
             }
-            open_csv(bytes)
+            open_csv(input)
         }
-        Format::Spreadsheet => open_spreadsheet(bytes, sheet),
+        Format::Spreadsheet => {
+            let mut bytes = Vec::new();
+            input
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("the file could not be read: {e}"))?;
+            open_spreadsheet(bytes::Bytes::from(bytes), sheet)
+        }
     }
 }
 
@@ -99,17 +109,22 @@ fn delimiter(bytes: &[u8]) -> u8 {
     [b',', b';', b'\t'][best]
 }
 
-fn open_csv(bytes: bytes::Bytes) -> Result<Sheet, String> {
-    let bytes = if bytes.starts_with(b"\xEF\xBB\xBF") {
-        bytes.slice(3..)
-    } else {
-        bytes
-    };
+fn open_csv(input: Input) -> Result<Sheet, String> {
+    // The header line decides the delimiter: peek at the first 64 KiB.
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let peek = input
+        .fill_buf()
+        .map_err(|e| format!("the file could not be read: {e}"))?;
+    let bom = peek.starts_with(b"\xEF\xBB\xBF");
+    let delimiter = delimiter(if bom { &peek[3..] } else { peek });
+    if bom {
+        input.consume(3);
+    }
     let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter(&bytes))
+        .delimiter(delimiter)
         .flexible(true)
         .has_headers(false)
-        .from_reader(Cursor::new(bytes));
+        .from_reader(input);
     let mut header = csv::StringRecord::new();
     let has_header = reader
         .read_record(&mut header)
@@ -216,7 +231,7 @@ mod tests {
     fn csv_with_a_bom_semicolons_and_quotes() {
         let file =
             "\u{feff}SKU;Name;Price\n\"A-1\";\"Widget; large\";\"1.234,50\"\n\n;;\nB-2;Gadget;3\n";
-        let sheet = open(bytes::Bytes::from(file), Format::Csv, None).unwrap();
+        let sheet = open(Box::new(Cursor::new(file)), Format::Csv, None).unwrap();
         assert_eq!(sheet.headers, ["SKU", "Name", "Price"]);
         let rows: Vec<_> = sheet.rows.map(Result::unwrap).collect();
         assert_eq!(rows.len(), 2);
@@ -238,7 +253,7 @@ mod tests {
             Some(Format::Spreadsheet)
         );
         assert_eq!(Format::from_media_type("application/json"), None);
-        assert!(open(bytes::Bytes::from_static(b""), Format::Csv, None).is_err());
-        assert!(open(bytes::Bytes::from_static(b"x,y"), Format::Spreadsheet, None).is_err());
+        assert!(open(Box::new(Cursor::new(b"")), Format::Csv, None).is_err());
+        assert!(open(Box::new(Cursor::new(b"x,y")), Format::Spreadsheet, None).is_err());
     }
 }

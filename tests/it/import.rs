@@ -463,6 +463,18 @@ async fn roles_plan_limits_and_the_body_limit_apply() {
     let member = app.token_for(&t, Role::Member);
     let too_big = send(&app, &member, "table=products", CSV, big.into_bytes()).await;
     too_big.problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Without Content-Length (chunked), the stream is cut at the maximum: 413 as well.
+    let big_rows: String = (0..400).map(|i| format!("B-{i},Widget\n")).collect();
+    let status = chunked_post(&app, &member, "table=products", &[big_rows.as_str(); 4]).await;
+    assert_eq!(status, 413);
+    let status = chunked_post(
+        &app,
+        &member,
+        "table=products&dry_run=true",
+        &["A-1,Widget\n", "A-2,Gadget\n"],
+    )
+    .await;
+    assert_eq!(status, 200);
     let json = send(
         &app,
         &member,
@@ -473,6 +485,36 @@ async fn roles_plan_limits_and_the_body_limit_apply() {
     .await;
     json.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     assert_eq!(app.rows(&t, "products").await, 0);
+}
+
+/// Posts `sku,name` and then `chunks` as a chunked body (no Content-Length); returns the
+/// status code.
+async fn chunked_post(app: &TestApp, token: &str, query: &str, chunks: &[&str]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/imports?{query} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut parts = vec!["sku,name\n".to_owned()];
+    parts.extend(chunks.iter().map(|c| (*c).to_owned()));
+    for part in parts {
+        let framed = format!("{:x}\r\n{part}\r\n", part.len());
+        // The server may answer and close before the whole body is sent.
+        if stream.write_all(framed.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
 }
 
 #[tokio::test]
