@@ -2,12 +2,13 @@
 //! inventory, sales, working-capital metrics), as `POST /api/v1/imports` and
 //! `capliquify import` do it (docs/import.md).
 //!
-//! The whole file is validated first ([`validate`]): headers are mapped to fields by name
-//! and alias (or an explicit mapping), every cell is parsed with the resource's rules,
-//! references are resolved by natural key (a company by name, a product by SKU) and every
-//! rejected row is listed. Then, unless rows were rejected (and `skip_invalid` not given),
-//! the valid rows are upserted by their natural key in the caller's transaction
-//! ([`write`]): the caller commits all of it or nothing. A committed import leaves a row in
+//! The whole file is validated first ([`validate`], on a blocking thread, reading the file
+//! as a stream): headers are mapped to fields by name and alias (or an explicit mapping),
+//! every cell is parsed with the resource's rules, references are resolved by natural key
+//! (a company by name, a product by SKU) and every rejected row is listed, while the valid
+//! rows go on with `COPY` into a staging table of the caller's transaction. There repeated
+//! keys are found; then, unless rows were rejected (and `skip_invalid` not given), the rows
+//! are merged by their natural key ([`write`]): the caller commits all of it or nothing. A committed import leaves a row in
 //! the tenant's `imports` table and one audit row with its counts and the file's SHA-256.
 //!
 //! Like [`crate::domain`], this room never opens a transaction or picks a tenant: it works

@@ -108,7 +108,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The SQL type of the column's array in the write.
+    /// The SQL type of the column in the staging table.
     pub fn sql_type(self) -> &'static str {
         match self {
             Self::Text(_) | Self::Currency | Self::PeriodType | Self::MonthDay => "text",
