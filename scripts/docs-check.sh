@@ -15,7 +15,8 @@
 #   5. runs docs/domain.md's worked example (its ```sh block, which sets the variables its
 #      multi-line `curl` calls use) as one script, failing on the first HTTP error;
 #   6. runs docs/import.md's walkthrough (its ```sh block) as one script from the repository's
-#      root, where its sample files are, failing on any answer but 2xx and the 422 it shows;
+#      root, where its sample files are, failing on any answer but 2xx and the 422 it shows,
+#      then its command-line examples (`capliquify import …`) on the same cluster;
 #   7. checks that the banner's viewer token reads but cannot write;
 #   8. stops the server and its cluster and removes the temp folder however the run ends.
 #
@@ -197,6 +198,21 @@ walkthrough_curl() {
 }
 check "docs/import.md walkthrough ($(wc -l <"$work/import-walkthrough.sh") lines)" \
   "cd '$root'; curl() { walkthrough_curl \"\$@\"; }; set -euo pipefail; source '$work/import-walkthrough.sh'"
+
+echo "== docs/import.md, ## The command line (from the repository's root)"
+mapfile -t import_commands < <(awk '
+  /^## The command line/ { section = 1; next }
+  section && /^```sh/ { inside = 1; next }
+  inside && /^```/ { exit }
+  inside { print }
+' docs/import.md)
+if [ "${#import_commands[@]}" -lt 1 ]; then
+  echo "error: docs/import.md's command-line examples were not found" >&2
+  exit 1
+fi
+for line in "${import_commands[@]}"; do
+  check "$line" "cd '$root' && $line"
+done
 
 echo "== the demo's viewer token reads and cannot write"
 check "viewer GET /api/v1/products" "curl -H \"Authorization: Bearer \$TOKEN_ACME_VIEWER\" $base/api/v1/products"
