@@ -335,7 +335,8 @@ fn describe_imports(api: &mut OpenApi) {
                         .build(),
                 )
                 .build(),
-        ),
+        )
+        .response("404", problem_response("No template: not a table imports take")),
     );
 }
 
