@@ -336,7 +336,10 @@ fn describe_imports(api: &mut OpenApi) {
                 )
                 .build(),
         )
-        .response("404", problem_response("No template: not a table imports take")),
+        .response(
+            "404",
+            problem_response("No template: not a table imports take"),
+        ),
     );
 }
 

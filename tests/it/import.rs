@@ -853,3 +853,87 @@ async fn a_hundred_thousand_rows_import_within_a_memory_bound() {
     );
     eprintln!("100k rows: peak RSS {:.1} MiB", peak_kib as f64 / 1024.0);
 }
+
+/// Rules between fields and references by name: reserved above on hand, an unknown or
+/// ambiguous company, a rule broken with a stored row (the file alone is valid).
+#[tokio::test]
+async fn rules_between_fields_and_company_names_reject_rows() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("imp-rules", Tier::Professional).await;
+    app.company(&t, "Acme").await;
+    app.company(&t, "Twin").await;
+    app.company(&t, "twin").await;
+    let products = import(
+        &app,
+        &t,
+        "table=products",
+        "company,sku,name\nAcme,A-1,Widget\n",
+    )
+    .await;
+    assert_eq!(counts(&products), [1, 0, 0, 0], "{}", products.text);
+    let csv = "company,sku,warehouse,on hand,reserved\n\
+               Acme,A-1,Leeds,5,9\n\
+               Nobody,A-1,York,5,1\n\
+               Twin,A-1,Hull,5,1\n\
+               ,A-1,Bath,5,1\n\
+               Acme,A-1,Kent,5,1\n";
+    let refused = import(&app, &t, "table=inventory", csv).await;
+    let report = &refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "import_rejected")["import"];
+    let got: Vec<(u64, String, String)> = report["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["field"].as_str().unwrap_or("").to_owned(),
+                r["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!((got[0].0, got[0].1.as_str()), (2, "quantity_reserved"));
+    assert!(got[0].2.contains("quantity_on_hand"));
+    assert_eq!((got[1].0, got[1].1.as_str()), (3, "company"));
+    assert!(got[1].2.contains("no company is named"));
+    assert_eq!((got[2].0, got[2].1.as_str()), (4, "company"));
+    assert!(got[2].2.contains("several companies"));
+    assert_eq!((got[3].0, got[3].1.as_str()), (5, "company"));
+    assert_eq!(app.rows(&t, "inventory").await, 0);
+
+    // A row valid on its own that breaks a rule with the stored row it updates: the
+    // database refuses it, and the whole file with it.
+    let first = import(
+        &app,
+        &t,
+        "table=inventory",
+        "company,sku,warehouse,on hand,reserved\nAcme,A-1,Kent,5,4\n",
+    )
+    .await;
+    assert_eq!(counts(&first), [1, 0, 0, 0], "{}", first.text);
+    let lower = import(
+        &app,
+        &t,
+        "table=inventory",
+        "company,sku,warehouse,on hand\nAcme,A-1,Kent,2\n",
+    )
+    .await;
+    let problem = lower.problem(StatusCode::UNPROCESSABLE_ENTITY, "import_rejected");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("quantity_reserved"),
+        "{}",
+        lower.text
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            &t,
+            "SELECT quantity_on_hand::bigint FROM {s}.inventory"
+        )
+        .await,
+        5
+    );
+}
