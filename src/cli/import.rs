@@ -25,8 +25,9 @@ nothing. Exit 1 when the file is refused.
 
 Examples:
   capliquify import acme-manufacturing products.csv --table products
-  capliquify import acme-manufacturing sales.xlsx --table sales --sheet 2026 --dry-run
-  capliquify import acme-manufacturing stock.csv --table inventory --mapping 'Ref=sku'")]
+  capliquify import acme-manufacturing sales.xlsx --table sales --dry-run
+  capliquify import acme-manufacturing stock.csv --table inventory \\
+      --mapping 'Ref=sku'")]
 pub struct ImportArgs {
     /// The tenant (slug).
     pub tenant: String,
