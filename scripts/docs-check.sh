@@ -14,8 +14,11 @@
 #      service (the docs' 127.0.0.1:8080 replaced by the real address), failing on an HTTP error;
 #   5. runs docs/domain.md's worked example (its ```sh block, which sets the variables its
 #      multi-line `curl` calls use) as one script, failing on the first HTTP error;
-#   6. checks that the banner's viewer token reads but cannot write;
-#   7. stops the server and its cluster and removes the temp folder however the run ends.
+#   6. runs docs/import.md's walkthrough (its ```sh block) as one script from the repository's
+#      root, where its sample files are, failing on any answer but 2xx and the 422 it shows,
+#      then its command-line examples (`capliquify import …`) on the same cluster;
+#   7. checks that the banner's viewer token reads but cannot write;
+#   8. stops the server and its cluster and removes the temp folder however the run ends.
 #
 # Exit status: 0 when every command and example succeeded, 1 otherwise (each failure is
 # printed with its output).
@@ -171,6 +174,45 @@ sed -i "s#http://127.0.0.1:8080#$base#g" "$work/worked-example.sh"
 # `curl` (the function above) fails on an HTTP error, and pipefail carries it out of each pipe.
 check "docs/domain.md worked example ($(wc -l <"$work/worked-example.sh") lines)" \
   "set -euo pipefail; source '$work/worked-example.sh'"
+
+echo "== docs/import.md, ## Walkthrough (one script, from the repository's root)"
+awk '
+  /^## Walkthrough/ { section = 1; next }
+  section && /^```sh/ { inside = 1; next }
+  inside && /^```/ { exit }
+  inside { print }
+' docs/import.md >"$work/import-walkthrough.sh"
+if [ "$(grep -c '^ *curl ' "$work/import-walkthrough.sh")" -lt 8 ]; then
+  echo "error: docs/import.md's walkthrough was not found" >&2
+  exit 1
+fi
+sed -i "s#http://127.0.0.1:8080#$base#g" "$work/import-walkthrough.sh"
+# The walkthrough shows a refused file on purpose: there an answer fails unless it is 2xx or
+# the 422 it shows. Its sample files' paths are relative to the repository's root.
+walkthrough_curl() {
+  local out code
+  out="$(command curl -sS -w '\n%{http_code}' "$@")" || return 1
+  code="$(tail -n 1 <<<"$out")"
+  sed '$d' <<<"$out"
+  case "$code" in 2??|422) ;; *) echo "HTTP $code" >&2; return 1 ;; esac
+}
+check "docs/import.md walkthrough ($(wc -l <"$work/import-walkthrough.sh") lines)" \
+  "cd '$root'; curl() { walkthrough_curl \"\$@\"; }; set -euo pipefail; source '$work/import-walkthrough.sh'"
+
+echo "== docs/import.md, ## The command line (from the repository's root)"
+mapfile -t import_commands < <(awk '
+  /^## The command line/ { section = 1; next }
+  section && /^```sh/ { inside = 1; next }
+  inside && /^```/ { exit }
+  inside { print }
+' docs/import.md)
+if [ "${#import_commands[@]}" -lt 1 ]; then
+  echo "error: docs/import.md's command-line examples were not found" >&2
+  exit 1
+fi
+for line in "${import_commands[@]}"; do
+  check "$line" "cd '$root' && $line"
+done
 
 echo "== the demo's viewer token reads and cannot write"
 check "viewer GET /api/v1/products" "curl -H \"Authorization: Bearer \$TOKEN_ACME_VIEWER\" $base/api/v1/products"

@@ -15,7 +15,8 @@
 #      every phase (coverage, fuzzing, stateful) and `--checks all`, except that the built-in
 #      `positive_data_acceptance` is replaced by `positive_data_acceptance_with_rules`
 #      (scripts/schemathesis/hooks.py: the same check, allowing only 422
-#      reference_not_found / rule_violated and 400 invalid_cursor, by their problem code), and
+#      reference_not_found / rule_violated / import_rejected and 400 invalid_cursor, by their
+#      problem code), and
 #      with NUL characters left out of generated strings (PostgreSQL text and jsonb cannot
 #      hold one; the field schemas say so where they can); a bounded number of examples per
 #      operation and a hard wall-clock limit;

@@ -9,6 +9,7 @@
 //! - [`audit`]: the append-only audit trail;
 //! - [`monitor`]: the guide's monitoring queries;
 //! - [`domain`]: the working-capital engine (metrics, scenarios) as plain functions;
+//! - [`import`]: CSV and spreadsheet imports into tenant tables;
 //! - [`http`]: the HTTP service (tenant data API, operations endpoints);
 //! - [`webhooks`]: Clerk and Stripe webhooks;
 //! - [`cli`]: the `capliquify` command line.
@@ -24,6 +25,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod import;
 pub mod monitor;
 pub mod tenancy;
 pub mod webhooks;

@@ -2,7 +2,7 @@
 
 `positive_data_acceptance_with_rules` replaces the built-in `positive_data_acceptance`
 check (excluded by name in the script), keeping its rule — a request valid under the
-document must be accepted — with three exceptions JSON Schema cannot express, each
+document must be accepted — with four exceptions JSON Schema cannot express, each
 recognised by the problem document's stable `code`, never by status alone:
 
 - 422 `reference_not_found`: a body names a row (company_id, product_id …) that does
@@ -12,6 +12,9 @@ recognised by the problem document's stable `code`, never by status alone:
   total that overflows its column).
 - 400 `invalid_cursor`: a pagination cursor is opaque and signed; any other string of the
   cursor's alphabet is schema-valid and still not one the server issued.
+- 422 `import_rejected`: an import's body is any text (CSV) or bytes (spreadsheet); only
+  reading it tells whether its header names the table's fields and its rows are valid
+  (and whether `mapping` and `sheet` name its columns and sheets).
 
 Every other 4xx to a schema-valid request fails the run, as the built-in check would.
 """
@@ -22,7 +25,12 @@ import schemathesis
 from schemathesis.specs.openapi.checks import is_unexpected_http_status_case
 
 ACCEPTED_STATUSES = {401, 403, 404, 409, 429}
-SEMANTIC = {(422, "reference_not_found"), (422, "rule_violated"), (400, "invalid_cursor")}
+SEMANTIC = {
+    (422, "reference_not_found"),
+    (422, "rule_violated"),
+    (400, "invalid_cursor"),
+    (422, "import_rejected"),
+}
 
 
 @schemathesis.check

@@ -2,6 +2,7 @@
 
 mod config_check;
 mod forecasts;
+mod import;
 mod output;
 mod tenant;
 
@@ -89,6 +90,8 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// Check the configuration: every setting, where it came from, and every problem.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
+    /// Import a CSV or spreadsheet file into a tenant's table (as POST /api/v1/imports).
+    Import(import::ImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -431,6 +434,10 @@ async fn with_database(
         Command::Forecasts(cmd) => {
             migrate::ensure_current(&db.pool).await?;
             forecasts::run(db, cmd, json).await
+        }
+        Command::Import(args) => {
+            migrate::ensure_current(&db.pool).await?;
+            import::run(db, args, json).await
         }
         Command::Db(DbCommand::InitRoles { login, password }) => {
             crate::db::privileges::require_role_management(&db.pool).await?;

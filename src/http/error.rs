@@ -36,6 +36,9 @@ pub struct ApiError {
     pub www_authenticate: bool,
     /// Seconds for a `Retry-After` header (503 while a tenant moves).
     pub retry_after: Option<u32>,
+    /// A member beside the standard ones (RFC 9457 extension), e.g. a refused import's
+    /// report.
+    pub extension: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
@@ -47,7 +50,14 @@ impl ApiError {
             field: None,
             www_authenticate: false,
             retry_after: None,
+            extension: None,
         }
+    }
+
+    /// Adds the member `name` to the problem document.
+    pub fn with_extension(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.extension = Some(Box::new((name, value)));
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
@@ -136,7 +146,17 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             field: self.field,
         };
-        let mut response = (self.status, axum::Json(problem)).into_response();
+        let mut response = match self.extension {
+            None => (self.status, axum::Json(problem)).into_response(),
+            Some(extension) => {
+                let (name, value) = *extension;
+                let mut document = serde_json::to_value(&problem).unwrap_or_default();
+                if let serde_json::Value::Object(members) = &mut document {
+                    members.insert(name.to_owned(), value);
+                }
+                (self.status, axum::Json(document)).into_response()
+            }
+        };
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod fields;
 pub mod forecasting;
+pub mod imports;
 pub mod metrics;
 pub mod openapi;
 pub mod preferences;
@@ -178,6 +179,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPLIQUIFY_MAX_BODY_BYTES", default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1024..=104_857_600))]
     pub max_body_bytes: u64,
+    /// Largest import body (`POST /api/v1/imports`), in bytes: a larger one is answered 413
+    /// before it is read.
+    #[arg(long, env = "CAPLIQUIFY_MAX_IMPORT_BYTES", default_value_t = crate::import::DEFAULT_MAX_IMPORT_BYTES,
+          value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
+    pub max_import_bytes: u64,
     /// Secret that signs pagination cursors (any string of 32+ characters). Unset: a random
     /// one per process, so cursors do not survive a restart or cross instances.
     #[arg(long, env = "CAPLIQUIFY_CURSOR_SECRET", hide_env_values = true)]
@@ -349,6 +355,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
     let config = HttpConfig {
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        max_import_bytes: usize::try_from(args.max_import_bytes).unwrap_or(usize::MAX),
         admin_token: args.admin_token()?,
         tenant_concurrency: args.tenant_concurrency,
     };
@@ -498,6 +505,8 @@ pub struct HttpConfig {
     /// tenant transaction.
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Largest body of `POST /api/v1/imports`.
+    pub max_import_bytes: usize,
     /// Bearer token of `/admin/api/...`; `None` disables those endpoints (403).
     pub admin_token: Option<Arc<str>>,
     /// Requests of one tenant that may run at once; more wait a moment, then get 429.
@@ -510,6 +519,7 @@ impl Default for HttpConfig {
         Self {
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 1_048_576,
+            max_import_bytes: crate::import::DEFAULT_MAX_IMPORT_BYTES as usize,
             admin_token: None,
             tenant_concurrency: DEFAULT_TENANT_CONCURRENCY,
         }
@@ -533,6 +543,7 @@ pub fn app(state: AppState) -> Router {
         .merge(working_capital::router())
         .merge(what_if::router())
         .merge(forecasting::router())
+        .merge(imports::router())
         .route("/tenant", get(tenant::show))
         .route("/audit-logs", get(audit_logs::list))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -116,7 +116,231 @@ pub fn document() -> OpenApi {
     describe_working_capital(&mut api);
     describe_what_if(&mut api);
     describe_forecasting(&mut api);
+    describe_imports(&mut api);
     api
+}
+
+/// Data import (src/http/imports.rs, src/import).
+fn describe_imports(api: &mut OpenApi) {
+    use crate::import::{ColumnUse, DateOrder, ImportRecord, Rejection, Report, Table};
+    use utoipa::openapi::schema::{AllOfBuilder, SchemaFormat};
+    add_schema::<Rejection>(api);
+    add_schema::<ColumnUse>(api);
+    add_schema::<Report>(api);
+    add_schema::<ImportRecord>(api);
+    let rejected = AllOfBuilder::new()
+        .item(schema_ref::<Problem>())
+        .item(
+            ObjectBuilder::new()
+                .property("import", schema_ref::<Report>())
+                .required("import"),
+        )
+        .description(Some(
+            "A refused file (code `import_rejected`): the problem and the import's report, listing every rejected row (the first 1,000 problems)",
+        ))
+        .build();
+    api.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .insert("ImportRejected".into(), RefOr::T(Schema::AllOf(rejected)));
+    let tables = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Table::ALL.iter().map(|t| t.as_str())))
+    };
+    let boolean = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .default(Some(false.into()))
+    };
+    // A column name or field: no `,` or `=` (they separate pairs), not blank.
+    let part = "[^,=\\u0000]*[^,=\\s\\u0000][^,=\\u0000]*";
+    let params = vec![
+        ParameterBuilder::new()
+            .name("table")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::True)
+            .schema(Some(tables()))
+            .description(Some("The table the rows go into"))
+            .build(),
+        parameter(
+            "sheet",
+            ParameterIn::Query,
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[^\\u0000]*$"))
+                .into(),
+            "A spreadsheet's sheet (default the first)",
+        ),
+        parameter(
+            "mapping",
+            ParameterIn::Query,
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(4096))
+                .pattern(Some(format!("^{part}={part}(,{part}={part})*$")))
+                .into(),
+            "`file column=field,…`: overrides the automatic mapping (a field of `-` ignores the column)",
+        ),
+        parameter(
+            "dry_run",
+            ParameterIn::Query,
+            boolean().into(),
+            "Validate and count; write nothing",
+        ),
+        parameter(
+            "skip_invalid",
+            ParameterIn::Query,
+            boolean().into(),
+            "Import the valid rows and list the rejected ones (default: any rejected row refuses the file)",
+        ),
+        parameter(
+            "date_format",
+            ParameterIn::Query,
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(DateOrder::WORDS))
+                .default(Some("auto".into()))
+                .into(),
+            "How to read dates such as 03/04/2026; `auto` rejects them as ambiguous when both parts are 12 or less",
+        ),
+        parameter(
+            "decimal_separator",
+            ParameterIn::Query,
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([".", ","]))
+                .default(Some(".".into()))
+                .into(),
+            "The decimal mark of the file's numbers (the other mark may group thousands)",
+        ),
+        parameter(
+            "company_id",
+            ParameterIn::Query,
+            <Uuid as Field>::schema(),
+            "The company of every row that names none (with a single company, that one)",
+        ),
+    ];
+    let text = ObjectBuilder::new().schema_type(Type::String);
+    let binary = || {
+        ContentBuilder::new()
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::Custom("binary".into()))),
+            ))
+            .build()
+    };
+    let body = RequestBodyBuilder::new()
+        .content("text/csv", ContentBuilder::new().schema(Some(text)).build())
+        .content(
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            binary(),
+        )
+        .content("application/vnd.ms-excel", binary())
+        .content("application/vnd.oasis.opendocument.spreadsheet", binary())
+        .required(Some(Required::True))
+        .build();
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .tag("imports")
+            .operation_id(Some(id))
+            .summary(Some(summary))
+    };
+    add(
+        &mut api.paths,
+        "/api/v1/imports",
+        HttpMethod::Post,
+        op(
+            "createImport",
+            "Import a CSV or spreadsheet into a table: validated whole, upserted by natural key, all or nothing (members)",
+        )
+        .parameters(Some(params))
+        .request_body(Some(body))
+        .response("201", json_response("Imported; `Location` is the history entry", schema_ref::<Report>()))
+        .response("200", json_response("A dry run: what the import would do; nothing written", schema_ref::<Report>()))
+        .response("413", problem_response("The body is larger than CAPLIQUIFY_MAX_IMPORT_BYTES"))
+        .response("415", problem_response("The body is neither CSV nor a spreadsheet"))
+        .response(
+            "422",
+            ResponseBuilder::new()
+                .description("The file was refused (`import_rejected`, with the report), or company_id names no company (`reference_not_found`); nothing written")
+                .content(
+                    PROBLEM,
+                    ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(Ref::from_schema_name("ImportRejected"))))
+                        .build(),
+                )
+                .build(),
+        ),
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/imports",
+        HttpMethod::Get,
+        op("listImports", "The tenant's imports, newest first")
+            .parameters(Some(list_parameters(None, "")))
+            .response(
+                "200",
+                json_response(
+                    "A page of imports",
+                    page_schema(schema_ref::<ImportRecord>()),
+                ),
+            ),
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/imports/{id}",
+        HttpMethod::Get,
+        op(
+            "getImport",
+            "One import: counts, mapping, and the rows it skipped",
+        )
+        .parameters(Some(vec![parameter(
+            "id",
+            ParameterIn::Path,
+            <Uuid as Field>::schema(),
+            "The import's id (UUID)",
+        )]))
+        .response(
+            "200",
+            json_response("The import", schema_ref::<ImportRecord>()),
+        )
+        .response("404", problem_response("No such import in this tenant")),
+    );
+    add(
+        &mut api.paths,
+        "/api/v1/imports/templates/{table}.csv",
+        HttpMethod::Get,
+        op(
+            "getImportTemplate",
+            "A table's CSV template: the header row and one example row",
+        )
+        .parameters(Some(vec![parameter(
+            "table",
+            ParameterIn::Path,
+            tables().into(),
+            "The table",
+        )]))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The template")
+                .content(
+                    "text/csv",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build(),
+                )
+                .build(),
+        )
+        .response(
+            "404",
+            problem_response("No template: not a table imports take"),
+        ),
+    );
 }
 
 /// Forecast generation (src/http/forecasting.rs).

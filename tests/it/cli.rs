@@ -292,7 +292,7 @@ async fn monitor_reports_sizes_and_tenants() {
     assert_ok(&out);
     let sizes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sizes[0]["slug"], "watched");
-    assert_eq!(sizes[0]["table_count"], 10);
+    assert_eq!(sizes[0]["table_count"], 11);
     let out = capliquify(Some(&db), &["monitor", "tenants", "--json"]);
     assert_ok(&out);
     let tenants: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -19,6 +19,7 @@ mod fleet_sql;
 mod forecast_refresh;
 mod forecasts_api;
 mod help_snapshots;
+mod import;
 mod isolation_stress;
 mod lifecycle;
 mod monitoring;

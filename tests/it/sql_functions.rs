@@ -4,10 +4,11 @@ use crate::common::TestDb;
 use capliquify::billing::Tier;
 use sqlx::Row;
 
-const TENANT_TABLES: [&str; 9] = [
+const TENANT_TABLES: [&str; 10] = [
     "api_credentials",
     "companies",
     "forecasts",
+    "imports",
     "inventory",
     "products",
     "sales",
@@ -102,13 +103,13 @@ async fn the_guides_sql_flow_works_from_plain_sql() {
             .fetch_all(&db.pool)
             .await
             .unwrap();
-    assert_eq!(listed, vec![("tenant_acme_corp".to_owned(), 10)]);
+    assert_eq!(listed, vec![("tenant_acme_corp".to_owned(), 11)]);
 }
 
 #[tokio::test]
-async fn create_tenant_schema_builds_all_nine_tables_and_records_the_version() {
+async fn create_tenant_schema_builds_all_ten_tables_and_records_the_version() {
     let db = TestDb::new().await;
-    let tenant = db.tenant("nine-tables", Tier::Starter).await;
+    let tenant = db.tenant("ten-tables", Tier::Starter).await;
     let mut tables = tables_of(&db, &tenant.schema_name).await;
     tables.retain(|t| t != "schema_migrations");
     assert_eq!(tables, TENANT_TABLES);
@@ -157,7 +158,7 @@ async fn create_tenant_schema_without_a_registry_row_uses_the_uuid_name() {
             .await
             .unwrap();
     assert_eq!(name, "tenant_123e4567e89b12d3a456426614174000");
-    assert_eq!(tables_of(&db, &name).await.len(), 10);
+    assert_eq!(tables_of(&db, &name).await.len(), 11);
     // Unregistered, so the isolation check reports it as an orphan.
     let (result, details) = db.check("no_orphan_schemas").await;
     assert_eq!(result, "FAIL");
@@ -289,7 +290,7 @@ async fn list_tenant_schemas_reports_tables_and_size() {
     .unwrap();
     assert_eq!(rows.len(), 2);
     let size = |s: &str| rows.iter().find(|r| r.0 == s).unwrap().2;
-    assert!(rows.iter().all(|r| r.1 == 10));
+    assert!(rows.iter().all(|r| r.1 == 11));
     assert!(size(&a.schema_name) > size(&b.schema_name));
 }
 

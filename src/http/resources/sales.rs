@@ -25,6 +25,9 @@ crate::resource_fields! {
     external_id: Text<255> => optional,
     customer_name: Text<255> => optional,
     customer_id: Text<255> => optional,
+    /// The sale's line within its order; with sale_date, product, channel and customer it
+    /// identifies a sale that has no external_id (imports match on it).
+    order_line: Positive => optional,
     created_at: DateTime<Utc> => read,
     updated_at: DateTime<Utc> => read,
 }
