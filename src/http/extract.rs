@@ -32,7 +32,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
 /// Reads `body` as `T`: malformed JSON is a 400, JSON of the wrong shape a 422 naming the
 /// field (`sku: must be at most 100 characters`).
+///
+/// Every request body of the API is a JSON object. serde's derived structs also accept an
+/// array of their fields in order (`[null, null]` would be read as an empty run request),
+/// so an array at the top is refused here, before serde sees it.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "the body must be a JSON object, not an array",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -216,6 +227,24 @@ mod tests {
         assert_eq!(err.detail, "n: must be a whole number of at least 0");
         let err = parse_json::<In>(b"{").unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn an_array_is_not_read_as_a_struct() {
+        #[derive(serde::Deserialize, Debug, Default)]
+        #[allow(dead_code)]
+        struct Optional {
+            a: Option<u8>,
+            b: Option<u8>,
+        }
+        // serde alone would take it: the struct's fields in order.
+        assert!(serde_json::from_slice::<Optional>(b"[null, null]").is_ok());
+        for body in [&b"[null, null]"[..], b" \n [1]", b"[]"] {
+            let err = parse_json::<Optional>(body).unwrap_err();
+            assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(err.detail, "the body must be a JSON object, not an array");
+        }
+        assert!(parse_json::<Optional>(b"{}").is_ok());
     }
 
     #[test]

@@ -484,7 +484,9 @@ pub struct Day(pub NaiveDate);
 
 const YEAR_PATTERN: &str = "(19[0-9]{2}|2[01][0-9]{2}|2200)";
 
-fn in_business_range(date: NaiveDate) -> bool {
+/// Whether `date` is a business date ([`Day`]'s range): dates the service computes (e.g. a
+/// forecast's periods) must stay in it too, or the responses would break their schema.
+pub fn in_business_range(date: NaiveDate) -> bool {
     NaiveDate::from_ymd_opt(1900, 1, 1).is_some_and(|lo| date >= lo)
         && NaiveDate::from_ymd_opt(2200, 12, 31).is_some_and(|hi| date <= hi)
 }

@@ -136,6 +136,19 @@ fn validate(request: &GenerateRequest) -> Result<Plan, ApiError> {
         Some(date) => date.0,
         None => chrono::Utc::now().date_naive(),
     };
+    // Every forecast period (the one after as_of's, and the next horizon - 1) is stored and
+    // shown as a business date; the end of the horizon must be one too.
+    let end = (0..=horizon).fold(request.granularity.start_of(as_of), |date, _| {
+        request.granularity.next(date)
+    });
+    if !crate::http::fields::in_business_range(end) {
+        return Err(ApiError::rule(
+            "as_of",
+            format!(
+                "the forecast would run past 2200-12-31 (its periods end {end}): give an earlier as_of or a shorter horizon"
+            ),
+        ));
+    }
     Ok(Plan {
         kind: request.forecast_type,
         granularity: request.granularity,

@@ -465,6 +465,15 @@ async fn running_a_scenario_rebuilds_balances_from_days_outstanding() {
         )
         .await;
     assert_eq!(refused.body["field"], "period_date", "{}", refused.text);
+    // An array is not a run request (serde would read `[null, null]` as its two fields).
+    let refused = app
+        .post(
+            &member,
+            &format!("/api/v1/scenarios/{id}/run"),
+            json!([null, null]),
+        )
+        .await;
+    refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     let stored = app.get(&viewer, &format!("/api/v1/scenarios/{id}")).await;
     assert_eq!(stored.body["results"], *res);
 }
