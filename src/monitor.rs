@@ -24,24 +24,49 @@ pub struct SchemaSize {
     pub size: String,
 }
 
-/// The `limit` largest tenant schemas. Same figures as the guide's query, read from
-/// `pg_class` instead of `information_schema.tables` (which checks privileges row by row
-/// and is slow with thousands of schemas).
+/// Schemas measured exactly for every one shown: the candidates are the `limit × 3` (at
+/// least 30) largest by the catalog's page counts.
+const CANDIDATES_PER_SHOWN: i64 = 3;
+const MIN_CANDIDATES: i64 = 30;
+
+/// The `limit` largest tenant schemas. Same figures as the guide's query (tables with their
+/// indexes and TOAST, `pg_total_relation_size`), read from `pg_class` instead of
+/// `information_schema.tables` (which checks privileges row by row).
+///
+/// Measuring a relation opens it (its files and its relcache entry), so measuring every
+/// tenant's tables took seconds at a few thousand tenants and grew with the fleet (issue
+/// 16: 2.9 s at 2,000 tenants, 20× its time at 100). The schemas are first ranked by the
+/// page counts `pg_class` keeps (`relpages`, refreshed by VACUUM, ANALYZE and autovacuum)
+/// with no file touched, and only the `limit × 3` (at least 30) largest are measured. A
+/// schema that grew a lot since autovacuum last saw it can be missed; `--limit` at or above
+/// the number of tenant schemas measures them all.
 pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
     sqlx::query_as(
-        "SELECT n.nspname::text AS schema_name, t.slug::text AS slug,
+        "WITH ranked AS (
+             SELECT n.oid AS nsp, n.nspname,
+                    coalesce(sum(c.relpages::bigint + coalesce(tc.relpages, 0)), 0) AS pages
+               FROM pg_namespace n
+               LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'i', 'm')
+               LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
+              WHERE n.nspname LIKE 'tenant\\_%'
+              GROUP BY n.oid, n.nspname
+              ORDER BY pages DESC, n.nspname
+              LIMIT greatest($1 * $2, $3)
+         )
+         SELECT r.nspname::text AS schema_name, t.slug::text AS slug,
                 count(c.oid) AS table_count,
                 coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS total_bytes,
                 pg_size_pretty(coalesce(sum(pg_total_relation_size(c.oid)), 0)) AS size
-           FROM pg_namespace n
-           LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
-           LEFT JOIN public.tenants t ON t.schema_name = n.nspname
-          WHERE n.nspname LIKE 'tenant\\_%'
-          GROUP BY n.nspname, t.slug
-          ORDER BY total_bytes DESC, n.nspname
+           FROM ranked r
+           LEFT JOIN pg_class c ON c.relnamespace = r.nsp AND c.relkind IN ('r', 'p')
+           LEFT JOIN public.tenants t ON t.schema_name = r.nspname
+          GROUP BY r.nspname, t.slug
+          ORDER BY total_bytes DESC, r.nspname
           LIMIT $1",
     )
     .bind(limit)
+    .bind(CANDIDATES_PER_SHOWN)
+    .bind(MIN_CANDIDATES)
     .fetch_all(pool)
     .await
 }

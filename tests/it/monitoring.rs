@@ -234,3 +234,42 @@ async fn monitor_tenants_shows_usage_against_limits() {
         "users 4/…, entities 2/…: {line}"
     );
 }
+
+/// `monitor sizes` ranks by the catalog's page counts and measures only the largest
+/// candidates (30 at least): with more tenants than that, the largest is still found once
+/// autovacuum (here: ANALYZE) has seen it, and its size is the exact one.
+#[tokio::test]
+async fn sizes_finds_the_largest_of_many_tenants_and_measures_it_exactly() {
+    let db = crate::common::TestDb::new().await;
+    let mut schemas = Vec::new();
+    for i in 0..36 {
+        schemas.push(
+            db.tenant(&format!("size-{i:02}"), Tier::Starter)
+                .await
+                .schema_name,
+        );
+    }
+    // The last schema by name: among equals the ranking takes names in order, so without
+    // the page counts it would not be among the 30 candidates.
+    let big = schemas.iter().max().unwrap();
+    db.exec(&format!(
+        "INSERT INTO \"{big}\".companies (name) SELECT 'Company ' || g FROM generate_series(1, 20000) g;
+         ANALYZE \"{big}\".companies;"
+    ))
+    .await;
+    let top = monitor::sizes(&db.pool, 1).await.unwrap();
+    assert_eq!(top.len(), 1);
+    assert_eq!(&top[0].schema_name, big);
+    assert!(top[0].slug.as_deref().unwrap().starts_with("size-"));
+    let exact = db
+        .scalar_i64(&format!(
+            "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c
+              WHERE c.relnamespace = '\"{big}\"'::regnamespace AND c.relkind IN ('r', 'p')"
+        ))
+        .await;
+    assert_eq!(top[0].total_bytes, exact);
+    // A limit above the fleet measures every schema.
+    let all = monitor::sizes(&db.pool, 100).await.unwrap();
+    assert_eq!(all.len(), 36);
+    assert!(all.windows(2).all(|w| w[0].total_bytes >= w[1].total_bytes));
+}
