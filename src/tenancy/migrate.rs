@@ -52,10 +52,18 @@ pub async fn migrate_public(
 ) -> Result<CatalogSync, MigrateError> {
     PUBLIC_MIGRATIONS.run(pool).await?;
     // Installs pg_stat_statements once PostgreSQL has loaded it (migration 0007): a setting
-    // an operator may change after the migration ran.
-    let stats: String = sqlx::query_scalar("SELECT public.ensure_query_stats()")
-        .fetch_one(pool)
+    // an operator may change after the migration ran. Under the catalog lock: two
+    // overlapping runs re-granting the same functions at once fail with "tuple concurrently
+    // updated" (PostgreSQL does not serialise concurrent GRANT/REVOKE on one object).
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CATALOG_LOCK)
+        .execute(&mut *tx)
         .await?;
+    let stats: String = sqlx::query_scalar("SELECT public.ensure_query_stats()")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
     if stats != "installed" {
         tracing::debug!(%stats, "per-tenant query statistics unavailable");
     }
