@@ -68,17 +68,9 @@ impl BenchArgs for Args {
 
 fn main() -> anyhow::Result<()> {
     let args: Args = support::args();
-    let server = BenchServer::open(BENCH_DB, "bench-pg")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let outcome = runtime.block_on(run(&args, &server));
-    let cleanup = runtime.block_on(server.drop_database());
-    drop(runtime);
-    let stopped = server.stop();
-    outcome?;
-    cleanup?;
-    stopped
+    support::run_on_server(BENCH_DB, "bench-pg", async |server| {
+        run(&args, server).await
+    })
 }
 
 async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {

@@ -185,3 +185,26 @@ pub fn statsforecast_peer(
     anyhow::ensure!(out.status.success(), "the peer failed");
     Ok(serde_json::from_slice(&out.stdout)?)
 }
+
+/// A bench's whole life on its server: opens it (`database` on `DATABASE_URL`, or the
+/// embedded cluster under `target/<folder>`; blocking, so before the runtime exists), runs
+/// `body` on a multi-thread runtime, then drops the database and stops the server however
+/// `body` ended. The first error wins.
+#[allow(dead_code)] // the benches with one server
+pub fn run_on_server(
+    database: &str,
+    folder: &str,
+    body: impl AsyncFnOnce(&BenchServer) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let server = BenchServer::open(database, folder)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(body(&server));
+    let cleanup = runtime.block_on(server.drop_database());
+    drop(runtime);
+    let stopped = server.stop();
+    outcome?;
+    cleanup?;
+    stopped
+}
