@@ -20,6 +20,7 @@ use super::context::Caller;
 use super::cursor::Position;
 use super::error::ApiError;
 use super::extract::{Id, PageWriter};
+use super::resource::query_pairs;
 use super::resource::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::access::Act;
 use crate::import::{self, DateOrder, DecimalSeparator, Format, ImportError, Options, Table};
@@ -112,17 +113,6 @@ fn options(pairs: Vec<(String, String)>) -> Result<Options, ApiError> {
         }
     }
     Ok(o)
-}
-
-fn query_pairs(
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
-) -> Result<Vec<(String, String)>, ApiError> {
-    query.map(|Query(pairs)| pairs).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_parameter",
-            format!("the query string is malformed: {e}"),
-        )
-    })
 }
 
 fn too_large(max: usize) -> ApiError {

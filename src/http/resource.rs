@@ -334,7 +334,8 @@ fn parse_filter(filter: &Filter, value: &str) -> Result<Bind, ApiError> {
     })
 }
 
-fn query_pairs(
+/// The query string's pairs in order, or a 400 `invalid_parameter` when it is malformed.
+pub(crate) fn query_pairs(
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Vec<(String, String)>, ApiError> {
     query.map(|Query(pairs)| pairs).map_err(|e| {
