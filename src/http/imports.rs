@@ -20,8 +20,7 @@ use super::context::Caller;
 use super::cursor::Position;
 use super::error::ApiError;
 use super::extract::{Id, PageWriter};
-use super::resource::query_pairs;
-use super::resource::{DEFAULT_LIMIT, MAX_LIMIT};
+use super::resource::{DEFAULT_LIMIT, MAX_LIMIT, query_pairs};
 use crate::access::Act;
 use crate::import::{self, DateOrder, DecimalSeparator, Format, ImportError, Options, Table};
 
