@@ -100,6 +100,16 @@ for var in TOKEN_ACME TOKEN_ACME_ADMIN TOKEN_ACME_MEMBER TOKEN_ACME_VIEWER TOKEN
   fi
 done
 
+# The first ```sh block after the heading "## HEADING" of FILE: sh_block FILE HEADING.
+sh_block() {
+  awk -v heading="## $2" '
+    index($0, heading) == 1 { section = 1; next }
+    section && /^```sh/ { inside = 1; next }
+    inside && /^```/ { exit }
+    inside { print }
+  ' "$1"
+}
+
 failures=0
 # Runs one documented command line; prints it, and its output when it fails.
 check() {
@@ -116,12 +126,7 @@ check() {
 
 echo "== README.md, ## Operations"
 # The first ```sh block after the heading.
-mapfile -t commands < <(awk '
-  /^## Operations/ { section = 1; next }
-  section && /^```sh/ { inside = 1; next }
-  inside && /^```/ { exit }
-  inside { print }
-' README.md)
+mapfile -t commands < <(sh_block README.md "Operations")
 if [ "${#commands[@]}" -lt 10 ]; then
   echo "error: found ${#commands[@]} commands in README.md's operations block" >&2
   exit 1
@@ -160,12 +165,7 @@ for raw in "${examples[@]}"; do
 done
 
 echo "== docs/domain.md, ## Worked example (one script)"
-awk '
-  /^## Worked example/ { section = 1; next }
-  section && /^```sh/ { inside = 1; next }
-  inside && /^```/ { exit }
-  inside { print }
-' docs/domain.md >"$work/worked-example.sh"
+sh_block docs/domain.md "Worked example" >"$work/worked-example.sh"
 if [ "$(grep -c '^ *curl \|\$(curl ' "$work/worked-example.sh")" -lt 4 ]; then
   echo "error: docs/domain.md's worked example was not found" >&2
   exit 1
@@ -176,12 +176,7 @@ check "docs/domain.md worked example ($(wc -l <"$work/worked-example.sh") lines)
   "set -euo pipefail; source '$work/worked-example.sh'"
 
 echo "== docs/import.md, ## Walkthrough (one script, from the repository's root)"
-awk '
-  /^## Walkthrough/ { section = 1; next }
-  section && /^```sh/ { inside = 1; next }
-  inside && /^```/ { exit }
-  inside { print }
-' docs/import.md >"$work/import-walkthrough.sh"
+sh_block docs/import.md "Walkthrough" >"$work/import-walkthrough.sh"
 if [ "$(grep -c '^ *curl ' "$work/import-walkthrough.sh")" -lt 8 ]; then
   echo "error: docs/import.md's walkthrough was not found" >&2
   exit 1
@@ -200,12 +195,7 @@ check "docs/import.md walkthrough ($(wc -l <"$work/import-walkthrough.sh") lines
   "cd '$root'; curl() { walkthrough_curl \"\$@\"; }; set -euo pipefail; source '$work/import-walkthrough.sh'"
 
 echo "== docs/import.md, ## The command line (from the repository's root)"
-mapfile -t import_commands < <(awk '
-  /^## The command line/ { section = 1; next }
-  section && /^```sh/ { inside = 1; next }
-  inside && /^```/ { exit }
-  inside { print }
-' docs/import.md)
+mapfile -t import_commands < <(sh_block docs/import.md "The command line")
 if [ "${#import_commands[@]}" -lt 1 ]; then
   echo "error: docs/import.md's command-line examples were not found" >&2
   exit 1
