@@ -51,23 +51,20 @@ pub async fn migrate_public(
     tenant: &[Migration],
 ) -> Result<CatalogSync, MigrateError> {
     PUBLIC_MIGRATIONS.run(pool).await?;
+    let mut tx = begin_catalog(pool).await?;
     // Installs pg_stat_statements once PostgreSQL has loaded it (migration 0007): a setting
     // an operator may change after the migration ran. Under the catalog lock: two
     // overlapping runs re-granting the same functions at once fail with "tuple concurrently
     // updated" (PostgreSQL does not serialise concurrent GRANT/REVOKE on one object).
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CATALOG_LOCK)
-        .execute(&mut *tx)
-        .await?;
     let stats: String = sqlx::query_scalar("SELECT public.ensure_query_stats()")
         .fetch_one(&mut *tx)
         .await?;
-    tx.commit().await?;
     if stats != "installed" {
         tracing::debug!(%stats, "per-tenant query statistics unavailable");
     }
-    sync_catalog(pool, tenant).await
+    let sync = sync_catalog_in(&mut tx, tenant).await?;
+    tx.commit().await?;
+    Ok(sync)
 }
 
 /// What a catalog sync did.
@@ -77,17 +74,33 @@ pub struct CatalogSync {
     pub latest: i64,
 }
 
+/// A transaction holding the lock that serialises catalog syncs (and the statistics grants).
+async fn begin_catalog(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CATALOG_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// Makes `public.tenant_migrations` hold exactly `migrations`: adds new ones, refuses a
 /// changed checksum or a version this build does not know. Safe to run concurrently.
 pub async fn sync_catalog(
     pool: &PgPool,
     migrations: &[Migration],
 ) -> Result<CatalogSync, MigrateError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CATALOG_LOCK)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = begin_catalog(pool).await?;
+    let sync = sync_catalog_in(&mut tx, migrations).await?;
+    tx.commit().await?;
+    Ok(sync)
+}
+
+/// [`sync_catalog`]'s work, in a transaction from [`begin_catalog`].
+async fn sync_catalog_in(
+    tx: &mut sqlx::PgConnection,
+    migrations: &[Migration],
+) -> Result<CatalogSync, MigrateError> {
     let existing: BTreeMap<i64, (String, Vec<u8>)> = sqlx::query_as::<_, (i64, String, Vec<u8>)>(
         "SELECT version, description, checksum FROM public.tenant_migrations",
     )
@@ -130,7 +143,6 @@ pub async fn sync_catalog(
             }
         }
     }
-    tx.commit().await?;
     Ok(CatalogSync {
         added,
         latest: latest_version(migrations),
