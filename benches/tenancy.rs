@@ -263,12 +263,7 @@ impl Bench<'_> {
             "\n== provision: {rounds} rounds x {per_round} tenants per path (+ {} warm-up)",
             self.args.warmup
         );
-        // The same text create_tenant_schema runs, straight from the embedded migrations.
-        let tenant_sql: String = migrate::tenant_migrations()
-            .iter()
-            .map(|m| m.sql.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let tenant_sql = tenant_sql();
         let mut psql = PsqlSession::start(self.server).await?;
 
         if self.args.warmup > 0 {
@@ -348,11 +343,7 @@ impl Bench<'_> {
         );
         // psql provisions a window at both ends too: how much the same DDL slowed by itself
         // (a bigger catalog, a busier machine) is the yardstick for how much ours did.
-        let tenant_sql: String = migrate::tenant_migrations()
-            .iter()
-            .map(|m| m.sql.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let tenant_sql = tenant_sql();
         let mut psql = PsqlSession::start(self.server).await?;
         let first = self.provision_ours(window).await?;
         let (psql_first, _) = psql.provision(self, &tenant_sql, window).await?;
@@ -515,40 +506,58 @@ impl Bench<'_> {
         ];
         let mut out = Vec::new();
         for (name, args) in &commands {
-            let mut times = Vec::new();
-            for rep in 0..=3 {
-                let _ = std::fs::remove_file(&archive);
-                let started = Instant::now();
-                let run = Command::new(&binary)
-                    .args(args)
-                    .env("DATABASE_URL", &self.server.bench_url)
-                    .env(
-                        "CAPLIQUIFY_BACKUP_KEY",
-                        "bench-backup-key-0123456789abcdef0123456789abcdef",
-                    )
-                    .env_remove("RUST_LOG")
-                    .stdin(Stdio::null())
-                    .output()
-                    .await
-                    .with_context(|| format!("running {}", binary.display()))?;
-                let elapsed = ms(started.elapsed());
-                ensure!(
-                    run.status.success(),
-                    "`capliquify {}` failed: {}{}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&run.stdout),
-                    String::from_utf8_lossy(&run.stderr)
-                );
-                if rep > 0 {
-                    times.push(elapsed);
-                }
-            }
+            let times = self
+                .run_binary(&binary, args, 3, || {
+                    let _ = std::fs::remove_file(&archive);
+                })
+                .await?;
             let m = median(&times);
             println!("  {name}: median {m:.1} ms");
             out.push(((*name).to_owned(), m));
         }
         let _ = std::fs::remove_file(&archive);
         Ok(out)
+    }
+
+    /// Runs `capliquify ARGS` against the bench database once unmeasured (it loads the
+    /// binary into the page cache), then `reps` times; the wall time of each measured run
+    /// (process start, connect, work, exit), in milliseconds. `before` runs before each.
+    async fn run_binary(
+        &self,
+        binary: &Path,
+        args: &[&str],
+        reps: usize,
+        before: impl Fn(),
+    ) -> anyhow::Result<Vec<f64>> {
+        let mut times = Vec::with_capacity(reps);
+        for rep in 0..=reps {
+            before();
+            let started = Instant::now();
+            let out = Command::new(binary)
+                .args(args)
+                .env("DATABASE_URL", &self.server.bench_url)
+                .env(
+                    "CAPLIQUIFY_BACKUP_KEY",
+                    "bench-backup-key-0123456789abcdef0123456789abcdef",
+                )
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .with_context(|| format!("running {}", binary.display()))?;
+            let elapsed = ms(started.elapsed());
+            ensure!(
+                out.status.success(),
+                "`capliquify {}` failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if rep > 0 {
+                times.push(elapsed);
+            }
+        }
+        Ok(times)
     }
 
     // ---- the fleet ----------------------------------------------------------------------
@@ -641,29 +650,9 @@ impl Bench<'_> {
 
         // (b) The real binary: process start, pool connect, the same sequence, exit.
         let binary = capliquify_binary()?;
-        let mut process = Vec::with_capacity(NOOP_REPS);
-        // One unmeasured run loads the binary into the page cache.
-        for rep in 0..=NOOP_REPS {
-            let started = Instant::now();
-            let out = Command::new(&binary)
-                .arg("migrate")
-                .env("DATABASE_URL", &self.server.bench_url)
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .output()
-                .await
-                .with_context(|| format!("running {}", binary.display()))?;
-            let elapsed = ms(started.elapsed());
-            ensure!(
-                out.status.success(),
-                "`capliquify migrate` failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if rep > 0 {
-                process.push(elapsed);
-            }
-        }
+        let process = self
+            .run_binary(&binary, &["migrate"], NOOP_REPS, || {})
+            .await?;
         let (lib, bin) = (median(&library), median(&process));
         println!(
             "  library: median {lib:.1} ms (min {:.1}, max {:.1}) over {NOOP_REPS} runs",
@@ -1010,6 +999,15 @@ fn parse_timing(line: &str) -> Option<f64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The SQL create_tenant_schema runs, straight from the embedded tenant migrations.
+fn tenant_sql() -> String {
+    migrate::tenant_migrations()
+        .iter()
+        .map(|m| m.sql.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The `capliquify` binary Cargo built for this bench (`cargo bench` builds the package's
