@@ -27,16 +27,15 @@ pub enum CitusMode {
     },
 }
 
-/// Reads the mode from the database `pool` is connected to (three catalog reads).
+/// Reads the mode from the database `pool` is connected to (one query; a second for the
+/// workers when Citus is on).
 pub async fn detect(pool: &PgPool) -> sqlx::Result<CitusMode> {
-    let version: Option<String> =
-        sqlx::query_scalar("SELECT extversion::text FROM pg_extension WHERE extname = 'citus'")
-            .fetch_optional(pool)
-            .await?;
-    let sharding: Option<String> = sqlx::query_scalar(
-        "SELECT setting FROM pg_settings WHERE name = 'citus.enable_schema_based_sharding'",
+    let (version, sharding): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT extversion::text FROM pg_extension WHERE extname = 'citus'),
+                (SELECT setting FROM pg_settings
+                  WHERE name = 'citus.enable_schema_based_sharding')",
     )
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await?;
     Ok(match (version, sharding) {
         (None, None) => CitusMode::Off {
