@@ -62,7 +62,7 @@ pub struct GenerateRequest {
     /// The history ends before the period holding this date, which is the first forecast
     /// period (default today). For backtests and reproducible runs.
     #[serde(default)]
-    #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|2[01][0-9]{2}|2200)-[0-9]{2}-[0-9]{2}$")]
+    #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|2[01][0-9]{2}|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     pub as_of: Option<Day>,
 }
 

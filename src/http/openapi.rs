@@ -958,3 +958,53 @@ pub fn describe<R: Resource>(api: &mut OpenApi) {
             .response("404", problem_response("No such row in this tenant")),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::fields::DATE_PATTERN;
+
+    /// Every `format: date` schema in the document, with its path in the document.
+    fn date_schemas<'a>(
+        at: String,
+        value: &'a serde_json::Value,
+        found: &mut Vec<(String, &'a serde_json::Value)>,
+    ) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.get("format").and_then(|f| f.as_str()) == Some("date") {
+                    found.push((at.clone(), value));
+                }
+                for (key, child) in map {
+                    date_schemas(format!("{at}/{key}"), child, found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    date_schemas(format!("{at}/{i}"), child, found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A date field written with a `#[schema(pattern = "…")]` literal must carry the same
+    /// pattern as [`crate::http::fields::Day`]: a looser one (`[0-9]{2}` for the month) makes
+    /// fuzzers and generated clients draw mostly impossible dates. (Dates the server only
+    /// returns, such as `NaiveDate` fields of responses, carry no pattern.)
+    #[test]
+    fn every_date_in_the_document_carries_the_day_pattern() {
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        let mut found = Vec::new();
+        date_schemas(String::new(), &doc, &mut found);
+        found.retain(|(_, schema)| schema.get("pattern").is_some());
+        assert!(found.len() > 3, "expected the document's date fields, found {found:?}");
+        for (at, schema) in found {
+            assert_eq!(
+                schema["pattern"].as_str(),
+                Some(DATE_PATTERN),
+                "{at}: a date schema without Day's pattern"
+            );
+        }
+    }
+}

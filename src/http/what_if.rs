@@ -48,7 +48,7 @@ pub struct RunRequest {
     /// The baseline period's last day (1900–2200); absent: the company's latest computed
     /// period.
     #[serde(default)]
-    #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|2[01][0-9]{2}|2200)-[0-9]{2}-[0-9]{2}$")]
+    #[schema(value_type = Option<String>, format = Date, pattern = "^(19[0-9]{2}|2[01][0-9]{2}|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     pub period_date: Option<Day>,
 }
 

@@ -43,7 +43,7 @@ pub struct ComputeRequest {
     pub period_type: PeriodType,
     /// The period's last day (1900–2200); must end a month (a quarter or year is the 3 or
     /// 12 months ending there).
-    #[schema(value_type = String, format = Date, pattern = "^(19[0-9]{2}|2[01][0-9]{2}|2200)-[0-9]{2}-[0-9]{2}$")]
+    #[schema(value_type = String, format = Date, pattern = "^(19[0-9]{2}|2[01][0-9]{2}|2200)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     pub period_date: Day,
     /// Cash at the period's end (decimal string ≥ 0, at most 2 decimals). Absent: carried
     /// forward from the latest stored period.
