@@ -1,0 +1,175 @@
+//! The operators' acts on one tenant: a confirmation page (`GET`), then the act (`POST`,
+//! with the session's CSRF token). Each is the same [`Tenancy`] method `capliquify tenant
+//! …` calls, so it writes the same audit row in the same transaction, with the signed-in
+//! operator as its actor.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::pages::see_other;
+use super::session::Operator;
+use super::views::{self, Section};
+use super::{Console, ConsoleError};
+use crate::tenancy::{Tenancy, Tenant, TenantState, registry};
+
+/// What an operator can do to a tenant from the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Suspend,
+    Reactivate,
+    Delete,
+    Undelete,
+}
+
+impl Act {
+    fn parse(path: &str) -> Option<Self> {
+        Some(match path {
+            "suspend" => Self::Suspend,
+            "reactivate" => Self::Reactivate,
+            "delete" => Self::Delete,
+            "undelete" => Self::Undelete,
+            _ => return None,
+        })
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Suspend => "suspend",
+            Self::Reactivate => "reactivate",
+            Self::Delete => "delete",
+            Self::Undelete => "undelete",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Suspend => "Suspend",
+            Self::Reactivate => "Reactivate",
+            Self::Delete => "Soft delete",
+            Self::Undelete => "Undelete",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Self::Suspend => {
+                "Its members are refused (403) until it is reactivated; its data is kept. \
+                 Billing does not lift an operator's suspension."
+            }
+            Self::Reactivate => "It returns to the status it had before it was suspended.",
+            Self::Delete => {
+                "It becomes unusable at once; its data is kept for the deletion grace period, \
+                 during which it can be undeleted, and may be purged after it."
+            }
+            Self::Undelete => {
+                "It returns as it was before the soft delete (within the grace period)."
+            }
+        }
+    }
+
+    /// The acts `tenant`'s state allows, as `capliquify tenant …` would accept them.
+    pub fn available(tenant: &Tenant) -> Vec<Self> {
+        match tenant.state() {
+            TenantState::Live => vec![Self::Suspend, Self::Delete],
+            TenantState::Suspended => vec![Self::Reactivate, Self::Delete],
+            TenantState::Deleted => vec![Self::Undelete],
+        }
+    }
+}
+
+/// `GET /console/tenants/{slug}/{act}`: what the act will do, and the form that does it.
+pub async fn confirm(
+    State(console): State<Console>,
+    operator: Operator,
+    Path((slug, act)): Path<(String, String)>,
+) -> Result<Markup, ConsoleError> {
+    let act = Act::parse(&act).ok_or_else(|| ConsoleError::NotFound("act".into()))?;
+    let tenant = registry::find(&console.app.pool, &slug).await?;
+    let title = format!("{} {}?", act.label(), tenant.name);
+    let body = html! {
+        form.card method="post" action={ "/console/tenants/" (tenant.slug) "/" (act.path()) } {
+            (views::csrf(&operator))
+            p { "Tenant " strong { (tenant.slug) } " (" (tenant.name) ") is now "
+                (views::status(tenant.state().as_str())) ". " (act.explain()) }
+            @if act == Act::Suspend {
+                label for="reason" { "Reason (kept in the audit log)" }
+                textarea #reason name="reason" required maxlength="500" rows="3" {}
+            }
+            div.actions {
+                button type="submit" { (act.label()) }
+                a href={ "/console/tenants/" (tenant.slug) } { "Cancel" }
+            }
+        }
+    };
+    Ok(views::page(&title, &operator, Section::Tenants, body))
+}
+
+#[derive(Deserialize)]
+pub struct ActForm {
+    csrf: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /console/tenants/{slug}/{act}`: checks the CSRF token before anything else, then
+/// acts and returns to the tenant's page.
+pub async fn perform(
+    State(console): State<Console>,
+    operator: Operator,
+    Path((slug, act)): Path<(String, String)>,
+    Form(form): Form<ActForm>,
+) -> Result<Response, ConsoleError> {
+    operator.check_csrf(form.csrf.as_deref())?;
+    let act = Act::parse(&act).ok_or_else(|| ConsoleError::NotFound("act".into()))?;
+    let tenancy = Tenancy::new(
+        console.app.pool.clone(),
+        console.app.webhooks.deletion_grace_days,
+    );
+    let actor = operator.actor();
+    match act {
+        Act::Suspend => {
+            let reason = reason(form.reason.as_deref())?;
+            tenancy.suspend(&slug, Some(&reason), &actor).await?;
+        }
+        Act::Reactivate => {
+            tenancy.reactivate(&slug, &actor).await?;
+        }
+        Act::Delete => {
+            tenancy.soft_delete(&slug, &actor).await?;
+        }
+        Act::Undelete => {
+            tenancy.restore(&slug, false, &actor).await?;
+        }
+    }
+    // The caller cache holds a resolved tenant for a moment; forgetting it makes the act
+    // take effect on the tenant's next request.
+    console.app.callers.clear();
+    Ok(see_other(&format!("/console/tenants/{slug}"), None))
+}
+
+/// A suspension's reason: required, at most 500 characters, no control characters but
+/// line breaks.
+fn reason(raw: Option<&str>) -> Result<String, ConsoleError> {
+    let reason = raw.unwrap_or("").trim();
+    if reason.is_empty() {
+        return Err(ConsoleError::BadInput(
+            "A suspension needs a reason. Nothing was changed.".into(),
+        ));
+    }
+    if reason.chars().count() > 500 {
+        return Err(ConsoleError::BadInput(
+            "The reason is longer than 500 characters. Nothing was changed.".into(),
+        ));
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r')
+    {
+        return Err(ConsoleError::BadInput(
+            "The reason contains control characters. Nothing was changed.".into(),
+        ));
+    }
+    Ok(reason.to_owned())
+}

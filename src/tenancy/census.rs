@@ -1,0 +1,225 @@
+//! The fleet in numbers and tenants found by what operators know of them: counts by
+//! status and tier, trials about to end, tenants that came and went this month, and the
+//! registry searched by slug, name, Clerk organization or Stripe customer with keyset
+//! pages. Read-only queries over `public.tenants` (the console's overview and tenant list).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::TenancyError;
+use super::registry::{TENANT_COLUMNS, Tenant};
+
+/// How many tenants there are in each state and on each tier.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Census {
+    /// Not soft-deleted tenants by `subscription_status` (trial, active, past_due,
+    /// cancelled, suspended), in that order, then `deleted` for soft-deleted ones.
+    pub by_status: Vec<(String, i64)>,
+    /// Not soft-deleted tenants by tier (starter, professional, enterprise).
+    pub by_tier: Vec<(String, i64)>,
+    /// Tenants created since the start of this month (UTC).
+    pub new_this_month: i64,
+    /// Tenants that left this month: soft-deleted, or whose subscription was cancelled,
+    /// since the start of this month (UTC), each counted once.
+    pub churned_this_month: i64,
+}
+
+/// Counts the registry in one pass.
+pub async fn census(pool: &PgPool) -> Result<Census, TenancyError> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT CASE WHEN deleted_at IS NOT NULL THEN 'deleted' ELSE subscription_status::text END,
+                subscription_tier::text, count(*)
+           FROM public.tenants GROUP BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let statuses = [
+        "trial",
+        "active",
+        "past_due",
+        "cancelled",
+        "suspended",
+        "deleted",
+    ];
+    let tiers = ["starter", "professional", "enterprise"];
+    let by_status = statuses
+        .iter()
+        .map(|s| {
+            let n = rows.iter().filter(|r| r.0 == *s).map(|r| r.2).sum();
+            ((*s).to_owned(), n)
+        })
+        .collect();
+    let by_tier = tiers
+        .iter()
+        .map(|t| {
+            let n = rows
+                .iter()
+                .filter(|r| r.1 == *t && r.0 != "deleted")
+                .map(|r| r.2)
+                .sum();
+            ((*t).to_owned(), n)
+        })
+        .collect();
+    let (new_this_month, churned_this_month): (i64, i64) = sqlx::query_as(
+        "WITH month AS (SELECT date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start)
+         SELECT (SELECT count(*) FROM public.tenants, month WHERE created_at >= month.start),
+                (SELECT count(*) FROM public.tenants t, month
+                  WHERE t.deleted_at >= month.start
+                     OR EXISTS (SELECT 1 FROM public.subscriptions s
+                                 WHERE s.tenant_id = t.id AND s.cancelled_at >= month.start))",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Census {
+        by_status,
+        by_tier,
+        new_this_month,
+        churned_this_month,
+    })
+}
+
+/// Live tenants on trial whose trial ends within `days` days, soonest first.
+pub async fn trials_ending(pool: &PgPool, days: i32) -> Result<Vec<Tenant>, TenancyError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {TENANT_COLUMNS} FROM public.tenants
+          WHERE deleted_at IS NULL AND subscription_status = 'trial'
+            AND trial_ends_at < now() + make_interval(days => $1)
+          ORDER BY trial_ends_at, slug LIMIT 100"
+    ));
+    Ok(sqlx::query_as::<_, Tenant>(sql)
+        .bind(days)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// What to look for in the registry.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// Part of the slug or the name (any case), or a whole Clerk organization id or Stripe
+    /// customer id.
+    pub text: Option<String>,
+    /// `trial`, `active`, `past_due`, `cancelled`, `suspended` (not deleted), or `deleted`.
+    pub status: Option<String>,
+    pub tier: Option<crate::billing::Tier>,
+    pub cluster: Option<String>,
+    /// Keyset position: slugs after this one.
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// The statuses [`Search::status`] accepts.
+pub const SEARCH_STATUSES: [&str; 6] = [
+    "trial",
+    "active",
+    "past_due",
+    "cancelled",
+    "suspended",
+    "deleted",
+];
+
+/// Tenants matching `search`, by slug; one more than `limit` tells the caller there is a
+/// next page. Keyset on the slug's unique index, so a page costs the same at any depth.
+pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<Tenant>, TenancyError> {
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+        "SELECT {TENANT_COLUMNS} FROM public.tenants t WHERE true"
+    ));
+    if let Some(text) = search
+        .text
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let pattern = format!(
+            "%{}%",
+            text.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        qb.push(" AND (t.slug ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR t.name ILIKE ")
+            .push_bind(pattern)
+            .push(" OR t.clerk_organization_id = ")
+            .push_bind(text.to_owned())
+            .push(" OR t.stripe_customer_id = ")
+            .push_bind(text.to_owned())
+            .push(" OR EXISTS (SELECT 1 FROM public.subscriptions s WHERE s.tenant_id = t.id AND s.stripe_customer_id = ")
+            .push_bind(text.to_owned())
+            .push("))");
+    }
+    match search.status.as_deref() {
+        None => {}
+        Some("deleted") => {
+            qb.push(" AND t.deleted_at IS NOT NULL");
+        }
+        Some(status) => {
+            qb.push(" AND t.deleted_at IS NULL AND t.subscription_status::text = ")
+                .push_bind(status.to_owned());
+        }
+    }
+    if let Some(tier) = search.tier {
+        qb.push(" AND t.subscription_tier = ").push_bind(tier);
+    }
+    if let Some(cluster) = &search.cluster {
+        qb.push(" AND t.cluster = ").push_bind(cluster.clone());
+    }
+    if let Some(after) = &search.after {
+        qb.push(" AND t.slug > ").push_bind(after.clone());
+    }
+    qb.push(" ORDER BY t.slug LIMIT ")
+        .push_bind(search.limit + 1);
+    Ok(qb.build_query_as::<Tenant>().fetch_all(pool).await?)
+}
+
+/// A tenant's member as operators see them.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Member {
+    pub clerk_user_id: String,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub role: String,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+/// The tenant's members, owners first.
+pub async fn members(pool: &PgPool, tenant: uuid::Uuid) -> Result<Vec<Member>, TenancyError> {
+    Ok(sqlx::query_as(
+        "SELECT clerk_user_id::text, email::text, full_name::text, role::text, last_login_at
+           FROM public.users WHERE tenant_id = $1 AND removed_at IS NULL
+          ORDER BY role, email LIMIT 1000",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A tenant's subscription as Stripe last reported it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Subscription {
+    pub stripe_customer_id: Option<String>,
+    pub stripe_subscription_id: Option<String>,
+    pub billing_cycle: String,
+    pub amount_cents: i32,
+    pub currency: String,
+    pub status: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+/// The tenant's subscription, if it has one.
+pub async fn subscription(
+    pool: &PgPool,
+    tenant: uuid::Uuid,
+) -> Result<Option<Subscription>, TenancyError> {
+    Ok(sqlx::query_as(
+        "SELECT stripe_customer_id::text, stripe_subscription_id::text, billing_cycle::text,
+                amount_cents, currency::text, status::text, current_period_end,
+                cancel_at_period_end, cancelled_at
+           FROM public.subscriptions WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?)
+}
