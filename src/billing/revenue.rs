@@ -46,19 +46,19 @@ pub async fn mrr(pool: &PgPool) -> sqlx::Result<Vec<Mrr>> {
     .await
 }
 
-/// `cents` of a currency written for people: `12,345.67 USD`.
-pub fn format_cents(cents: i64, currency: &str) -> String {
+/// `cents` of a currency written for people: `12,345.67`.
+pub fn format_cents(cents: i64) -> String {
     let units = (cents / 100).abs();
     let digits = units.to_string();
     let mut grouped = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);
     }
     let sign = if cents < 0 { "-" } else { "" };
-    format!("{sign}{grouped}.{:02} {currency}", (cents % 100).abs())
+    format!("{sign}{grouped}.{:02}", (cents % 100).abs())
 }
 
 #[cfg(test)]
@@ -67,8 +67,9 @@ mod tests {
 
     #[test]
     fn amounts_are_grouped_by_thousands_with_their_currency() {
-        assert_eq!(format_cents(1_234_567, "USD"), "12,345.67 USD");
-        assert_eq!(format_cents(5, "EUR"), "0.05 EUR");
-        assert_eq!(format_cents(100_000_000, "GBP"), "1,000,000.00 GBP");
+        assert_eq!(format_cents(1_234_567), "12,345.67");
+        assert_eq!(format_cents(5), "0.05");
+        assert_eq!(format_cents(100_000_000), "1,000,000.00");
+        assert_eq!(format_cents(-250), "-2.50");
     }
 }

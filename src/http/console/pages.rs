@@ -139,7 +139,7 @@ pub async fn overview(
                 @if mrr.is_empty() {
                     p { "No paying subscriptions." }
                 } @else {
-                    table {
+                    div.scroll { table {
                         thead { tr {
                             th scope="col" { "Currency" } th.num scope="col" { "MRR" }
                             th.num scope="col" { "ARR" } th.num scope="col" { "Subscriptions" }
@@ -148,13 +148,13 @@ pub async fn overview(
                             @for m in &mrr {
                                 tr {
                                     td { (m.currency) }
-                                    td.num { (revenue::format_cents(m.mrr_cents, &m.currency)) }
-                                    td.num { (revenue::format_cents(m.arr_cents(), &m.currency)) }
+                                    td.num { (revenue::format_cents(m.mrr_cents)) }
+                                    td.num { (revenue::format_cents(m.arr_cents())) }
                                     td.num { (m.subscriptions) }
                                 }
                             }
                         }
-                    }
+                    } }
                 }
                 p.note { "Method: " (revenue::METHOD) }
             }
@@ -438,7 +438,7 @@ pub async fn tenant(
                     None => p { "No subscription." },
                     Some(s) => dl {
                         dt { "Status" } dd { (views::status(&s.status)) }
-                        dt { "Plan" } dd { (revenue::format_cents(i64::from(s.amount_cents), &s.currency)) " " (s.billing_cycle) }
+                        dt { "Plan" } dd { (revenue::format_cents(i64::from(s.amount_cents))) " " (s.currency) " " (s.billing_cycle) }
                         dt { "Period ends" } dd { (views::opt_time(s.current_period_end))
                             @if s.cancel_at_period_end { " (cancels then)" } }
                         @if let Some(c) = s.cancelled_at { dt { "Cancelled" } dd { (views::time(c)) } }

@@ -20,7 +20,6 @@ fn head(title: &str) -> Markup {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
-            meta name="referrer" content="no-referrer";
             title { (title) " · CapLiquify console" }
             link rel="stylesheet" href=(css_path());
         }

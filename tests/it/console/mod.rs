@@ -1,6 +1,8 @@
 //! The operators' console (`/console`) over plain HTTP: access, sessions, CSRF, headers,
 //! pages and acts. The browser tests (`browser.rs`) drive the same through Chromium.
 
+mod browser;
+
 use std::sync::Arc;
 
 use capliquify::access::Role;
