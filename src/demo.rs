@@ -153,7 +153,7 @@ pub fn announce_console(addr: SocketAddr, token: &str, admin_token_set: bool) {
         );
     } else {
         println!(
-            "\nOperators' console (this link signs in, valid until the service stops):\n  http://{addr}/console/sign-in?token={token}"
+            "\nOperators' console (this link fills in the sign-in form; its token lasts until the service stops):\n  http://{addr}/console/sign-in?token={token}"
         );
     }
 }

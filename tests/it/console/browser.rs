@@ -43,6 +43,11 @@ fn chromedriver() -> Option<PathBuf> {
 /// chromedriver is not installed.
 async fn browser(test: &str) -> Option<Driver> {
     let Some(path) = chromedriver() else {
+        // CI installs it (.ci/run): there, a missing driver is a failure, not a skip.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: chromedriver is not installed, and CI must run the browser tests"
+        );
         eprintln!(
             "\n{bang}\n!! SKIPPED {test}: chromedriver is not installed.\n!! Install it with \
              `apt-get install -y chromium chromium-driver` (.ci/run does) to run the browser tests.\n{bang}\n",
