@@ -1,4 +1,5 @@
-//! The operators' acts on one tenant: a confirmation page (`GET`), then the act (`POST`,
+//! The operators' acts on one tenant (suspend, reactivate, extend a trial, soft delete,
+//! undelete): a confirmation page (`GET`), then the act (`POST`,
 //! with the session's CSRF token). Each is the same [`Tenancy`] method `capliquify tenant
 //! …` calls, so it writes the same audit row in the same transaction, with the signed-in
 //! operator as its actor.
@@ -13,6 +14,7 @@ use super::pages::see_other;
 use super::session::Operator;
 use super::views::{self, Section};
 use super::{Console, ConsoleError};
+use crate::tenancy::lifecycle::MAX_TRIAL_EXTENSION_DAYS;
 use crate::tenancy::{Tenancy, Tenant, TenantState, registry};
 
 /// What an operator can do to a tenant from the console.
@@ -20,6 +22,7 @@ use crate::tenancy::{Tenancy, Tenant, TenantState, registry};
 pub enum Act {
     Suspend,
     Reactivate,
+    ExtendTrial,
     Delete,
     Undelete,
 }
@@ -29,6 +32,7 @@ impl Act {
         Some(match path {
             "suspend" => Self::Suspend,
             "reactivate" => Self::Reactivate,
+            "extend-trial" => Self::ExtendTrial,
             "delete" => Self::Delete,
             "undelete" => Self::Undelete,
             _ => return None,
@@ -39,6 +43,7 @@ impl Act {
         match self {
             Self::Suspend => "suspend",
             Self::Reactivate => "reactivate",
+            Self::ExtendTrial => "extend-trial",
             Self::Delete => "delete",
             Self::Undelete => "undelete",
         }
@@ -48,6 +53,7 @@ impl Act {
         match self {
             Self::Suspend => "Suspend",
             Self::Reactivate => "Reactivate",
+            Self::ExtendTrial => "Extend the trial",
             Self::Delete => "Soft delete",
             Self::Undelete => "Undelete",
         }
@@ -60,6 +66,10 @@ impl Act {
                  Billing does not lift an operator's suspension."
             }
             Self::Reactivate => "It returns to the status it had before it was suspended.",
+            Self::ExtendTrial => {
+                "Its trial ends this many days later than now planned (or than today, when \
+                 it has passed)."
+            }
             Self::Delete => {
                 "It becomes unusable at once; its data is kept for the deletion grace period, \
                  during which it can be undeleted, and may be purged after it."
@@ -73,6 +83,11 @@ impl Act {
     /// The acts `tenant`'s state allows, as `capliquify tenant …` would accept them.
     pub fn available(tenant: &Tenant) -> Vec<Self> {
         match tenant.state() {
+            TenantState::Live
+                if tenant.subscription_status == crate::billing::SubscriptionStatus::Trial =>
+            {
+                vec![Self::Suspend, Self::ExtendTrial, Self::Delete]
+            }
             TenantState::Live => vec![Self::Suspend, Self::Delete],
             TenantState::Suspended => vec![Self::Reactivate, Self::Delete],
             TenantState::Deleted => vec![Self::Undelete],
@@ -98,6 +113,12 @@ pub async fn confirm(
                 label for="reason" { "Reason (kept in the audit log)" }
                 textarea #reason name="reason" required maxlength="500" rows="3" {}
             }
+            @if act == Act::ExtendTrial {
+                p { "The trial now ends: " (views::opt_time(tenant.trial_ends_at)) " (UTC)." }
+                label for="days" { "Days to add (1 to " (MAX_TRIAL_EXTENSION_DAYS) ")" }
+                input #days type="number" name="days" required min="1"
+                    max=(MAX_TRIAL_EXTENSION_DAYS) value="14";
+            }
             div.actions {
                 button type="submit" { (act.label()) }
                 a href={ "/console/tenants/" (tenant.slug) } { "Cancel" }
@@ -111,6 +132,7 @@ pub async fn confirm(
 pub struct ActForm {
     csrf: Option<String>,
     reason: Option<String>,
+    days: Option<String>,
 }
 
 /// `POST /console/tenants/{slug}/{act}`: checks the CSRF token before anything else, then
@@ -135,6 +157,20 @@ pub async fn perform(
         }
         Act::Reactivate => {
             tenancy.reactivate(&slug, &actor).await?;
+        }
+        Act::ExtendTrial => {
+            let days = form
+                .days
+                .as_deref()
+                .and_then(|d| d.trim().parse::<u32>().ok())
+                .filter(|d| (1..=MAX_TRIAL_EXTENSION_DAYS).contains(d))
+                .ok_or_else(|| {
+                    ConsoleError::BadInput(format!(
+                        "Days must be a whole number from 1 to {MAX_TRIAL_EXTENSION_DAYS}. \
+                         Nothing was changed."
+                    ))
+                })?;
+            tenancy.extend_trial(&slug, days, &actor).await?;
         }
         Act::Delete => {
             tenancy.soft_delete(&slug, &actor).await?;

@@ -126,14 +126,51 @@ impl Driver {
         self.client().current_url().await.unwrap().path().to_owned()
     }
 
+    /// The page's heading. A click that submits a form may return before the next page
+    /// has replaced this one: a heading gone stale meanwhile is read again.
     async fn h1(&self) -> String {
-        self.client()
-            .find(Locator::Css("h1"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.text_of("h1").await
+    }
+
+    async fn text_of(&self, css: &str) -> String {
+        let mut last = None;
+        for _ in 0..50 {
+            match self.client().find(Locator::Css(css)).await {
+                Ok(element) => match element.text().await {
+                    Ok(text) => return text,
+                    Err(e) => last = Some(e),
+                },
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css}: {last:?}");
+    }
+
+    /// Waits (up to 5 s) for the browser to be at `path`.
+    async fn at(&self, path: &str) {
+        let mut now = String::new();
+        for _ in 0..50 {
+            now = self.path().await;
+            if now == path {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the browser is at {now}, not {path}");
+    }
+
+    /// Waits (up to 5 s) for the heading to read `text`.
+    async fn heading(&self, text: &str) {
+        let mut now = String::new();
+        for _ in 0..50 {
+            now = self.h1().await;
+            if now == text {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page's heading is {now:?}, not {text:?}");
     }
 
     async fn click(&self, css: &str) {
@@ -154,22 +191,16 @@ impl Driver {
 
     async fn sign_in(&self, app: &TestApp) {
         self.goto(app, "/console").await;
-        assert_eq!(self.path().await, "/console/sign-in");
+        self.at("/console/sign-in").await;
         self.type_into("#token", ADMIN_TOKEN).await;
         self.click("form.card button[type=submit]").await;
-        assert_eq!(self.path().await, "/console");
-        assert_eq!(self.h1().await, "Overview");
+        self.at("/console").await;
+        self.heading("Overview").await;
     }
 
     /// The body text of the page.
     async fn text(&self) -> String {
-        self.client()
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.text_of("body").await
     }
 
     /// Waits (up to 10 s) for a finished download and returns its content.
@@ -210,13 +241,20 @@ async fn an_operator_signs_in_finds_a_tenant_suspends_reactivates_and_exports_th
     driver.click("nav a[href='/console/tenants']").await;
     driver.type_into("#q", "browser").await;
     driver.click("form.filters button[type=submit]").await;
+    for _ in 0..50 {
+        let url = driver.client().current_url().await.unwrap();
+        if url.query().is_some_and(|q| q.contains("q=browser")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let listed = driver.text().await;
     assert!(
         listed.contains("browser-co") && !listed.contains("other-co"),
         "{listed}"
     );
     driver.click("a[href='/console/tenants/browser-co']").await;
-    assert_eq!(driver.h1().await, "browser-co Inc.");
+    driver.heading("browser-co Inc.").await;
 
     // Suspend, with a reason: the tenant's API refuses its members.
     driver
@@ -224,7 +262,7 @@ async fn an_operator_signs_in_finds_a_tenant_suspends_reactivates_and_exports_th
         .await;
     driver.type_into("#reason", "chargeback under review").await;
     driver.click("main form button[type=submit]").await;
-    assert_eq!(driver.path().await, "/console/tenants/browser-co");
+    driver.at("/console/tenants/browser-co").await;
     assert!(driver.text().await.contains("suspended"));
     app.get(&owner, "/api/v1/tenant")
         .await
@@ -243,7 +281,7 @@ async fn an_operator_signs_in_finds_a_tenant_suspends_reactivates_and_exports_th
         .await
         .unwrap();
     driver.click("main form button[type=submit]").await;
-    assert_eq!(driver.h1().await, "Refused");
+    driver.heading("Refused").await;
     assert_eq!(
         app.get(&owner, "/api/v1/tenant").await.status,
         StatusCode::FORBIDDEN
@@ -255,7 +293,7 @@ async fn an_operator_signs_in_finds_a_tenant_suspends_reactivates_and_exports_th
         .click("a[href='/console/tenants/browser-co/reactivate']")
         .await;
     driver.click("main form button[type=submit]").await;
-    assert_eq!(driver.path().await, "/console/tenants/browser-co");
+    driver.at("/console/tenants/browser-co").await;
     assert_eq!(
         app.get(&owner, "/api/v1/tenant").await.status,
         StatusCode::OK
@@ -265,6 +303,7 @@ async fn an_operator_signs_in_finds_a_tenant_suspends_reactivates_and_exports_th
     driver
         .click("a[href='/console/audit?tenant=browser-co']")
         .await;
+    driver.heading("Audit log").await;
     let trail = driver.text().await;
     assert!(trail.contains("tenant.suspended") && trail.contains("tenant.reactivated"));
     driver.click("a[download]").await;
@@ -275,11 +314,11 @@ async fn an_operator_signs_in_finds_a_tenant_suspends_reactivates_and_exports_th
 
     // Sign out: the session is gone, the pages send the browser to sign in again.
     driver.click("form.signout button").await;
-    assert_eq!(driver.path().await, "/console/sign-in");
+    driver.at("/console/sign-in").await;
     driver
         .goto(&app, "/console/tenants/browser-co/suspend")
         .await;
-    assert_eq!(driver.path().await, "/console/sign-in");
+    driver.at("/console/sign-in").await;
     driver.close().await;
 }
 

@@ -440,3 +440,52 @@ async fn the_tenant_list_pages_by_slug_and_filters_by_status() {
     let suspended = browser.get("/console/tenants?status=suspended").await;
     assert!(suspended.text.contains("page-007") && !suspended.text.contains("page-008"));
 }
+
+#[tokio::test]
+async fn an_operator_extends_a_trial_soft_deletes_and_undeletes() {
+    let app = app_with_console().await;
+    let t = app.tenant("trial-co", Tier::Starter).await;
+    let before = t.tenant.trial_ends_at.unwrap();
+    let mut browser = Browser::signed_in(&app).await;
+    let csrf = browser
+        .get("/console/tenants/trial-co/extend-trial")
+        .await
+        .csrf();
+    let path = "/console/tenants/trial-co/extend-trial";
+    for days in ["0", "91", "ten", ""] {
+        let page = browser.post(path, &[("csrf", &csrf), ("days", days)]).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "days={days:?}");
+    }
+    let done = browser.post(path, &[("csrf", &csrf), ("days", "10")]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    let after = app.db.tenancy().pool().clone();
+    let ends: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT trial_ends_at FROM public.tenants WHERE id = $1")
+            .bind(t.tenant.id)
+            .fetch_one(&after)
+            .await
+            .unwrap();
+    assert_eq!((ends - before).num_days(), 10);
+    assert_eq!(count_audit(&app, "tenant.trial_extended").await, 1);
+
+    let done = browser
+        .post("/console/tenants/trial-co/delete", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    let owner = app.token_for(&t, Role::Owner);
+    assert_eq!(
+        app.get(&owner, "/api/v1/tenant").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A deleted tenant's trial is not extended: 409, said plainly.
+    let refused = browser.post(path, &[("csrf", &csrf), ("days", "5")]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    let done = browser
+        .post("/console/tenants/trial-co/undelete", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    assert_eq!(
+        app.get(&owner, "/api/v1/tenant").await.status,
+        StatusCode::OK
+    );
+}
