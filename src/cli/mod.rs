@@ -616,13 +616,7 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
 }
 
 async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
-    let mut report = verify::report(&db.pool).await?;
-    report
-        .checks
-        .push(crate::db::privileges::doctor_check(&db.pool).await?);
-    report
-        .checks
-        .push(crate::db::citus::doctor_check(&db.pool).await?);
+    let report = verify::doctor(&db.pool).await?;
     if json {
         output::json(&report)?;
     } else {

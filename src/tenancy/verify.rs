@@ -54,6 +54,19 @@ impl Report {
     }
 }
 
+/// Everything `capliquify doctor` checks (and the console's System page shows): [`report`]
+/// and the checks of the connected role's privileges and of Citus.
+pub async fn doctor(pool: &PgPool) -> sqlx::Result<Report> {
+    let mut report = report(pool).await?;
+    report
+        .checks
+        .push(crate::db::privileges::doctor_check(pool).await?);
+    report
+        .checks
+        .push(crate::db::citus::doctor_check(pool).await?);
+    Ok(report)
+}
+
 /// Gathers the report. A database that was never migrated yields a report with a failing
 /// check rather than an error, so `doctor` can say what to do.
 pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {

@@ -86,6 +86,7 @@ pub fn router(state: AppState, config: Option<ConsoleConfig>) -> Router<AppState
         )
         .route("/console/audit", get(pages::audit))
         .route("/console/audit.csv", get(pages::audit_csv))
+        .route("/console/system", get(pages::system))
         .route("/console/assets/{file}", get(asset))
         .fallback(|| async { ConsoleError::NotFound("page".into()) })
         .layer(axum::middleware::from_fn(guard))

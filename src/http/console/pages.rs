@@ -21,7 +21,7 @@ use crate::audit;
 use crate::billing::{Tier, revenue};
 use crate::monitor;
 use crate::tenancy::census::{self, SEARCH_STATUSES, Search};
-use crate::tenancy::{Tenant, migrate, registry};
+use crate::tenancy::{Tenant, migrate, registry, verify};
 
 /// Tenants per page of the list.
 const TENANTS_PER_PAGE: i64 = 50;
@@ -657,6 +657,96 @@ pub async fn audit(
         }
     };
     Ok(views::page("Audit log", &operator, Section::Audit, body))
+}
+
+/// `GET /console/system`: what `capliquify doctor` reports, the tenants whose schema is not
+/// at the newest version, and the slowest tenant statements (`monitor slow-queries`).
+pub async fn system(
+    State(console): State<Console>,
+    operator: Operator,
+) -> Result<Markup, ConsoleError> {
+    let pool = &console.app.pool;
+    // The isolation checks read every tenant schema's catalog, which the service's
+    // least-privilege role is not granted: then the page says where to run them.
+    let report = verify::doctor(pool)
+        .await
+        .map_err(|e| migrate::describe_db_error(&e));
+    let latest = migrate::latest_version(migrate::tenant_migrations());
+    let pending = migrate::pending_tenants(pool, latest).await?;
+    let slow = monitor::slow_queries(pool, None, 10)
+        .await
+        .map_err(|e| migrate::describe_db_error(&e));
+    let body = html! {
+        div.grid {
+            section.card aria-labelledby="versions" {
+                h2 #versions { "Versions" }
+                dl {
+                    dt { "capliquify" } dd { (env!("CARGO_PKG_VERSION")) }
+                    @if let Ok(report) = &report {
+                        @let v = &report.versions;
+                        dt { "PostgreSQL" } dd { (v.postgres) }
+                        dt { "Public schema" } dd { (v.public_schema) " of " (v.public_schema_expected) }
+                        dt { "Tenant catalog" } dd { (v.tenant_catalog) " of " (v.tenant_catalog_expected) }
+                    }
+                }
+            }
+            section.card aria-labelledby="pending" {
+                h2 #pending { "Tenant migrations" }
+                @if pending.is_empty() {
+                    p { "Every tenant schema is at version " (latest) "." }
+                } @else {
+                    p { (pending.len()) " tenant(s) not at version " (latest)
+                        " — run " code { "capliquify migrate" } ":" }
+                    ul { @for t in pending.iter().take(20) {
+                        li { a href={ "/console/tenants/" (t.slug) } { (t.slug) } " at "
+                            (t.schema_version.map_or_else(|| "no schema".to_owned(), |n| n.to_string())) }
+                    } }
+                }
+            }
+        }
+        section.card aria-labelledby="checks" {
+            h2 #checks { "Checks (" code { "capliquify doctor" } ")" }
+            @match &report {
+            Err(why) => p { "The checks could not run as the service's database role (" (why)
+                "); run " code { "capliquify doctor" } " as the database owner." },
+            Ok(report) => {
+            div.scroll { table {
+                thead { tr { th scope="col" { "Check" } th scope="col" { "Result" } th scope="col" { "Details" } } }
+                tbody { @for c in &report.checks { tr {
+                    td { (c.test_name) }
+                    td { span class={ "badge " @if c.passed() { "active" } @else { "suspended" } } { (c.result) } }
+                    td { (c.details) }
+                } } }
+            } }
+            @if !report.summary.is_empty() {
+                h3 { "Summary" }
+                table {
+                    thead { tr { th scope="col" { "Check" } th.num scope="col" { "Count" } th scope="col" { "Expected" } } }
+                    tbody { @for r in &report.summary { tr {
+                        td { (r.check_name) } td.num { (r.count) } td { (r.expected) }
+                    } } }
+                }
+            }
+            }
+            }
+        }
+        section.card aria-labelledby="slow" {
+            h2 #slow { "Slowest tenant statements" }
+            @match &slow {
+                Err(why) => p { (why) },
+                Ok(rows) if rows.is_empty() => p { "None recorded." },
+                Ok(rows) => div.scroll { table {
+                    thead { tr { th scope="col" { "Tenant" } th.num scope="col" { "Calls" }
+                                 th.num scope="col" { "Total ms" } th.num scope="col" { "Mean ms" } th scope="col" { "Statement" } } }
+                    tbody { @for q in rows { tr {
+                        td { (q.tenant) } td.num { (q.calls) } td.num { (format!("{:.1}", q.total_ms)) }
+                        td.num { (format!("{:.2}", q.mean_ms)) } td.details { (q.query) }
+                    } } }
+                } },
+            }
+        }
+    };
+    Ok(views::page("System", &operator, Section::System, body))
 }
 
 /// `GET /console/audit.csv`: every row the filter matches, streamed in batches (no page

@@ -13,6 +13,7 @@ pub enum Section {
     Overview,
     Tenants,
     Audit,
+    System,
 }
 
 fn head(title: &str) -> Markup {
@@ -53,6 +54,7 @@ pub fn page(title: &str, operator: &Operator, section: Section, body: Markup) ->
                             (item(Section::Overview, "/console", "Overview"))
                             (item(Section::Tenants, "/console/tenants", "Tenants"))
                             (item(Section::Audit, "/console/audit", "Audit log"))
+                            (item(Section::System, "/console/system", "System"))
                         }
                     }
                     form.signout method="post" action="/console/sign-out" {

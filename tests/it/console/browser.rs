@@ -407,6 +407,7 @@ async fn screenshots_of_every_page() {
         ("tenant", "/console/tenants/acme"),
         ("suspend", "/console/tenants/acme/suspend"),
         ("audit", "/console/audit"),
+        ("system", "/console/system"),
     ];
     for (width, height, suffix) in [(1280, 900, "desktop"), (390, 844, "phone")] {
         driver

@@ -184,7 +184,12 @@ async fn pages_need_a_session_and_answer_with_strict_headers() {
     .unwrap();
     assert_eq!(stored, 1);
 
-    for path in ["/console", "/console/tenants", "/console/audit"] {
+    for path in [
+        "/console",
+        "/console/tenants",
+        "/console/audit",
+        "/console/system",
+    ] {
         let page = browser.get(path).await;
         assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text);
         assert!(page.text.contains("<main"), "{path}");
@@ -488,4 +493,22 @@ async fn an_operator_extends_a_trial_soft_deletes_and_undeletes() {
         app.get(&owner, "/api/v1/tenant").await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn the_system_page_shows_migrations_and_says_where_doctor_runs() {
+    let app = app_with_console().await;
+    app.tenant("sys-co", Tier::Starter).await;
+    let mut browser = Browser::signed_in(&app).await;
+    let page = browser.get("/console/system").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    // The isolation checks read every tenant schema, which the service's role may not:
+    // the page says so and where to run them, and shows the rest.
+    assert!(
+        page.text
+            .contains("run <code>capliquify doctor</code> as the database owner"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("Every tenant schema is at version"));
 }
