@@ -223,3 +223,29 @@ pub async fn subscription(
     .fetch_optional(pool)
     .await?)
 }
+
+/// Tenants at the end of each of the last `months` months (the current month up to now),
+/// oldest first, as `(first day of the month, tenants)`: registered by then and not
+/// soft-deleted by then. Purged tenants are gone from the registry, so months before a
+/// purge count them no more.
+pub async fn tenants_by_month(
+    pool: &PgPool,
+    months: i32,
+) -> Result<Vec<(chrono::NaiveDate, i64)>, TenancyError> {
+    Ok(sqlx::query_as(
+        "WITH months AS (
+             SELECT m::date AS month,
+                    least(m + interval '1 month', now()) AS month_end
+               FROM generate_series(date_trunc('month', now()) - make_interval(months => $1 - 1),
+                                    date_trunc('month', now()), interval '1 month') AS m
+         )
+         SELECT months.month,
+                (SELECT count(*) FROM public.tenants t
+                  WHERE t.created_at < months.month_end
+                    AND (t.deleted_at IS NULL OR t.deleted_at >= months.month_end))
+           FROM months ORDER BY months.month",
+    )
+    .bind(months)
+    .fetch_all(pool)
+    .await?)
+}

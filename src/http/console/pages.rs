@@ -102,6 +102,11 @@ pub async fn overview(
     let mrr = revenue::mrr(pool).await?;
     let (_, db_size) = monitor::database_size(pool).await?;
     let largest = monitor::sizes(pool, 5).await?;
+    let history: Vec<(String, i64)> = census::tenants_by_month(pool, 12)
+        .await?
+        .into_iter()
+        .map(|(month, n)| (month.format("%b %y").to_string(), n))
+        .collect();
     let body = html! {
         div.grid {
             section.card aria-labelledby="by-status" {
@@ -181,6 +186,13 @@ pub async fn overview(
                     }
                 }
             }
+        }
+        section.card aria-labelledby="history" {
+            h2 #history { "Tenants over 12 months" }
+            (views::bar_chart("Tenants at the end of each month", &history))
+            p.note { "Tenants registered and not soft-deleted at the end of each month (this \
+                month: now); purged tenants are no longer counted. MRR has no history to chart: \
+                subscriptions keep only their current state." }
         }
         section.card aria-labelledby="trials" {
             h2 #trials { "Trials ending within 7 days" }

@@ -144,3 +144,35 @@ pub fn opt_time(at: Option<DateTime<Utc>>) -> Markup {
 pub fn status(status: &str) -> Markup {
     html! { span class={ "badge " (status) } { (status.replace('_', " ")) } }
 }
+
+/// A bar chart of `(label, value)` as SVG, drawn on the server (no script): each bar is
+/// labelled with its value, and the title and description carry every number for screen
+/// readers.
+pub fn bar_chart(title: &str, bars: &[(String, i64)]) -> Markup {
+    const WIDTH: i64 = 720;
+    const HEIGHT: i64 = 200;
+    const BASE: i64 = 170;
+    let max = bars.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
+    let slot = WIDTH / (bars.len().max(1) as i64);
+    let description = bars
+        .iter()
+        .map(|(label, v)| format!("{label}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    html! {
+        svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="chart-title chart-desc"
+            xmlns="http://www.w3.org/2000/svg" {
+            title #chart-title { (title) }
+            desc #chart-desc { (description) }
+            line x1="0" y1=(BASE) x2=(WIDTH) y2=(BASE) stroke="#6b7685" stroke-width="1" {}
+            @for (i, (label, value)) in bars.iter().enumerate() {
+                @let height = value * 140 / max;
+                @let x = i as i64 * slot + slot / 6;
+                @let w = slot * 2 / 3;
+                rect x=(x) y=(BASE - height) width=(w) height=(height) fill="#0b5cad" {}
+                text x=(x + w / 2) y=(BASE - height - 4) text-anchor="middle" font-size="12" fill="#1b1f24" { (value) }
+                text x=(x + w / 2) y=(BASE + 16) text-anchor="middle" font-size="12" fill="#4a5360" { (label) }
+            }
+        }
+    }
+}

@@ -198,6 +198,14 @@ async fn pages_need_a_session_and_answer_with_strict_headers() {
     }
     // The stylesheet the pages link to is served, cached for good.
     let overview = browser.get("/console").await;
+    // The 12 months' chart is drawn on the server, its numbers readable without it.
+    assert!(overview.text.contains("<svg") && overview.text.contains("role=\"img\""));
+    let month = chrono::Utc::now().format("%b %y").to_string();
+    assert!(
+        overview.text.contains(&format!("{month}: 0")),
+        "{}",
+        overview.text
+    );
     let css_at = overview.text.find("/console/assets/console-").unwrap();
     let css = &overview.text[css_at..];
     let css = &css[..css.find('"').unwrap()];
