@@ -110,6 +110,16 @@ pub enum TenantCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=90))]
         days: u32,
     },
+    /// Put a tenant on another tier, with that plan's limits and features (a Stripe
+    /// subscription's next event sets its price's tier again).
+    #[command(after_help = "Example:\n  capliquify tenant set-tier acme --tier enterprise")]
+    SetTier {
+        /// The tenant (its slug).
+        slug: String,
+        /// The new plan.
+        #[arg(long, value_enum)]
+        tier: Tier,
+    },
     /// Soft-delete a tenant: unusable at once, data kept for the grace period (--grace-days).
     Delete {
         /// The tenant to soft-delete (its slug).
@@ -243,6 +253,7 @@ pub async fn run(
             tenancy.suspend(&slug, reason.as_deref(), &actor).await?
         }
         TenantCommand::Reactivate { slug } => tenancy.reactivate(&slug, &actor).await?,
+        TenantCommand::SetTier { slug, tier } => tenancy.set_tier(&slug, tier, &actor).await?,
         TenantCommand::ExtendTrial { slug, days } => {
             tenancy.extend_trial(&slug, days, &actor).await?
         }

@@ -225,6 +225,39 @@ impl Tenancy {
         Ok(after)
     }
 
+    /// Puts a tenant that is not soft-deleted on `tier`, with that plan's limits and
+    /// features ([`super::members::apply_plan`], as billing does). Billing decides the tier
+    /// of a tenant with a Stripe subscription: its next subscription event sets the tier of
+    /// its price again.
+    pub async fn set_tier(
+        &self,
+        slug: &str,
+        tier: Tier,
+        actor: &Actor,
+    ) -> Result<Tenant, TenancyError> {
+        let mut tx = self.pool.begin().await?;
+        let before = registry::fetch(&mut tx, slug, true).await?;
+        if before.state() == TenantState::Deleted {
+            return Err(wrong_state(&before, "undelete it first"));
+        }
+        if before.subscription_tier == tier {
+            return Err(wrong_state(&before, "it is already on that tier"));
+        }
+        super::members::apply_plan(&mut tx, before.id, tier).await?;
+        let metadata = json!({
+            "slug": before.slug, "from_tier": before.subscription_tier, "to_tier": tier,
+        });
+        audit::record(
+            &mut tx,
+            actor,
+            entry(&before, "tenant.tier_changed", metadata),
+        )
+        .await?;
+        let after = registry::fetch(&mut tx, slug, false).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
     /// Soft delete: the tenant becomes unusable, its data stays until purged.
     pub async fn soft_delete(&self, slug: &str, actor: &Actor) -> Result<Tenant, TenancyError> {
         let mut tx = self.pool.begin().await?;

@@ -698,3 +698,32 @@ async fn extend_trial_moves_a_live_trial_and_refuses_anything_else() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn set_tier_applies_the_plan_and_refuses_the_same_tier() {
+    let db = TestDb::new().await;
+    let t = db.tenant("retiered", Tier::Starter).await;
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "set-tier", "retiered", "--tier", "professional"],
+    );
+    assert_ok(&out);
+    let (tier, max_entities): (String, i32) = sqlx::query_as(
+        "SELECT subscription_tier::text, max_entities FROM public.tenants WHERE id = $1",
+    )
+    .bind(t.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((tier.as_str(), max_entities), ("professional", 5));
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "set-tier", "retiered", "--tier", "professional"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already on that tier"),
+        "{}",
+        stderr(&out)
+    );
+}

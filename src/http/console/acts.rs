@@ -1,5 +1,5 @@
-//! The operators' acts on one tenant (suspend, reactivate, extend a trial, soft delete,
-//! undelete): a confirmation page (`GET`), then the act (`POST`,
+//! The operators' acts on one tenant (suspend, reactivate, extend a trial, change the
+//! tier, soft delete, undelete): a confirmation page (`GET`), then the act (`POST`,
 //! with the session's CSRF token). Each is the same [`Tenancy`] method `capliquify tenant
 //! …` calls, so it writes the same audit row in the same transaction, with the signed-in
 //! operator as its actor.
@@ -14,6 +14,7 @@ use super::pages::see_other;
 use super::session::Operator;
 use super::views::{self, Section};
 use super::{Console, ConsoleError};
+use crate::billing::Tier;
 use crate::tenancy::lifecycle::MAX_TRIAL_EXTENSION_DAYS;
 use crate::tenancy::{Tenancy, Tenant, TenantState, registry};
 
@@ -23,6 +24,7 @@ pub enum Act {
     Suspend,
     Reactivate,
     ExtendTrial,
+    ChangeTier,
     Delete,
     Undelete,
 }
@@ -33,6 +35,7 @@ impl Act {
             "suspend" => Self::Suspend,
             "reactivate" => Self::Reactivate,
             "extend-trial" => Self::ExtendTrial,
+            "change-tier" => Self::ChangeTier,
             "delete" => Self::Delete,
             "undelete" => Self::Undelete,
             _ => return None,
@@ -44,6 +47,7 @@ impl Act {
             Self::Suspend => "suspend",
             Self::Reactivate => "reactivate",
             Self::ExtendTrial => "extend-trial",
+            Self::ChangeTier => "change-tier",
             Self::Delete => "delete",
             Self::Undelete => "undelete",
         }
@@ -54,6 +58,7 @@ impl Act {
             Self::Suspend => "Suspend",
             Self::Reactivate => "Reactivate",
             Self::ExtendTrial => "Extend the trial",
+            Self::ChangeTier => "Change the tier",
             Self::Delete => "Soft delete",
             Self::Undelete => "Undelete",
         }
@@ -69,6 +74,10 @@ impl Act {
             Self::ExtendTrial => {
                 "Its trial ends this many days later than now planned (or than today, when \
                  it has passed)."
+            }
+            Self::ChangeTier => {
+                "It gets the new plan's limits and features at once. A tenant with a Stripe \
+                 subscription is set back to its price's tier by the subscription's next event."
             }
             Self::Delete => {
                 "It becomes unusable at once; its data is kept for the deletion grace period, \
@@ -86,10 +95,15 @@ impl Act {
             TenantState::Live
                 if tenant.subscription_status == crate::billing::SubscriptionStatus::Trial =>
             {
-                vec![Self::Suspend, Self::ExtendTrial, Self::Delete]
+                vec![
+                    Self::Suspend,
+                    Self::ExtendTrial,
+                    Self::ChangeTier,
+                    Self::Delete,
+                ]
             }
-            TenantState::Live => vec![Self::Suspend, Self::Delete],
-            TenantState::Suspended => vec![Self::Reactivate, Self::Delete],
+            TenantState::Live => vec![Self::Suspend, Self::ChangeTier, Self::Delete],
+            TenantState::Suspended => vec![Self::Reactivate, Self::ChangeTier, Self::Delete],
             TenantState::Deleted => vec![Self::Undelete],
         }
     }
@@ -119,6 +133,17 @@ pub async fn confirm(
                 input #days type="number" name="days" required min="1"
                     max=(MAX_TRIAL_EXTENSION_DAYS) value="14";
             }
+            @if act == Act::ChangeTier {
+                p { "It is now on " strong { (tenant.subscription_tier.as_str()) } "." }
+                label for="tier" { "New tier" }
+                select #tier name="tier" required {
+                    @for tier in TIERS {
+                        @if tier != tenant.subscription_tier.as_str() {
+                            option value=(tier) { (tier) }
+                        }
+                    }
+                }
+            }
             div.actions {
                 button type="submit" { (act.label()) }
                 a href={ "/console/tenants/" (tenant.slug) } { "Cancel" }
@@ -133,7 +158,10 @@ pub struct ActForm {
     csrf: Option<String>,
     reason: Option<String>,
     days: Option<String>,
+    tier: Option<String>,
 }
+
+const TIERS: [&str; 3] = ["starter", "professional", "enterprise"];
 
 /// `POST /console/tenants/{slug}/{act}`: checks the CSRF token before anything else, then
 /// acts and returns to the tenant's page.
@@ -171,6 +199,19 @@ pub async fn perform(
                     ))
                 })?;
             tenancy.extend_trial(&slug, days, &actor).await?;
+        }
+        Act::ChangeTier => {
+            let tier = form
+                .tier
+                .as_deref()
+                .and_then(|t| <Tier as clap::ValueEnum>::from_str(t.trim(), false).ok())
+                .ok_or_else(|| {
+                    ConsoleError::BadInput(
+                        "The tier must be starter, professional or enterprise. Nothing was changed."
+                            .into(),
+                    )
+                })?;
+            tenancy.set_tier(&slug, tier, &actor).await?;
         }
         Act::Delete => {
             tenancy.soft_delete(&slug, &actor).await?;

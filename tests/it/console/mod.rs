@@ -520,3 +520,36 @@ async fn the_system_page_shows_migrations_and_says_where_doctor_runs() {
     );
     assert!(page.text.contains("Every tenant schema is at version"));
 }
+
+#[tokio::test]
+async fn an_operator_changes_a_tier_and_the_plan_follows() {
+    let app = app_with_console().await;
+    let t = app.tenant("tiered", Tier::Starter).await;
+    let mut browser = Browser::signed_in(&app).await;
+    let csrf = browser
+        .get("/console/tenants/tiered/change-tier")
+        .await
+        .csrf();
+    let path = "/console/tenants/tiered/change-tier";
+    let bad = browser
+        .post(path, &[("csrf", &csrf), ("tier", "gold")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let same = browser
+        .post(path, &[("csrf", &csrf), ("tier", "starter")])
+        .await;
+    assert_eq!(same.status, StatusCode::CONFLICT);
+    let done = browser
+        .post(path, &[("csrf", &csrf), ("tier", "enterprise")])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    let (tier, max_users): (String, i32) = sqlx::query_as(
+        "SELECT subscription_tier::text, max_users FROM public.tenants WHERE id = $1",
+    )
+    .bind(t.tenant.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((tier.as_str(), max_users), ("enterprise", 100));
+    assert_eq!(count_audit(&app, "tenant.tier_changed").await, 1);
+}
