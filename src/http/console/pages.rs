@@ -251,6 +251,11 @@ fn params(
             "Unknown query parameter {unknown:?}."
         )));
     }
+    if let Some((name, _)) = query.iter().find(|(_, v)| v.chars().count() > 255) {
+        return Err(ConsoleError::BadInput(format!(
+            "{name} is longer than 255 characters."
+        )));
+    }
     // An empty field of a submitted filter form means "any".
     Ok(query
         .into_iter()
@@ -312,6 +317,8 @@ pub async fn tenants(
         });
     let selected = |value: &str, current: &Option<String>| current.as_deref() == Some(value);
     let tier_name = tier.map(|t| t.as_str().to_owned());
+    let clusters = console.app.clusters.names();
+    let cluster = search.cluster.clone();
     let body = html! {
         form.filters method="get" action="/console/tenants" role="search" {
             div {
@@ -334,6 +341,17 @@ pub async fn tenants(
                     option value="" { "any" }
                     @for t in ["starter", "professional", "enterprise"] {
                         option value=(t) selected[selected(t, &tier_name)] { (t) }
+                    }
+                }
+            }
+            @if clusters.len() > 1 {
+                div {
+                    label for="cluster" { "Cluster" }
+                    select #cluster name="cluster" {
+                        option value="" { "any" }
+                        @for c in &clusters {
+                            option value=(c) selected[selected(c, &cluster)] { (c) }
+                        }
                     }
                 }
             }
@@ -683,6 +701,7 @@ pub async fn system(
     let report = verify::doctor(pool)
         .await
         .map_err(|e| migrate::describe_db_error(&e));
+    let (v, _) = verify::versions(pool).await?;
     let latest = migrate::latest_version(migrate::tenant_migrations());
     let pending = migrate::pending_tenants(pool, latest).await?;
     let slow = monitor::slow_queries(pool, None, 10)
@@ -693,13 +712,10 @@ pub async fn system(
             section.card aria-labelledby="versions" {
                 h2 #versions { "Versions" }
                 dl {
-                    dt { "capliquify" } dd { (env!("CARGO_PKG_VERSION")) }
-                    @if let Ok(report) = &report {
-                        @let v = &report.versions;
-                        dt { "PostgreSQL" } dd { (v.postgres) }
-                        dt { "Public schema" } dd { (v.public_schema) " of " (v.public_schema_expected) }
-                        dt { "Tenant catalog" } dd { (v.tenant_catalog) " of " (v.tenant_catalog_expected) }
-                    }
+                    dt { "capliquify" } dd { (v.capliquify) }
+                    dt { "PostgreSQL" } dd { (v.postgres) }
+                    dt { "Public schema" } dd { (v.public_schema) " of " (v.public_schema_expected) }
+                    dt { "Tenant catalog" } dd { (v.tenant_catalog) " of " (v.tenant_catalog_expected) }
                 }
             }
             section.card aria-labelledby="pending" {

@@ -519,6 +519,10 @@ async fn the_system_page_shows_migrations_and_says_where_doctor_runs() {
         page.text
     );
     assert!(page.text.contains("Every tenant schema is at version"));
+    let (versions, _) = capliquify::tenancy::verify::versions(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(page.text.contains(&versions.postgres));
 }
 
 #[tokio::test]
