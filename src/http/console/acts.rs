@@ -1,5 +1,5 @@
 //! The operators' acts on one tenant (suspend, reactivate, extend a trial, change the
-//! tier, soft delete, undelete): a confirmation page (`GET`), then the act (`POST`,
+//! tier, soft delete, undelete, purge): a confirmation page (`GET`), then the act (`POST`,
 //! with the session's CSRF token). Each is the same [`Tenancy`] method `capliquify tenant
 //! …` calls, so it writes the same audit row in the same transaction, with the signed-in
 //! operator as its actor.
@@ -27,6 +27,7 @@ pub enum Act {
     ChangeTier,
     Delete,
     Undelete,
+    Purge,
 }
 
 impl Act {
@@ -38,6 +39,7 @@ impl Act {
             "change-tier" => Self::ChangeTier,
             "delete" => Self::Delete,
             "undelete" => Self::Undelete,
+            "purge" => Self::Purge,
             _ => return None,
         })
     }
@@ -50,6 +52,7 @@ impl Act {
             Self::ChangeTier => "change-tier",
             Self::Delete => "delete",
             Self::Undelete => "undelete",
+            Self::Purge => "purge",
         }
     }
 
@@ -61,6 +64,7 @@ impl Act {
             Self::ChangeTier => "Change the tier",
             Self::Delete => "Soft delete",
             Self::Undelete => "Undelete",
+            Self::Purge => "Purge",
         }
     }
 
@@ -86,6 +90,10 @@ impl Act {
             Self::Undelete => {
                 "It returns as it was before the soft delete (within the grace period)."
             }
+            Self::Purge => {
+                "Its schema, its registry row, its members, its subscription and its audit rows \
+                 are dropped for good. This cannot be undone."
+            }
         }
     }
 
@@ -104,7 +112,7 @@ impl Act {
             }
             TenantState::Live => vec![Self::Suspend, Self::ChangeTier, Self::Delete],
             TenantState::Suspended => vec![Self::Reactivate, Self::ChangeTier, Self::Delete],
-            TenantState::Deleted => vec![Self::Undelete],
+            TenantState::Deleted => vec![Self::Undelete, Self::Purge],
         }
     }
 }
@@ -144,6 +152,14 @@ pub async fn confirm(
                     }
                 }
             }
+            @if act == Act::Purge {
+                label for="confirm" { "Type the slug, " code { (tenant.slug) } ", to confirm" }
+                input #confirm name="confirm" required autocomplete="off";
+                div {
+                    input #early type="checkbox" name="early" value="on";
+                    label for="early" { " Purge before the deletion grace period ends" }
+                }
+            }
             div.actions {
                 button type="submit" { (act.label()) }
                 a href={ "/console/tenants/" (tenant.slug) } { "Cancel" }
@@ -159,6 +175,8 @@ pub struct ActForm {
     reason: Option<String>,
     days: Option<String>,
     tier: Option<String>,
+    confirm: Option<String>,
+    early: Option<String>,
 }
 
 const TIERS: [&str; 3] = ["starter", "professional", "enterprise"];
@@ -218,6 +236,20 @@ pub async fn perform(
         }
         Act::Undelete => {
             tenancy.restore(&slug, false, &actor).await?;
+        }
+        Act::Purge => {
+            // The typed slug is required whether or not the grace period is over (the CLI
+            // asks for it only before); early purges also need the box ticked (--force).
+            let typed = form.confirm.as_deref().unwrap_or("").trim();
+            if typed != slug {
+                return Err(ConsoleError::BadInput(
+                    "The slug typed does not match the tenant's. Nothing was purged.".into(),
+                ));
+            }
+            let early = form.early.as_deref() == Some("on");
+            tenancy.purge(&slug, early, Some(typed), &actor).await?;
+            console.app.callers.clear();
+            return Ok(see_other("/console/tenants", None));
         }
     }
     // The caller cache holds a resolved tenant for a moment; forgetting it makes the act

@@ -557,3 +557,48 @@ async fn an_operator_changes_a_tier_and_the_plan_follows() {
     assert_eq!((tier.as_str(), max_users), ("enterprise", 100));
     assert_eq!(count_audit(&app, "tenant.tier_changed").await, 1);
 }
+
+#[tokio::test]
+async fn purge_needs_the_slug_typed_and_the_box_ticked_within_the_grace_period() {
+    let app = app_with_console().await;
+    let t = app.tenant("doomed", Tier::Starter).await;
+    let mut browser = Browser::signed_in(&app).await;
+    let csrf = browser.get("/console/tenants/doomed/delete").await.csrf();
+    let path = "/console/tenants/doomed/purge";
+    // Live: not purged.
+    let live = browser
+        .post(
+            path,
+            &[("csrf", &csrf), ("confirm", "doomed"), ("early", "on")],
+        )
+        .await;
+    assert_eq!(live.status, StatusCode::CONFLICT, "{}", live.text);
+    browser
+        .post("/console/tenants/doomed/delete", &[("csrf", &csrf)])
+        .await;
+    let wrong = browser
+        .post(
+            path,
+            &[("csrf", &csrf), ("confirm", "doome"), ("early", "on")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    let not_early = browser
+        .post(path, &[("csrf", &csrf), ("confirm", "doomed")])
+        .await;
+    assert_eq!(not_early.status, StatusCode::CONFLICT, "{}", not_early.text);
+    assert!(app.db.schema_exists(&t.tenant.schema_name).await);
+    let done = browser
+        .post(
+            path,
+            &[("csrf", &csrf), ("confirm", "doomed"), ("early", "on")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    assert!(!app.db.schema_exists(&t.tenant.schema_name).await);
+    assert_eq!(count_audit(&app, "tenant.purged").await, 1);
+    assert_eq!(
+        browser.get("/console/tenants/doomed").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
