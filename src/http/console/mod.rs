@@ -88,7 +88,12 @@ pub fn router(state: AppState, config: Option<ConsoleConfig>) -> Router<AppState
         .route("/console/audit.csv", get(pages::audit_csv))
         .route("/console/system", get(pages::system))
         .route("/console/assets/{file}", get(asset))
-        .fallback(|| async { ConsoleError::NotFound("page".into()) })
+        // Not `fallback`: the application's own fallback (problem+json) replaces it when the
+        // routers merge; any other path under /console is a console page that does not exist.
+        .route(
+            "/console/{*rest}",
+            get(|| async { ConsoleError::NotFound("page".into()) }),
+        )
         .layer(axum::middleware::from_fn(guard))
         .with_state(console)
 }

@@ -419,6 +419,13 @@ async fn bad_filters_get_a_400_naming_them() {
             .status,
         StatusCode::NOT_FOUND
     );
+    let page = browser.get("/console/no/such/page").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.text.contains("<main"), "{}", page.text);
+    // Routes outside the console keep the API's problem documents.
+    let api = browser.get("/no-such-route").await;
+    assert_eq!(api.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.headers["content-type"], "application/problem+json");
 }
 
 #[tokio::test]
