@@ -103,9 +103,60 @@ pub struct Search {
     pub status: Option<String>,
     pub tier: Option<crate::billing::Tier>,
     pub cluster: Option<String>,
-    /// Keyset position: slugs after this one.
-    pub after: Option<String>,
+    pub order: Order,
+    /// Keyset position: the last tenant of the previous page.
+    pub after: Option<After>,
     pub limit: i64,
+}
+
+/// The order of [`search`]'s results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// By slug (the registry's unique index).
+    #[default]
+    Slug,
+    /// Newest first (then by slug).
+    Newest,
+}
+
+/// Where the previous page ended, in the page's order.
+#[derive(Debug, Clone)]
+pub enum After {
+    Slug(String),
+    Newest(DateTime<Utc>, String),
+}
+
+impl After {
+    /// The position after `tenant` in `order`.
+    pub fn of(tenant: &Tenant, order: Order) -> Self {
+        match order {
+            Order::Slug => Self::Slug(tenant.slug.clone()),
+            Order::Newest => Self::Newest(tenant.created_at, tenant.slug.clone()),
+        }
+    }
+
+    /// The position as a URL parameter: the slug, or `<RFC 3339 time>~<slug>`.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Slug(slug) => slug.clone(),
+            Self::Newest(at, slug) => format!(
+                "{}~{slug}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
+        }
+    }
+
+    /// Reads [`After::encode`]'s form back for `order`; `None` when it is not one.
+    pub fn decode(raw: &str, order: Order) -> Option<Self> {
+        match order {
+            Order::Slug => Some(Self::Slug(raw.to_owned())),
+            Order::Newest => {
+                let (at, slug) = raw.split_once('~')?;
+                let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+                Some(Self::Newest(at, slug.to_owned()))
+            }
+        }
+    }
 }
 
 /// The statuses [`Search::status`] accepts.
@@ -118,8 +169,9 @@ pub const SEARCH_STATUSES: [&str; 6] = [
     "deleted",
 ];
 
-/// Tenants matching `search`, by slug; one more than `limit` tells the caller there is a
-/// next page. Keyset on the slug's unique index, so a page costs the same at any depth.
+/// Tenants matching `search` in its order; one more than `limit` tells the caller there is
+/// a next page. Keyset pages (by slug on its unique index, or by creation time), so a page
+/// costs no more at any depth than the filter does.
 pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<Tenant>, TenancyError> {
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
         "SELECT {TENANT_COLUMNS} FROM public.tenants t WHERE true"
@@ -164,11 +216,24 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<Tenant>, Tenan
     if let Some(cluster) = &search.cluster {
         qb.push(" AND t.cluster = ").push_bind(cluster.clone());
     }
-    if let Some(after) = &search.after {
-        qb.push(" AND t.slug > ").push_bind(after.clone());
+    match &search.after {
+        None => {}
+        Some(After::Slug(slug)) => {
+            qb.push(" AND t.slug > ").push_bind(slug.clone());
+        }
+        Some(After::Newest(at, slug)) => {
+            qb.push(" AND (t.created_at, t.slug) < (")
+                .push_bind(*at)
+                .push(", ")
+                .push_bind(slug.clone())
+                .push(")");
+        }
     }
-    qb.push(" ORDER BY t.slug LIMIT ")
-        .push_bind(search.limit + 1);
+    qb.push(match search.order {
+        Order::Slug => " ORDER BY t.slug LIMIT ",
+        Order::Newest => " ORDER BY t.created_at DESC, t.slug DESC LIMIT ",
+    })
+    .push_bind(search.limit + 1);
     Ok(qb.build_query_as::<Tenant>().fetch_all(pool).await?)
 }
 

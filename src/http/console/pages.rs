@@ -20,7 +20,7 @@ use super::{Console, ConsoleError};
 use crate::audit;
 use crate::billing::{Tier, revenue};
 use crate::monitor;
-use crate::tenancy::census::{self, SEARCH_STATUSES, Search};
+use crate::tenancy::census::{self, After, Order, SEARCH_STATUSES, Search};
 use crate::tenancy::{Tenant, migrate, registry, verify};
 
 /// Tenants per page of the list.
@@ -269,7 +269,22 @@ pub async fn tenants(
     operator: Operator,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Markup, ConsoleError> {
-    let query = params(query, &["q", "status", "tier", "cluster", "after"])?;
+    let query = params(query, &["q", "status", "tier", "cluster", "sort", "after"])?;
+    let order = match query.get("sort").map(String::as_str) {
+        None | Some("slug") => Order::Slug,
+        Some("newest") => Order::Newest,
+        Some(_) => {
+            return Err(ConsoleError::BadInput(
+                "sort must be slug or newest.".into(),
+            ));
+        }
+    };
+    let after = match query.get("after") {
+        None => None,
+        Some(raw) => Some(After::decode(raw, order).ok_or_else(|| {
+            ConsoleError::BadInput("after: not a position this console wrote.".into())
+        })?),
+    };
     let status = query.get("status").cloned();
     if let Some(s) = &status
         && !SEARCH_STATUSES.contains(&s.as_str())
@@ -296,14 +311,15 @@ pub async fn tenants(
         status: status.clone(),
         tier,
         cluster: query.get("cluster").cloned(),
-        after: query.get("after").cloned(),
+        order,
+        after,
         limit: TENANTS_PER_PAGE,
     };
     let mut found = census::search(&console.app.pool, &search).await?;
     let more = found.len() as i64 > TENANTS_PER_PAGE;
     found.truncate(TENANTS_PER_PAGE as usize);
     let next = more
-        .then(|| found.last().map(|t| t.slug.clone()))
+        .then(|| found.last().map(|t| After::of(t, order).encode()))
         .flatten()
         .map(|after| {
             let mut link = url::form_urlencoded::Serializer::new(String::new());
@@ -342,6 +358,13 @@ pub async fn tenants(
                     @for t in ["starter", "professional", "enterprise"] {
                         option value=(t) selected[selected(t, &tier_name)] { (t) }
                     }
+                }
+            }
+            div {
+                label for="sort" { "Order" }
+                select #sort name="sort" {
+                    option value="slug" selected[order == Order::Slug] { "by slug" }
+                    option value="newest" selected[order == Order::Newest] { "newest first" }
                 }
             }
             @if clusters.len() > 1 {

@@ -457,6 +457,23 @@ async fn the_tenant_list_pages_by_slug_and_filters_by_status() {
         "{href}"
     );
     assert!(!second.text.contains("rel=\"next\""));
+    // Newest first pages the other way.
+    let newest = browser.get("/console/tenants?q=page-&sort=newest").await;
+    assert!(newest.text.contains("page-054") && !newest.text.contains("page-004"));
+    let next_at = newest.text.find("rel=\"next\"").expect("a next page");
+    let href_at = newest.text[..next_at].rfind("href=\"").unwrap();
+    let href = newest.text[href_at + 6..next_at]
+        .trim_end_matches("\" ")
+        .replace("&amp;", "&");
+    let older = browser.get(&href).await;
+    assert!(
+        older.text.contains("page-000") && !older.text.contains("page-005"),
+        "{href}"
+    );
+    assert_eq!(
+        browser.get("/console/tenants?sort=oldest").await.status,
+        StatusCode::BAD_REQUEST
+    );
     let suspended = browser.get("/console/tenants?status=suspended").await;
     assert!(suspended.text.contains("page-007") && !suspended.text.contains("page-008"));
 }
