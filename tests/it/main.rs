@@ -26,6 +26,7 @@ mod monitoring;
 mod pgbouncer;
 mod placement;
 mod properties;
+mod recycle;
 mod roles;
 mod sql_functions;
 mod webhooks;
