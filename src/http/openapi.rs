@@ -998,7 +998,10 @@ mod tests {
         let mut found = Vec::new();
         date_schemas(String::new(), &doc, &mut found);
         found.retain(|(_, schema)| schema.get("pattern").is_some());
-        assert!(found.len() > 3, "expected the document's date fields, found {found:?}");
+        assert!(
+            found.len() > 3,
+            "expected the document's date fields, found {found:?}"
+        );
         for (at, schema) in found {
             assert_eq!(
                 schema["pattern"].as_str(),
