@@ -27,5 +27,6 @@ mod pgbouncer;
 mod placement;
 mod properties;
 mod roles;
+mod sentia;
 mod sql_functions;
 mod webhooks;

@@ -1244,8 +1244,9 @@ async fn forecasts(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
             "SELECT c.id::text, 'org:' || w.organization_id AS company,
                     (c.forecast_date AT TIME ZONE 'UTC')::date AS forecast_date,
                     c.closing_balance::numeric AS predicted, c.confidence::numeric,
-                    c.model_version::text AS model, jsonb_build_object(
-                      'source', 'sentia.cash_flow_forecasts', 'working_capital_id', c.working_capital_id,
+                    NULL::text AS model, jsonb_build_object(
+                      'source', 'sentia.cash_flow_forecasts', 'model_version', c.model_version,
+                      'working_capital_id', c.working_capital_id,
                       'horizon', c.horizon, 'opening_balance', c.opening_balance,
                       'cash_inflows', c.cash_inflows, 'cash_outflows', c.cash_outflows,
                       'sales_receipts', c.sales_receipts, 'supplier_payments', c.supplier_payments,
