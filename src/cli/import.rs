@@ -85,11 +85,12 @@ pub enum ImportSource {
 The source is read in one REPEATABLE READ, READ ONLY snapshot; each table's generation (A, the
 schema production most likely holds, or B, the later Prisma schema) is told by its columns, and
 a missing table is reported, not fatal. Companies, products, inventory, historical sales,
-working-capital records, forecasts, scenarios, API keys (sealed with our envelopes) and users
-(as members, when they have a Clerk account) are written in one transaction, upserted by id:
-a second run changes nothing. The report gives, per table, rows read, inserted, updated,
-unchanged and skipped (with reasons), and the money on both sides (sales amount, inventory
-value): when a total disagrees nothing is written and the exit status is 1.
+working-capital records, forecasts, scenarios and API keys (sealed with our envelopes) are
+upserted by id in one tenant transaction: a second run changes nothing. Users with a Clerk
+account become members (public.users) in a second transaction, committed right after. The
+report gives, per table, rows read, inserted, updated, unchanged and skipped (with reasons),
+and the money on both sides (sales amount, inventory value): when a total disagrees nothing
+is written and the exit status is 1.
 
 Examples:
   capliquify import sentia --source-url postgres://reader@old-db/sentia \\
@@ -347,13 +348,13 @@ async fn run_sentia(
 }
 
 fn show_sentia(report: &sentia::Report) {
-    let status = match report.status.as_str() {
-        "imported" => "imported",
-        "dry_run" => "dry run, nothing written",
-        _ => "refused, nothing written",
+    let (status, written) = match report.status.as_str() {
+        "imported" => ("imported", "written"),
+        "dry_run" => ("dry run, nothing written", "would be written"),
+        _ => ("refused, nothing written", "would have been written"),
     };
     println!(
-        "Sentia into {} ({status}): {} rows written",
+        "Sentia into {} ({status}): {} rows {written}",
         report.tenant,
         report.written()
     );
@@ -410,7 +411,7 @@ fn show_sentia(report: &sentia::Report) {
         println!();
         println!(
             "{}",
-            output::table(&["TABLE", "", "ROWS", "REASON"], reasons)
+            output::table(&["SOURCE", "", "ROWS", "REASON"], reasons)
         );
     }
     if !report.checksums.is_empty() {

@@ -222,6 +222,17 @@ async fn upsert(conn: &mut PgConnection, table: &str, row: &Row) -> sqlx::Result
     })
 }
 
+/// A stored credential, as the comparison needs it.
+#[derive(sqlx::FromRow)]
+struct StoredCredential {
+    credentials: Value,
+    oauth_access_token: Option<String>,
+    oauth_refresh_token: Option<String>,
+    service: String,
+    service_display_name: Option<String>,
+    is_active: bool,
+}
+
 /// A credential: unchanged when the stored envelope opens to the same secrets (a fresh
 /// seal would differ in every byte, so comparing ciphertexts says nothing).
 async fn credential(
@@ -230,32 +241,29 @@ async fn credential(
     scope: &TenantScope,
     c: &Credential,
 ) -> Result<Outcome, SentiaError> {
-    let stored: Option<(
-        Value,
-        Option<String>,
-        Option<String>,
-        String,
-        Option<String>,
-        bool,
-    )> = sqlx::query_as(
+    let stored: Option<StoredCredential> = sqlx::query_as(
         "SELECT credentials, oauth_access_token, oauth_refresh_token, service::text,
-                    service_display_name::text, is_active
-               FROM api_credentials WHERE id = $1",
+                service_display_name::text, is_active
+           FROM api_credentials WHERE id = $1",
     )
     .bind(c.id)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((creds, access, refresh, service, display, active)) = &stored {
+    if let Some(s) = &stored {
         let same = credentials::open(
             keys,
             scope,
             c.id,
-            creds,
-            access.as_deref(),
-            refresh.as_deref(),
+            &s.credentials,
+            s.oauth_access_token.as_deref(),
+            s.oauth_refresh_token.as_deref(),
         )
-        .is_ok_and(|s| s == c.secrets);
-        if same && *service == c.service && display.as_deref() == Some(&c.display_name) && *active {
+        .is_ok_and(|secrets| secrets == c.secrets);
+        if same
+            && s.service == c.service
+            && s.service_display_name.as_deref() == Some(&c.display_name)
+            && s.is_active
+        {
             return Ok(Outcome::Unchanged);
         }
     }
