@@ -70,22 +70,19 @@ impl Snapshot {
             .is_some_and(|c| columns.iter().all(|col| c.contains(*col)))
     }
 
-    /// The generation of `table`, told by a column only that generation's table has.
+    /// The generation of `table`, one of the three whose name both generations use, told
+    /// by a column only that generation's table has (SENTIA-SOURCE.md §0). Every other
+    /// table exists in one generation only, and its name says which.
     pub fn generation(&self, table: &str) -> Option<Generation> {
-        let (a, b): (&[&str], &[&str]) = match table {
-            "products" => (&["market_region"], &["organization_id"]),
-            "users" => (&["is_admin"], &["organization_id"]),
-            "working_capital" => (&["projection_date"], &["period_start"]),
-            "organizations"
-            | "inventory_items"
-            | "demand_forecasts"
-            | "cash_flow_forecasts"
-            | "what_if_scenarios" => (&["\0"], &["id"]),
-            _ => (&["id"], &["\0"]),
+        let (a, b) = match table {
+            "products" => ("market_region", "organization_id"),
+            "users" => ("is_admin", "organization_id"),
+            "working_capital" => ("projection_date", "period_start"),
+            _ => return None,
         };
-        if self.has(table, a) {
+        if self.has(table, &[a]) {
             Some(Generation::A)
-        } else if self.has(table, b) {
+        } else if self.has(table, &[b]) {
             Some(Generation::B)
         } else {
             None
