@@ -337,10 +337,10 @@ async fn generation_a_migrates_with_a_reconciled_report_and_a_rerun_changes_noth
     );
     assert_eq!(
         text(&db, &format!(
-            "SELECT string_agg(concat_ws(' ', name, is_baseline, parameters->>'growth', jsonb_array_length(results->'projections')), ', ' ORDER BY name) FROM {s}.scenarios"
+            "SELECT string_agg(concat_ws(' ', name, is_baseline, parameters->>'growth', jsonb_array_length(results->'projections'), created_by_user_id), ', ' ORDER BY name) FROM {s}.scenarios"
         ))
         .await,
-        "Baseline 2025 t 0.1 2, Slow Q2 f"
+        "Baseline 2025 t 0.1 2 user_ops, Slow Q2 f"
     );
     assert_eq!(
         text(&db, "SELECT string_agg(concat_ws(' ', clerk_user_id, email, role), ', ' ORDER BY clerk_user_id) FROM public.users").await,

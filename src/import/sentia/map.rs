@@ -128,6 +128,8 @@ struct Cx<'a> {
     /// The company of rows that name none.
     default_company: Option<Company>,
     products: HashMap<String, Product>,
+    /// Source user id → the Clerk id of the member they became.
+    clerk_ids: HashMap<String, String>,
     plan: Plan,
 }
 
@@ -147,6 +149,7 @@ pub async fn plan(
         companies: HashMap::new(),
         default_company: None,
         products: HashMap::new(),
+        clerk_ids: HashMap::new(),
         plan: Plan {
             parts: Vec::new(),
             missing_tables: Vec::new(),
@@ -166,12 +169,13 @@ pub async fn plan(
     forecasts(&mut cx).await?;
     progress("reading working capital");
     metrics(&mut cx).await?;
-    progress("reading scenarios");
-    scenarios(&mut cx).await?;
     progress("reading API keys");
     credentials(&mut cx).await?;
+    // Users before scenarios: a scenario's author is named by their Clerk id.
     progress("reading users");
     members(&mut cx).await?;
+    progress("reading scenarios");
+    scenarios(&mut cx).await?;
     Ok(cx.plan)
 }
 
@@ -1507,6 +1511,7 @@ async fn scenarios(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
             Generation::B,
             "SELECT s.id::text, 'org:' || w.organization_id AS company, s.name::text,
                     s.description::text, lower(s.type) AS scenario_type, s.is_active,
+                    NULL::text AS created_by,
                     jsonb_build_object('revenue_change_pct', s.revenue_change,
                       'cogs_change_pct', s.cogs_change, 'dso_change', s.dso_change,
                       'dio_change', s.dio_change, 'dpo_change', s.dpo_change,
@@ -1533,7 +1538,7 @@ async fn scenarios(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
             Generation::A,
             format!(
                 "SELECT s.id::text, NULL::text AS company, s.name::text, s.description::text,
-                        s.scenario_type::text, true AS is_active,
+                        s.scenario_type::text, true AS is_active, s.created_by::text,
                         CASE WHEN jsonb_typeof(s.parameters::jsonb) = 'object' THEN s.parameters::jsonb
                              ELSE jsonb_build_object('value', s.parameters::jsonb) END
                           || jsonb_build_object('status', s.status, 'run_id', s.run_id) AS parameters,
@@ -1583,6 +1588,10 @@ async fn scenarios(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
                 ),
                 ("results", Cell::Json(get::<Value>(r, "results")?)),
                 ("is_baseline", Cell::Bool(is_baseline)),
+                (
+                    "created_by_user_id",
+                    Cell::Text(text(r, "created_by")?.and_then(|u| cx.clerk_ids.get(&u).cloned())),
+                ),
             ],
         });
     }
@@ -1744,7 +1753,7 @@ async fn members(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
     let src = cx
         .snap
         .rows(format!(
-            "SELECT email::text, display_name::text, first_name::text, last_name::text,
+            "SELECT id::text, email::text, display_name::text, first_name::text, last_name::text,
                     role::text, {is_admin} AS is_admin, is_active, deleted_at IS NOT NULL AS deleted
                FROM users ORDER BY created_at, id"
         ))
@@ -1842,6 +1851,9 @@ async fn members(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
                 }
             },
         };
+        if let Some(id) = text(r, "id")? {
+            cx.clerk_ids.insert(id, member.clerk_user_id.clone());
+        }
         out.push(member);
     }
     if let Some(o) = &owner
