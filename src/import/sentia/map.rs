@@ -316,7 +316,7 @@ impl Cx<'_> {
                 .companies
                 .get(&k)
                 .cloned()
-                .ok_or("its organization or entity is not in the source"),
+                .ok_or("its organization or entity is not in the source, or was skipped"),
             None => self
                 .default_company
                 .clone()
@@ -349,7 +349,13 @@ impl Cx<'_> {
 async fn companies(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
     let mut rows = Vec::new();
     let mut tally = Tally::default();
-    let (source, generation, read) = if cx.snap.has("organizations", &["id"]) {
+    // Production may hold generation A with some of B's tables beside it (B's migration
+    // was marked applied, not run): organizations count only beside B's products, or
+    // without entities.
+    let organizations = cx.snap.has("organizations", &["id"])
+        && (cx.snap.generation("products") == Some(Generation::B)
+            || !cx.snap.has("entities", &["id"]));
+    let (source, generation, read) = if organizations {
         let src = cx
             .snap
             .rows(
@@ -739,7 +745,7 @@ async fn inventory(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
                 Some(c) => c.clone(),
                 None => {
                     skip(
-                        "its organization or entity is not in the source",
+                        "its organization or entity is not in the source, or was skipped",
                         &mut tally,
                         &mut not_carried,
                     );
