@@ -146,6 +146,10 @@ async fn generation_a_migrates_with_a_reconciled_report_and_a_rerun_changes_noth
         t.id
     ))
     .await;
+    db.exec(&format!(
+        "INSERT INTO {s}.user_preferences (user_id, preferences) VALUES ('user_ops', '{{\"mine\": true}}')"
+    ))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.csv");
     std::fs::write(&users, "email,clerk_user_id\nops@sentia.example,user_ops\n").unwrap();
@@ -213,6 +217,7 @@ async fn generation_a_migrates_with_a_reconciled_report_and_a_rerun_changes_noth
     assert_eq!(counts(&report, "wc_scenarios (A)"), [2, 2, 0, 0, 0]);
     assert_eq!(counts(&report, "ApiKey (A)"), [5, 2, 0, 0, 2]);
     assert_eq!(counts(&report, "users (A)"), [5, 1, 1, 0, 3]);
+    assert_eq!(counts(&report, "users: preferences (A)"), [2, 1, 0, 0, 1]);
     let sale_reasons = reasons(&report, "historical_sales (A)", "skip_reasons");
     for expected in [
         "the same order line (order_id:order_item_id) as an earlier row",
@@ -347,6 +352,15 @@ async fn generation_a_migrates_with_a_reconciled_report_and_a_rerun_changes_noth
         "user_admin ADMIN@sentia.example owner, user_ops Ops@Sentia.example member"
     );
 
+    assert_eq!(
+        text(
+            &db,
+            &format!("SELECT string_agg(user_id || ' ' || preferences::text, ', ' ORDER BY user_id) FROM {s}.user_preferences")
+        )
+        .await,
+        r#"user_admin {"theme": "dark", "timezone": "Europe/London"}, user_ops {"mine": true}"#
+    );
+
     // The API keys: sealed per service, opening to the plaintext; never shown anywhere.
     assert_eq!(
         text(
@@ -403,7 +417,7 @@ async fn generation_a_migrates_with_a_reconciled_report_and_a_rerun_changes_noth
     assert_eq!(
         db.scalar_i64(&format!(
             "SELECT count(*) FROM public.audit_logs WHERE tenant_id = '{}' AND action = 'import.sentia'
-               AND metadata->'actor'->>'kind' = 'operator' AND (metadata->>'written')::int = 26",
+               AND metadata->'actor'->>'kind' = 'operator' AND (metadata->>'written')::int = 27",
             t.id
         ))
         .await,
@@ -515,6 +529,7 @@ async fn generation_b_migrates_and_a_rerun_changes_nothing() {
     assert_eq!(counts(&report, "working_capital (B)"), [3, 2, 0, 0, 1]);
     assert_eq!(counts(&report, "what_if_scenarios (B)"), [2, 1, 0, 0, 1]);
     assert_eq!(counts(&report, "users (B)"), [3, 0, 1, 0, 2]);
+    assert_eq!(counts(&report, "users: preferences (B)"), [1, 1, 0, 0, 0]);
     let missing: Vec<&str> = report["missing_tables"]
         .as_array()
         .unwrap()

@@ -1751,19 +1751,31 @@ async fn members(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
         cx.missing("users");
         return Ok(());
     };
-    let is_admin = match generation {
-        Generation::A => "is_admin",
-        Generation::B => "false",
+    // A user's preferences: their `preferences` object with the per-user settings beside it.
+    let (is_admin, preferences) = match generation {
+        Generation::A => (
+            "is_admin",
+            "jsonb_build_object('currency', preferred_currency_code, 'locale', preferred_locale,
+                                'timezone', preferred_timezone)",
+        ),
+        Generation::B => (
+            "false",
+            "jsonb_build_object('dashboard_layout', dashboard_layout::jsonb, 'timezone', timezone,
+                                'locale', locale, 'currency', currency)",
+        ),
     };
     // Only these columns: password hashes, tokens and 2FA secrets are never read.
     let src = cx
         .snap
         .rows(format!(
             "SELECT id::text, email::text, display_name::text, first_name::text, last_name::text,
-                    role::text, {is_admin} AS is_admin, is_active, deleted_at IS NOT NULL AS deleted
+                    role::text, {is_admin} AS is_admin, is_active, deleted_at IS NOT NULL AS deleted,
+                    CASE WHEN jsonb_typeof(preferences::jsonb) = 'object' THEN preferences::jsonb
+                         ELSE '{{}}'::jsonb END || jsonb_strip_nulls({preferences}) AS preferences
                FROM users ORDER BY created_at, id"
         ))
         .await?;
+    let mut preferences = (Tally::default(), Vec::new(), 0usize);
     let links: HashMap<String, &str> = cx
         .options
         .users
@@ -1860,6 +1872,24 @@ async fn members(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
         if let Some(id) = text(r, "id")? {
             cx.clerk_ids.insert(id, member.clerk_user_id.clone());
         }
+        if let Some(p) = get::<Value>(r, "preferences")?.filter(|p| p != &json!({})) {
+            preferences.2 += 1;
+            let clerk = &member.clerk_user_id;
+            let ours = derived(&["user_preferences", clerk]);
+            match cx.existing.preferences.get(clerk) {
+                // Preferences set in CapLiquify are the member's newer choice.
+                Some(id) if *id != ours => preferences
+                    .0
+                    .skip("the member has preferences in CapLiquify already (kept)"),
+                _ => preferences.1.push(Row {
+                    id: ours,
+                    cells: vec![
+                        ("user_id", Cell::Text(Some(clerk.clone()))),
+                        ("preferences", Cell::Json(Some(p))),
+                    ],
+                }),
+            }
+        }
         out.push(member);
     }
     if let Some(o) = &owner
@@ -1877,6 +1907,14 @@ async fn members(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
         src.len(),
         tally,
         Rows::Members(out),
+    );
+    cx.push(
+        "user_preferences",
+        "users: preferences",
+        generation,
+        preferences.2,
+        preferences.0,
+        Rows::Table("user_preferences", preferences.1),
     );
     Ok(())
 }

@@ -204,7 +204,7 @@ pub async fn run(
     // concurrent writers wait until the migration commits.
     sqlx::query(
         "LOCK TABLE companies, products, sales, inventory, forecasts, working_capital_metrics,
-                    scenarios, api_credentials IN SHARE ROW EXCLUSIVE MODE",
+                    scenarios, api_credentials, user_preferences IN SHARE ROW EXCLUSIVE MODE",
     )
     .execute(&mut *tx)
     .await?;

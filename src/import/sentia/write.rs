@@ -39,6 +39,8 @@ pub struct Existing {
     pub company_ids: HashSet<Uuid>,
     /// (company, service) → credential id.
     pub credentials: HashMap<(Uuid, String), Uuid>,
+    /// Member's Clerk id → their `user_preferences` row.
+    pub preferences: HashMap<String, Uuid>,
     /// Lower-cased email → member, any tenant's (an account belongs to one tenant).
     pub members: HashMap<String, StoredMember>,
     /// Clerk user id → tenant.
@@ -71,6 +73,11 @@ impl Existing {
                 .fetch_all(&mut *tx)
                 .await?;
         e.credentials = creds.into_iter().map(|(c, s, id)| ((c, s), id)).collect();
+        let preferences: Vec<(String, Uuid)> =
+            sqlx::query_as("SELECT user_id::text, id FROM user_preferences")
+                .fetch_all(&mut *tx)
+                .await?;
+        e.preferences = preferences.into_iter().collect();
         // This tenant's members first, so an email also used elsewhere resolves here.
         let users: Vec<(Uuid, String, String, Uuid, Role, bool)> = sqlx::query_as(
             "SELECT id, clerk_user_id::text, email::text, tenant_id, role, removed_at IS NOT NULL
