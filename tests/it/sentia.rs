@@ -530,6 +530,7 @@ async fn generation_b_migrates_and_a_rerun_changes_nothing() {
     assert_eq!(counts(&report, "what_if_scenarios (B)"), [2, 1, 0, 0, 1]);
     assert_eq!(counts(&report, "users (B)"), [3, 0, 1, 0, 2]);
     assert_eq!(counts(&report, "users: preferences (B)"), [1, 1, 0, 0, 0]);
+    assert_eq!(counts(&report, "admin_integrations (B)"), [2, 1, 0, 0, 1]);
     let missing: Vec<&str> = report["missing_tables"]
         .as_array()
         .unwrap()
@@ -594,6 +595,51 @@ async fn generation_b_migrates_and_a_rerun_changes_nothing() {
         .await,
         "user_boss admin"
     );
+
+    // The integration's secrets are sealed and open to what Sentia held.
+    let (id, creds, access, refresh, state): (uuid::Uuid, Value, Option<String>, Option<String>, String) =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT id, credentials, oauth_access_token, oauth_refresh_token,
+                    concat_ws(' ', service, is_active, last_sync_status, last_sync_error,
+                              to_char(oauth_token_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'))
+               FROM {s}.api_credentials"
+        )))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "xero t FAILED token expired 2025-06-01 12:00");
+    let keys = Keyring::from_settings(Some(ENCRYPTION_KEY), "k1", None).unwrap();
+    let secrets = capliquify::credentials::open(
+        &keys,
+        &t.scope().unwrap(),
+        id,
+        &creds,
+        access.as_deref(),
+        refresh.as_deref(),
+    )
+    .unwrap();
+    assert_eq!(
+        secrets.oauth_access_token.as_deref(),
+        Some("xero_ACCESS_SECRET")
+    );
+    assert_eq!(
+        secrets.oauth_refresh_token.as_deref(),
+        Some("xero_REFRESH_SECRET")
+    );
+    assert_eq!(secrets.credentials["api_key"], "xero_CLIENT_ID");
+    let tenant_rows = dump(&db, s).await;
+    for secret in [
+        "xero_ACCESS_SECRET",
+        "xero_REFRESH_SECRET",
+        "xero_CLIENT_ID",
+        "bcrypt$NEVER",
+    ] {
+        assert!(
+            !tenant_rows.contains(secret),
+            "{secret} in the tenant's tables"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+    }
 
     let (again, out) = migrate(&db, &args);
     assert!(out.status.success());

@@ -237,11 +237,12 @@ struct StoredCredential {
     oauth_refresh_token: Option<String>,
     service: String,
     service_display_name: Option<String>,
-    is_active: bool,
+    oauth_token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// A credential: unchanged when the stored envelope opens to the same secrets (a fresh
-/// seal would differ in every byte, so comparing ciphertexts says nothing).
+/// A credential: unchanged when the stored envelopes open to the same secrets (a fresh
+/// seal would differ in every byte, so comparing ciphertexts says nothing). A stored one
+/// gets new secrets only: whether it is active and how its syncs went are CapLiquify's now.
 async fn credential(
     conn: &mut PgConnection,
     keys: &Keyring,
@@ -250,7 +251,7 @@ async fn credential(
 ) -> Result<Outcome, SentiaError> {
     let stored: Option<StoredCredential> = sqlx::query_as(
         "SELECT credentials, oauth_access_token, oauth_refresh_token, service::text,
-                service_display_name::text, is_active
+                service_display_name::text, oauth_token_expires_at
            FROM api_credentials WHERE id = $1",
     )
     .bind(c.id)
@@ -269,7 +270,7 @@ async fn credential(
         if same
             && s.service == c.service
             && s.service_display_name.as_deref() == Some(&c.display_name)
-            && s.is_active
+            && s.oauth_token_expires_at == c.token_expires_at
         {
             return Ok(Outcome::Unchanged);
         }
@@ -277,12 +278,15 @@ async fn credential(
     let (creds, access, refresh) = credentials::seal(keys, scope, c.id, &c.secrets)?;
     sqlx::query(
         "INSERT INTO api_credentials (id, company_id, service, service_display_name, credentials,
-                                      oauth_access_token, oauth_refresh_token, is_active, sync_frequency)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, true, 'manual')
+                                      oauth_access_token, oauth_refresh_token, oauth_token_expires_at,
+                                      is_active, last_sync_at, last_sync_status, last_sync_error,
+                                      sync_frequency)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'manual')
          ON CONFLICT (id) DO UPDATE SET service = EXCLUDED.service,
              service_display_name = EXCLUDED.service_display_name, credentials = EXCLUDED.credentials,
              oauth_access_token = EXCLUDED.oauth_access_token,
-             oauth_refresh_token = EXCLUDED.oauth_refresh_token, is_active = true",
+             oauth_refresh_token = EXCLUDED.oauth_refresh_token,
+             oauth_token_expires_at = EXCLUDED.oauth_token_expires_at",
     )
     .bind(c.id)
     .bind(c.company_id)
@@ -291,6 +295,11 @@ async fn credential(
     .bind(creds)
     .bind(access)
     .bind(refresh)
+    .bind(c.token_expires_at)
+    .bind(c.state.is_active)
+    .bind(c.state.last_sync_at)
+    .bind(&c.state.last_sync_status)
+    .bind(&c.state.last_sync_error)
     .execute(&mut *conn)
     .await?;
     Ok(if stored.is_some() {

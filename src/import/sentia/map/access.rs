@@ -110,12 +110,118 @@ pub(super) async fn credentials(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
                 oauth_access_token: None,
                 oauth_refresh_token: None,
             },
+            token_expires_at: None,
+            state: CredentialState::default(),
         });
     }
     cx.push(
         "api_credentials",
         "ApiKey",
         Generation::A,
+        src.len(),
+        tally,
+        Rows::Credentials(out),
+    );
+    Ok(())
+}
+
+/// B's `admin_integrations` (added without a migration: often absent), one credential
+/// each: keys and settings sealed as the credentials, tokens as the OAuth tokens.
+pub(super) async fn integrations(cx: &mut Cx<'_>) -> Result<(), SentiaError> {
+    if !cx
+        .snap
+        .has("admin_integrations", &["name", "api_key", "access_token"])
+    {
+        cx.missing("admin_integrations");
+        return Ok(());
+    }
+    let src = cx
+        .snap
+        .rows(
+            "SELECT name::text, display_name::text, type::text, endpoint::text, auth_method::text,
+                    config::jsonb AS config, api_key::text, api_secret::text, access_token::text,
+                    refresh_token::text, (token_expires_at AT TIME ZONE 'UTC') AS token_expires_at,
+                    is_active, (last_sync_at AT TIME ZONE 'UTC') AS last_sync_at,
+                    last_sync_status::text, last_error::text
+               FROM admin_integrations ORDER BY created_at, id"
+                .into(),
+        )
+        .await?;
+    let mut tally = Tally::default();
+    let mut out = Vec::new();
+    let Some(company) = cx.default_company.clone() else {
+        return Ok(());
+    };
+    let taken: HashSet<String> = cx
+        .plan
+        .parts
+        .iter()
+        .filter_map(|p| match &p.rows {
+            Rows::Credentials(c) => Some(c.iter().map(|c| c.service.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for r in &src {
+        let Some(name) = text(r, "name")? else {
+            tally.skip("no name");
+            continue;
+        };
+        let Some(service) = service_name(&name) else {
+            tally.skip("a name that is not 1–50 of [a-z0-9_-]");
+            continue;
+        };
+        if taken.contains(&service) {
+            tally.skip("the same service as an ApiKey credential");
+            continue;
+        }
+        // Secrets are copied as they are, never trimmed.
+        let secret = |column: &str| -> Result<Option<String>, SentiaError> {
+            Ok(get::<String>(r, column)?.filter(|v| !v.is_empty()))
+        };
+        let (api_key, api_secret) = (secret("api_key")?, secret("api_secret")?);
+        let (access, refresh) = (secret("access_token")?, secret("refresh_token")?);
+        if api_key.is_none() && api_secret.is_none() && access.is_none() && refresh.is_none() {
+            tally.skip("no key, secret or token");
+            continue;
+        }
+        let credentials = json!({
+            "api_key": api_key, "api_secret": api_secret, "type": text(r, "type")?,
+            "endpoint": text(r, "endpoint")?, "auth_method": text(r, "auth_method")?,
+            "config": get::<Value>(r, "config")?,
+        });
+        let id = cx
+            .existing
+            .credentials
+            .get(&(company.id, service.clone()))
+            .copied()
+            .unwrap_or_else(|| derived(&["admin_integrations", &company.id.to_string(), &service]));
+        out.push(Credential {
+            id,
+            company_id: company.id,
+            display_name: cut(
+                text(r, "display_name")?.unwrap_or_else(|| name.clone()),
+                255,
+            ),
+            service,
+            secrets: Secrets {
+                credentials,
+                oauth_access_token: access,
+                oauth_refresh_token: refresh,
+            },
+            token_expires_at: get::<DateTime<Utc>>(r, "token_expires_at")?,
+            state: CredentialState {
+                is_active: get::<bool>(r, "is_active")?.unwrap_or(true),
+                last_sync_at: get::<DateTime<Utc>>(r, "last_sync_at")?,
+                last_sync_status: text(r, "last_sync_status")?.map(|s| cut(s, 50)),
+                last_sync_error: text(r, "last_error")?,
+            },
+        });
+    }
+    cx.push(
+        "api_credentials",
+        "admin_integrations",
+        Generation::B,
         src.len(),
         tally,
         Rows::Credentials(out),

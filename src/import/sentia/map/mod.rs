@@ -30,7 +30,7 @@ mod access;
 mod planning;
 mod trade;
 
-use access::{credentials, members};
+use access::{credentials, integrations, members};
 use planning::{forecasts, metrics, scenarios};
 use trade::{companies, inventory, products, sales};
 
@@ -65,6 +65,30 @@ pub struct Credential {
     pub service: String,
     pub display_name: String,
     pub secrets: Secrets,
+    pub token_expires_at: Option<DateTime<Utc>>,
+    /// Set on a new credential only: afterwards they are CapLiquify's own (its syncs, an
+    /// operator switching it off).
+    pub state: CredentialState,
+}
+
+/// A credential's state as Sentia left it.
+#[derive(Debug, Clone)]
+pub struct CredentialState {
+    pub is_active: bool,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_sync_status: Option<String>,
+    pub last_sync_error: Option<String>,
+}
+
+impl Default for CredentialState {
+    fn default() -> Self {
+        Self {
+            is_active: true,
+            last_sync_at: None,
+            last_sync_status: None,
+            last_sync_error: None,
+        }
+    }
 }
 
 /// A Sentia user with a Clerk account: the membership they get.
@@ -181,6 +205,7 @@ pub async fn plan(
     metrics(&mut cx).await?;
     progress("reading API keys");
     credentials(&mut cx).await?;
+    integrations(&mut cx).await?;
     // Users before scenarios: a scenario's author is named by their Clerk id.
     progress("reading users");
     members(&mut cx).await?;
