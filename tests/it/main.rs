@@ -28,5 +28,6 @@ mod placement;
 mod properties;
 mod recycle;
 mod roles;
+mod sentia;
 mod sql_functions;
 mod webhooks;
