@@ -1,7 +1,7 @@
 -- The memory of the calling backend, for connection recycling (src/db/recycle.rs).
 --
 -- Every tenant schema a pooled connection touches leaves catalog and relation cache in its
--- backend (~30 KiB per tenant, never freed while the backend lives): a connection that has
+-- backend (~40 KiB per tenant, never freed while the backend lives): a connection that has
 -- served thousands of tenants holds hundreds of MiB. The service closes a pooled connection
 -- whose backend has grown past a budget; this is how it asks.
 --

@@ -2,9 +2,9 @@
 //! budget is closed when it comes back to the pool, and the pool opens a fresh one.
 //!
 //! Why: a backend keeps catalog and relation cache for every schema it has touched and frees
-//! none of it while it lives (~30 KiB per tenant schema). With one schema per tenant, a pooled
-//! connection serving requests spread over 10,000 tenants would grow to ~300 MiB, and the
-//! service holds `CAPLIQUIFY_DB_MAX_CONNECTIONS` of them. Closing the connection is the only
+//! none of it while it lives (~40 KiB per tenant schema served, measured by benches/fleet.rs).
+//! With one schema per tenant, a pooled connection serving requests spread over 10,000
+//! tenants would grow to ~400 MiB, and the service holds `CAPLIQUIFY_DB_MAX_CONNECTIONS` of them. Closing the connection is the only
 //! way PostgreSQL gives that memory back.
 //!
 //! How: sqlx's `after_release` hook runs when a connection returns to the pool, off the
@@ -24,7 +24,7 @@ use sqlx::postgres::PgPoolOptions;
 /// One release in this many measures its backend. Measuring costs ~1 ms of the database's
 /// time per thousand memory contexts (a backend at the budget has a few thousand); one in
 /// 256 keeps that under ~20 µs per request, and bounds the overshoot to 256 requests' growth
-/// (~9 MiB when every one of them reaches a tenant the backend has never seen).
+/// (~10 MiB when every one of them reaches a tenant the backend has never seen).
 pub const CHECK_EVERY: u64 = 256;
 
 /// The budget and what recycling has done, shared by every pool of the process (the metrics

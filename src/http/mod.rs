@@ -220,7 +220,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPLIQUIFY_TENANT_CONCURRENCY", default_value_t = DEFAULT_TENANT_CONCURRENCY)]
     pub tenant_concurrency: usize,
     /// Memory budget of one pooled PostgreSQL backend, in MiB: a connection whose backend has
-    /// grown past it (each tenant schema it touches adds ~30 KiB of cache PostgreSQL never
+    /// grown past it (each tenant schema it touches adds ~40 KiB of cache PostgreSQL never
     /// frees) is closed when it returns to the pool and replaced. 0 = never recycle.
     #[arg(long, env = "CAPLIQUIFY_DB_BACKEND_MEMORY_MB", default_value_t = 48,
           value_parser = clap::value_parser!(u32).range(0..=65_536))]
