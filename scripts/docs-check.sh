@@ -34,6 +34,7 @@ bin="${CAPLIQUIFY_BIN:-$root/target/debug/capliquify}"
 SKIP=(
   "capliquify tenant purge acme"    # irreversible, and refused for a live tenant by design (tests/it/lifecycle.rs)
   "capliquify tenant move acme --to eu2"  # needs a second PostgreSQL cluster (tests/it/placement.rs)
+  "capliquify import sentia --source-url postgres://reader@old-db/sentia --tenant acme --currency GBP --dry-run"  # needs a Sentia database (tests/it/sentia.rs)
 )
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/capliquify-docs-check.XXXXXX")"

@@ -90,7 +90,8 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// Check the configuration: every setting, where it came from, and every problem.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
-    /// Import a CSV or spreadsheet file into a tenant's table (as POST /api/v1/imports).
+    /// Import a CSV or spreadsheet file into a tenant's table (as POST /api/v1/imports), or
+    /// migrate Sentia's database into a tenant (import sentia).
     Import(import::ImportArgs),
 }
 
@@ -256,6 +257,8 @@ fn settings_used(path: &[&str]) -> Vec<&'static str> {
         ["db", "stop"] => &[EMBEDDED],
         ["db", _] => &[EMBEDDED, JSON],
         ["keys", _] => &[DATABASE, KEYS, JSON],
+        // Sentia's API keys are sealed with the credentials' keys.
+        ["import", "sentia"] => &[DATABASE, KEYS, JSON],
         ["lifecycle", _] => &[DATABASE, DELETION, PAST_DUE, JSON],
         ["tenant", "delete" | "undelete" | "purge"] => &[DATABASE, DELETION, JSON],
         // A clone signs its temporary archive with a key of its own.
@@ -442,7 +445,7 @@ async fn with_database(
         }
         Command::Import(args) => {
             migrate::ensure_current(&db.pool).await?;
-            import::run(db, args, json).await
+            import::run(db, settings, args, json).await
         }
         Command::Db(DbCommand::InitRoles { login, password }) => {
             crate::db::privileges::require_role_management(&db.pool).await?;

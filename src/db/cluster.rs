@@ -7,10 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
 /// The name of the cluster that holds `public`.
 pub const HOME: &str = "home";
@@ -125,17 +124,11 @@ impl Clusters {
     pub fn new(
         home: PgPool,
         others: Vec<(ClusterName, PgConnectOptions)>,
-        max_connections: u32,
+        pools: &super::PoolConfig,
     ) -> Self {
         let others = others
             .into_iter()
-            .map(|(name, options)| {
-                let pool = PgPoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_lazy_with(options);
-                (name, pool)
-            })
+            .map(|(name, options)| (name, pools.options().connect_lazy_with(options)))
             .collect();
         Self { home, others }
     }

@@ -5,6 +5,7 @@ pub mod citus;
 pub mod cluster;
 pub mod embedded;
 pub mod privileges;
+pub mod recycle;
 pub mod roles;
 pub mod scope;
 pub mod tls;
@@ -32,6 +33,7 @@ macro_rules! public_enum_type {
 }
 pub(crate) use public_enum_type;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -40,6 +42,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Settings;
 use embedded::{EmbeddedCluster, EmbeddedOptions};
+use recycle::Recycler;
 
 pub use cluster::{ClusterName, Clusters};
 pub use scope::TenantScope;
@@ -59,6 +62,11 @@ pub struct Database {
 impl Database {
     /// Connects to `DATABASE_URL`, or starts (or reuses) the embedded cluster when it is unset.
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        Self::open_with(settings, &PoolConfig::new(settings.db_max_connections)).await
+    }
+
+    /// [`Database::open`] with pools made as `pools` says (the service recycles connections).
+    pub async fn open_with(settings: &Settings, pools: &PoolConfig) -> anyhow::Result<Self> {
         // Checked before anything starts.
         let others = cluster::parse_config(settings.clusters.as_deref().unwrap_or(""))?;
         let (url, embedded) = match &settings.database_url {
@@ -68,8 +76,8 @@ impl Database {
                 (cluster.url(), Some(cluster))
             }
         };
-        let pool = connect(&url, settings.db_max_connections).await?;
-        let clusters = Clusters::new(pool.clone(), others, settings.db_max_connections);
+        let pool = connect_with(&url, pools).await?;
+        let clusters = Clusters::new(pool.clone(), others, pools);
         Ok(Self {
             pool,
             clusters,
@@ -121,18 +129,53 @@ pub async fn start_embedded(settings: &Settings) -> anyhow::Result<EmbeddedClust
     Ok(cluster)
 }
 
+/// How this process's pools are made: every pool, of every cluster, alike.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Most connections per pool (`CAPLIQUIFY_DB_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+    /// Closes connections whose backend outgrew a memory budget (the service only:
+    /// `CAPLIQUIFY_DB_BACKEND_MEMORY_MB`); commands run too briefly to need it.
+    pub recycler: Option<Arc<Recycler>>,
+}
+
+impl PoolConfig {
+    pub fn new(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            recycler: None,
+        }
+    }
+
+    pub fn with_recycler(mut self, recycler: Option<Arc<Recycler>>) -> Self {
+        self.recycler = recycler;
+        self
+    }
+
+    /// The pool options every pool of this process is made with.
+    pub fn options(&self) -> PgPoolOptions {
+        let options = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(Duration::from_secs(30));
+        match &self.recycler {
+            Some(recycler) => recycler.install(options),
+            None => options,
+        }
+    }
+}
+
 /// A pool on `url` with the settings every command uses; TLS as the URL's `sslmode` and
 /// `sslrootcert` say (see [`tls`]).
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    connect_with(url, &PoolConfig::new(max_connections)).await
+}
+
+/// [`connect`] with the pool made as `pools` says.
+pub async fn connect_with(url: &str, pools: &PoolConfig) -> anyhow::Result<PgPool> {
     // The embedded cluster's URL is always valid: a bad URL is the operator's DATABASE_URL.
     let options: PgConnectOptions =
         tls::connect_options(url).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-    match PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options.clone())
-        .await
-    {
+    match pools.options().connect_with(options.clone()).await {
         Ok(pool) => Ok(pool),
         Err(e) => {
             let hint = tls::hint(&options, &e)

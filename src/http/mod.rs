@@ -220,6 +220,12 @@ pub struct ServeArgs {
     /// (`CAPLIQUIFY_DB_MAX_CONNECTIONS`) so one tenant cannot take every connection.
     #[arg(long, env = "CAPLIQUIFY_TENANT_CONCURRENCY", default_value_t = DEFAULT_TENANT_CONCURRENCY)]
     pub tenant_concurrency: usize,
+    /// Memory budget of one pooled PostgreSQL backend, in MiB: a connection whose backend has
+    /// grown past it (each tenant schema it touches adds ~40 KiB of cache PostgreSQL never
+    /// frees) is closed when it returns to the pool and replaced. 0 = never recycle.
+    #[arg(long, env = "CAPLIQUIFY_DB_BACKEND_MEMORY_MB", default_value_t = 48,
+          value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub db_backend_memory_mb: u32,
     /// Not the demo: no demo tenants and no demo authentication, so CLERK_JWKS_URL and
     /// CLERK_ISSUER are required even on the embedded database.
     #[arg(long)]
@@ -393,7 +399,9 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let console = args.console_config(demo, args.admin_token()?)?;
-    let db = Database::open(settings).await?;
+    let pools = crate::db::PoolConfig::new(settings.db_max_connections)
+        .with_recycler(crate::db::recycle::Recycler::new(args.db_backend_memory_mb));
+    let db = Database::open_with(settings, &pools).await?;
     let config = HttpConfig {
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
@@ -406,7 +414,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
         .with_webhooks(webhooks)
         .with_cursors(cursors)
         .with_caller_cache(Duration::from_millis(args.auth_cache_ms));
-    let result = run(&db, &args, settings, state).await;
+    let result = run(&db, &args, settings, &pools, state).await;
     db.close().await?;
     result
 }
@@ -415,13 +423,14 @@ async fn run(
     db: &Database,
     args: &ServeArgs,
     settings: &Settings,
+    pools: &crate::db::PoolConfig,
     mut state: AppState,
 ) -> anyhow::Result<()> {
     if db.is_embedded() {
         prepare_embedded(&db.pool).await?;
         // The embedded default serves as production should: through the least-privilege
         // login role, not the superuser that migrated (docs/security.md).
-        state.pool = embedded_service_pool(db, settings).await?;
+        state.pool = embedded_service_pool(db, pools).await?;
         state.clusters = state.clusters.with_home(state.pool.clone());
     } else {
         migrate::ensure_current(&db.pool).await?;
@@ -458,7 +467,10 @@ async fn run(
 }
 
 /// A pool on the embedded cluster as [`roles::DEFAULT_LOGIN`], created on first use.
-async fn embedded_service_pool(db: &Database, settings: &Settings) -> anyhow::Result<PgPool> {
+async fn embedded_service_pool(
+    db: &Database,
+    pools: &crate::db::PoolConfig,
+) -> anyhow::Result<PgPool> {
     // The embedded cluster admits only logins with a password; a role made before it
     // asked for one (trust) is given the cluster's.
     let ready: bool = sqlx::query_scalar(
@@ -481,7 +493,7 @@ async fn embedded_service_pool(db: &Database, settings: &Settings) -> anyhow::Re
     let url = db
         .embedded_url_as(roles::DEFAULT_LOGIN)
         .context("the embedded cluster's URL")?;
-    crate::db::connect(&url, settings.db_max_connections).await
+    crate::db::connect_with(&url, pools).await
 }
 
 /// Says so in the log when the service runs with more rights than it needs.

@@ -223,10 +223,15 @@ pub fn db_error(err: sqlx::Error, table: &str, name: &str) -> ApiError {
                 field.as_deref().unwrap_or("a value")
             ),
         ),
-        "22003" => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            "a number is out of range",
+        // Each field's own range is in its schema, so a number out of range here was computed
+        // from several fields: today only inventory's generated total_value.
+        "22003" if table == "inventory" => ApiError::rule(
+            "unit_cost",
+            "quantity_on_hand × unit_cost (the row's total_value) must not exceed 9999999999999.99",
+        ),
+        "22003" => ApiError::rule(
+            field.unwrap_or_default(),
+            "a value computed from this row's fields is out of range",
         ),
         _ => ApiError::internal(err),
     }

@@ -15,6 +15,7 @@
 //! on the connection of the caller's tenant transaction.
 
 pub mod read;
+pub mod sentia;
 pub mod spec;
 pub mod value;
 mod write;

@@ -50,6 +50,42 @@ pub async fn upsert(
     refresh_limits(conn, tenant).await
 }
 
+/// Adds an account to `tenant` with `role` without touching Clerk's watermark or
+/// membership id (a migration, not a Clerk event: the webhook's later events still apply).
+/// The caller runs [`refresh_limits`] once it has added everyone.
+pub async fn add(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    profile: &Profile<'_>,
+    role: Role,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO public.users (clerk_user_id, email, full_name, tenant_id, role)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (clerk_user_id) DO UPDATE SET role = EXCLUDED.role
+          WHERE public.users.tenant_id = EXCLUDED.tenant_id",
+    )
+    .bind(profile.clerk_user_id)
+    .bind(profile.email)
+    .bind(profile.full_name)
+    .bind(tenant)
+    .bind(role)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives the member whose row is `user` the role `role`. The caller runs
+/// [`refresh_limits`] (an owner is counted first).
+pub async fn set_role(conn: &mut PgConnection, user: Uuid, role: Role) -> sqlx::Result<()> {
+    sqlx::query("UPDATE public.users SET role = $2 WHERE id = $1")
+        .bind(user)
+        .bind(role)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Makes `clerk_user_id` the owner of `tenant` (the organization's creator, whose
 /// membership may have arrived before the organization).
 pub async fn make_owner(

@@ -544,6 +544,21 @@ async fn inventory_crud_with_generated_columns_filters_sorts_and_pages() {
     );
     assert_eq!(app.get(&token, &item).await.body, changed.body);
 
+    // Each field within its own range, but their product (the generated total_value) is not:
+    // a rule between fields (schemathesis found it answered as a plain validation error).
+    let overflow = app
+        .patch(&token, &item, json!({ "unit_cost": "9999999999999.00" }))
+        .await;
+    assert_eq!(
+        overflow.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        overflow.text
+    );
+    assert_eq!(overflow.body["code"], "rule_violated", "{}", overflow.text);
+    assert_eq!(overflow.body["field"], "unit_cost", "{}", overflow.text);
+    assert_eq!(app.get(&token, &item).await.body, changed.body, "unchanged");
+
     invalid(
         &app.patch(
             &token,

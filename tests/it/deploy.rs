@@ -368,9 +368,14 @@ fn render_blueprint_runs_our_commands_with_every_setting() {
     }
 
     // Every setting of the binary is in the web service, secrets only as sync: false.
-    // Not there: the embedded cluster's folder (never used with DATABASE_URL) and the
-    // password `db init-roles` sets (an operator's one-off command).
-    let not_deployed = ["CAPLIQUIFY_DATA_DIR", "CAPLIQUIFY_APP_PASSWORD"];
+    // Not there: the embedded cluster's folder (never used with DATABASE_URL), and what
+    // operators' one-off commands take: the password `db init-roles` sets and the Sentia
+    // database `import sentia` reads.
+    let not_deployed = [
+        "CAPLIQUIFY_DATA_DIR",
+        "CAPLIQUIFY_APP_PASSWORD",
+        "SENTIA_DATABASE_URL",
+    ];
     let vars = vars_of(web);
     let mut stack = vec![Cli::command()];
     let mut checked = 0;

@@ -27,6 +27,8 @@ mod monitoring;
 mod pgbouncer;
 mod placement;
 mod properties;
+mod recycle;
 mod roles;
+mod sentia;
 mod sql_functions;
 mod webhooks;

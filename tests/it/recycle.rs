@@ -1,0 +1,164 @@
+//! Connection recycling (src/db/recycle.rs): a pooled connection whose backend outgrew the
+//! memory budget is replaced, a replaced connection starts clean, and without the measuring
+//! function the pool goes on serving.
+
+use capliquify::billing::Tier;
+use capliquify::db::recycle::{CHECK_EVERY, Recycler};
+use capliquify::db::{PoolConfig, connect_with, scope};
+
+use crate::common::TestDb;
+
+/// Runs `n` tenant transactions (round robin over `scopes`) on a one-connection pool and
+/// returns the backend pid each ran on.
+async fn backend_pids(pool: &sqlx::PgPool, scopes: &[scope::TenantScope], n: u64) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for i in 0..n {
+        let scope = &scopes[usize::try_from(i).unwrap() % scopes.len()];
+        let mut tx = scope::begin(pool, scope).await.unwrap();
+        let (pid, path): (i32, String) =
+            sqlx::query_as("SELECT pg_backend_pid(), current_setting('search_path')")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(
+            path,
+            scope.schema.quoted().trim_matches('"'),
+            "the tenant's path inside its transaction"
+        );
+        sqlx::query("SELECT count(*) FROM products")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        pids.push(pid);
+    }
+    pids
+}
+
+async fn scopes(db: &TestDb, n: usize) -> Vec<scope::TenantScope> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let tenant = db.tenant(&format!("recycle-{i}"), Tier::Starter).await;
+        out.push(tenant.scope().unwrap());
+    }
+    out
+}
+
+/// Distinct values in order of first appearance.
+fn distinct(pids: &[i32]) -> Vec<i32> {
+    let mut seen = Vec::new();
+    for pid in pids {
+        if !seen.contains(pid) {
+            seen.push(*pid);
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_connection_whose_backend_outgrew_the_budget_is_replaced_and_starts_clean() {
+    let db = TestDb::new().await;
+    let scopes = scopes(&db, 3).await;
+    // 1 MiB: below what any backend holds once it has run a query, so every measurement
+    // finds the connection over budget.
+    let recycler = Recycler::new(1).unwrap();
+    let pools = PoolConfig::new(1).with_recycler(Some(recycler.clone()));
+    let pool = connect_with(&db.app_url().await, &pools).await.unwrap();
+
+    let pids = backend_pids(&pool, &scopes, 2 * CHECK_EVERY + 1).await;
+    let stats = recycler.stats();
+    assert!(stats.available, "the service role can measure its backend");
+    assert_eq!(
+        stats.checks, 2,
+        "one measurement per {CHECK_EVERY} releases"
+    );
+    assert_eq!(stats.recycled, 2);
+    let backends = distinct(&pids);
+    assert_eq!(backends.len(), 3, "two replacements: {backends:?}");
+    // Each backend served exactly CHECK_EVERY transactions before it was measured and closed.
+    let first_of_second = pids.iter().position(|p| *p == backends[1]).unwrap();
+    assert_eq!(first_of_second as u64, CHECK_EVERY);
+
+    // The replacement carries nothing of the tenants it did not serve: outside a tenant
+    // transaction it has the login's own path and role.
+    let (user, path): (String, String) =
+        sqlx::query_as("SELECT current_user::text, current_setting('search_path')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(user, crate::common::APP_ROLE);
+    assert_eq!(path, "\"$user\", public");
+    // The old backends are gone from the server.
+    let alive: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+            .bind(&backends[..2])
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(alive, 0);
+}
+
+#[tokio::test]
+async fn a_connection_within_the_budget_is_kept() {
+    let db = TestDb::new().await;
+    let scopes = scopes(&db, 2).await;
+    let recycler = Recycler::new(65_536).unwrap();
+    let pools = PoolConfig::new(1).with_recycler(Some(recycler.clone()));
+    let pool = connect_with(&db.app_url().await, &pools).await.unwrap();
+
+    let pids = backend_pids(&pool, &scopes, CHECK_EVERY + 1).await;
+    assert_eq!(distinct(&pids).len(), 1);
+    let stats = recycler.stats();
+    assert_eq!(
+        (stats.checks, stats.recycled, stats.available),
+        (1, 0, true)
+    );
+}
+
+#[tokio::test]
+async fn without_the_measuring_function_the_pool_goes_on_serving() {
+    // A database where public migration 0016 was never applied (the service started against
+    // an older schema): the measurement fails, recycling switches itself off, and the
+    // connection stays in service.
+    let db = TestDb::empty().await;
+    let recycler = Recycler::new(1).unwrap();
+    let pools = PoolConfig::new(1).with_recycler(Some(recycler.clone()));
+    let pool = connect_with(&db.url, &pools).await.unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..2 * CHECK_EVERY {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pids.push(pid);
+    }
+    assert_eq!(distinct(&pids).len(), 1);
+    let stats = recycler.stats();
+    assert_eq!(
+        (stats.checks, stats.recycled, stats.available),
+        (1, 0, false)
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_call_the_measuring_function() {
+    let db = TestDb::new().await;
+    let scopes = scopes(&db, 1).await;
+    let pool = connect_with(&db.app_url().await, &PoolConfig::new(1))
+        .await
+        .unwrap();
+    // The service role can (SECURITY DEFINER reads its own backend's contexts) …
+    let bytes: i64 = sqlx::query_scalar("SELECT public.backend_memory_bytes()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(bytes > 100_000, "{bytes}");
+    // … a tenant's role cannot.
+    let mut tx = scope::begin(&pool, &scopes[0]).await.unwrap();
+    let err = sqlx::query_scalar::<_, i64>("SELECT public.backend_memory_bytes()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_err();
+    let code = err.as_database_error().and_then(|e| e.code()).unwrap();
+    assert_eq!(code, "42501", "{err}");
+}
