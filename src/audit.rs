@@ -18,6 +18,13 @@ pub enum Actor {
         provider: &'static str,
         event_id: String,
     },
+    /// An operator signed in to the console (`/console`); `operator` names how
+    /// (`admin-token`), and the request's address and browser are kept with the row.
+    Console {
+        operator: String,
+        ip: Option<std::net::IpAddr>,
+        user_agent: Option<String>,
+    },
     /// A scheduled job of the service (`lifecycle`).
     System { job: &'static str },
     /// A member of a tenant, through the API.
@@ -39,6 +46,9 @@ impl Actor {
     fn describe(&self) -> Value {
         match self {
             Self::Operator { who } => serde_json::json!({ "kind": "operator", "who": who }),
+            Self::Console { operator, .. } => {
+                serde_json::json!({ "kind": "operator", "who": operator, "via": "console" })
+            }
             Self::Webhook { provider, event_id } => {
                 serde_json::json!({ "kind": "webhook", "provider": provider, "event_id": event_id })
             }
@@ -111,6 +121,9 @@ async fn insert(
             ip.map(|ip| ip.to_string()),
             user_agent.clone(),
         ),
+        Actor::Console { ip, user_agent, .. } => {
+            (None, ip.map(|ip| ip.to_string()), user_agent.clone())
+        }
         _ => (None, None, None),
     };
     let sql = match trail {
@@ -149,6 +162,9 @@ pub struct Filter {
     pub user: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// Who did it, as [`Row::actor`] names them: a member's Clerk user id, an operator's
+    /// name (`who`), a webhook's provider or a job's name.
+    pub actor: Option<String>,
     /// Keyset position: rows strictly older than this (created_at, id).
     pub before: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
@@ -208,6 +224,39 @@ impl Row {
     }
 }
 
+impl Row {
+    /// Who did it, in one line: the member's Clerk user id, `operator <who>`,
+    /// `<provider> <event id>` for a webhook, or the job's kind (`capliquify audit` and the
+    /// console show this).
+    pub fn actor(&self) -> String {
+        let actor = self.metadata.as_ref().and_then(|m| m.get("actor"));
+        let field = |name: &str| {
+            actor
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let by = match actor.and_then(|a| a.get("kind")).and_then(|k| k.as_str()) {
+            Some("member") => self.user.clone().unwrap_or_else(|| "member".into()),
+            Some("webhook") => {
+                let provider = field("provider");
+                let provider = if provider.is_empty() {
+                    "webhook".into()
+                } else {
+                    provider
+                };
+                format!("{provider} {}", field("event_id"))
+            }
+            Some("operator") => format!("operator {}", field("who")),
+            Some("system") => format!("system {}", field("job")),
+            Some(kind) => kind.to_owned(),
+            None => "-".into(),
+        };
+        by.trim().to_owned()
+    }
+}
+
 /// Reads audit rows matching `filter`, newest first.
 pub async fn list(conn: &mut PgConnection, filter: &Filter) -> sqlx::Result<Vec<Row>> {
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
@@ -234,6 +283,17 @@ pub async fn list(conn: &mut PgConnection, filter: &Filter) -> sqlx::Result<Vec<
     }
     if let Some(user) = &filter.user {
         qb.push(" AND u.clerk_user_id = ").push_bind(user.clone());
+    }
+    if let Some(actor) = &filter.actor {
+        qb.push(" AND (u.clerk_user_id = ")
+            .push_bind(actor.clone())
+            .push(" OR a.metadata->'actor'->>'who' = ")
+            .push_bind(actor.clone())
+            .push(" OR a.metadata->'actor'->>'provider' = ")
+            .push_bind(actor.clone())
+            .push(" OR a.metadata->'actor'->>'job' = ")
+            .push_bind(actor.clone())
+            .push(")");
     }
     if let Some(from) = filter.from {
         qb.push(" AND a.created_at >= ").push_bind(from);

@@ -144,6 +144,20 @@ pub async fn announce(pool: &PgPool, auth: &Authenticator, addr: SocketAddr) -> 
     Ok(())
 }
 
+/// Prints where the operators' console is and how to sign in: with the admin token when
+/// one was configured, else through a link carrying this process's console token.
+pub fn announce_console(addr: SocketAddr, token: &str, admin_token_set: bool) {
+    if admin_token_set {
+        println!(
+            "\nOperators' console: http://{addr}/console (sign in with CAPLIQUIFY_ADMIN_TOKEN)"
+        );
+    } else {
+        println!(
+            "\nOperators' console (this link fills in the sign-in form; its token lasts until the service stops):\n  http://{addr}/console/sign-in?token={token}"
+        );
+    }
+}
+
 /// The shell variable a demo token is printed into: `TOKEN_ACME` for the owner (what
 /// scripts read), `TOKEN_ACME_VIEWER` and so on for the other roles.
 fn token_variable(demo: &DemoTenant, role: Role) -> String {

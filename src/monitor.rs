@@ -105,15 +105,28 @@ pub async fn tenants(clusters: &Clusters) -> Result<Vec<TenantActivity>, Tenancy
     .fetch_all(home)
     .await?;
     let live = registry::list(home, false).await?;
+    let by_slug = entity_counts(clusters, live).await;
+    for row in &mut rows {
+        row.entity_count = by_slug.get(&row.slug).copied().flatten();
+    }
+    Ok(rows)
+}
+
+/// Companies (entities) of each of `tenants`, by slug, counted in each tenant's own schema
+/// by [`fleet::query`]; `None` for a tenant whose schema could not answer.
+pub async fn entity_counts(
+    clusters: &Clusters,
+    tenants: Vec<registry::Tenant>,
+) -> HashMap<String, Option<i64>> {
     let counts = fleet::query(
         clusters.clone(),
-        live,
+        tenants,
         "SELECT count(*) AS n FROM companies",
         4,
         Duration::from_secs(30),
     )
     .await;
-    let by_slug: HashMap<String, Option<i64>> = counts
+    counts
         .into_iter()
         .map(|t| {
             let n = t
@@ -123,11 +136,33 @@ pub async fn tenants(clusters: &Clusters) -> Result<Vec<TenantActivity>, Tenancy
                 .and_then(|n| n.as_i64());
             (t.tenant, n)
         })
-        .collect();
-    for row in &mut rows {
-        row.entity_count = by_slug.get(&row.slug).copied().flatten();
-    }
-    Ok(rows)
+        .collect()
+}
+
+/// The total size of one schema's tables (with indexes and TOAST), as [`sizes`] measures
+/// it, in bytes and written for people; `None` when the schema does not exist.
+pub async fn schema_size(pool: &PgPool, schema: &str) -> sqlx::Result<Option<(i64, String)>> {
+    sqlx::query_as(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint,
+                pg_size_pretty(coalesce(sum(pg_total_relation_size(c.oid)), 0))
+           FROM pg_namespace n
+           LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+          WHERE n.nspname = $1
+          GROUP BY n.oid",
+    )
+    .bind(schema)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The size of the whole database, in bytes and written for people.
+pub async fn database_size(pool: &PgPool) -> sqlx::Result<(i64, String)> {
+    sqlx::query_as(
+        "SELECT pg_database_size(current_database()),
+                pg_size_pretty(pg_database_size(current_database()))",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// One statement's statistics, attributed to the tenant whose role ran it.

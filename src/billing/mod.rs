@@ -4,6 +4,7 @@
 //! move a tenant between tiers with the same table.
 
 pub mod prices;
+pub mod revenue;
 
 use serde::{Deserialize, Serialize};
 

@@ -295,6 +295,12 @@ fn problems(settings: &Settings, serve: &ServeArgs) -> Vec<Problem> {
             ),
         );
     }
+    if serve.console.as_deref() == Some("on") && production && serve.admin_token.is_none() {
+        error(
+            "CAPLIQUIFY_CONSOLE",
+            "on, but CAPLIQUIFY_ADMIN_TOKEN is unset: operators sign in to the console with it, and serve refuses to start without it".into(),
+        );
+    }
     if let Some(secret) = &serve.cursor_secret
         && secret.chars().count() < 32
     {

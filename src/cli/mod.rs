@@ -619,13 +619,7 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
 }
 
 async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
-    let mut report = verify::report(&db.pool).await?;
-    report
-        .checks
-        .push(crate::db::privileges::doctor_check(&db.pool).await?);
-    report
-        .checks
-        .push(crate::db::citus::doctor_check(&db.pool).await?);
+    let report = verify::doctor(&db.pool).await?;
     if json {
         output::json(&report)?;
     } else {
@@ -834,30 +828,6 @@ async fn run_audit(db: &Database, args: AuditArgs, json: bool) -> anyhow::Result
     let table = output::table(
         &["TIME", "TENANT", "ACTION", "RESOURCE", "BY"],
         rows.iter().map(|r| {
-            let actor = r.metadata.as_ref().and_then(|m| m.get("actor"));
-            let by = match actor.and_then(|a| a.get("kind")).and_then(|k| k.as_str()) {
-                Some("member") => r.user.clone().unwrap_or_else(|| "member".into()),
-                Some("webhook") => format!(
-                    "{} {}",
-                    actor
-                        .and_then(|a| a.get("provider"))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("webhook"),
-                    actor
-                        .and_then(|a| a.get("event_id"))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                ),
-                Some("operator") => format!(
-                    "operator {}",
-                    actor
-                        .and_then(|a| a.get("who"))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                ),
-                Some(kind) => kind.to_owned(),
-                None => "-".into(),
-            };
             vec![
                 r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 output::opt(r.tenant.clone()),
@@ -869,7 +839,7 @@ async fn run_audit(db: &Database, args: AuditArgs, json: bool) -> anyhow::Result
                 )
                 .trim()
                 .to_owned(),
-                by.trim().to_owned(),
+                r.actor(),
             ]
         }),
     );

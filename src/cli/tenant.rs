@@ -100,6 +100,26 @@ pub enum TenantCommand {
         /// The suspended tenant (its slug).
         slug: String,
     },
+    /// Extend a live tenant's trial by some days (from its current end, or from now when it
+    /// has passed).
+    #[command(after_help = "Example:\n  capliquify tenant extend-trial acme --days 14")]
+    ExtendTrial {
+        /// The tenant on trial (its slug).
+        slug: String,
+        /// How many days to add: 1 to 90.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=90))]
+        days: u32,
+    },
+    /// Put a tenant on another tier, with that plan's limits and features (a Stripe
+    /// subscription's next event sets its price's tier again).
+    #[command(after_help = "Example:\n  capliquify tenant set-tier acme --tier enterprise")]
+    SetTier {
+        /// The tenant (its slug).
+        slug: String,
+        /// The new plan.
+        #[arg(long, value_enum)]
+        tier: Tier,
+    },
     /// Soft-delete a tenant: unusable at once, data kept for the grace period (--grace-days).
     Delete {
         /// The tenant to soft-delete (its slug).
@@ -233,6 +253,10 @@ pub async fn run(
             tenancy.suspend(&slug, reason.as_deref(), &actor).await?
         }
         TenantCommand::Reactivate { slug } => tenancy.reactivate(&slug, &actor).await?,
+        TenantCommand::SetTier { slug, tier } => tenancy.set_tier(&slug, tier, &actor).await?,
+        TenantCommand::ExtendTrial { slug, days } => {
+            tenancy.extend_trial(&slug, days, &actor).await?
+        }
         TenantCommand::Delete { slug } => tenancy.soft_delete(&slug, &actor).await?,
         TenantCommand::Undelete { slug, force } => tenancy.restore(&slug, force, &actor).await?,
         TenantCommand::Backup {

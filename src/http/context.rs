@@ -250,6 +250,14 @@ impl CallerCache {
         Self::new(Duration::ZERO, 0)
     }
 
+    /// Forgets every caller: an operator's act (the console's suspend) applies on the next
+    /// request of this instance rather than within the ttl.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+
     fn get(&self, org_id: &str, user: &str) -> Option<Caller> {
         if self.ttl.is_zero() {
             return None;

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod audit_logs;
 pub mod auth;
 pub mod columns;
+pub mod console;
 pub mod context;
 pub mod credentials;
 pub mod cursor;
@@ -233,6 +234,11 @@ pub struct ServeArgs {
     /// characters, e.g. `openssl rand -hex 32`). Unset: those endpoints answer 403.
     #[arg(long, env = "CAPLIQUIFY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The operators' console under /console: `on` or `off`. Unset: on in the embedded
+    /// demo, off otherwise. Operators sign in with CAPLIQUIFY_ADMIN_TOKEN (required when on,
+    /// except in the demo, which prints a sign-in link).
+    #[arg(long, env = "CAPLIQUIFY_CONSOLE", value_parser = ["on", "off"])]
+    pub console: Option<String>,
 }
 
 impl ServeArgs {
@@ -307,6 +313,41 @@ impl ServeArgs {
         }
     }
 
+    /// The console's setup: off unless asked for (or the demo), signed in to with the admin
+    /// token — in the demo without one, a random token of this process.
+    fn console_config(
+        &self,
+        demo: bool,
+        admin_token: Option<Arc<str>>,
+    ) -> anyhow::Result<Option<console::ConsoleConfig>> {
+        let on = match self.console.as_deref() {
+            Some("on") => true,
+            Some(_) => false,
+            None => demo,
+        };
+        if !on {
+            return Ok(None);
+        }
+        let token = match admin_token {
+            Some(token) => token,
+            None if demo => {
+                let mut bytes = [0u8; 24];
+                aws_lc_rs::rand::fill(&mut bytes)
+                    .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+                Arc::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            }
+            None => anyhow::bail!(
+                "CAPLIQUIFY_CONSOLE=on needs CAPLIQUIFY_ADMIN_TOKEN: operators sign in to the \
+                 console with it (`openssl rand -hex 32`)"
+            ),
+        };
+        Ok(Some(console::ConsoleConfig {
+            token,
+            secure_cookie: !self.listen.ip().is_loopback(),
+            idle: console::IDLE_TIMEOUT,
+        }))
+    }
+
     fn cursor_codec(&self) -> anyhow::Result<CursorCodec> {
         match &self.cursor_secret {
             Some(secret) => {
@@ -357,6 +398,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
                 .with_authorized_parties(parties)
         }
     };
+    let console = args.console_config(demo, args.admin_token()?)?;
     let pools = crate::db::PoolConfig::new(settings.db_max_connections)
         .with_recycler(crate::db::recycle::Recycler::new(args.db_backend_memory_mb));
     let db = Database::open_with(settings, &pools).await?;
@@ -366,6 +408,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
         max_import_bytes: usize::try_from(args.max_import_bytes).unwrap_or(usize::MAX),
         admin_token: args.admin_token()?,
         tenant_concurrency: args.tenant_concurrency,
+        console,
     };
     let state = AppState::new(db.clusters.clone(), auth, keys, config)
         .with_webhooks(webhooks)
@@ -399,6 +442,9 @@ async fn run(
     let addr = listener.local_addr()?;
     if state.auth.is_demo() {
         demo::announce(&db.pool, &state.auth, addr).await?;
+        if let Some(console) = &state.config.console {
+            demo::announce_console(addr, &console.token, args.admin_token.is_some());
+        }
     }
     let job = (args.lifecycle_interval_secs > 0).then(|| {
         tokio::spawn(lifecycle_loop(
@@ -524,6 +570,8 @@ pub struct HttpConfig {
     /// Requests of one tenant that may run at once; more wait a moment, then get 429.
     /// 0: no limit.
     pub tenant_concurrency: usize,
+    /// The operators' console; `None`: off (`/console` answers 404).
+    pub console: Option<console::ConsoleConfig>,
 }
 
 impl Default for HttpConfig {
@@ -534,6 +582,7 @@ impl Default for HttpConfig {
             max_import_bytes: crate::import::DEFAULT_MAX_IMPORT_BYTES as usize,
             admin_token: None,
             tenant_concurrency: DEFAULT_TENANT_CONCURRENCY,
+            console: None,
         }
     }
 }
@@ -571,6 +620,7 @@ pub fn app(state: AppState) -> Router {
             admin::router(state.clone(), config.admin_token.clone()),
         )
         .merge(webhooks::router())
+        .merge(console::router(state.clone(), config.console.clone()))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))

@@ -28,6 +28,8 @@ pub enum TenancyError {
         "invalid Clerk organization id {0:?}: must be 1 to 255 visible characters without spaces (e.g. org_2abc123)"
     )]
     InvalidClerkOrganization(String),
+    #[error("a trial can be extended by 1 to 90 days at once, not {0}")]
+    InvalidTrialExtension(u32),
     #[error("a tenant with slug {0:?} already exists")]
     SlugTaken(String),
     #[error("Clerk organization {0:?} already has a tenant")]

@@ -59,6 +59,11 @@ impl NewTenant {
     }
 }
 
+/// The longest trial extension one act grants ([`Tenancy::extend_trial`]).
+pub const MAX_TRIAL_EXTENSION_DAYS: u32 = 90;
+// TenancyError::InvalidTrialExtension's message and `tenant extend-trial --days` say 90.
+const _: () = assert!(MAX_TRIAL_EXTENSION_DAYS == 90);
+
 /// What `repair` found and did.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -171,6 +176,86 @@ impl Tenancy {
                  WHERE id = $1")
         })
         .await
+    }
+
+    /// Moves the end of a live trial `days` later (from its current end, or from now when
+    /// that has passed): a sales conversation that needs more time. At most
+    /// [`MAX_TRIAL_EXTENSION_DAYS`] at once; only a live tenant on trial.
+    pub async fn extend_trial(
+        &self,
+        slug: &str,
+        days: u32,
+        actor: &Actor,
+    ) -> Result<Tenant, TenancyError> {
+        if !(1..=MAX_TRIAL_EXTENSION_DAYS).contains(&days) {
+            return Err(TenancyError::InvalidTrialExtension(days));
+        }
+        let mut tx = self.pool.begin().await?;
+        let before = registry::fetch(&mut tx, slug, true).await?;
+        if before.state() != TenantState::Live
+            || before.subscription_status != crate::billing::SubscriptionStatus::Trial
+        {
+            return Err(wrong_state(
+                &before,
+                "only a live tenant on trial can have its trial extended",
+            ));
+        }
+        let ends: DateTime<Utc> = sqlx::query_scalar(
+            "UPDATE public.tenants
+                SET trial_ends_at = greatest(coalesce(trial_ends_at, now()), now())
+                                    + make_interval(days => $2)
+              WHERE id = $1 RETURNING trial_ends_at",
+        )
+        .bind(before.id)
+        .bind(days as i32)
+        .fetch_one(&mut *tx)
+        .await?;
+        let metadata = json!({
+            "slug": before.slug, "days": days,
+            "from_trial_ends_at": before.trial_ends_at, "trial_ends_at": ends,
+        });
+        audit::record(
+            &mut tx,
+            actor,
+            entry(&before, "tenant.trial_extended", metadata),
+        )
+        .await?;
+        let after = registry::fetch(&mut tx, slug, false).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Puts a tenant that is not soft-deleted on `tier`, with that plan's limits and
+    /// features ([`super::members::apply_plan`], as billing does). Billing decides the tier
+    /// of a tenant with a Stripe subscription: its next subscription event sets the tier of
+    /// its price again.
+    pub async fn set_tier(
+        &self,
+        slug: &str,
+        tier: Tier,
+        actor: &Actor,
+    ) -> Result<Tenant, TenancyError> {
+        let mut tx = self.pool.begin().await?;
+        let before = registry::fetch(&mut tx, slug, true).await?;
+        if before.state() == TenantState::Deleted {
+            return Err(wrong_state(&before, "undelete it first"));
+        }
+        if before.subscription_tier == tier {
+            return Err(wrong_state(&before, "it is already on that tier"));
+        }
+        super::members::apply_plan(&mut tx, before.id, tier).await?;
+        let metadata = json!({
+            "slug": before.slug, "from_tier": before.subscription_tier, "to_tier": tier,
+        });
+        audit::record(
+            &mut tx,
+            actor,
+            entry(&before, "tenant.tier_changed", metadata),
+        )
+        .await?;
+        let after = registry::fetch(&mut tx, slug, false).await?;
+        tx.commit().await?;
+        Ok(after)
     }
 
     /// Soft delete: the tenant becomes unusable, its data stays until purged.

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::billing::Tier;
+
 use crate::access::Role;
 
 /// Who a member is, as Clerk describes them.
@@ -155,6 +157,27 @@ pub async fn update_profile(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Puts tenant `id` on `tier`: the tier, its plan's limits and features ([`Tier::plan`]),
+/// and the members beyond the new `max_users` ([`refresh_limits`]). In the caller's
+/// transaction: a Stripe subscription event and an operator's `tenant set-tier` share it.
+pub async fn apply_plan(conn: &mut PgConnection, id: Uuid, tier: Tier) -> sqlx::Result<()> {
+    let plan = tier.plan();
+    let features = serde_json::to_value(&plan.features).unwrap_or_else(|_| serde_json::json!({}));
+    sqlx::query(
+        "UPDATE public.tenants SET subscription_tier = $2, max_users = $3, max_entities = $4,
+                features = $5
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(tier)
+    .bind(plan.max_users)
+    .bind(plan.max_entities)
+    .bind(features)
+    .execute(&mut *conn)
+    .await?;
+    refresh_limits(conn, id).await
 }
 
 /// Recomputes which members are beyond the plan's `max_users`: the owner first, then by

@@ -7,6 +7,7 @@
 
 pub mod backup;
 mod catalog;
+pub mod census;
 mod error;
 pub mod fleet;
 pub mod ident;

@@ -54,9 +54,22 @@ impl Report {
     }
 }
 
-/// Gathers the report. A database that was never migrated yields a report with a failing
-/// check rather than an error, so `doctor` can say what to do.
-pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
+/// Everything `capliquify doctor` checks (and the console's System page shows): [`report`]
+/// and the checks of the connected role's privileges and of Citus.
+pub async fn doctor(pool: &PgPool) -> sqlx::Result<Report> {
+    let mut report = report(pool).await?;
+    report
+        .checks
+        .push(crate::db::privileges::doctor_check(pool).await?);
+    report
+        .checks
+        .push(crate::db::citus::doctor_check(pool).await?);
+    Ok(report)
+}
+
+/// The versions of this build, the server, the public schema and the tenant catalog, and
+/// whether the public schema was migrated at all (else its versions are 0).
+pub async fn versions(pool: &PgPool) -> sqlx::Result<(Versions, bool)> {
     let postgres: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(pool)
         .await?;
@@ -73,6 +86,23 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
         tenant_catalog: 0,
         tenant_catalog_expected: latest_version(tenant_migrations()),
     };
+    if migrated {
+        let (public_schema, tenant_catalog): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT max(version) FROM public._sqlx_migrations WHERE success),
+                    (SELECT max(version) FROM public.tenant_migrations)",
+        )
+        .fetch_one(pool)
+        .await?;
+        versions.public_schema = public_schema.unwrap_or(0);
+        versions.tenant_catalog = tenant_catalog.unwrap_or(0);
+    }
+    Ok((versions, migrated))
+}
+
+/// Gathers the report. A database that was never migrated yields a report with a failing
+/// check rather than an error, so `doctor` can say what to do.
+pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
+    let (versions, migrated) = versions(pool).await?;
     if !migrated {
         return Ok(Report {
             versions,
@@ -84,15 +114,6 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
             }],
         });
     }
-    let (public_schema, tenant_catalog): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT max(version) FROM public._sqlx_migrations WHERE success),
-                (SELECT max(version) FROM public.tenant_migrations)",
-    )
-    .fetch_one(pool)
-    .await?;
-    versions.public_schema = public_schema.unwrap_or(0);
-    versions.tenant_catalog = tenant_catalog.unwrap_or(0);
-
     let summary =
         sqlx::query_as("SELECT check_name, count, expected FROM public.tenancy_summary()")
             .fetch_all(pool)

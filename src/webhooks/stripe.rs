@@ -516,24 +516,18 @@ async fn upsert_subscription(
         } else {
             None
         };
-        let plan = tier.plan();
+        members::apply_plan(conn, tenant.id, tier).await?;
         sqlx::query(
-            "UPDATE public.tenants SET subscription_tier = $2, max_users = $3, max_entities = $4, features = $5,
-                 stripe_customer_id = coalesce(stripe_customer_id, $6),
-                 subscription_starts_at = coalesce(subscription_starts_at, $7), subscription_ends_at = $8
+            "UPDATE public.tenants SET stripe_customer_id = coalesce(stripe_customer_id, $2),
+                 subscription_starts_at = coalesce(subscription_starts_at, $3), subscription_ends_at = $4
              WHERE id = $1",
         )
         .bind(tenant.id)
-        .bind(tier)
-        .bind(plan.max_users)
-        .bind(plan.max_entities)
-        .bind(serde_json::to_value(&plan.features)?)
         .bind(&sub.customer)
         .bind(period_start)
         .bind(access_ends)
         .execute(&mut *conn)
         .await?;
-        members::refresh_limits(conn, tenant.id).await?;
     }
     if !status_stale {
         // A cancellation whose paid period is still running leaves the status alone.

@@ -658,3 +658,72 @@ async fn a_password_in_the_database_url_never_reaches_the_error_message() {
         );
     }
 }
+
+#[tokio::test]
+async fn extend_trial_moves_a_live_trial_and_refuses_anything_else() {
+    let db = TestDb::new().await;
+    let t = db.tenant("longer-trial", Tier::Starter).await;
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "extend-trial", "longer-trial", "--days", "7"],
+    );
+    assert_ok(&out);
+    let ends: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT trial_ends_at FROM public.tenants WHERE id = $1")
+            .bind(t.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((ends - t.trial_ends_at.unwrap()).num_days(), 7);
+    assert_eq!(
+        db.audit_actions(t.id).await,
+        ["tenant.provisioned", "tenant.trial_extended"]
+    );
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "extend-trial", "longer-trial", "--days", "91"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--days"), "{}", stderr(&out));
+    db.exec("UPDATE public.tenants SET subscription_status = 'active' WHERE slug = 'longer-trial'")
+        .await;
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "extend-trial", "longer-trial", "--days", "3"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("only a live tenant on trial"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn set_tier_applies_the_plan_and_refuses_the_same_tier() {
+    let db = TestDb::new().await;
+    let t = db.tenant("retiered", Tier::Starter).await;
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "set-tier", "retiered", "--tier", "professional"],
+    );
+    assert_ok(&out);
+    let (tier, max_entities): (String, i32) = sqlx::query_as(
+        "SELECT subscription_tier::text, max_entities FROM public.tenants WHERE id = $1",
+    )
+    .bind(t.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((tier.as_str(), max_entities), ("professional", 5));
+    let out = capliquify(
+        Some(&db),
+        &["tenant", "set-tier", "retiered", "--tier", "professional"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already on that tier"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -11,6 +11,7 @@ mod audit;
 mod backup;
 mod citus;
 mod cli;
+mod console;
 mod credentials;
 mod deploy;
 mod engine;

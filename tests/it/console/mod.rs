@@ -1,0 +1,628 @@
+//! The operators' console (`/console`) over plain HTTP: access, sessions, CSRF, headers,
+//! pages and acts. The browser tests (`browser.rs`) drive the same through Chromium.
+
+mod browser;
+
+use std::sync::Arc;
+
+use capliquify::access::Role;
+use capliquify::billing::Tier;
+use capliquify::http::HttpConfig;
+use capliquify::http::console::{ConsoleConfig, IDLE_TIMEOUT};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+
+use crate::common::api::TestApp;
+
+pub const ADMIN_TOKEN: &str = "console-admin-token-0123456789abcdef";
+
+/// A service with the console on, signed in to with [`ADMIN_TOKEN`].
+pub async fn app_with_console() -> TestApp {
+    TestApp::spawn_with(
+        HttpConfig {
+            admin_token: Some(Arc::from(ADMIN_TOKEN)),
+            console: Some(ConsoleConfig {
+                token: Arc::from(ADMIN_TOKEN),
+                secure_cookie: false,
+                idle: IDLE_TIMEOUT,
+            }),
+            ..HttpConfig::default()
+        },
+        6,
+    )
+    .await
+}
+
+/// A browser-like client that does not follow redirects and carries a session cookie.
+struct Browser<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Page {
+    fn location(&self) -> Option<&str> {
+        self.headers.get(LOCATION).and_then(|v| v.to_str().ok())
+    }
+
+    /// The CSRF token of the first form of the page.
+    fn csrf(&self) -> String {
+        let at = self
+            .text
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no CSRF field in {}", self.text));
+        let rest = &self.text[at + "name=\"csrf\" value=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent("console-tests")
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", c),
+            None => req,
+        };
+        let response = req.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        Page {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.client.get(self.app.url(path));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.client.post(self.app.url(path));
+        let req = with_form(req, form);
+        self.send(req).await
+    }
+
+    async fn sign_in(&mut self, token: &str) -> Page {
+        let page = self.post("/console/sign-in", &[("token", token)]).await;
+        if let Some(set) = page.headers.get(SET_COOKIE) {
+            let set = set.to_str().unwrap();
+            self.cookie = Some(set.split(';').next().unwrap().to_owned());
+        }
+        page
+    }
+
+    async fn signed_in(app: &'a TestApp) -> Self {
+        let mut browser = Self::new(app);
+        let page = browser.sign_in(ADMIN_TOKEN).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
+        assert_eq!(page.location(), Some("/console"));
+        browser
+    }
+}
+
+/// `req` with `form` as its urlencoded body.
+fn with_form(req: reqwest::RequestBuilder, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    req.header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+}
+
+async fn count_audit(app: &TestApp, action: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM public.audit_logs WHERE action = $1")
+        .bind(action)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_console_is_off_unless_configured() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    for path in ["/console", "/console/sign-in", "/console/tenants"] {
+        assert_eq!(
+            browser.get(path).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_answer_with_strict_headers() {
+    let app = app_with_console().await;
+    let mut browser = Browser::new(&app);
+    let page = browser.get("/console/tenants").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), Some("/console/sign-in"));
+    let page = browser.get("/console/sign-in").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("script-src"));
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(page.headers["cache-control"], "no-store");
+
+    let page = browser.sign_in(ADMIN_TOKEN).await;
+    let cookie = page.headers[SET_COOKIE].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    // The stored session is the id's hash, never the id itself.
+    let id = browser.cookie.clone().unwrap();
+    let id = id.split_once('=').unwrap().1.to_owned();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.console_sessions
+          WHERE id_hash = sha256(convert_to($1, 'UTF8')) AND revoked_at IS NULL",
+    )
+    .bind(&id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 1);
+
+    for path in [
+        "/console",
+        "/console/tenants",
+        "/console/audit",
+        "/console/system",
+    ] {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text);
+        assert!(page.text.contains("<main"), "{path}");
+        assert!(!page.text.contains("<script"), "{path}");
+        assert!(!page.text.contains("style="), "{path}");
+    }
+    // The stylesheet the pages link to is served, cached for good.
+    let overview = browser.get("/console").await;
+    // The 12 months' chart is drawn on the server, its numbers readable without it.
+    assert!(overview.text.contains("<svg") && overview.text.contains("role=\"img\""));
+    let month = chrono::Utc::now().format("%b %y").to_string();
+    assert!(
+        overview.text.contains(&format!("{month}: 0")),
+        "{}",
+        overview.text
+    );
+    let css_at = overview.text.find("/console/assets/console-").unwrap();
+    let css = &overview.text[css_at..];
+    let css = &css[..css.find('"').unwrap()];
+    let sheet = browser.get(css).await;
+    assert_eq!(sheet.status, StatusCode::OK);
+    assert!(
+        sheet.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert_eq!(
+        browser
+            .get("/console/assets/console-000000.css")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_audited_and_limited() {
+    let app = app_with_console().await;
+    let mut browser = Browser::new(&app);
+    for _ in 0..5 {
+        let page = browser
+            .sign_in("not-the-admin-token-at-all-0123456789")
+            .await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        assert!(page.headers.get(SET_COOKIE).is_none());
+    }
+    let page = browser.sign_in(ADMIN_TOKEN).await;
+    assert_eq!(
+        page.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right token waits"
+    );
+    assert!(page.headers.get("retry-after").is_some());
+    assert_eq!(count_audit(&app, "console.sign_in_failed").await, 5);
+    assert_eq!(count_audit(&app, "console.signed_in").await, 0);
+}
+
+#[tokio::test]
+async fn an_operator_suspends_and_reactivates_a_tenant_through_the_tenancy_acts() {
+    let app = app_with_console().await;
+    let acme = app.tenant("acme-console", Tier::Professional).await;
+    let owner = app.token_for(&acme, Role::Owner);
+    let mut browser = Browser::signed_in(&app).await;
+
+    let found = browser.get("/console/tenants?q=org_acme-console").await;
+    assert!(
+        found
+            .text
+            .contains("href=\"/console/tenants/acme-console\""),
+        "{}",
+        found.text
+    );
+    let page = browser.get("/console/tenants/acme-console").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("/console/tenants/acme-console/suspend"));
+
+    let confirm = browser.get("/console/tenants/acme-console/suspend").await;
+    let csrf = confirm.csrf();
+    // A suspension without a reason is refused and changes nothing.
+    let refused = browser
+        .post(
+            "/console/tenants/acme-console/suspend",
+            &[("csrf", &csrf), ("reason", " ")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.get(&owner, "/api/v1/tenant").await.status,
+        StatusCode::OK
+    );
+
+    let done = browser
+        .post(
+            "/console/tenants/acme-console/suspend",
+            &[("csrf", &csrf), ("reason", "unpaid invoices")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    app.get(&owner, "/api/v1/tenant")
+        .await
+        .problem(StatusCode::FORBIDDEN, "tenant_suspended");
+    let (actor, reason): (serde_json::Value, String) = sqlx::query_as(
+        "SELECT metadata->'actor', metadata->>'reason' FROM public.audit_logs
+          WHERE action = 'tenant.suspended' AND tenant_id = $1",
+    )
+    .bind(acme.tenant.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(actor["kind"], "operator");
+    assert_eq!(actor["who"], "admin-token");
+    assert_eq!(actor["via"], "console");
+    assert_eq!(reason, "unpaid invoices");
+    // Suspending again is a conflict, said plainly.
+    let again = browser
+        .post(
+            "/console/tenants/acme-console/suspend",
+            &[("csrf", &csrf), ("reason", "twice")],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+
+    let done = browser
+        .post(
+            "/console/tenants/acme-console/reactivate",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    assert_eq!(
+        app.get(&owner, "/api/v1/tenant").await.status,
+        StatusCode::OK
+    );
+
+    // The trail shows both acts, and the CSV export carries them.
+    let audit = browser.get("/console/audit?tenant=acme-console").await;
+    assert!(audit.text.contains("tenant.suspended") && audit.text.contains("tenant.reactivated"));
+    let csv = browser
+        .get("/console/audit.csv?tenant=acme-console&action=tenant.suspended")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", csv.text);
+    assert!(lines[0].starts_with("time,tenant,action"));
+    assert!(
+        lines[1].contains("acme-console,tenant.suspended")
+            && lines[1].contains("operator admin-token")
+    );
+}
+
+#[tokio::test]
+async fn acts_without_the_csrf_token_or_after_sign_out_change_nothing() {
+    let app = app_with_console().await;
+    let t = app.tenant("csrf-target", Tier::Starter).await;
+    let owner = app.token_for(&t, Role::Owner);
+    let mut browser = Browser::signed_in(&app).await;
+    let csrf = browser
+        .get("/console/tenants/csrf-target/suspend")
+        .await
+        .csrf();
+    let path = "/console/tenants/csrf-target/suspend";
+
+    let none = browser.post(path, &[("reason", "no token")]).await;
+    assert_eq!(none.status, StatusCode::FORBIDDEN);
+    let wrong = browser
+        .post(path, &[("csrf", "forged"), ("reason", "wrong token")])
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    // Another site's form is refused even with the right token.
+    let req = browser
+        .client
+        .post(app.url(path))
+        .header("origin", "https://evil.example");
+    let req = with_form(req, &[("csrf", csrf.as_str()), ("reason", "cross-site")]);
+    assert_eq!(browser.send(req).await.status, StatusCode::FORBIDDEN);
+
+    let out = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let after = browser
+        .post(path, &[("csrf", &csrf), ("reason", "after sign-out")])
+        .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(browser.get("/console").await.status, StatusCode::SEE_OTHER);
+
+    assert_eq!(
+        app.get(&owner, "/api/v1/tenant").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(count_audit(&app, "tenant.suspended").await, 0);
+    assert_eq!(count_audit(&app, "console.signed_out").await, 1);
+}
+
+#[tokio::test]
+async fn bad_filters_get_a_400_naming_them() {
+    let app = app_with_console().await;
+    let mut browser = Browser::signed_in(&app).await;
+    for path in [
+        "/console/tenants?status=bogus",
+        "/console/tenants?tier=gold",
+        "/console/tenants?sort=x",
+        "/console/audit?from=yesterday",
+        "/console/audit?before=nonsense",
+    ] {
+        let page = browser.get(path).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            page.text
+        );
+    }
+    assert_eq!(
+        browser.get("/console/tenants/no-such-tenant").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        browser
+            .get("/console/tenants/no-such-tenant/explode")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let page = browser.get("/console/no/such/page").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.text.contains("<main"), "{}", page.text);
+    // Routes outside the console keep the API's problem documents.
+    let api = browser.get("/no-such-route").await;
+    assert_eq!(api.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.headers["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_tenant_list_pages_by_slug_and_filters_by_status() {
+    let app = app_with_console().await;
+    for i in 0..55 {
+        app.db.tenant(&format!("page-{i:03}"), Tier::Starter).await;
+    }
+    app.db
+        .tenancy()
+        .suspend(
+            "page-007",
+            Some("test"),
+            &capliquify::audit::Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let mut browser = Browser::signed_in(&app).await;
+    let first = browser.get("/console/tenants?q=page-").await;
+    assert!(first.text.contains("page-049") && !first.text.contains("page-050"));
+    let next_at = first.text.find("rel=\"next\"").expect("a next page");
+    let href_at = first.text[..next_at].rfind("href=\"").unwrap();
+    let href = first.text[href_at + 6..next_at]
+        .trim_end_matches("\" ")
+        .replace("&amp;", "&");
+    let second = browser.get(&href).await;
+    assert!(
+        second.text.contains("page-054") && !second.text.contains("page-049"),
+        "{href}"
+    );
+    assert!(!second.text.contains("rel=\"next\""));
+    // Newest first pages the other way.
+    let newest = browser.get("/console/tenants?q=page-&sort=newest").await;
+    assert!(newest.text.contains("page-054") && !newest.text.contains("page-004"));
+    let next_at = newest.text.find("rel=\"next\"").expect("a next page");
+    let href_at = newest.text[..next_at].rfind("href=\"").unwrap();
+    let href = newest.text[href_at + 6..next_at]
+        .trim_end_matches("\" ")
+        .replace("&amp;", "&");
+    let older = browser.get(&href).await;
+    assert!(
+        older.text.contains("page-000") && !older.text.contains("page-005"),
+        "{href}"
+    );
+    assert_eq!(
+        browser.get("/console/tenants?sort=oldest").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let suspended = browser.get("/console/tenants?status=suspended").await;
+    assert!(suspended.text.contains("page-007") && !suspended.text.contains("page-008"));
+}
+
+#[tokio::test]
+async fn an_operator_extends_a_trial_soft_deletes_and_undeletes() {
+    let app = app_with_console().await;
+    let t = app.tenant("trial-co", Tier::Starter).await;
+    let before = t.tenant.trial_ends_at.unwrap();
+    let mut browser = Browser::signed_in(&app).await;
+    let csrf = browser
+        .get("/console/tenants/trial-co/extend-trial")
+        .await
+        .csrf();
+    let path = "/console/tenants/trial-co/extend-trial";
+    for days in ["0", "91", "ten", ""] {
+        let page = browser.post(path, &[("csrf", &csrf), ("days", days)]).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "days={days:?}");
+    }
+    let done = browser.post(path, &[("csrf", &csrf), ("days", "10")]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    let after = app.db.tenancy().pool().clone();
+    let ends: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT trial_ends_at FROM public.tenants WHERE id = $1")
+            .bind(t.tenant.id)
+            .fetch_one(&after)
+            .await
+            .unwrap();
+    assert_eq!((ends - before).num_days(), 10);
+    assert_eq!(count_audit(&app, "tenant.trial_extended").await, 1);
+
+    let done = browser
+        .post("/console/tenants/trial-co/delete", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    let owner = app.token_for(&t, Role::Owner);
+    assert_eq!(
+        app.get(&owner, "/api/v1/tenant").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A deleted tenant's trial is not extended: 409, said plainly.
+    let refused = browser.post(path, &[("csrf", &csrf), ("days", "5")]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    let done = browser
+        .post("/console/tenants/trial-co/undelete", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    assert_eq!(
+        app.get(&owner, "/api/v1/tenant").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_system_page_shows_migrations_and_says_where_doctor_runs() {
+    let app = app_with_console().await;
+    app.tenant("sys-co", Tier::Starter).await;
+    let mut browser = Browser::signed_in(&app).await;
+    let page = browser.get("/console/system").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    // The isolation checks read every tenant schema, which the service's role may not:
+    // the page says so and where to run them, and shows the rest.
+    assert!(
+        page.text
+            .contains("run <code>capliquify doctor</code> as the database owner"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("Every tenant schema is at version"));
+    let (versions, _) = capliquify::tenancy::verify::versions(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(page.text.contains(&versions.postgres));
+}
+
+#[tokio::test]
+async fn an_operator_changes_a_tier_and_the_plan_follows() {
+    let app = app_with_console().await;
+    let t = app.tenant("tiered", Tier::Starter).await;
+    let mut browser = Browser::signed_in(&app).await;
+    let csrf = browser
+        .get("/console/tenants/tiered/change-tier")
+        .await
+        .csrf();
+    let path = "/console/tenants/tiered/change-tier";
+    let bad = browser
+        .post(path, &[("csrf", &csrf), ("tier", "gold")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let same = browser
+        .post(path, &[("csrf", &csrf), ("tier", "starter")])
+        .await;
+    assert_eq!(same.status, StatusCode::CONFLICT);
+    let done = browser
+        .post(path, &[("csrf", &csrf), ("tier", "enterprise")])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    let (tier, max_users): (String, i32) = sqlx::query_as(
+        "SELECT subscription_tier::text, max_users FROM public.tenants WHERE id = $1",
+    )
+    .bind(t.tenant.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((tier.as_str(), max_users), ("enterprise", 100));
+    assert_eq!(count_audit(&app, "tenant.tier_changed").await, 1);
+}
+
+#[tokio::test]
+async fn purge_needs_the_slug_typed_and_the_box_ticked_within_the_grace_period() {
+    let app = app_with_console().await;
+    let t = app.tenant("doomed", Tier::Starter).await;
+    let mut browser = Browser::signed_in(&app).await;
+    let csrf = browser.get("/console/tenants/doomed/delete").await.csrf();
+    let path = "/console/tenants/doomed/purge";
+    // Live: not purged.
+    let live = browser
+        .post(
+            path,
+            &[("csrf", &csrf), ("confirm", "doomed"), ("early", "on")],
+        )
+        .await;
+    assert_eq!(live.status, StatusCode::CONFLICT, "{}", live.text);
+    browser
+        .post("/console/tenants/doomed/delete", &[("csrf", &csrf)])
+        .await;
+    let wrong = browser
+        .post(
+            path,
+            &[("csrf", &csrf), ("confirm", "doome"), ("early", "on")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    let not_early = browser
+        .post(path, &[("csrf", &csrf), ("confirm", "doomed")])
+        .await;
+    assert_eq!(not_early.status, StatusCode::CONFLICT, "{}", not_early.text);
+    assert!(app.db.schema_exists(&t.tenant.schema_name).await);
+    let done = browser
+        .post(
+            path,
+            &[("csrf", &csrf), ("confirm", "doomed"), ("early", "on")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    assert!(!app.db.schema_exists(&t.tenant.schema_name).await);
+    assert_eq!(count_audit(&app, "tenant.purged").await, 1);
+    assert_eq!(
+        browser.get("/console/tenants/doomed").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
