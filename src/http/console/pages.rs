@@ -144,7 +144,7 @@ pub async fn overview(
                 @if mrr.is_empty() {
                     p { "No paying subscriptions." }
                 } @else {
-                    div.scroll { table {
+                    div.scroll tabindex="0" role="region" aria-label="Recurring revenue" { table {
                         thead { tr {
                             th scope="col" { "Currency" } th.num scope="col" { "MRR" }
                             th.num scope="col" { "ARR" } th.num scope="col" { "Subscriptions" }
@@ -209,7 +209,7 @@ pub async fn overview(
 /// A table of tenants linking to their pages.
 fn tenant_table(tenants: &[Tenant]) -> Markup {
     html! {
-        div.scroll {
+        div.scroll tabindex="0" role="region" aria-label="Tenants" {
             table {
                 thead { tr {
                     th scope="col" { "Slug" } th scope="col" { "Name" } th scope="col" { "Status" }
@@ -504,7 +504,7 @@ pub async fn tenant(
         section.card aria-labelledby="members" {
             h2 #members { "Members" }
             @if members.is_empty() { p { "No members." } } @else {
-                div.scroll { table {
+                div.scroll tabindex="0" role="region" aria-label="Members" { table {
                     thead { tr { th scope="col" { "Email" } th scope="col" { "Name" } th scope="col" { "Role" }
                                  th scope="col" { "Clerk user" } th scope="col" { "Last sign-in" } } }
                     tbody { @for m in &members { tr {
@@ -551,7 +551,7 @@ fn features(features: &serde_json::Value) -> String {
 
 fn audit_table(rows: &[audit::Row], with_tenant: bool) -> Markup {
     html! {
-        div.scroll { table {
+        div.scroll tabindex="0" role="region" aria-label="Audit rows" { table {
             thead { tr {
                 th scope="col" { "Time (UTC)" }
                 @if with_tenant { th scope="col" { "Tenant" } }
@@ -761,7 +761,7 @@ pub async fn system(
             Err(why) => p { "The checks could not run as the service's database role (" (why)
                 "); run " code { "capliquify doctor" } " as the database owner." },
             Ok(report) => {
-            div.scroll { table {
+            div.scroll tabindex="0" role="region" aria-label="Checks" { table {
                 thead { tr { th scope="col" { "Check" } th scope="col" { "Result" } th scope="col" { "Details" } } }
                 tbody { @for c in &report.checks { tr {
                     td { (c.test_name) }
@@ -786,7 +786,7 @@ pub async fn system(
             @match &slow {
                 Err(why) => p { (why) },
                 Ok(rows) if rows.is_empty() => p { "None recorded." },
-                Ok(rows) => div.scroll { table {
+                Ok(rows) => div.scroll tabindex="0" role="region" aria-label="Slowest tenant statements" { table {
                     thead { tr { th scope="col" { "Tenant" } th.num scope="col" { "Calls" }
                                  th.num scope="col" { "Total ms" } th.num scope="col" { "Mean ms" } th scope="col" { "Statement" } } }
                     tbody { @for q in rows { tr {

@@ -456,3 +456,99 @@ async fn screenshots_of_every_page() {
     }
     driver.close().await;
 }
+
+/// axe-core's browser build: `CAPLIQUIFY_AXE_JS`, or where `.ci/run` installs it
+/// (`scripts/console-a11y`, `npm install`).
+fn axe_source(test: &str) -> Option<String> {
+    let path = std::env::var_os("CAPLIQUIFY_AXE_JS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scripts/console-a11y/node_modules/axe-core/axe.min.js")
+        });
+    match std::fs::read_to_string(&path) {
+        Ok(source) => Some(source),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test}: axe-core is not at {} ({e}), and CI must run the accessibility check",
+                path.display()
+            );
+            eprintln!(
+                "\n{bang}\n!! SKIPPED {test}: axe-core is not at {}.\n!! Install it with \
+                 `(cd scripts/console-a11y && npm install --no-package-lock)` (.ci/run does).\n{bang}\n",
+                path.display(),
+                bang = "!".repeat(78)
+            );
+            None
+        }
+    }
+}
+
+/// Every console page, signed out and in, at desktop and phone width: axe-core finds no
+/// serious or critical violation (WCAG 2 A/AA and best-practice rules). The script is
+/// injected through WebDriver, which the pages' CSP (no script at all) does not govern.
+#[tokio::test]
+async fn every_console_page_passes_axe_core() {
+    const TEST: &str = "console::browser::every_console_page_passes_axe_core";
+    let Some(axe) = axe_source(TEST) else {
+        return;
+    };
+    let Some(driver) = browser(TEST).await else {
+        return;
+    };
+    let app = app_with_console().await;
+    app.tenant("axe-co", Tier::Professional).await;
+    let pages = [
+        "/console/sign-in",
+        "/console",
+        "/console/tenants",
+        "/console/tenants?q=axe",
+        "/console/tenants/axe-co",
+        "/console/tenants/axe-co/suspend",
+        "/console/tenants/axe-co/purge",
+        "/console/audit",
+        "/console/system",
+        "/console/no-such-page",
+    ];
+    let run = format!(
+        "const done = arguments[arguments.length - 1];\n{axe}\n\
+         axe.run(document, {{ resultTypes: ['violations'] }})\
+            .then(r => done(r.violations\
+                .filter(v => v.impact === 'serious' || v.impact === 'critical')\
+                .map(v => `${{v.impact}} ${{v.id}}: ${{v.help}} (${{v.nodes.map(n => n.target.join(' ')).join(', ')}})`)))\
+            .catch(e => done([`axe failed: ${{e}}`]));"
+    );
+    let mut found = Vec::new();
+    for (width, height) in [(1280, 900), (390, 844)] {
+        driver
+            .client()
+            .set_window_size(width, height)
+            .await
+            .unwrap();
+        for (i, path) in pages.iter().enumerate() {
+            if i == 1 {
+                driver.sign_in(&app).await;
+            }
+            driver.goto(&app, path).await;
+            let result = driver
+                .client()
+                .execute_async(&run, Vec::new())
+                .await
+                .unwrap();
+            let violations: Vec<String> = serde_json::from_value(result).unwrap();
+            for v in violations {
+                found.push(format!("{path} at {width}px: {v}"));
+            }
+        }
+        // Sign out (from a page that has the button), so the next round signs in again.
+        driver.goto(&app, "/console").await;
+        driver.click("form.signout button").await;
+    }
+    driver.close().await;
+    assert!(
+        found.is_empty(),
+        "axe-core violations:\n{}",
+        found.join("\n")
+    );
+}
