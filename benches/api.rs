@@ -303,22 +303,7 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
         .output()
         .await
         .with_context(|| format!("running {} --version", server.tool("pgbench").display()))?;
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("capliquify API benchmark");
-    println!(
-        "  date:     {}",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    println!("  cores:    {cores}");
-    // Other work on the machine takes cores from both sides; recorded with the results.
-    println!(
-        "  loadavg:  {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
-    println!("  server:   {version}");
-    println!("  database: {}", server.describe());
+    server.print_header("API", &version);
     println!(
         "  pgbench:  {}",
         String::from_utf8_lossy(&pgbench_version.stdout).trim()

@@ -97,17 +97,7 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
         .output()
         .await
         .context("running pg_dump --version")?;
-    println!("capliquify backup benchmark");
-    println!(
-        "  date:     {}",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    println!(
-        "  cores:    {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!("  server:   {version}");
-    println!("  database: {}", server.describe());
+    server.print_header("backup", &version);
     println!(
         "  pg_dump:  {}",
         String::from_utf8_lossy(&pg_dump_version.stdout).trim()

@@ -153,23 +153,7 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     let version: String = sqlx::query_scalar("SELECT version()")
         .fetch_one(&setup)
         .await?;
-    println!("capliquify fleet benchmark");
-    println!(
-        "  date:     {}",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    println!(
-        "  cores:    {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!(
-        "  loadavg:  {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
-    println!("  server:   {version}");
-    println!("  database: {}", server.describe());
+    server.print_header("fleet", &version);
     println!(
         "  load:     {} tenants ({} hot), {} connections and {} reqwest tasks, {} s warm-up + {} s window per run",
         args.tenants, args.hot, args.clients, args.clients, args.warmup, args.duration

@@ -82,17 +82,7 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
         .await?;
     let psql = server.tool("psql");
     let psql_version = Command::new(&psql).arg("--version").output()?;
-    println!("capliquify import benchmark");
-    println!(
-        "  date:     {}",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    println!(
-        "  cores:    {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!("  server:   {version}");
-    println!("  database: {}", server.describe());
+    server.print_header("import", &version);
     println!(
         "  psql:     {}",
         String::from_utf8_lossy(&psql_version.stdout).trim()

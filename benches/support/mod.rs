@@ -97,6 +97,29 @@ impl BenchServer {
         format!("{} ({origin})", capliquify::db::redact(&self.bench_url))
     }
 
+    /// The report's first lines: the bench, when, on how many cores, how busy the machine
+    /// was (other work takes cores from both sides of every ratio), the server and database.
+    #[allow(dead_code)] // not every bench prints this header
+    pub fn print_header(&self, bench: &str, server_version: &str) {
+        println!("capliquify {bench} benchmark");
+        println!(
+            "  date:     {}",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        );
+        println!(
+            "  cores:    {}",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!(
+            "  loadavg:  {}",
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+        println!("  server:   {server_version}");
+        println!("  database: {}", self.describe());
+    }
+
     /// A PostgreSQL client tool: the embedded cluster's own, else the one on PATH.
     #[allow(dead_code)] // the fleet bench runs no client tool
     pub fn tool(&self, name: &str) -> PathBuf {
