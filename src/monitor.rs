@@ -49,6 +49,9 @@ pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
                LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'i', 'm')
                LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
               WHERE n.nspname LIKE 'tenant\\_%'
+                -- (the schema pool's unclaimed schemas are nobody's yet)
+                AND NOT EXISTS (SELECT 1 FROM public.tenant_schema_pool p
+                                 WHERE p.schema_name = n.nspname)
               GROUP BY n.oid, n.nspname
               ORDER BY pages DESC, n.nspname
               LIMIT greatest($1 * $2, $3)

@@ -4,6 +4,7 @@ mod config_check;
 mod forecasts;
 mod import;
 mod output;
+mod schema_pool;
 mod tenant;
 
 use std::process::ExitCode;
@@ -93,6 +94,10 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// Import a CSV or spreadsheet file into a tenant's table (as POST /api/v1/imports), or
     /// migrate Sentia's database into a tenant (import sentia).
     Import(import::ImportArgs),
+    /// Tenant schemas made ahead of sign-ups, so a new tenant waits for no DDL: status,
+    /// fill, drain.
+    #[command(subcommand)]
+    SchemaPool(schema_pool::SchemaPoolCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -377,6 +382,10 @@ async fn with_database(
             tenant::run(db, settings, cmd, json).await
         }
         Command::Doctor => doctor(db, json).await,
+        Command::SchemaPool(cmd) => {
+            migrate::ensure_current(&db.pool).await?;
+            schema_pool::run(db, cmd, json).await
+        }
         Command::Fleet(FleetCommand::Sql {
             query,
             tenants,
@@ -529,9 +538,25 @@ async fn run_migrate(db: &Database, args: MigrateArgs, json: bool) -> anyhow::Re
     let report =
         migrate::migrate_fleet(&db.clusters, pending, latest, args.jobs as usize, on_done).await;
     bar.finish_and_clear();
+    // The schema pool's unclaimed schemas follow, so a sign-up never claims an old one.
+    let pooled = migrate::pending_pooled(&db.pool, latest).await?;
+    let pool_report = migrate::migrate_pooled(&db.pool, &pooled, latest).await;
+    for (schema, error) in &pool_report.failed {
+        eprintln!("FAILED pooled schema {schema}: {error}");
+    }
     if json {
-        output::json(&report)?;
+        let mut value = serde_json::to_value(&report)?;
+        value["schema_pool"] = serde_json::to_value(&pool_report)?;
+        output::json(&value)?;
     } else {
+        if pool_report.pending > 0 {
+            println!(
+                "schema pool: {} unclaimed schema(s) migrated, {} claimed meanwhile, {} failed",
+                pool_report.migrated,
+                pool_report.skipped,
+                pool_report.failed.len()
+            );
+        }
         println!(
             "{} tenant(s) migrated, {} failed, in {} ms (version {latest})",
             report.migrated,
@@ -552,11 +577,13 @@ async fn run_migrate(db: &Database, args: MigrateArgs, json: bool) -> anyhow::Re
             );
         }
     }
-    Ok(if report.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if report.failed.is_empty() && pool_report.failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitCode> {
@@ -577,11 +604,16 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
     let pending = migrate::pending_tenants(&db.pool, latest)
         .await
         .unwrap_or_default();
+    // (Nor a schema pool before migration 0017.)
+    let pooled = migrate::pending_pooled(&db.pool, latest)
+        .await
+        .unwrap_or_default();
     if json {
         return output::json(&serde_json::json!({
             "public_migrations_pending": public_pending,
             "tenant_version": latest,
             "tenants_pending": pending,
+            "pooled_schemas_pending": pooled,
         }))
         .map(|()| ExitCode::SUCCESS);
     }
@@ -613,6 +645,12 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
         println!(
             "{}",
             output::table(&["TENANT", "SCHEMA", "FROM VERSION"], rows)
+        );
+    }
+    if !pooled.is_empty() {
+        println!(
+            "{} unclaimed schema(s) of the schema pool would be migrated too",
+            pooled.len()
         );
     }
     Ok(ExitCode::SUCCESS)

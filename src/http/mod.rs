@@ -226,6 +226,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPLIQUIFY_DB_BACKEND_MEMORY_MB", default_value_t = 48,
           value_parser = clap::value_parser!(u32).range(0..=65_536))]
     pub db_backend_memory_mb: u32,
+    /// Tenant schemas kept made ahead of sign-ups (`capliquify schema-pool`): a sign-up
+    /// claims one and only registers its tenant, and the service makes another in the
+    /// background. 0 = none (every sign-up makes its schema while the customer waits).
+    #[arg(long, env = "CAPLIQUIFY_SCHEMA_POOL_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub schema_pool_size: u32,
     /// Not the demo: no demo tenants and no demo authentication, so CLERK_JWKS_URL and
     /// CLERK_ISSUER are required even on the embedded database.
     #[arg(long)]
@@ -454,12 +460,18 @@ async fn run(
             settings.past_due_grace_days,
         ))
     });
+    let refill = (args.schema_pool_size > 0).then(|| {
+        tokio::spawn(crate::tenancy::schema_pool::refill_loop(
+            state.clusters.home().clone(),
+            args.schema_pool_size,
+        ))
+    });
     let service_pool = state.pool.clone();
     tracing::info!(%addr, "listening");
     println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
     launch(listener, state, shutdown_signal()).await?;
-    if let Some(job) = job {
-        job.abort();
+    for task in [job, refill].into_iter().flatten() {
+        task.abort();
     }
     service_pool.close().await;
     tracing::info!("shut down");
@@ -552,6 +564,10 @@ async fn prepare_embedded(pool: &PgPool) -> anyhow::Result<()> {
     let report = migrate::migrate_fleet(pool, pending, latest, 2, Arc::new(|_| {})).await;
     for failed in &report.failed {
         tracing::warn!(tenant = %failed.slug, error = ?failed.error, "tenant migration failed");
+    }
+    let pooled = migrate::pending_pooled(pool, latest).await?;
+    for (schema, error) in migrate::migrate_pooled(pool, &pooled, latest).await.failed {
+        tracing::warn!(%schema, %error, "pooled schema migration failed");
     }
     Ok(())
 }

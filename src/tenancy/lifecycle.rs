@@ -526,7 +526,14 @@ pub(crate) async fn provision_in(
     new: &NewTenant,
     actor: &Actor,
 ) -> Result<Tenant, TenancyError> {
-    let id = Uuid::new_v4();
+    // A schema made ahead (migration 0017), locked for this transaction: the tenant takes
+    // its id and `create_tenant_schema` below adopts it. None pooled: a fresh id, and the
+    // schema is made here. Either way one transaction, so a failed sign-up returns the
+    // pooled schema to the pool.
+    let pooled: Option<Uuid> = sqlx::query_scalar("SELECT public.reserve_pooled_schema()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let id = pooled.unwrap_or_else(Uuid::new_v4);
     let schema = SchemaName::for_tenant(id);
     let plan = new.tier.plan();
     let features = serde_json::to_value(&plan.features).unwrap_or_else(|_| json!({}));
@@ -560,7 +567,11 @@ pub(crate) async fn provision_in(
         entry(
             &inserted,
             "tenant.provisioned",
-            json!({ "slug": inserted.slug, "tier": new.tier, "clerk_organization_id": new.clerk_organization_id }),
+            json!({
+                "slug": inserted.slug, "tier": new.tier,
+                "clerk_organization_id": new.clerk_organization_id,
+                "schema_from_pool": pooled.is_some(),
+            }),
         ),
     )
     .await?;

@@ -216,6 +216,56 @@ pub async fn pending_tenants(pool: &PgPool, latest: i64) -> sqlx::Result<Vec<Pen
     .await
 }
 
+/// Unclaimed schemas of the schema pool ([`super::schema_pool`]) not at `latest`, oldest
+/// first.
+pub async fn pending_pooled(pool: &PgPool, latest: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT schema_name::text FROM public.tenant_schema_pool
+          WHERE schema_version IS DISTINCT FROM $1
+          ORDER BY created_at, schema_name",
+    )
+    .bind(latest)
+    .fetch_all(pool)
+    .await
+}
+
+/// What migrating the schema pool did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolReport {
+    pub pending: usize,
+    pub migrated: usize,
+    /// Claimed by a sign-up meanwhile (the claim migrates it) or drained.
+    pub skipped: usize,
+    /// Schema and error.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Brings the pool's unclaimed `schemas` to `latest` (`migrate_pooled_schema`), one
+/// transaction each, in order. The pool is small (`CAPLIQUIFY_SCHEMA_POOL_SIZE`), so one at
+/// a time.
+pub async fn migrate_pooled(pool: &PgPool, schemas: &[String], latest: i64) -> PoolReport {
+    let mut report = PoolReport {
+        pending: schemas.len(),
+        ..PoolReport::default()
+    };
+    for schema in schemas {
+        let applied: sqlx::Result<Option<i32>> =
+            sqlx::query_scalar("SELECT public.migrate_pooled_schema($1, $2)")
+                .bind(schema)
+                .bind(latest)
+                .fetch_one(pool)
+                .await;
+        match applied {
+            Ok(Some(_)) => report.migrated += 1,
+            Ok(None) => report.skipped += 1,
+            Err(err) => report
+                .failed
+                .push((schema.clone(), describe_db_error(&err))),
+        }
+    }
+    report
+}
+
 /// How one tenant's migration ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantOutcome {

@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod placement;
 pub mod refresh_runs;
 pub mod registry;
+pub mod schema_pool;
 pub mod suspension;
 pub mod verify;
 

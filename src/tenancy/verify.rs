@@ -124,6 +124,7 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
             .await?;
     checks.push(histories(pool).await?);
     checks.push(roles(pool).await?);
+    checks.push(schema_pool(pool, versions.tenant_catalog).await?);
     let current = versions.public_schema == versions.public_schema_expected
         && versions.tenant_catalog == versions.tenant_catalog_expected;
     checks.insert(
@@ -149,6 +150,34 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
         versions,
         summary,
         checks,
+    })
+}
+
+/// The schema pool's unclaimed schemas are at the catalog's newest tenant migration (a sign-up
+/// migrates the one it claims, but `capliquify migrate` should have left none behind).
+async fn schema_pool(pool: &PgPool, latest: i64) -> sqlx::Result<Check> {
+    let status = super::schema_pool::status(pool, latest).await?;
+    let (result, details) = if status.behind == 0 {
+        (
+            "PASS",
+            format!(
+                "{} unclaimed schema(s), all at version {latest}",
+                status.unclaimed
+            ),
+        )
+    } else {
+        (
+            "FAIL",
+            format!(
+                "{} of {} unclaimed schema(s) behind version {latest}; run `capliquify migrate`",
+                status.behind, status.unclaimed
+            ),
+        )
+    };
+    Ok(Check {
+        test_name: "schema_pool_current".into(),
+        result: result.into(),
+        details,
     })
 }
 
@@ -224,8 +253,11 @@ async fn roles(pool: &PgPool) -> sqlx::Result<Check> {
                   WHERE n.nspname LIKE 'tenant\\_%') g
            LEFT JOIN pg_roles r ON r.oid = g.grantee
            LEFT JOIN public.tenants t ON t.schema_name = g.schema
+           -- (an unclaimed pooled schema already belongs to the role of its future tenant)
+           LEFT JOIN public.tenant_schema_pool p ON p.schema_name = g.schema
           WHERE g.grantee <> g.owner
-            AND (r.rolname IS NULL OR r.rolname IS DISTINCT FROM public.tenant_role_name(t.id))
+            AND (r.rolname IS NULL
+                 OR r.rolname IS DISTINCT FROM public.tenant_role_name(coalesce(t.id, p.tenant_id)))
           ORDER BY 1",
     )
     .fetch_all(pool)

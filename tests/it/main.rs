@@ -29,6 +29,7 @@ mod placement;
 mod properties;
 mod recycle;
 mod roles;
+mod schema_pool;
 mod sentia;
 mod sql_functions;
 mod webhooks;

@@ -16,7 +16,7 @@ fn now() -> i64 {
 }
 
 /// Delivers a Clerk event signed the way Svix signs it; returns (status, body).
-async fn clerk(app: &TestApp, msg_id: &str, event: &Value) -> (StatusCode, Value) {
+pub(crate) async fn clerk(app: &TestApp, msg_id: &str, event: &Value) -> (StatusCode, Value) {
     clerk_at(app, msg_id, event, now(), CLERK_SECRET).await
 }
 
@@ -60,7 +60,13 @@ async fn stripe(app: &TestApp, event: &Value) -> (StatusCode, Value) {
     (status, reply.json().await.unwrap_or(Value::Null))
 }
 
-fn org_event(kind: &str, id: &str, name: &str, slug: Option<&str>, updated_ms: i64) -> Value {
+pub(crate) fn org_event(
+    kind: &str,
+    id: &str,
+    name: &str,
+    slug: Option<&str>,
+    updated_ms: i64,
+) -> Value {
     json!({ "type": kind, "object": "event", "timestamp": updated_ms,
             "data": { "id": id, "object": "organization", "name": name, "slug": slug,
                       "created_by": "user_creator", "created_at": 1_700_000_000_000_i64, "updated_at": updated_ms } })
