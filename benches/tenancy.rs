@@ -31,12 +31,18 @@
 //! - `migrate-column`: one new-column tenant migration (`ALTER TABLE products ADD COLUMN`)
 //!   over every tenant with `--jobs 2`, against the same ALTERs run sequentially by one
 //!   `psql` process in autocommit mode. Goal: ratio of totals ours/psql ≤ 1.5.
+//! - `signup`: `--signups` sign-ups through [`Tenancy::provision`], one every
+//!   `--signup-gap-ms`, while the service's refill loop keeps the schema pool at
+//!   `--pool-size` (a sign-up claims a schema made ahead); then the same sign-ups without a
+//!   pool, each making its schema. Goal: p99 < 50 ms with the pool; the ratios against the
+//!   no-pool path are printed.
 //!
 //! Run (release profile):
 //!
 //! ```text
-//! cargo bench --bench tenancy -- [provision|provision-growth|commands|migrate-noop|migrate-column|all]
+//! cargo bench --bench tenancy -- [provision|provision-growth|commands|migrate-noop|migrate-column|signup|all]
 //!     [--tenants N] [--rounds N] [--per-round N] [--column-rounds N] [--window N] [--small N]
+//!     [--signups N] [--signup-gap-ms MS] [--pool-size N]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the benchmark creates and drops the database
@@ -54,6 +60,7 @@ use anyhow::{Context as _, bail, ensure};
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::tenancy::migrate::{self, TenantOutcome};
+use capliquify::tenancy::schema_pool;
 use capliquify::tenancy::{NewTenant, Tenancy};
 use sqlx::migrate::{Migration, MigrationType};
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
@@ -82,7 +89,10 @@ enum Which {
     MigrateNoop,
     /// One new-column tenant migration over the fleet, ours against psql.
     MigrateColumn,
-    /// All five.
+    /// Sign-up latency (p50/p99) with the schema pool refilled in the background, against
+    /// the same sign-ups without a pool.
+    Signup,
+    /// All six.
     All,
 }
 
@@ -116,6 +126,15 @@ struct Args {
     /// New-column migrations per path (alternating which path goes first).
     #[arg(long, value_name = "N", default_value_t = 3)]
     column_rounds: usize,
+    /// Sign-ups per path of the signup benchmark.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    signups: usize,
+    /// Milliseconds between two sign-ups (the arrival rate; the pool refills meanwhile).
+    #[arg(long, value_name = "MS", default_value_t = 150)]
+    signup_gap_ms: u64,
+    /// The schema pool's size in the signup benchmark (CAPLIQUIFY_SCHEMA_POOL_SIZE).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pool_size: u32,
 }
 
 impl BenchArgs for Args {
@@ -210,6 +229,9 @@ async fn run(args: Args, server: &BenchServer) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     if bench.args.runs(Which::Provision) {
         rows.push(bench.provision().await?);
+    }
+    if bench.args.runs(Which::Signup) {
+        rows.extend(bench.signup().await?);
     }
     if bench.args.runs(Which::Commands) {
         rows.extend(bench.commands().await?);
@@ -314,6 +336,85 @@ impl Bench<'_> {
             goal: "ratio <= 1.2".into(),
             met: Some(ratio <= 1.2),
         })
+    }
+
+    // ---- sign-up with the schema pool ----------------------------------------------------
+
+    /// Sign-ups arriving every `--signup-gap-ms`, each through [`Tenancy::provision`] as
+    /// the webhook and the admin API call it, with the service's refill loop keeping the
+    /// pool at `--pool-size`; then the same without a pool. Goal (issue 16): p99 < 50 ms.
+    async fn signup(&self) -> anyhow::Result<Vec<ResultRow>> {
+        let (n, gap) = (
+            self.args.signups,
+            Duration::from_millis(self.args.signup_gap_ms),
+        );
+        println!(
+            "\n== signup: {n} sign-ups per path, one every {} ms; pool of {} refilled by the service's loop",
+            gap.as_millis(),
+            self.args.pool_size
+        );
+        // The pooled path goes first, filled before the first sign-up as `serve` fills it
+        // at start; the loop then refills as sign-ups claim.
+        schema_pool::fill(&self.pool, self.args.pool_size, |_| {}).await?;
+        let refill = tokio::spawn(schema_pool::refill_loop(
+            self.pool.clone(),
+            self.args.pool_size,
+        ));
+        let pooled = self.signups(n, gap).await;
+        refill.abort();
+        let (pooled, claimed) = pooled?;
+        schema_pool::drain(&self.pool, |_| {}).await?;
+        let (bare, _) = self.signups(n, gap).await?;
+        let (p50, p99) = (percentile(&pooled, 0.5), percentile(&pooled, 0.99));
+        let (b50, b99) = (percentile(&bare, 0.5), percentile(&bare, 0.99));
+        println!(
+            "  with the pool: p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms; {claimed} of {n} took a pooled schema",
+            percentile(&pooled, 1.0)
+        );
+        println!(
+            "  without:       p50 {b50:.2} ms, p99 {b99:.2} ms, max {:.2} ms",
+            percentile(&bare, 1.0)
+        );
+        Ok(vec![
+            ResultRow {
+                name: "sign-up p50 ms, pool vs none".into(),
+                ours: format!("{p50:.2}"),
+                baseline: format!("{b50:.2}"),
+                ratio: format!("{:.2}", p50 / b50),
+                goal: "-".into(),
+                met: None,
+            },
+            ResultRow {
+                name: "sign-up p99 ms, pool vs none".into(),
+                ours: format!("{p99:.2}"),
+                baseline: format!("{b99:.2}"),
+                ratio: format!("{:.2}", p99 / b99),
+                goal: "p99 < 50 ms".into(),
+                met: Some(p99 < 50.0),
+            },
+        ])
+    }
+
+    /// `n` sign-ups `gap` apart: milliseconds each, and how many took a pooled schema.
+    async fn signups(&self, n: usize, gap: Duration) -> anyhow::Result<(Vec<f64>, usize)> {
+        let mut times = Vec::with_capacity(n);
+        let mut claimed = 0;
+        for _ in 0..n {
+            tokio::time::sleep(gap).await;
+            let new = self.new_tenant("signup")?;
+            let started = Instant::now();
+            let tenant = self.tenancy.provision(&new, &self.actor).await?;
+            times.push(ms(started.elapsed()));
+            let from_pool: bool = sqlx::query_scalar(
+                "SELECT coalesce((metadata->>'schema_from_pool')::boolean, false) FROM public.audit_logs
+                  WHERE tenant_id = $1 AND action = 'tenant.provisioned'",
+            )
+            .bind(tenant.id)
+            .fetch_one(&self.pool)
+            .await?;
+            claimed += usize::from(from_pool);
+        }
+        Ok((times, claimed))
     }
 
     /// Provisions `n` tenants one after another; milliseconds each.

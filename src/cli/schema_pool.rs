@@ -12,11 +12,12 @@ use crate::tenancy::schema_pool;
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "\
-A sign-up takes a schema from the pool when there is one, so the new tenant only needs its
-registry row: no DDL while the customer waits. `capliquify serve` keeps the pool at
-CAPLIQUIFY_SCHEMA_POOL_SIZE by itself; these commands are for looking at it, for filling it
-ahead of a launch, and for emptying it (e.g. before switching the service's size to 0).
-`capliquify migrate` migrates unclaimed schemas along with the tenants.")]
+A sign-up takes a schema from the pool when there is one, so the new tenant
+only needs its registry row: no DDL while the customer waits. `capliquify serve`
+keeps the pool at CAPLIQUIFY_SCHEMA_POOL_SIZE by itself; these commands are for
+looking at it, for filling it ahead of a launch, and for emptying it (e.g.
+before setting the service's size to 0). `capliquify migrate` migrates
+unclaimed schemas along with the tenants.")]
 pub enum SchemaPoolCommand {
     /// How many schemas wait unclaimed, how many are behind the newest tenant migration,
     /// and when the oldest was made.
