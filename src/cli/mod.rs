@@ -54,9 +54,10 @@ pub enum Command {
     Serve(http::ServeArgs),
     /// Apply public-schema migrations, then bring every tenant schema to the newest version.
     #[command(after_help = "\
-Each tenant is migrated in its own transaction: a tenant that fails is rolled back and
-reported, the others go on, and the command exits non-zero. Running it again resumes.
-Two overlapping runs are safe: each tenant is locked while it is migrated.")]
+Tenants are migrated in batches of up to 16 per transaction, each tenant in its own
+subtransaction: a tenant that fails is rolled back and reported, the others go on, and the
+command exits non-zero. Running it again resumes. Two overlapping runs are safe: each
+tenant is locked while it is migrated. Unclaimed schemas of the schema pool follow.")]
     Migrate(MigrateArgs),
     /// Create, inspect and manage tenants.
     #[command(subcommand)]

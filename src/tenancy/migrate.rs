@@ -4,7 +4,8 @@
 //! `migrations/public/` is applied once by sqlx's migrator (versioned, checksummed, behind
 //! an advisory lock). `migrations/tenant/` is embedded in the binary by the same macro, then
 //! *synced* into `public.tenant_migrations`, from where the SQL function
-//! `migrate_tenant_schema` applies it inside each tenant schema: one transaction per tenant.
+//! `migrate_tenant_schema` applies it inside each tenant schema: batches of tenants per
+//! transaction (`migrate_tenant_schemas`), each tenant in its own subtransaction.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -288,9 +289,18 @@ pub struct FleetReport {
     pub millis: u64,
 }
 
-/// Brings every pending tenant to `latest`, `jobs` tenants at a time, each in its own
-/// transaction. A failure is recorded and the others go on. `on_done` is called after each
-/// tenant (for a progress bar).
+/// Home-cluster schemas handed to `migrate_tenant_schemas` in one call (public 0017): one
+/// round trip and one commit for up to this many tenants, each in its own subtransaction.
+pub const MIGRATION_BATCH: usize = 16;
+/// How long one batch may keep taking schemas before it commits (the longest a migrated
+/// tenant waits for the commit that releases its tables), in milliseconds.
+pub const MIGRATION_BATCH_BUDGET_MS: i32 = 50;
+
+/// Brings every pending tenant to `latest`, `jobs` workers at a time. Tenants on the home
+/// cluster go in batches of up to [`MIGRATION_BATCH`] per transaction, each tenant in its
+/// own subtransaction: a failing tenant is rolled back alone and recorded, the others go on.
+/// Tenants placed elsewhere go one per transaction on their cluster. `on_done` is called
+/// after each tenant (for a progress bar).
 pub async fn migrate_fleet(
     clusters: impl Into<Clusters>,
     pending: Vec<PendingTenant>,
@@ -313,13 +323,21 @@ pub async fn migrate_fleet(
         );
         workers.spawn(async move {
             loop {
-                // The guard is dropped before the await below.
-                let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
-                let Some(tenant) = next else { break };
-                let outcome = migrate_one(&clusters, &tenant, latest).await;
-                on_done(&outcome);
-                if let Ok(mut all) = outcomes.lock() {
-                    all.push(outcome);
+                // The guard is dropped before the awaits below.
+                let batch = next_batch(&queue);
+                if batch.is_empty() {
+                    break;
+                }
+                let done = if batch[0].cluster == crate::db::cluster::HOME {
+                    migrate_batch(&clusters, &batch, latest, &queue).await
+                } else {
+                    vec![migrate_one(&clusters, &batch[0], latest).await]
+                };
+                for outcome in done {
+                    on_done(&outcome);
+                    if let Ok(mut all) = outcomes.lock() {
+                        all.push(outcome);
+                    }
                 }
             }
         });
@@ -342,19 +360,98 @@ pub async fn migrate_fleet(
     }
 }
 
+/// The queue's next tenants: one placed elsewhere, or up to [`MIGRATION_BATCH`] on the
+/// home cluster (stopping at the first that is not).
+fn next_batch(queue: &Mutex<VecDeque<PendingTenant>>) -> Vec<PendingTenant> {
+    let Ok(mut queue) = queue.lock() else {
+        return Vec::new();
+    };
+    let mut batch = Vec::new();
+    while let Some(front) = queue.front() {
+        let home = front.cluster == crate::db::cluster::HOME;
+        if !batch.is_empty() && (!home || batch.len() == MIGRATION_BATCH) {
+            break;
+        }
+        batch.extend(queue.pop_front());
+        if !home {
+            break;
+        }
+    }
+    batch
+}
+
+/// One row of `migrate_tenant_schemas`: schema, migrations applied, error.
+type BatchRow = (String, Option<i32>, Option<String>);
+
+/// Migrates `batch` (home-cluster tenants) in one `migrate_tenant_schemas` call; the
+/// tenants the call did not reach within its time budget go back to the front of `queue`.
+/// When the whole call fails (a lost connection, a cancelled statement), every tenant of
+/// the batch failed with that error and stays at its old version.
+async fn migrate_batch(
+    clusters: &Clusters,
+    batch: &[PendingTenant],
+    latest: i64,
+    queue: &Mutex<VecDeque<PendingTenant>>,
+) -> Vec<TenantOutcome> {
+    let started = Instant::now();
+    let schemas: Vec<&str> = batch.iter().map(|t| t.schema_name.as_str()).collect();
+    let rows: Result<Vec<BatchRow>, String> = sqlx::query_as(
+        "SELECT schema_name, applied, error FROM public.migrate_tenant_schemas($1, $2, $3)",
+    )
+    .bind(&schemas)
+    .bind(latest)
+    .bind(MIGRATION_BATCH_BUDGET_MS)
+    .fetch_all(clusters.home())
+    .await
+    .map_err(|e| describe_db_error(&e));
+    // The time of the call, shared among the tenants it migrated.
+    let each = |n: usize| elapsed_millis(started.elapsed()) / n.max(1) as u64;
+    match rows {
+        Err(error) => batch
+            .iter()
+            .map(|t| outcome(t, None, Some(error.clone()), each(batch.len())))
+            .collect(),
+        Ok(rows) => {
+            let reached = rows.len().min(batch.len());
+            if let Ok(mut queue) = queue.lock() {
+                for rest in batch[reached..].iter().rev() {
+                    queue.push_front(rest.clone());
+                }
+            }
+            batch[..reached]
+                .iter()
+                .zip(rows)
+                .map(|(t, (_, applied, error))| {
+                    let applied = if error.is_some() { None } else { applied };
+                    outcome(t, applied, error, each(reached))
+                })
+                .collect()
+        }
+    }
+}
+
+fn outcome(
+    tenant: &PendingTenant,
+    applied: Option<i32>,
+    error: Option<String>,
+    millis: u64,
+) -> TenantOutcome {
+    TenantOutcome {
+        slug: tenant.slug.clone(),
+        from_version: tenant.schema_version,
+        applied,
+        error,
+        millis,
+    }
+}
+
 async fn migrate_one(clusters: &Clusters, tenant: &PendingTenant, latest: i64) -> TenantOutcome {
     let started = Instant::now();
     let (applied, error) = match migrate_placed(clusters, tenant, latest).await {
         Ok(n) => (Some(n), None),
         Err(e) => (None, Some(e)),
     };
-    TenantOutcome {
-        slug: tenant.slug.clone(),
-        from_version: tenant.schema_version,
-        applied,
-        error,
-        millis: elapsed_millis(started.elapsed()),
-    }
+    outcome(tenant, applied, error, elapsed_millis(started.elapsed()))
 }
 
 /// Migrates one schema on the cluster of its placement.

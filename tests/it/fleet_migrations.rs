@@ -1,5 +1,6 @@
-//! `capliquify migrate` through the library: one transaction per tenant, failures isolated,
-//! changed checksums refused, overlapping runs safe, killed backends harmless.
+//! `capliquify migrate` through the library: batches of tenants, each tenant in its own
+//! subtransaction, failures isolated, changed checksums refused, overlapping runs safe,
+//! killed backends harmless.
 
 use std::sync::Arc;
 
@@ -346,4 +347,81 @@ async fn tenants_without_a_schema_are_reported_not_skipped_unless_purge_is_pendi
         error.contains("does not exist") && error.contains("repair"),
         "{error}"
     );
+}
+
+/// The top-level transaction (`txid_current()`, the same inside every subtransaction) that
+/// ran migration `step` in each of `schemas`, as the migrations below record it.
+async fn recording_transactions(db: &TestDb, schemas: &[String], step: i32) -> Vec<i64> {
+    let mut xids = Vec::new();
+    for schema in schemas {
+        xids.push(
+            db.scalar_i64(&format!(
+                "SELECT xid FROM {schema}.batch_probe WHERE step = {step}"
+            ))
+            .await,
+        );
+    }
+    xids
+}
+
+/// Tenants on the home cluster are migrated up to `MIGRATION_BATCH` per transaction, and
+/// a batch stops taking tenants when its time budget has passed (so a slow migration holds
+/// few tenants' locks until its commit); every tenant is migrated either way.
+#[tokio::test]
+async fn tenants_are_migrated_in_batches_bounded_by_count_and_time() {
+    let db = TestDb::new().await;
+    let mut schemas = Vec::new();
+    for i in 0..20 {
+        schemas.push(
+            db.tenant(&format!("batch-{i:02}"), Tier::Starter)
+                .await
+                .schema_name,
+        );
+    }
+    let (fast, slow) = (crate::common::version(1), crate::common::version(2));
+    let migrations = crate::common::tenant_migrations_with(&[
+        (
+            fast,
+            "fast",
+            "ALTER TABLE products ADD COLUMN notes text;
+             CREATE TABLE batch_probe (step int, xid bigint);
+             INSERT INTO batch_probe VALUES (1, txid_current());",
+        ),
+        (
+            slow,
+            "slow",
+            "SELECT pg_sleep(0.03); INSERT INTO batch_probe VALUES (2, txid_current());",
+        ),
+    ]);
+    migrate::migrate_public(&db.pool, &migrations)
+        .await
+        .unwrap();
+
+    let report = run_fleet(&db, fast, 1).await;
+    assert_eq!((report.migrated, report.failed.len()), (20, 0));
+    let xids = recording_transactions(&db, &schemas, 1).await;
+    let distinct: std::collections::BTreeSet<i64> = xids.iter().copied().collect();
+    // 20 tenants, one worker: a full batch and the rest, unless the budget cut one short.
+    assert!(distinct.len() >= 2, "{xids:?}");
+    assert!(
+        distinct.len() < 20,
+        "not one transaction per tenant: {xids:?}"
+    );
+    for xid in &distinct {
+        let n = xids.iter().filter(|x| *x == xid).count();
+        assert!(
+            n <= migrate::MIGRATION_BATCH,
+            "{n} tenants in one transaction"
+        );
+    }
+
+    // 30 ms per tenant against a 50 ms budget: at most two tenants per transaction.
+    let report = run_fleet(&db, slow, 1).await;
+    assert_eq!((report.migrated, report.failed.len()), (20, 0));
+    let xids = recording_transactions(&db, &schemas, 2).await;
+    for xid in &xids {
+        let n = xids.iter().filter(|x| *x == xid).count();
+        assert!(n <= 2, "{n} slow tenants in one transaction: {xids:?}");
+    }
+    assert_eq!(db.check("tenant_schemas_current").await.0, "PASS");
 }

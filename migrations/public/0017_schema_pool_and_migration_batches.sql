@@ -335,3 +335,42 @@ REVOKE EXECUTE ON FUNCTION public.add_pooled_schema(integer), public.reserve_poo
 GRANT EXECUTE ON FUNCTION public.add_pooled_schema(integer), public.reserve_pooled_schema()
     TO capliquify_service;
 GRANT SELECT ON public.tenant_schema_pool TO capliquify_service;
+
+-- Fleet migrations in batches (issue 16: the new-column migration was 1.66× the bare
+-- ALTERs, the difference being per-tenant work around them — a round trip, a commit, the
+-- function's set-up). `capliquify migrate` hands a worker's next schemas over in one call:
+-- each schema is migrated in its own subtransaction (a failure rolls back that schema
+-- only and is returned as its error; the others go on), and all of them commit together.
+-- The batch stops taking schemas once p_budget_ms have passed, so the tenants it has
+-- migrated wait at most about that long for the commit that releases their tables' locks;
+-- schemas it did not reach are not returned, and the caller hands them over again.
+CREATE FUNCTION public.migrate_tenant_schemas(p_schemas text[], p_target bigint DEFAULT NULL,
+                                              p_budget_ms integer DEFAULT 50)
+RETURNS TABLE (schema_name text, applied integer, error text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_started timestamptz := clock_timestamp();
+    v_schema  text;
+    v_message text;
+    v_hint    text;
+BEGIN
+    FOREACH v_schema IN ARRAY p_schemas LOOP
+        EXIT WHEN schema_name IS NOT NULL
+              AND clock_timestamp() - v_started > make_interval(secs => p_budget_ms / 1000.0);
+        schema_name := v_schema;
+        applied := NULL;
+        error := NULL;
+        BEGIN
+            applied := public.migrate_tenant_schema(v_schema, p_target);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT;
+            error := v_message || CASE WHEN coalesce(v_hint, '') = '' THEN ''
+                                       ELSE ' (' || v_hint || ')' END;
+        END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION public.migrate_tenant_schemas(text[], bigint, integer) FROM PUBLIC;
