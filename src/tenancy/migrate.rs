@@ -16,6 +16,7 @@ use sqlx::migrate::{Migration, Migrator};
 use uuid::Uuid;
 
 use crate::db::{ClusterName, Clusters};
+use crate::tenancy::ident::SchemaName;
 
 /// `migrations/public/`, embedded at build time.
 pub static PUBLIC_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/public");
@@ -315,15 +316,25 @@ async fn migrate_placed(
 ) -> Result<i32, String> {
     let cluster = ClusterName::parse(&tenant.cluster).map_err(|e| e.to_string())?;
     let pool = clusters.pool(&cluster).map_err(|e| e.to_string())?;
-    // One statement is one transaction: the function's DDL and version record commit
-    // together or not at all. (New tables reach the tenant's role through the default
+    // One transaction: the function's DDL and version record commit together or not at
+    // all. (New tables reach the tenant's role through the default
     // privileges grant_tenant_role set in its schema, on whichever cluster it is.)
+    let mut tx = pool.begin().await.map_err(|e| describe_db_error(&e))?;
     let applied: i32 = sqlx::query_scalar("SELECT public.migrate_tenant_schema($1, $2)")
         .bind(&tenant.schema_name)
         .bind(latest)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| describe_db_error(&e))?;
+    if applied > 0 && cluster.is_home() {
+        // Citus mode: a table a migration created stays on the coordinator until it is
+        // distributed, in the same transaction (nothing without Citus).
+        let schema = SchemaName::parse(&tenant.schema_name).map_err(|e| e.to_string())?;
+        crate::db::citus::distribute_schema(&mut tx, &schema)
+            .await
+            .map_err(|e| describe_db_error(&e))?;
+    }
+    tx.commit().await.map_err(|e| describe_db_error(&e))?;
     if !cluster.is_home() {
         // On another cluster the function finds no registry row to mirror the version into;
         // the home mirror is written here, after the schema's own commit. If this fails the
