@@ -1,7 +1,7 @@
 // The API side of ../citus-acceptance.sh: provisions tenants through Clerk webhooks signed by
 // svix's own library, writes each tenant's rows through the API with member tokens signed by
 // this run's key, and checks that tenants stay apart under concurrency and that every write
-// has its audit row. `node run.mjs provision|write|isolation|online-move`.
+// has its audit row. `node run.mjs provision|write|isolation|traffic`.
 import { createSign, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
@@ -147,8 +147,49 @@ async function isolation() {
   ok("every API write has its audit row (read back through /api/v1/audit-logs)");
 }
 
+// A bounded writer (one sale at a time) and a reader (the sales list) on one tenant for
+// TRAFFIC_SECONDS, while the shell moves or rebalances: every request must succeed (no 503,
+// no error), and the acknowledged sale ids are written to TRAFFIC_OUT for the shell to find
+// after the move. Prints the longest write (the stall of the final switch).
+async function traffic() {
+  const t = orgs.find((o) => o.slug === process.env.TRAFFIC_SLUG) ?? die(`no tenant ${process.env.TRAFFIC_SLUG}`);
+  const seconds = Number(process.env.TRAFFIC_SECONDS ?? 30);
+  const companies = await call("GET", "/api/v1/companies?limit=1", { org: t.org });
+  const company = (companies.json.data ?? companies.json.items ?? companies.json)[0];
+  const products = await call("GET", "/api/v1/products?limit=1", { org: t.org });
+  const product = (products.json.data ?? products.json.items ?? products.json)[0];
+  const until = Date.now() + seconds * 1000;
+  const acked = [];
+  const failures = [];
+  let longest = 0;
+  let reads = 0;
+  const writer = (async () => {
+    let n = 0;
+    while (Date.now() < until) {
+      const began = Date.now();
+      const r = await call("POST", "/api/v1/sales", { org: t.org, body: {
+        company_id: company.id, product_id: product.id, sale_date: "2026-03-01", quantity: 1 + (n % 5), unit_price: "2.50",
+      } });
+      longest = Math.max(longest, Date.now() - began);
+      if (r.status === 201) acked.push(r.json.id); else failures.push(`POST ${r.status} ${r.text.slice(0, 200)}`);
+      n += 1;
+    }
+  })();
+  const reader = (async () => {
+    while (Date.now() < until) {
+      const r = await call("GET", "/api/v1/sales?limit=50", { org: t.org });
+      if (r.status === 200) reads += 1; else failures.push(`GET ${r.status} ${r.text.slice(0, 200)}`);
+    }
+  })();
+  await Promise.all([writer, reader]);
+  (await import("node:fs")).writeFileSync(process.env.TRAFFIC_OUT, acked.join("\n") + "\n");
+  if (failures.length) die(`${failures.length} failed request(s) on ${t.slug} during the move: ${failures.slice(0, 3).join(" | ")}`);
+  ok(`${t.slug}: ${acked.length} writes and ${reads} reads in ${seconds} s, none failed; longest write ${longest} ms`);
+}
+
 const mode = process.argv[2];
 if (mode === "provision") await provision();
 else if (mode === "write") await write();
 else if (mode === "isolation") await isolation();
+else if (mode === "traffic") await traffic();
 else die(`unknown mode ${mode}`);

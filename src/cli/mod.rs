@@ -1,5 +1,6 @@
 //! The `capliquify` command line: one binary for the service and the operators.
 
+mod cluster;
 mod config_check;
 mod forecasts;
 mod import;
@@ -69,6 +70,9 @@ Two overlapping runs are safe: each tenant is locked while it is migrated.")]
     /// Manage the embedded PostgreSQL cluster (used when DATABASE_URL is unset).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Citus scale-out: the workers that hold tenant schemas (add, status, rebalance, drain).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Print the API's OpenAPI 3.1 document (the committed copy is docs/openapi.json).
     Openapi,
     /// Read the audit trail, newest first (every tenant, or one with --tenant).
@@ -379,6 +383,10 @@ async fn with_database(
             tenant::run(db, settings, cmd, json).await
         }
         Command::Doctor => doctor(db, json).await,
+        Command::Cluster(cmd) => {
+            migrate::ensure_current(&db.pool).await?;
+            cluster::run(&db.pool, cmd, json).await
+        }
         Command::Fleet(FleetCommand::Sql {
             query,
             tenants,

@@ -85,18 +85,7 @@ pub async fn place_tenant(
     if !distribute_schema(&mut *conn, schema).await? {
         return Ok(false);
     }
-    let password = worker_password();
-    let verifier = crate::db::roles::scram_sha_256_verifier(
-        &password,
-        &crate::db::roles::random_salt(),
-        crate::db::roles::SCRAM_ITERATIONS,
-    );
-    sqlx::query("SELECT public.citus_tenant_worker_login($1, $2, $3)")
-        .bind(tenant_id)
-        .bind(verifier)
-        .bind(password)
-        .execute(&mut *conn)
-        .await?;
+    worker_login(&mut *conn, tenant_id).await?;
     Ok(true)
 }
 
@@ -244,4 +233,468 @@ async fn tenant_schemas(pool: &PgPool) -> sqlx::Result<(i64, i64)> {
     )
     .fetch_one(pool)
     .await
+}
+
+/// Why a Citus operation (`cluster …`, `tenant move --to-worker`) refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CitusError {
+    #[error(
+        "Citus mode is off on this database ({0}); `cluster` commands and `tenant move --to-worker` need the coordinator of a Citus cluster (docs/scaling.md)"
+    )]
+    Off(String),
+    #[error("invalid worker {0:?}: give HOST:PORT, e.g. 10.0.0.12:5432")]
+    BadWorker(String),
+    #[error(
+        "{0} is not an active worker of this coordinator; `capliquify cluster status` lists them"
+    )]
+    UnknownWorker(String),
+    #[error("no tenant with slug {0:?}")]
+    UnknownTenant(String),
+    #[error(
+        "tenant {0}'s schema is not distributed (it is on the coordinator only): run `capliquify migrate` first"
+    )]
+    NotDistributed(String),
+    #[error("tenant {slug} is already on {worker}")]
+    AlreadyThere { slug: String, worker: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A worker node: `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Worker {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Worker {
+    /// Parses `HOST:PORT` (a host name or IPv4 address, or `[IPv6]:PORT`).
+    pub fn parse(value: &str) -> Result<Self, CitusError> {
+        let bad = || CitusError::BadWorker(value.to_owned());
+        let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let plain = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+        if !plain || port == 0 {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Refuses unless the database is a Citus coordinator.
+pub async fn require_on(pool: &PgPool) -> Result<(), CitusError> {
+    match detect(pool).await? {
+        CitusMode::On { .. } => Ok(()),
+        CitusMode::Off { reason } => Err(CitusError::Off(reason)),
+    }
+}
+
+/// One worker as `cluster status` shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct WorkerStatus {
+    /// `HOST:PORT`.
+    pub worker: String,
+    pub active: bool,
+    /// False once drained: the rebalancer places no tenant there.
+    pub accepts_tenants: bool,
+    /// Tenant schemas whose tables are on this worker.
+    pub tenants: i64,
+    /// Their tables' size on disk (Citus's `citus_shards.shard_size`).
+    pub bytes: i64,
+}
+
+/// Every worker, with its tenants and their bytes (one query on Citus's views).
+pub async fn status(pool: &PgPool) -> Result<Vec<WorkerStatus>, CitusError> {
+    require_on(pool).await?;
+    Ok(sqlx::query_as(
+        "SELECT CASE WHEN n.nodename LIKE '%:%' THEN '[' || n.nodename || ']' ELSE n.nodename END
+                    || ':' || n.nodeport AS worker,
+                n.isactive AS active, n.shouldhaveshards AS accepts_tenants,
+                count(DISTINCT s.colocation_id) AS tenants,
+                coalesce(sum(s.shard_size), 0)::bigint AS bytes
+           FROM pg_dist_node n
+           LEFT JOIN citus_shards s ON s.nodename = n.nodename AND s.nodeport = n.nodeport
+                                   AND s.citus_table_type = 'schema'
+          WHERE n.groupid <> 0 AND n.noderole = 'primary'
+          GROUP BY n.nodeid, n.nodename, n.nodeport, n.isactive, n.shouldhaveshards
+          ORDER BY n.nodename, n.nodeport",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The active worker `w`, or [`CitusError::UnknownWorker`].
+async fn require_worker(pool: &PgPool, w: &Worker) -> Result<(), CitusError> {
+    let known: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_dist_node WHERE nodename = $1 AND nodeport = $2
+                          AND groupid <> 0 AND noderole = 'primary' AND isactive)",
+    )
+    .bind(&w.host)
+    .bind(i32::from(w.port))
+    .fetch_one(pool)
+    .await?;
+    if known {
+        Ok(())
+    } else {
+        Err(CitusError::UnknownWorker(w.to_string()))
+    }
+}
+
+/// What `cluster add-worker` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerAdded {
+    pub worker: String,
+    /// Tenant roles given a fresh worker password (valid on the new worker too).
+    pub tenant_roles: usize,
+}
+
+/// Registers a worker (`citus_add_node`: Citus copies roles, functions and the metadata to
+/// it), then gives every tenant role a fresh worker password: Citus copies a role to a new
+/// node as the coordinator has it (NOLOGIN), so the workers' LOGIN and password are set
+/// again, on every worker. Audited (`cluster.worker_added`).
+pub async fn add_worker(
+    pool: &PgPool,
+    w: &Worker,
+    actor: &crate::audit::Actor,
+) -> Result<WorkerAdded, CitusError> {
+    require_on(pool).await?;
+    sqlx::query("SELECT citus_add_node($1, $2)")
+        .bind(&w.host)
+        .bind(i32::from(w.port))
+        .execute(pool)
+        .await?;
+    let tenants: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT t.id FROM public.tenants t
+          WHERE to_regrole(quote_ident(public.tenant_role_name(t.id))) IS NOT NULL
+          ORDER BY t.slug",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut tx = pool.begin().await?;
+    for id in &tenants {
+        worker_login(&mut tx, *id).await?;
+    }
+    crate::audit::record(
+        &mut tx,
+        actor,
+        worker_entry(
+            "cluster.worker_added",
+            w,
+            serde_json::json!({ "tenant_roles": tenants.len() }),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(WorkerAdded {
+        worker: w.to_string(),
+        tenant_roles: tenants.len(),
+    })
+}
+
+/// Empties a worker: `citus_drain_node` moves every tenant on it to the others (online,
+/// logical replication) and marks it as taking no more. Audited (`cluster.worker_drained`),
+/// before (the attempt) and after.
+pub async fn drain(
+    pool: &PgPool,
+    w: &Worker,
+    actor: &crate::audit::Actor,
+) -> Result<(), CitusError> {
+    require_on(pool).await?;
+    require_worker(pool, w).await?;
+    record(
+        pool,
+        actor,
+        worker_entry("cluster.worker_draining", w, serde_json::json!({})),
+    )
+    .await?;
+    sqlx::query("SELECT citus_drain_node($1, $2)")
+        .bind(&w.host)
+        .bind(i32::from(w.port))
+        .execute(pool)
+        .await?;
+    record(
+        pool,
+        actor,
+        worker_entry("cluster.worker_drained", w, serde_json::json!({})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Progress of a rebalance: tasks (one per tenant moved) done of all.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebalanceReport {
+    /// The background job's id; `None` when nothing needed moving.
+    pub job: Option<i64>,
+    pub state: String,
+    pub moves_done: i64,
+    pub moves: i64,
+    pub millis: u64,
+}
+
+/// Spreads tenants over the workers with Citus's rebalancer (`citus_rebalance_start`: a
+/// background job of moves, each online), and waits for it, calling `progress` as moves
+/// finish. Audited (`cluster.rebalanced`, with the counts), the start too.
+pub async fn rebalance(
+    pool: &PgPool,
+    actor: &crate::audit::Actor,
+    progress: &(dyn Fn(&RebalanceReport) + Send + Sync),
+) -> Result<RebalanceReport, CitusError> {
+    require_on(pool).await?;
+    let started = std::time::Instant::now();
+    record(
+        pool,
+        actor,
+        cluster_entry("cluster.rebalance_started", serde_json::json!({})),
+    )
+    .await?;
+    let job: Option<i64> = sqlx::query_scalar("SELECT citus_rebalance_start()")
+        .fetch_one(pool)
+        .await?;
+    let mut report = RebalanceReport {
+        job,
+        state: "finished".to_owned(),
+        moves_done: 0,
+        moves: 0,
+        millis: 0,
+    };
+    if let Some(job) = job {
+        loop {
+            let (state, done, all): (String, i64, i64) = sqlx::query_as(
+                "SELECT j.state::text,
+                        count(t.task_id) FILTER (WHERE t.status = 'done'), count(t.task_id)
+                   FROM pg_dist_background_job j
+                   LEFT JOIN pg_dist_background_task t ON t.job_id = j.job_id
+                  WHERE j.job_id = $1 GROUP BY j.state",
+            )
+            .bind(job)
+            .fetch_one(pool)
+            .await?;
+            report.state = state;
+            report.moves_done = done;
+            report.moves = all;
+            report.millis = started.elapsed().as_millis() as u64;
+            progress(&report);
+            if matches!(
+                report.state.as_str(),
+                "finished" | "failed" | "cancelled" | "failing" | "cancelling"
+            ) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+    report.millis = started.elapsed().as_millis() as u64;
+    record(
+        pool,
+        actor,
+        cluster_entry(
+            "cluster.rebalanced",
+            serde_json::json!({ "job": report.job, "state": report.state, "moves": report.moves, "moves_done": report.moves_done }),
+        ),
+    )
+    .await?;
+    Ok(report)
+}
+
+/// What `tenant move --to-worker` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantMoved {
+    pub slug: String,
+    pub from: String,
+    pub to: String,
+    pub millis: u64,
+}
+
+/// Moves a tenant's schema to another worker with `citus_schema_move`: Citus copies it
+/// with logical replication while reads and writes go on, and blocks writes only for the
+/// final switch. Audited: `tenant.move_started` before, `tenant.moved` after (the move runs
+/// outside any transaction of ours, so it cannot share one with its row).
+pub async fn move_tenant(
+    pool: &PgPool,
+    slug: &str,
+    to: &Worker,
+    actor: &crate::audit::Actor,
+) -> Result<TenantMoved, CitusError> {
+    require_on(pool).await?;
+    let tenant: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, schema_name::text FROM public.tenants WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(pool)
+            .await?;
+    let Some((id, schema)) = tenant else {
+        return Err(CitusError::UnknownTenant(slug.to_owned()));
+    };
+    let from = tenant_worker(pool, &schema)
+        .await?
+        .ok_or_else(|| CitusError::NotDistributed(slug.to_owned()))?;
+    require_worker(pool, to).await?;
+    if from == *to {
+        return Err(CitusError::AlreadyThere {
+            slug: slug.to_owned(),
+            worker: to.to_string(),
+        });
+    }
+    let started = std::time::Instant::now();
+    let meta = serde_json::json!({ "slug": slug, "from": from.to_string(), "to": to.to_string(), "via": "citus_schema_move" });
+    record(
+        pool,
+        actor,
+        tenant_entry(id, slug, "tenant.move_started", meta.clone()),
+    )
+    .await?;
+    sqlx::query("SELECT citus_schema_move(to_regnamespace(quote_ident($1)), $2, $3)")
+        .bind(&schema)
+        .bind(&to.host)
+        .bind(i32::from(to.port))
+        .execute(pool)
+        .await?;
+    let millis = started.elapsed().as_millis() as u64;
+    let mut meta = meta;
+    meta["millis"] = serde_json::json!(millis);
+    record(pool, actor, tenant_entry(id, slug, "tenant.moved", meta)).await?;
+    Ok(TenantMoved {
+        slug: slug.to_owned(),
+        from: from.to_string(),
+        to: to.to_string(),
+        millis,
+    })
+}
+
+/// The worker holding `schema`'s tables, `None` when the schema is not distributed.
+pub async fn tenant_worker(pool: &PgPool, schema: &str) -> Result<Option<Worker>, CitusError> {
+    let node: Option<(String, i32)> = sqlx::query_as(
+        "SELECT s.nodename::text, s.nodeport FROM citus_shards s
+          JOIN pg_dist_partition p ON p.logicalrelid = s.table_name
+          JOIN pg_dist_schema d ON d.colocationid = p.colocationid
+         WHERE d.schemaid = to_regnamespace(quote_ident($1))
+         LIMIT 1",
+    )
+    .bind(schema)
+    .fetch_optional(pool)
+    .await?;
+    Ok(node.map(|(host, port)| Worker {
+        host,
+        port: u16::try_from(port).unwrap_or_default(),
+    }))
+}
+
+async fn worker_login(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<()> {
+    let password = worker_password();
+    let verifier = crate::db::roles::scram_sha_256_verifier(
+        &password,
+        &crate::db::roles::random_salt(),
+        crate::db::roles::SCRAM_ITERATIONS,
+    );
+    sqlx::query("SELECT public.citus_tenant_worker_login($1, $2, $3)")
+        .bind(tenant_id)
+        .bind(verifier)
+        .bind(password)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn record(
+    pool: &PgPool,
+    actor: &crate::audit::Actor,
+    entry: crate::audit::Entry<'_>,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    crate::audit::record(&mut tx, actor, entry).await?;
+    tx.commit().await
+}
+
+fn worker_entry<'a>(
+    action: &'a str,
+    w: &Worker,
+    metadata: serde_json::Value,
+) -> crate::audit::Entry<'a> {
+    crate::audit::Entry {
+        tenant_id: None,
+        action,
+        resource_type: "citus_worker",
+        resource_id: w.to_string(),
+        metadata,
+    }
+}
+
+fn cluster_entry(action: &str, metadata: serde_json::Value) -> crate::audit::Entry<'_> {
+    crate::audit::Entry {
+        tenant_id: None,
+        action,
+        resource_type: "citus_cluster",
+        resource_id: "coordinator".to_owned(),
+        metadata,
+    }
+}
+
+fn tenant_entry<'a>(
+    id: Uuid,
+    slug: &str,
+    action: &'a str,
+    metadata: serde_json::Value,
+) -> crate::audit::Entry<'a> {
+    crate::audit::Entry {
+        tenant_id: Some(id),
+        action,
+        resource_type: "tenant",
+        resource_id: slug.to_owned(),
+        metadata,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_host_and_port() {
+        assert_eq!(
+            Worker::parse("10.0.0.12:5432").unwrap(),
+            Worker {
+                host: "10.0.0.12".into(),
+                port: 5432
+            }
+        );
+        assert_eq!(
+            Worker::parse("db-2.internal:6432").unwrap().to_string(),
+            "db-2.internal:6432"
+        );
+        assert_eq!(Worker::parse("[::1]:5432").unwrap().host, "::1");
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":5432",
+            "host:0",
+            "host:99999",
+            "a b:5432",
+            "h;x:1",
+        ] {
+            let err = Worker::parse(bad).unwrap_err();
+            assert!(err.to_string().contains("HOST:PORT"), "{bad}: {err}");
+        }
+    }
 }
