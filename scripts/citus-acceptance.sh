@@ -319,6 +319,11 @@ on_worker=$(psql -X -qAt -h 127.0.0.1 -p "$to" -U postgres -d capliquify -c "SET
 [ "$(checksums "$schema_m")" = "$others_before" ] || fail "another tenant's tables changed during the move"
 [ "$(q "$coord" "SELECT count(*) FROM public.audit_logs WHERE action = 'tenant.moved' AND resource_id = '$moving'")" = 1 ] ||
   fail "the move has no tenant.moved audit row"
+# monitor sizes reads Citus's shard sizes, not the coordinator's empty shells.
+sizes=$("$bin" monitor sizes --json)
+node -e 'const rows=JSON.parse(process.argv[1]); const r=rows.find(x=>x.slug===process.argv[2]);
+  if (!r || r.total_bytes < 200000) { console.log(JSON.stringify(r)); process.exit(1) }' "$sizes" "$moving" ||
+  fail "monitor sizes does not show $moving's data on its worker"
 ok "online move of $moving :$from -> :$to: all $acked acknowledged writes there, shard matches ($on_worker), old worker empty, other tenants unchanged, audited"
 
 # Rebalance: every tenant onto one worker, then `cluster rebalance` spreads them while a

@@ -72,6 +72,11 @@ pub async fn detect(pool: &PgPool) -> sqlx::Result<CitusMode> {
     })
 }
 
+/// True when the database is a Citus coordinator ([`detect`] says on).
+pub async fn is_on(pool: &PgPool) -> sqlx::Result<bool> {
+    Ok(matches!(detect(pool).await?, CitusMode::On { .. }))
+}
+
 /// The provisioning hook: in Citus mode, places the new tenant's schema on a worker (every
 /// table distributed, colocated) and lets the tenant's role log in to the workers with a
 /// password made here for it alone (kept in `pg_dist_authinfo`, never shown), in the
