@@ -1,7 +1,7 @@
 // The API side of ../citus-acceptance.sh: provisions tenants through Clerk webhooks signed by
 // svix's own library, writes each tenant's rows through the API with member tokens signed by
 // this run's key, and checks that tenants stay apart under concurrency and that every write
-// has its audit row. `node run.mjs provision|write|isolation|traffic`.
+// has its audit row. `node run.mjs provision|write|isolation|traffic|load`.
 import { createSign, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
@@ -187,9 +187,38 @@ async function traffic() {
   ok(`${t.slug}: ${acked.length} writes and ${reads} reads in ${seconds} s, none failed; longest write ${longest} ms`);
 }
 
+// Throughput: LOAD_CLIENTS clients, each on one tenant in turn, for LOAD_SECONDS: a sale
+// written then the sales list read, again and again. Prints requests per second; any
+// failed request fails the run.
+async function load() {
+  const clients = Number(process.env.LOAD_CLIENTS ?? 8);
+  const seconds = Number(process.env.LOAD_SECONDS ?? 10);
+  const targets = await Promise.all(orgs.map(async (t) => {
+    const c = await call("GET", "/api/v1/companies?limit=1", { org: t.org });
+    const p = await call("GET", "/api/v1/products?limit=1", { org: t.org });
+    return { org: t.org, company: (c.json.data ?? c.json)[0].id, product: (p.json.data ?? p.json)[0].id };
+  }));
+  const until = Date.now() + seconds * 1000;
+  let requests = 0;
+  const failures = [];
+  await Promise.all(Array.from({ length: clients }, async (_, i) => {
+    const t = targets[i % targets.length];
+    while (Date.now() < until) {
+      const w = await call("POST", "/api/v1/sales", { org: t.org, body: {
+        company_id: t.company, product_id: t.product, sale_date: "2026-04-01", quantity: 1, unit_price: "2.50" } });
+      const r = await call("GET", "/api/v1/sales?limit=20", { org: t.org });
+      requests += 2;
+      if (w.status !== 201 || r.status !== 200) failures.push(`${w.status}/${r.status}`);
+    }
+  }));
+  if (failures.length) die(`${failures.length} failed request pair(s) under load: ${failures.slice(0, 3)}`);
+  ok(`load (${process.env.LOAD_LABEL}): ${clients} clients over ${targets.length} tenants, ${(requests / seconds).toFixed(0)} requests/s (half writes), none failed`);
+}
+
 const mode = process.argv[2];
 if (mode === "provision") await provision();
 else if (mode === "write") await write();
 else if (mode === "isolation") await isolation();
 else if (mode === "traffic") await traffic();
+else if (mode === "load") await load();
 else die(`unknown mode ${mode}`);
