@@ -353,4 +353,18 @@ node -e 'const w=JSON.parse(process.argv[1]); if (w.length!==2 || w.some(x=>x.te
 ok "cluster rebalance spread the tenants over both workers while requests kept working"
 LOAD_LABEL="2 workers" node scripts/citus-acceptance/run.mjs load
 
+# Drain: every tenant off one worker, which then takes no new tenant; a new tenant lands on
+# the other.
+"$bin" cluster drain "127.0.0.1:$w1"
+[ "$(q "$coord" "SELECT count(*) FROM citus_shards WHERE citus_table_type = 'schema' AND nodeport = $w1")" = 0 ] ||
+  fail "tenants left on :$w1 after cluster drain"
+[ "$(q "$coord" "SELECT shouldhaveshards FROM pg_dist_node WHERE nodeport = $w1")" = f ] || fail ":$w1 still takes tenants"
+"$bin" tenant create --slug after-drain --name "After drain" --tier starter --clerk-org org_after_drain >/dev/null
+s_new=$(q "$coord" "SELECT schema_name FROM public.tenants WHERE slug = 'after-drain'")
+[ "$(q "$coord" "SELECT DISTINCT nodeport FROM citus_shards WHERE table_name::text LIKE '$s_new.%'")" = "$w2" ] ||
+  fail "a tenant made after the drain is not on :$w2"
+[ "$(q "$coord" "SELECT count(*) FROM public.audit_logs WHERE action = 'cluster.worker_drained'")" = 1 ] ||
+  fail "the drain has no audit row"
+ok "cluster drain emptied :$w1 (audited); a new tenant went to :$w2"
+
 echo "citus acceptance passed in $(($(date +%s) - started)) s"
