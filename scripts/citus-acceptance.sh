@@ -82,7 +82,7 @@ start_node() { # <port> <role: coordinator|worker>
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$work'
-shared_preload_libraries = 'citus'
+shared_preload_libraries = 'citus, pg_stat_statements'
 wal_level = logical
 max_prepared_transactions = 100
 max_connections = 300
@@ -204,6 +204,14 @@ while IFS='|' read -r slug schema; do
   [ "$coordinator_bytes" = 0 ] || fail "$slug: the coordinator's $schema.products holds $coordinator_bytes bytes"
 done < <(q "$coord" "SELECT slug, schema_name FROM public.tenants ORDER BY slug")
 ok "each tenant's rows are in its shard on its worker, not on the other worker, not on the coordinator"
+
+# monitor slow-queries: the coordinator's pg_stat_statements has each tenant's statements
+# (run there as its role, routed to its worker), with their time.
+slow=$("$bin" monitor slow-queries --tenant hook-4 --json)
+node -e 'const rows=JSON.parse(process.argv[1]);
+  if (!rows.length || rows.some(r=>r.tenant!=="hook-4") || !rows.some(r=>/sales/.test(r.query) && r.calls>0 && r.total_ms>0)) {
+    console.log(process.argv[1]); process.exit(1) }' "$slow" || fail "monitor slow-queries shows no statement of hook-4"
+ok "monitor slow-queries lists hook-4's statements (the coordinator's pg_stat_statements)"
 
 # Isolation through the API (each tenant reads only its own rows, concurrently) and the
 # trail: every write has its audit row.
