@@ -34,6 +34,11 @@ bin="${CAPLIQUIFY_BIN:-$root/target/debug/capliquify}"
 SKIP=(
   "capliquify tenant purge acme"    # irreversible, and refused for a live tenant by design (tests/it/lifecycle.rs)
   "capliquify tenant move acme --to eu2"  # needs a second PostgreSQL cluster (tests/it/placement.rs)
+  "capliquify tenant move acme --to-worker 10.0.0.13:5432"  # needs Citus workers (scripts/citus-acceptance.sh)
+  "capliquify cluster add-worker 10.0.0.13:5432"  # needs Citus (scripts/citus-acceptance.sh)
+  "capliquify cluster status"       # needs Citus (scripts/citus-acceptance.sh)
+  "capliquify cluster rebalance"    # needs Citus (scripts/citus-acceptance.sh)
+  "capliquify cluster drain 10.0.0.12:5432"  # needs Citus (scripts/citus-acceptance.sh)
   "capliquify import sentia --source-url postgres://reader@old-db/sentia --tenant acme --currency GBP --dry-run"  # needs a Sentia database (tests/it/sentia.rs)
 )
 

@@ -40,7 +40,14 @@ const MIN_CANDIDATES: i64 = 30;
 /// with no file touched, and only the `limit × 3` (at least 30) largest are measured. A
 /// schema that grew a lot since autovacuum last saw it can be missed; `--limit` at or above
 /// the number of tenant schemas measures them all.
+///
+/// In Citus mode the coordinator's tables are empty shells: the distributed tenant schemas
+/// are measured by Citus (`citus_shards.shard_size`, one round trip per worker), and a
+/// schema not distributed yet by its tables here.
 pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
+    if crate::db::citus::is_on(pool).await? {
+        return citus_sizes(pool, limit).await;
+    }
     sqlx::query_as(
         "WITH ranked AS (
              SELECT n.oid AS nsp, n.nspname,
@@ -70,6 +77,36 @@ pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
     .bind(limit)
     .bind(CANDIDATES_PER_SHOWN)
     .bind(MIN_CANDIDATES)
+    .fetch_all(pool)
+    .await
+}
+
+async fn citus_sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
+    sqlx::query_as(
+        "WITH shards AS (
+             SELECT s.table_name::regclass AS rel, sum(s.shard_size)::bigint AS bytes
+               FROM citus_shards s WHERE s.citus_table_type = 'schema'
+              GROUP BY s.table_name
+         ), measured AS (
+             SELECT c.relnamespace AS nsp, count(*) AS tables,
+                    sum(coalesce(sh.bytes, pg_total_relation_size(c.oid)))::bigint AS bytes
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname LIKE 'tenant\\_%'
+               LEFT JOIN shards sh ON sh.rel = c.oid
+              WHERE c.relkind IN ('r', 'p')
+              GROUP BY c.relnamespace
+         )
+         SELECT n.nspname::text AS schema_name, t.slug::text AS slug,
+                coalesce(m.tables, 0) AS table_count, coalesce(m.bytes, 0) AS total_bytes,
+                pg_size_pretty(coalesce(m.bytes, 0)) AS size
+           FROM pg_namespace n
+           LEFT JOIN measured m ON m.nsp = n.oid
+           LEFT JOIN public.tenants t ON t.schema_name = n.nspname
+          WHERE n.nspname LIKE 'tenant\\_%'
+          ORDER BY total_bytes DESC, n.nspname
+          LIMIT $1",
+    )
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

@@ -1,5 +1,6 @@
 //! The `capliquify` command line: one binary for the service and the operators.
 
+mod cluster;
 mod config_check;
 mod forecasts;
 mod import;
@@ -71,6 +72,9 @@ tenant is locked while it is migrated. Unclaimed schemas of the schema pool foll
     /// Manage the embedded PostgreSQL cluster (used when DATABASE_URL is unset).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Citus scale-out: the workers that hold tenant schemas (add, status, rebalance, drain).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Print the API's OpenAPI 3.1 document (the committed copy is docs/openapi.json).
     Openapi,
     /// Read the audit trail, newest first (every tenant, or one with --tenant).
@@ -234,7 +238,9 @@ See docs/security.md (Database roles).")]
         #[arg(long, default_value = crate::db::roles::DEFAULT_LOGIN)]
         login: String,
         /// Its password (omit for peer/trust authentication). Only its SCRAM-SHA-256
-        /// verifier is sent to the server, never the password itself.
+        /// verifier is sent to the server, never the password itself — except with Citus,
+        /// where the coordinator keeps it in pg_dist_authinfo (superusers only) to connect to
+        /// the workers as this role.
         #[arg(long, env = "CAPLIQUIFY_APP_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
@@ -387,6 +393,10 @@ async fn with_database(
             migrate::ensure_current(&db.pool).await?;
             schema_pool::run(db, cmd, json).await
         }
+        Command::Cluster(cmd) => {
+            migrate::ensure_current(&db.pool).await?;
+            cluster::run(&db.pool, cmd, json).await
+        }
         Command::Fleet(FleetCommand::Sql {
             query,
             tenants,
@@ -518,6 +528,7 @@ async fn run_migrate(db: &Database, args: MigrateArgs, json: bool) -> anyhow::Re
         );
     }
     let pending = migrate::pending_tenants(&db.pool, latest).await?;
+    let citus_failed = citus_placement(db, json).await?;
     if !json {
         eprintln!(
             "public schema current; tenant catalog at version {latest}{}",
@@ -579,12 +590,31 @@ async fn run_migrate(db: &Database, args: MigrateArgs, json: bool) -> anyhow::Re
         }
     }
     Ok(
-        if report.failed.is_empty() && pool_report.failed.is_empty() {
+        if report.failed.is_empty() && pool_report.failed.is_empty() && !citus_failed {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         },
     )
+}
+
+/// `migrate` in Citus mode: every tenant schema onto a worker (docs/scaling.md). Reports on
+/// stderr (the JSON report on stdout keeps its shape); true when some tenant failed.
+async fn citus_placement(db: &Database, json: bool) -> anyhow::Result<bool> {
+    let Some(placement) = crate::db::citus::place_fleet(&db.pool).await? else {
+        return Ok(false);
+    };
+    if !json || !placement.failed.is_empty() {
+        eprintln!(
+            "citus: {} tenant schema(s) placed on workers, {} failed",
+            placement.placed.len(),
+            placement.failed.len()
+        );
+    }
+    for (slug, error) in &placement.failed {
+        eprintln!("FAILED citus placement of {slug}: {error}");
+    }
+    Ok(!placement.failed.is_empty())
 }
 
 async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitCode> {

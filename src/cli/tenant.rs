@@ -210,14 +210,23 @@ pub enum TenantCommand {
     /// Move a tenant's schema to another PostgreSQL cluster (named in CAPLIQUIFY_CLUSTERS,
     /// or `home`): read-only while it copies, verified, then switched over.
     #[command(
-        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. A move whose process died is cleaned up by the next move of that tenant. Run it\non a direct connection to the home cluster (not through PgBouncer), and run `capliquify\nmigrate` and `capliquify db init-roles` on the target cluster first.\n\nExample:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' \\\n      capliquify tenant move acme --to eu2"
+        after_help = "Steps: the tenant turns read-only (the API answers writes 503 with Retry-After), its\nschema is built on the target and the data copied table by table, row counts and\nchecksums are compared, the placement flips, and the source copy is dropped. A failure\nbefore the flip leaves the tenant where it was, intact and writable, and nothing on the\ntarget. A move whose process died is cleaned up by the next move of that tenant. Run it\non a direct connection to the home cluster (not through PgBouncer), and run `capliquify\nmigrate` and `capliquify db init-roles` on the target cluster first.\n\nWith Citus, --to-worker moves the schema between the coordinator's workers instead\n(online; docs/scaling.md).\n\nExamples:\n  CAPLIQUIFY_CLUSTERS='eu2=postgres://capliquify@eu2-db:5432/capliquify' \\\n      capliquify tenant move acme --to eu2\n  capliquify tenant move acme --to-worker 10.0.0.13:5432"
     )]
     Move {
         /// The tenant to move.
         slug: String,
         /// The cluster to move to.
-        #[arg(long)]
-        to: String,
+        #[arg(
+            long,
+            required_unless_present = "to_worker",
+            conflicts_with = "to_worker"
+        )]
+        to: Option<String>,
+        /// With Citus: the worker (HOST:PORT, as `cluster status` shows it) to move the
+        /// tenant's schema to, online (Citus's citus_schema_move: reads and writes go on,
+        /// writes wait only for the final switch).
+        #[arg(long, value_name = "HOST:PORT")]
+        to_worker: Option<String>,
         /// Seconds to wait after turning the tenant read-only and again before dropping the
         /// source: at least the services' CAPLIQUIFY_AUTH_CACHE_MS.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=600))]
@@ -384,9 +393,28 @@ pub async fn run(
         }
         TenantCommand::Move {
             slug,
+            to_worker: Some(worker),
+            ..
+        } => {
+            let worker = crate::db::citus::Worker::parse(&worker)?;
+            let moved = crate::db::citus::move_tenant(&db.pool, &slug, &worker, &actor).await?;
+            if json {
+                output::json(&moved)?;
+            } else {
+                println!(
+                    "moved tenant {} from worker {} to {} in {} ms",
+                    moved.slug, moved.from, moved.to, moved.millis
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        TenantCommand::Move {
+            slug,
             to,
             drain_secs,
+            ..
         } => {
+            let to = to.unwrap_or_default();
             let options = MoveOptions {
                 drain: std::time::Duration::from_secs(drain_secs),
                 ..MoveOptions::default()

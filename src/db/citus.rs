@@ -2,11 +2,18 @@
 //!
 //! Citus is on when the `citus` extension is installed in the database and its library is
 //! loaded (`citus.enable_schema_based_sharding` exists only then). `doctor` shows the mode.
-//! Nothing else changes with it yet: tenant schemas are not distributed, so in Citus mode
-//! every tenant stays on the coordinator — `doctor` says so rather than pass silently.
+//!
+//! In Citus mode a tenant's schema is placed on a worker right after it is made
+//! ([`place_tenant`], the provisioning hook) and again after each tenant migration
+//! ([`distribute_schema`]); `capliquify migrate` also prepares `public` for two-phase commit
+//! of audit rows ([`prepare_public`]). The SQL is public migration 0019; without Citus each
+//! of these is one cheap call that does nothing (docs/scaling.md, "Citus mode").
 
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::tenancy::ident::SchemaName;
 
 use crate::tenancy::verify::Check;
 
@@ -65,9 +72,115 @@ pub async fn detect(pool: &PgPool) -> sqlx::Result<CitusMode> {
     })
 }
 
-/// `doctor`'s line: PASS when off (nothing to check); INFO when on, saying that capliquify
-/// does not distribute tenant schemas yet (not a failure: everything works on the
-/// coordinator, as on a server without Citus).
+/// True when the database is a Citus coordinator ([`detect`] says on).
+pub async fn is_on(pool: &PgPool) -> sqlx::Result<bool> {
+    Ok(matches!(detect(pool).await?, CitusMode::On { .. }))
+}
+
+/// The provisioning hook: in Citus mode, places the new tenant's schema on a worker (every
+/// table distributed, colocated) and lets the tenant's role log in to the workers with a
+/// password made here for it alone (kept in `pg_dist_authinfo`, never shown), in the
+/// caller's transaction — so a provisioning that fails leaves neither. Without Citus it
+/// does nothing and returns false. Run right after `create_tenant_schema`.
+pub async fn place_tenant(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    schema: &SchemaName,
+) -> sqlx::Result<bool> {
+    if !distribute_schema(&mut *conn, schema).await? {
+        return Ok(false);
+    }
+    worker_login(&mut *conn, tenant_id).await?;
+    Ok(true)
+}
+
+/// In Citus mode, distributes every table of `schema` that is still on the coordinator
+/// (all of a new schema; a table a tenant migration just created). Without Citus, nothing
+/// (false).
+pub async fn distribute_schema(conn: &mut PgConnection, schema: &SchemaName) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT public.citus_distribute_tenant_schema($1)")
+        .bind(schema.as_str())
+        .fetch_one(conn)
+        .await
+}
+
+/// In Citus mode, adds `public.audit_logs` (and the tables its foreign keys reach) to Citus's
+/// metadata as coordinator-local tables, so a tenant transaction that writes a worker and
+/// its audit row commits both with two-phase commit. Idempotent; false without Citus. Needs
+/// the tables' owner (`capliquify migrate`'s role).
+pub async fn prepare_public(pool: &PgPool) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT public.citus_prepare_public()")
+        .fetch_one(pool)
+        .await
+}
+
+/// What `capliquify migrate` did in Citus mode.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetPlacement {
+    /// Tenants whose schema (or some table of it, or the role's worker login) was placed.
+    pub placed: Vec<String>,
+    /// Tenants that could not be, with the error; the others are done.
+    pub failed: Vec<(String, String)>,
+}
+
+/// In Citus mode (`capliquify migrate`): prepares `public` ([`prepare_public`]), then places
+/// every tenant schema at home that is not (wholly) distributed yet or whose role has no
+/// worker login — tenants made before Citus was enabled, or by a provisioning that ran
+/// without it — each in a transaction of its own. `None` without Citus.
+pub async fn place_fleet(pool: &PgPool) -> sqlx::Result<Option<FleetPlacement>> {
+    if !prepare_public(pool).await? {
+        return Ok(None);
+    }
+    let pending: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT t.id, t.slug::text, t.schema_name::text
+           FROM public.tenants t JOIN pg_namespace n ON n.nspname = t.schema_name
+          WHERE t.cluster = 'home' AND t.moving_to IS NULL
+            AND (NOT EXISTS (SELECT 1 FROM pg_dist_schema d WHERE d.schemaid = n.oid)
+                 OR EXISTS (SELECT 1 FROM pg_depend dep JOIN pg_class c ON c.oid = dep.objid
+                             WHERE dep.refclassid = 'pg_namespace'::regclass
+                               AND dep.refobjid = n.oid AND dep.classid = 'pg_class'::regclass
+                               AND dep.deptype = 'n' AND c.relkind IN ('r', 'p')
+                               AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p
+                                                WHERE p.logicalrelid = c.oid))
+                 OR NOT EXISTS (SELECT 1 FROM pg_dist_authinfo a
+                                 WHERE a.rolename = public.tenant_role_name(t.id)))
+          ORDER BY t.slug",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut report = FleetPlacement::default();
+    for (id, slug, schema) in pending {
+        let placed = async {
+            let schema = SchemaName::parse(&schema).map_err(|e| e.to_string())?;
+            let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+            place_tenant(&mut tx, id, &schema)
+                .await
+                .map_err(|e| crate::tenancy::migrate::describe_db_error(&e))?;
+            tx.commit().await.map_err(|e| e.to_string())
+        }
+        .await;
+        match placed {
+            Ok(()) => report.placed.push(slug),
+            Err(error) => report.failed.push((slug, error)),
+        }
+    }
+    Ok(Some(report))
+}
+
+/// 32 random bytes, hex: a tenant role's password for the coordinator's connections to the
+/// workers.
+fn worker_password() -> String {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `doctor`'s line: PASS when off (nothing to check). When on: INFO with the version, the
+/// workers and how many live tenant schemas are distributed; WARN when some are still on
+/// the coordinator only (`capliquify migrate` distributes them) or no worker is registered.
 pub async fn doctor_check(pool: &PgPool) -> sqlx::Result<Check> {
     let (result, details) = match detect(pool).await? {
         CitusMode::Off { reason } => ("PASS", format!("off: {reason}")),
@@ -75,17 +188,518 @@ pub async fn doctor_check(pool: &PgPool) -> sqlx::Result<Check> {
             version,
             workers,
             schema_based_sharding,
-        } => (
-            "INFO",
-            format!(
-                "on: Citus {version}, {workers} worker(s), schema-based sharding {}; capliquify does not distribute tenant schemas yet, so every tenant stays on the coordinator (docs/scaling.md)",
+        } => {
+            let (tenants, distributed) = tenant_schemas(pool).await?;
+            let left = tenants - distributed;
+            let result = if left > 0 || workers == 0 {
+                "WARN"
+            } else {
+                "INFO"
+            };
+            let mut details = format!(
+                "on: Citus {version}, {workers} worker(s), schema-based sharding {}; {distributed} of {tenants} tenant schema(s) distributed",
                 if schema_based_sharding { "on" } else { "off" }
-            ),
-        ),
+            );
+            if left > 0 {
+                details.push_str(&format!(
+                    "; {left} still on the coordinator only: run `capliquify migrate` (docs/scaling.md)"
+                ));
+            }
+            if workers == 0 {
+                details.push_str(
+                    "; no worker registered: tenants stay on the coordinator until one is (SELECT citus_add_node(host, port))",
+                );
+            }
+            (result, details)
+        }
     };
     Ok(Check {
         test_name: "citus mode".to_owned(),
         result: result.to_owned(),
         details,
     })
+}
+
+/// Live tenants with a schema, and how many of those schemas Citus distributes (0, 0 where
+/// the registry does not exist yet).
+async fn tenant_schemas(pool: &PgPool) -> sqlx::Result<(i64, i64)> {
+    let registry: bool = sqlx::query_scalar("SELECT to_regclass('public.tenants') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !registry {
+        return Ok((0, 0));
+    }
+    sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE EXISTS (SELECT 1 FROM pg_dist_schema d
+                                                WHERE d.schemaid = n.oid))
+           FROM public.tenants t JOIN pg_namespace n ON n.nspname = t.schema_name
+          WHERE t.deleted_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Why a Citus operation (`cluster …`, `tenant move --to-worker`) refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CitusError {
+    #[error(
+        "Citus mode is off on this database ({0}); `cluster` commands and `tenant move --to-worker` need the coordinator of a Citus cluster (docs/scaling.md)"
+    )]
+    Off(String),
+    #[error("invalid worker {0:?}: give HOST:PORT, e.g. 10.0.0.12:5432")]
+    BadWorker(String),
+    #[error(
+        "{0} is not an active worker of this coordinator; `capliquify cluster status` lists them"
+    )]
+    UnknownWorker(String),
+    #[error("no tenant with slug {0:?}")]
+    UnknownTenant(String),
+    #[error(
+        "tenant {0}'s schema is not distributed (it is on the coordinator only): run `capliquify migrate` first"
+    )]
+    NotDistributed(String),
+    #[error("tenant {slug} is already on {worker}")]
+    AlreadyThere { slug: String, worker: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A worker node: `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Worker {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Worker {
+    /// Parses `HOST:PORT` (a host name or IPv4 address, or `[IPv6]:PORT`).
+    pub fn parse(value: &str) -> Result<Self, CitusError> {
+        let bad = || CitusError::BadWorker(value.to_owned());
+        let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let plain = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+        if !plain || port == 0 {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Refuses unless the database is a Citus coordinator.
+pub async fn require_on(pool: &PgPool) -> Result<(), CitusError> {
+    match detect(pool).await? {
+        CitusMode::On { .. } => Ok(()),
+        CitusMode::Off { reason } => Err(CitusError::Off(reason)),
+    }
+}
+
+/// One worker as `cluster status` shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct WorkerStatus {
+    /// `HOST:PORT`.
+    pub worker: String,
+    pub active: bool,
+    /// False once drained: the rebalancer places no tenant there.
+    pub accepts_tenants: bool,
+    /// Tenant schemas whose tables are on this worker.
+    pub tenants: i64,
+    /// Their tables' size on disk (Citus's `citus_shards.shard_size`).
+    pub bytes: i64,
+}
+
+/// Every worker, with its tenants and their bytes (one query on Citus's views).
+pub async fn status(pool: &PgPool) -> Result<Vec<WorkerStatus>, CitusError> {
+    require_on(pool).await?;
+    Ok(sqlx::query_as(
+        "SELECT CASE WHEN n.nodename LIKE '%:%' THEN '[' || n.nodename || ']' ELSE n.nodename END
+                    || ':' || n.nodeport AS worker,
+                n.isactive AS active, n.shouldhaveshards AS accepts_tenants,
+                count(DISTINCT s.colocation_id) AS tenants,
+                coalesce(sum(s.shard_size), 0)::bigint AS bytes
+           FROM pg_dist_node n
+           LEFT JOIN citus_shards s ON s.nodename = n.nodename AND s.nodeport = n.nodeport
+                                   AND s.citus_table_type = 'schema'
+          WHERE n.groupid <> 0 AND n.noderole = 'primary'
+          GROUP BY n.nodeid, n.nodename, n.nodeport, n.isactive, n.shouldhaveshards
+          ORDER BY n.nodename, n.nodeport",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The active worker `w`, or [`CitusError::UnknownWorker`].
+async fn require_worker(pool: &PgPool, w: &Worker) -> Result<(), CitusError> {
+    let known: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_dist_node WHERE nodename = $1 AND nodeport = $2
+                          AND groupid <> 0 AND noderole = 'primary' AND isactive)",
+    )
+    .bind(&w.host)
+    .bind(i32::from(w.port))
+    .fetch_one(pool)
+    .await?;
+    if known {
+        Ok(())
+    } else {
+        Err(CitusError::UnknownWorker(w.to_string()))
+    }
+}
+
+/// What `cluster add-worker` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerAdded {
+    pub worker: String,
+    /// Tenant roles given a fresh worker password (valid on the new worker too).
+    pub tenant_roles: usize,
+}
+
+/// Registers a worker (`citus_add_node`: Citus copies roles, functions and the metadata to
+/// it), then gives every tenant role a fresh worker password: Citus copies a role to a new
+/// node as the coordinator has it (NOLOGIN), so the workers' LOGIN and password are set
+/// again, on every worker. Audited (`cluster.worker_added`).
+pub async fn add_worker(
+    pool: &PgPool,
+    w: &Worker,
+    actor: &crate::audit::Actor,
+) -> Result<WorkerAdded, CitusError> {
+    require_on(pool).await?;
+    sqlx::query("SELECT citus_add_node($1, $2)")
+        .bind(&w.host)
+        .bind(i32::from(w.port))
+        .execute(pool)
+        .await?;
+    let tenants: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT t.id FROM public.tenants t
+          WHERE to_regrole(quote_ident(public.tenant_role_name(t.id))) IS NOT NULL
+          ORDER BY t.slug",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut tx = pool.begin().await?;
+    for id in &tenants {
+        worker_login(&mut tx, *id).await?;
+    }
+    crate::audit::record(
+        &mut tx,
+        actor,
+        worker_entry(
+            "cluster.worker_added",
+            w,
+            serde_json::json!({ "tenant_roles": tenants.len() }),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(WorkerAdded {
+        worker: w.to_string(),
+        tenant_roles: tenants.len(),
+    })
+}
+
+/// Empties a worker: `citus_drain_node` moves every tenant on it to the others (online,
+/// logical replication) and marks it as taking no more. Audited (`cluster.worker_drained`),
+/// before (the attempt) and after.
+pub async fn drain(
+    pool: &PgPool,
+    w: &Worker,
+    actor: &crate::audit::Actor,
+) -> Result<(), CitusError> {
+    require_on(pool).await?;
+    require_worker(pool, w).await?;
+    record(
+        pool,
+        actor,
+        worker_entry("cluster.worker_draining", w, serde_json::json!({})),
+    )
+    .await?;
+    sqlx::query("SELECT citus_drain_node($1, $2)")
+        .bind(&w.host)
+        .bind(i32::from(w.port))
+        .execute(pool)
+        .await?;
+    record(
+        pool,
+        actor,
+        worker_entry("cluster.worker_drained", w, serde_json::json!({})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Progress of a rebalance: tasks (one per tenant moved) done of all.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebalanceReport {
+    /// The background job's id; `None` when nothing needed moving.
+    pub job: Option<i64>,
+    pub state: String,
+    pub moves_done: i64,
+    pub moves: i64,
+    pub millis: u64,
+}
+
+/// Spreads tenants over the workers with Citus's rebalancer (`citus_rebalance_start`: a
+/// background job of moves, each online), and waits for it, calling `progress` as moves
+/// finish. Audited (`cluster.rebalanced`, with the counts), the start too.
+pub async fn rebalance(
+    pool: &PgPool,
+    actor: &crate::audit::Actor,
+    progress: &(dyn Fn(&RebalanceReport) + Send + Sync),
+) -> Result<RebalanceReport, CitusError> {
+    require_on(pool).await?;
+    let started = std::time::Instant::now();
+    record(
+        pool,
+        actor,
+        cluster_entry("cluster.rebalance_started", serde_json::json!({})),
+    )
+    .await?;
+    let job: Option<i64> = sqlx::query_scalar("SELECT citus_rebalance_start()")
+        .fetch_one(pool)
+        .await?;
+    let mut report = RebalanceReport {
+        job,
+        state: "finished".to_owned(),
+        moves_done: 0,
+        moves: 0,
+        millis: 0,
+    };
+    if let Some(job) = job {
+        loop {
+            let (state, done, all): (String, i64, i64) = sqlx::query_as(
+                "SELECT j.state::text,
+                        count(t.task_id) FILTER (WHERE t.status = 'done'), count(t.task_id)
+                   FROM pg_dist_background_job j
+                   LEFT JOIN pg_dist_background_task t ON t.job_id = j.job_id
+                  WHERE j.job_id = $1 GROUP BY j.state",
+            )
+            .bind(job)
+            .fetch_one(pool)
+            .await?;
+            report.state = state;
+            report.moves_done = done;
+            report.moves = all;
+            report.millis = started.elapsed().as_millis() as u64;
+            progress(&report);
+            if matches!(
+                report.state.as_str(),
+                "finished" | "failed" | "cancelled" | "failing" | "cancelling"
+            ) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+    report.millis = started.elapsed().as_millis() as u64;
+    record(
+        pool,
+        actor,
+        cluster_entry(
+            "cluster.rebalanced",
+            serde_json::json!({ "job": report.job, "state": report.state, "moves": report.moves, "moves_done": report.moves_done }),
+        ),
+    )
+    .await?;
+    Ok(report)
+}
+
+/// What `tenant move --to-worker` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantMoved {
+    pub slug: String,
+    pub from: String,
+    pub to: String,
+    pub millis: u64,
+}
+
+/// Moves a tenant's schema to another worker with `citus_schema_move`: Citus copies it
+/// with logical replication while reads and writes go on, and blocks writes only for the
+/// final switch. Audited: `tenant.move_started` before, `tenant.moved` after (the move runs
+/// outside any transaction of ours, so it cannot share one with its row).
+pub async fn move_tenant(
+    pool: &PgPool,
+    slug: &str,
+    to: &Worker,
+    actor: &crate::audit::Actor,
+) -> Result<TenantMoved, CitusError> {
+    require_on(pool).await?;
+    let tenant: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, schema_name::text FROM public.tenants WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(pool)
+            .await?;
+    let Some((id, schema)) = tenant else {
+        return Err(CitusError::UnknownTenant(slug.to_owned()));
+    };
+    let from = tenant_worker(pool, &schema)
+        .await?
+        .ok_or_else(|| CitusError::NotDistributed(slug.to_owned()))?;
+    require_worker(pool, to).await?;
+    if from == *to {
+        return Err(CitusError::AlreadyThere {
+            slug: slug.to_owned(),
+            worker: to.to_string(),
+        });
+    }
+    let started = std::time::Instant::now();
+    let meta = serde_json::json!({ "slug": slug, "from": from.to_string(), "to": to.to_string(), "via": "citus_schema_move" });
+    record(
+        pool,
+        actor,
+        tenant_entry(id, slug, "tenant.move_started", meta.clone()),
+    )
+    .await?;
+    sqlx::query("SELECT citus_schema_move(to_regnamespace(quote_ident($1)), $2, $3)")
+        .bind(&schema)
+        .bind(&to.host)
+        .bind(i32::from(to.port))
+        .execute(pool)
+        .await?;
+    let millis = started.elapsed().as_millis() as u64;
+    let mut meta = meta;
+    meta["millis"] = serde_json::json!(millis);
+    record(pool, actor, tenant_entry(id, slug, "tenant.moved", meta)).await?;
+    Ok(TenantMoved {
+        slug: slug.to_owned(),
+        from: from.to_string(),
+        to: to.to_string(),
+        millis,
+    })
+}
+
+/// The worker holding `schema`'s tables, `None` when the schema is not distributed.
+pub async fn tenant_worker(pool: &PgPool, schema: &str) -> Result<Option<Worker>, CitusError> {
+    let node: Option<(String, i32)> = sqlx::query_as(
+        "SELECT s.nodename::text, s.nodeport FROM citus_shards s
+          JOIN pg_dist_partition p ON p.logicalrelid = s.table_name
+          JOIN pg_dist_schema d ON d.colocationid = p.colocationid
+         WHERE d.schemaid = to_regnamespace(quote_ident($1))
+         LIMIT 1",
+    )
+    .bind(schema)
+    .fetch_optional(pool)
+    .await?;
+    Ok(node.map(|(host, port)| Worker {
+        host,
+        port: u16::try_from(port).unwrap_or_default(),
+    }))
+}
+
+async fn worker_login(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<()> {
+    let password = worker_password();
+    let verifier = crate::db::roles::scram_sha_256_verifier(
+        &password,
+        &crate::db::roles::random_salt(),
+        crate::db::roles::SCRAM_ITERATIONS,
+    );
+    sqlx::query("SELECT public.citus_tenant_worker_login($1, $2, $3)")
+        .bind(tenant_id)
+        .bind(verifier)
+        .bind(password)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn record(
+    pool: &PgPool,
+    actor: &crate::audit::Actor,
+    entry: crate::audit::Entry<'_>,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    crate::audit::record(&mut tx, actor, entry).await?;
+    tx.commit().await
+}
+
+fn worker_entry<'a>(
+    action: &'a str,
+    w: &Worker,
+    metadata: serde_json::Value,
+) -> crate::audit::Entry<'a> {
+    crate::audit::Entry {
+        tenant_id: None,
+        action,
+        resource_type: "citus_worker",
+        resource_id: w.to_string(),
+        metadata,
+    }
+}
+
+fn cluster_entry(action: &str, metadata: serde_json::Value) -> crate::audit::Entry<'_> {
+    crate::audit::Entry {
+        tenant_id: None,
+        action,
+        resource_type: "citus_cluster",
+        resource_id: "coordinator".to_owned(),
+        metadata,
+    }
+}
+
+fn tenant_entry<'a>(
+    id: Uuid,
+    slug: &str,
+    action: &'a str,
+    metadata: serde_json::Value,
+) -> crate::audit::Entry<'a> {
+    crate::audit::Entry {
+        tenant_id: Some(id),
+        action,
+        resource_type: "tenant",
+        resource_id: slug.to_owned(),
+        metadata,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_host_and_port() {
+        assert_eq!(
+            Worker::parse("10.0.0.12:5432").unwrap(),
+            Worker {
+                host: "10.0.0.12".into(),
+                port: 5432
+            }
+        );
+        assert_eq!(
+            Worker::parse("db-2.internal:6432").unwrap().to_string(),
+            "db-2.internal:6432"
+        );
+        assert_eq!(Worker::parse("[::1]:5432").unwrap().host, "::1");
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":5432",
+            "host:0",
+            "host:99999",
+            "a b:5432",
+            "h;x:1",
+        ] {
+            let err = Worker::parse(bad).unwrap_err();
+            assert!(err.to_string().contains("HOST:PORT"), "{bad}: {err}");
+        }
+    }
 }

@@ -129,6 +129,29 @@ pub async fn init(
         .execute(&mut *tx)
         .await?;
     }
+    let citus: bool =
+        sqlx::query_scalar("SELECT to_regclass('pg_catalog.pg_dist_authinfo') IS NOT NULL")
+            .fetch_one(&mut *tx)
+            .await?;
+    if let (true, Some(password)) = (citus, password) {
+        // Citus mode: the coordinator connects to the workers as the current role, the
+        // service's login included (reads across tenants), and takes the password from
+        // pg_dist_authinfo (superusers only may read it). The role itself reached the
+        // workers with its verifier: Citus propagates roles.
+        let conninfo = format!(
+            "password='{}'",
+            password.replace('\\', "\\\\").replace('\'', "\\'")
+        );
+        sqlx::query(
+            "INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
+             VALUES (0, $1, $2)
+             ON CONFLICT (rolename, nodeid) DO UPDATE SET authinfo = EXCLUDED.authinfo",
+        )
+        .bind(login)
+        .bind(conninfo)
+        .execute(&mut *tx)
+        .await?;
+    }
     let report = RolesReport {
         login: login.to_owned(),
         action: if existing.is_some() {

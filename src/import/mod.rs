@@ -321,7 +321,13 @@ pub async fn run(
     let Source { input, format } = source;
     let table = options.table;
     // Imports of one table are serialised, and concurrent API writes to it wait: the
-    // natural-key matching must see every row.
+    // natural-key matching must see every row. Companies also take the plan limit's lock,
+    // which API creates take (in Citus mode an advisory lock, public migration 0019).
+    if table == Table::Companies {
+        sqlx::query("SELECT public.lock_for_plan_limit('companies')")
+            .execute(&mut *conn)
+            .await?;
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
         table.sql_table()

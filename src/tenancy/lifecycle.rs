@@ -379,7 +379,7 @@ impl Tenancy {
         .fetch_one(&mut *tx)
         .await?;
         let repair = if !schema_exists {
-            create_schema(&mut tx, tenant.id).await?;
+            create_schema(&mut tx, tenant.id, &scope.schema).await?;
             Repair::Recreated
         } else if !has_history {
             let (missing_tables, with_data) = inspect_unmanaged(&mut tx, &scope.schema).await?;
@@ -396,7 +396,7 @@ impl Tenancy {
             )))
             .execute(&mut *tx)
             .await?;
-            create_schema(&mut tx, tenant.id).await?;
+            create_schema(&mut tx, tenant.id, &scope.schema).await?;
             Repair::Rebuilt { missing_tables }
         } else {
             let applied: i32 = sqlx::query_scalar("SELECT public.migrate_tenant_schema($1)")
@@ -404,6 +404,8 @@ impl Tenancy {
                 .fetch_one(&mut *tx)
                 .await?;
             if applied > 0 {
+                // Citus mode: tables the migrations created go to the schema's worker.
+                crate::db::citus::distribute_schema(&mut tx, &scope.schema).await?;
                 Repair::Migrated { applied }
             } else if !role_in_place(&mut tx, tenant.id).await? {
                 sqlx::query("SELECT public.grant_tenant_role($1, $2)")
@@ -561,6 +563,8 @@ pub(crate) async fn provision_in(
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    // Citus mode: the schema goes to a worker, in this transaction (nothing without Citus).
+    crate::db::citus::place_tenant(&mut *conn, id, &schema).await?;
     audit::record(
         &mut *conn,
         actor,
@@ -622,11 +626,17 @@ fn deleted_at(t: &Tenant) -> Result<DateTime<Utc>, TenancyError> {
     })
 }
 
-async fn create_schema(conn: &mut PgConnection, id: Uuid) -> Result<(), TenancyError> {
+async fn create_schema(
+    conn: &mut PgConnection,
+    id: Uuid,
+    schema: &SchemaName,
+) -> Result<(), TenancyError> {
     sqlx::query("SELECT public.create_tenant_schema($1)")
         .bind(id)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    // Citus mode: the schema goes to a worker, in this transaction (nothing without Citus).
+    crate::db::citus::place_tenant(&mut *conn, id, schema).await?;
     Ok(())
 }
 

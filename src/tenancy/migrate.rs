@@ -17,6 +17,7 @@ use sqlx::migrate::{Migration, Migrator};
 use uuid::Uuid;
 
 use crate::db::{ClusterName, Clusters};
+use crate::tenancy::ident::SchemaName;
 
 /// `migrations/public/`, embedded at build time.
 pub static PUBLIC_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/public");
@@ -299,8 +300,8 @@ pub const MIGRATION_BATCH_BUDGET_MS: i32 = 50;
 /// Brings every pending tenant to `latest`, `jobs` workers at a time. Tenants on the home
 /// cluster go in batches of up to [`MIGRATION_BATCH`] per transaction, each tenant in its
 /// own subtransaction: a failing tenant is rolled back alone and recorded, the others go on.
-/// Tenants placed elsewhere go one per transaction on their cluster. `on_done` is called
-/// after each tenant (for a progress bar).
+/// Tenants placed elsewhere, and every tenant in Citus mode, go one per transaction.
+/// `on_done` is called after each tenant (for a progress bar).
 pub async fn migrate_fleet(
     clusters: impl Into<Clusters>,
     pending: Vec<PendingTenant>,
@@ -311,6 +312,13 @@ pub async fn migrate_fleet(
     let clusters = clusters.into();
     let started = Instant::now();
     let total = pending.len();
+    // In Citus mode a migration's new tables must be distributed in its transaction, which
+    // the one-tenant path does (`migrate_placed`): no batches there (nor when the mode
+    // cannot be read).
+    let batch = match crate::db::citus::is_on(clusters.home()).await {
+        Ok(false) => MIGRATION_BATCH,
+        Ok(true) | Err(_) => 1,
+    };
     let queue = Arc::new(Mutex::new(VecDeque::from(pending)));
     let outcomes = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let mut workers = tokio::task::JoinSet::new();
@@ -324,14 +332,12 @@ pub async fn migrate_fleet(
         workers.spawn(async move {
             loop {
                 // The guard is dropped before the awaits below.
-                let batch = next_batch(&queue);
-                if batch.is_empty() {
-                    break;
-                }
-                let done = if batch[0].cluster == crate::db::cluster::HOME {
-                    migrate_batch(&clusters, &batch, latest, &queue).await
+                let next = next_batch(&queue, batch);
+                let Some(first) = next.first() else { break };
+                let done = if batch > 1 && first.cluster == crate::db::cluster::HOME {
+                    migrate_batch(&clusters, &next, latest, &queue).await
                 } else {
-                    vec![migrate_one(&clusters, &batch[0], latest).await]
+                    vec![migrate_one(&clusters, first, latest).await]
                 };
                 for outcome in done {
                     on_done(&outcome);
@@ -360,16 +366,16 @@ pub async fn migrate_fleet(
     }
 }
 
-/// The queue's next tenants: one placed elsewhere, or up to [`MIGRATION_BATCH`] on the
-/// home cluster (stopping at the first that is not).
-fn next_batch(queue: &Mutex<VecDeque<PendingTenant>>) -> Vec<PendingTenant> {
+/// The queue's next tenants: one placed elsewhere, or up to `size` on the home cluster
+/// (stopping at the first that is not).
+fn next_batch(queue: &Mutex<VecDeque<PendingTenant>>, size: usize) -> Vec<PendingTenant> {
     let Ok(mut queue) = queue.lock() else {
         return Vec::new();
     };
     let mut batch = Vec::new();
     while let Some(front) = queue.front() {
         let home = front.cluster == crate::db::cluster::HOME;
-        if !batch.is_empty() && (!home || batch.len() == MIGRATION_BATCH) {
+        if !batch.is_empty() && (!home || batch.len() >= size) {
             break;
         }
         batch.extend(queue.pop_front());
@@ -462,15 +468,25 @@ async fn migrate_placed(
 ) -> Result<i32, String> {
     let cluster = ClusterName::parse(&tenant.cluster).map_err(|e| e.to_string())?;
     let pool = clusters.pool(&cluster).map_err(|e| e.to_string())?;
-    // One statement is one transaction: the function's DDL and version record commit
-    // together or not at all. (New tables reach the tenant's role through the default
+    // One transaction: the function's DDL and version record commit together or not at
+    // all. (New tables reach the tenant's role through the default
     // privileges grant_tenant_role set in its schema, on whichever cluster it is.)
+    let mut tx = pool.begin().await.map_err(|e| describe_db_error(&e))?;
     let applied: i32 = sqlx::query_scalar("SELECT public.migrate_tenant_schema($1, $2)")
         .bind(&tenant.schema_name)
         .bind(latest)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| describe_db_error(&e))?;
+    if applied > 0 && cluster.is_home() {
+        // Citus mode: a table a migration created stays on the coordinator until it is
+        // distributed, in the same transaction (nothing without Citus).
+        let schema = SchemaName::parse(&tenant.schema_name).map_err(|e| e.to_string())?;
+        crate::db::citus::distribute_schema(&mut tx, &schema)
+            .await
+            .map_err(|e| describe_db_error(&e))?;
+    }
+    tx.commit().await.map_err(|e| describe_db_error(&e))?;
     if !cluster.is_home() {
         // On another cluster the function finds no registry row to mirror the version into;
         // the home mirror is written here, after the schema's own commit. If this fails the

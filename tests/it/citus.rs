@@ -96,15 +96,151 @@ async fn citus_mode_is_detected_once_the_library_is_loaded_and_the_extension_mad
     assert_eq!(*workers, 0, "no worker registered");
     assert!(!schema_based_sharding, "off by default");
 
-    // doctor's line informs without failing, and says tenants are not distributed.
+    // doctor's line warns (not a failure) that without a worker tenants stay on the
+    // coordinator.
     let check = citus::doctor_check(&pool).await.unwrap();
-    assert_eq!(check.result, "INFO");
-    assert!(check.passed());
+    assert_eq!(check.result, "WARN", "{}", check.details);
     assert!(
         check
             .details
-            .contains("does not distribute tenant schemas yet"),
+            .contains("0 of 0 tenant schema(s) distributed"),
         "{}",
         check.details
     );
+    assert!(
+        check.details.contains("no worker registered"),
+        "{}",
+        check.details
+    );
+}
+
+#[tokio::test]
+async fn without_citus_placing_a_tenant_does_nothing() {
+    let db = TestDb::new().await;
+    let schema = capliquify::tenancy::ident::SchemaName::parse("tenant_not_there").unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let placed = citus::place_tenant(&mut conn, uuid::Uuid::new_v4(), &schema)
+        .await
+        .unwrap();
+    assert!(!placed, "nothing to place on a plain server");
+    assert!(citus::place_fleet(&db.pool).await.unwrap().is_none());
+    let err = citus::status(&db.pool).await.unwrap_err();
+    assert!(err.to_string().contains("Citus mode is off"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tenant_provisioned_on_a_coordinator_lands_whole_on_its_worker_and_its_role_works_there()
+{
+    if citus_library().is_none() {
+        eprintln!("skipped: Citus is not installed (scripts/install-citus.sh)");
+        return;
+    }
+    // The servers' libpq (Citus's connections between nodes) must not look for a client
+    // certificate in the test runner's home folder.
+    let conf = "shared_preload_libraries = 'citus'\nwal_level = logical\nmax_prepared_transactions = 20\n\
+                citus.node_conninfo = 'sslmode=require sslcert=/nonexistent/client.crt sslkey=/nonexistent/client.key'";
+    let coordinator = TlsServer::start_with(conf);
+    let worker = TlsServer::start_with(conf);
+    let worker_pool = capliquify::db::connect(&worker.url("localhost", "sslmode=require"), 1)
+        .await
+        .expect("connect to the worker");
+    sqlx::query("CREATE EXTENSION citus")
+        .execute(&worker_pool)
+        .await
+        .unwrap();
+    let pool = capliquify::db::connect(&coordinator.url("localhost", "sslmode=require"), 4)
+        .await
+        .expect("connect to the coordinator");
+    sqlx::query("CREATE EXTENSION citus")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
+        .bind(i32::from(coordinator.port))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let w = citus::Worker::parse(&format!("127.0.0.1:{}", worker.port)).unwrap();
+    capliquify::tenancy::migrate::migrate_public(
+        &pool,
+        capliquify::tenancy::migrate::tenant_migrations(),
+    )
+    .await
+    .unwrap();
+    let actor = capliquify::audit::Actor::operator();
+    citus::add_worker(&pool, &w, &actor).await.unwrap();
+    assert!(citus::place_fleet(&pool).await.unwrap().is_some());
+
+    let tenancy = capliquify::tenancy::Tenancy::new(pool.clone(), 30);
+    let new = capliquify::tenancy::NewTenant::parse(
+        "acme",
+        "Acme",
+        capliquify::billing::Tier::Professional,
+        "org_acme",
+    )
+    .unwrap();
+    let tenant = tenancy.provision(&new, &actor).await.unwrap();
+
+    let (tables, distributed, elsewhere): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(p.logicalrelid),
+                count(*) FILTER (WHERE p.logicalrelid IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM citus_shards s WHERE s.table_name = c.oid AND s.nodeport = $2))
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+    )
+    .bind(&tenant.schema_name)
+    .bind(i32::from(worker.port))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(tables >= 9, "{tables} tables");
+    assert_eq!(distributed, tables, "every tenant table distributed");
+    assert_eq!(elsewhere, 0, "every shard on the worker");
+
+    // The tenant's role (NOLOGIN here) reaches its worker, and writes there.
+    let role: String = sqlx::query_scalar("SELECT public.tenant_role_name($1)::text")
+        .bind(tenant.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL search_path TO \"{}\"; SET LOCAL ROLE \"{role}\"",
+        tenant.schema_name
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO companies (name) VALUES ('Works')")
+        .execute(&mut *tx)
+        .await
+        .expect("the tenant's role writes on its worker");
+    tx.commit().await.unwrap();
+    let login: (bool, bool) = sqlx::query_as(
+        "SELECT (SELECT rolcanlogin FROM pg_roles WHERE rolname = $1),
+                (SELECT result::boolean FROM run_command_on_workers(
+                    format('SELECT rolcanlogin FROM pg_roles WHERE rolname = %L', $1::text)))",
+    )
+    .bind(&role)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        login,
+        (false, true),
+        "NOLOGIN on the coordinator, LOGIN on the worker"
+    );
+    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{}\".companies",
+        tenant.schema_name
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 1);
+    let status = citus::status(&pool).await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].tenants, 1);
+    assert!(status[0].bytes > 0);
 }

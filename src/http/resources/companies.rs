@@ -123,13 +123,15 @@ impl Resource for Companies {
     type Create = NewCompany;
     type Update = CompanyChanges;
 
-    /// A plan allows `max_entities` companies. The table lock serialises concurrent creates
-    /// so two requests cannot both take the last place.
+    /// A plan allows `max_entities` companies. The lock serialises concurrent creates so two
+    /// requests cannot both take the last place: the table lock, and an advisory lock on the
+    /// coordinator alone in Citus mode, where a table lock would be taken on every worker
+    /// (public migration 0019).
     async fn before_create(conn: &mut PgConnection, caller: &Caller) -> Result<(), ApiError> {
         let Some(max) = caller.tenant.max_entities else {
             return Ok(());
         };
-        sqlx::query("LOCK TABLE companies IN SHARE ROW EXCLUSIVE MODE")
+        sqlx::query("SELECT public.lock_for_plan_limit('companies')")
             .execute(&mut *conn)
             .await?;
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
