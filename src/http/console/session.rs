@@ -269,7 +269,7 @@ pub async fn sign_in_with_clerk(
         }
     };
     let user = identity.clerk_user_id;
-    if !config.operators.iter().any(|o| *o == user) {
+    if !config.operators.contains(&user) {
         let refusal = ConsoleError::refused(
             config,
             StatusCode::FORBIDDEN,
