@@ -221,7 +221,8 @@ impl Driver {
         self.goto(app, "/console").await;
         self.at("/console/sign-in").await;
         self.type_into("#token", ADMIN_TOKEN).await;
-        self.click("form[action=\"/console/sign-in\"] button[type=submit]").await;
+        self.click("form[action=\"/console/sign-in\"] button[type=submit]")
+            .await;
         self.at("/console").await;
         self.heading("Overview").await;
     }
