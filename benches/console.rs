@@ -311,7 +311,7 @@ async fn fill(pool: &PgPool, n: usize) -> anyhow::Result<()> {
                 (ARRAY['starter', 'professional', 'enterprise'])[1 + i % 3]::public.subscription_tier,
                 (ARRAY['trial', 'active', 'active', 'past_due', 'cancelled'])[1 + i % 5]::public.subscription_status,
                 CASE WHEN i % 5 = 0 THEN now() + interval '14 days' END,
-                now() - make_interval(mins => i)
+                now() - make_interval(mins => i::int)
            FROM generate_series(0, $1 - 1) AS i",
     )
     .bind(i64::try_from(n)?)
