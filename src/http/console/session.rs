@@ -227,6 +227,14 @@ pub async fn sign_in_with_clerk(
 ) -> Result<String, ConsoleError> {
     let config = &console.config;
     not_blocked(console, ip)?;
+    if config.operators.is_empty() {
+        return Err(ConsoleError::refused(
+            config,
+            StatusCode::FORBIDDEN,
+            "This console takes no Clerk sign-in (CAPLIQUIFY_CONSOLE_OPERATORS is not set): \
+             operators sign in with the admin token.",
+        ));
+    }
     let presented = match headers.get(header::AUTHORIZATION) {
         Some(value) => Authenticator::bearer(Some(value)).map(str::to_owned),
         None => cookie(headers, CLERK_COOKIE, MAX_CLERK_TOKEN).ok_or(AuthError::MissingToken),
@@ -234,13 +242,6 @@ pub async fn sign_in_with_clerk(
     let verified = match presented {
         Ok(token) => console.app.auth.verify(&token).await,
         Err(e) => Err(e),
-    };
-    let refuse = |reason: String| {
-        ConsoleError::refused(
-            config,
-            StatusCode::UNAUTHORIZED,
-            format!("Your Clerk session was not accepted: {reason}. Nothing was opened."),
-        )
     };
     let identity = match verified {
         Ok(identity) => identity,
@@ -261,7 +262,11 @@ pub async fn sign_in_with_clerk(
                 }
                 other => other.to_string(),
             };
-            let refusal = refuse(reason.clone());
+            let refusal = ConsoleError::refused(
+                config,
+                StatusCode::UNAUTHORIZED,
+                format!("Your Clerk session was not accepted: {reason}. Nothing was opened."),
+            );
             return failed(
                 console, "unknown", ip, user_agent, "clerk", &reason, refusal,
             )

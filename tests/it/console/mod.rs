@@ -321,6 +321,45 @@ async fn a_clerk_operator_exchanges_the_session_cookie_or_bearer_token_for_a_ses
 }
 
 #[tokio::test]
+async fn without_an_operator_list_a_clerk_token_opens_nothing() {
+    let app = TestApp::spawn_with(
+        HttpConfig {
+            console: Some(ConsoleConfig {
+                token: Some(Arc::from(ADMIN_TOKEN)),
+                operators: Arc::from([]),
+                backup_key: None,
+                secure_cookie: false,
+                idle: IDLE_TIMEOUT,
+            }),
+            ..HttpConfig::default()
+        },
+        2,
+    )
+    .await;
+    let mut browser = Browser::new(&app);
+    let form = browser.get("/console/sign-in").await;
+    assert!(
+        !form.text.contains("/console/sign-in/clerk"),
+        "{}",
+        form.text
+    );
+    let token = clerk_token(TEST_KEY, &claims(OPERATOR, None));
+    let req = browser
+        .client
+        .post(app.url("/console/sign-in/clerk"))
+        .bearer_auth(token);
+    let page = browser.send(req).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    assert!(
+        page.text.contains("takes no Clerk sign-in"),
+        "{}",
+        page.text
+    );
+    assert!(page.headers.get(SET_COOKIE).is_none());
+    assert_eq!(count_audit(&app, "console.signed_in").await, 0);
+}
+
+#[tokio::test]
 async fn clerk_tokens_not_an_operators_expired_or_forged_are_refused_audited_and_limited() {
     let app = app_with_console().await;
     let now = chrono::Utc::now().timestamp();
