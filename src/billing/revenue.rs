@@ -46,6 +46,51 @@ pub async fn mrr(pool: &PgPool) -> sqlx::Result<Vec<Mrr>> {
     .await
 }
 
+/// How [`mrr_by_month`] reconstructs past months, said where the chart is shown.
+pub const HISTORY_METHOD: &str = "Each month's MRR is counted at its end (this month: now) with \
+the method above, from what subscriptions keep: a subscription counts from its creation; a \
+cancelled or suspended one until it was cancelled (or, without that date, last changed); a \
+deleted tenant's until its deletion; at its current amount and cycle (past prices are not \
+kept). Trials never count; purged tenants are gone from every month.";
+
+/// MRR of one currency at the end of one month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct MonthMrr {
+    /// The month's first day.
+    pub month: chrono::NaiveDate,
+    pub currency: String,
+    pub mrr_cents: i64,
+}
+
+/// MRR per currency at the end of each of the last `months` months (this month: now),
+/// oldest first, as [`HISTORY_METHOD`] says; a currency without revenue in a month has no
+/// row for it. This month's figures equal [`mrr`]'s.
+pub async fn mrr_by_month(pool: &PgPool, months: i32) -> sqlx::Result<Vec<MonthMrr>> {
+    sqlx::query_as(
+        "WITH months AS (
+             SELECT m::date AS month,
+                    least(m + interval '1 month', now()) AS month_end
+               FROM generate_series(date_trunc('month', now()) - make_interval(months => $1 - 1),
+                                    date_trunc('month', now()), interval '1 month') AS m
+         )
+         SELECT months.month, s.currency::text,
+                (sum(CASE s.billing_cycle WHEN 'annual' THEN s.amount_cents::numeric / 12
+                                          ELSE s.amount_cents END))::bigint AS mrr_cents
+           FROM months
+           JOIN public.subscriptions s ON s.created_at < months.month_end
+           JOIN public.tenants t ON t.id = s.tenant_id
+          WHERE (t.deleted_at IS NULL OR t.deleted_at >= months.month_end)
+            AND (s.status IN ('active', 'past_due')
+                 OR (s.status IN ('cancelled', 'suspended')
+                     AND coalesce(s.cancelled_at, s.updated_at) >= months.month_end))
+          GROUP BY months.month, s.currency
+          ORDER BY months.month, s.currency",
+    )
+    .bind(months)
+    .fetch_all(pool)
+    .await
+}
+
 /// `cents` of a currency written for people: `12,345.67`.
 pub fn format_cents(cents: i64) -> String {
     let units = (cents / 100).abs();

@@ -443,36 +443,13 @@ pub async fn run(
             if json {
                 output::json(&serde_json::json!({ "tenant": tenant, "repair": repair }))?;
             } else {
-                println!("{}: {}", tenant.slug, describe_repair(&repair));
+                println!("{}: {}", tenant.slug, repair.describe());
             }
             return Ok(ExitCode::SUCCESS);
         }
     };
     print_one(&tenant, json)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// What `tenant repair` did, in words.
-fn describe_repair(repair: &crate::tenancy::lifecycle::Repair) -> String {
-    use crate::tenancy::lifecycle::Repair;
-    match repair {
-        Repair::Healthy => "nothing to repair (schema present, migrated, role in place)".to_owned(),
-        Repair::Recreated => {
-            "the missing schema was created, empty, at the newest version".to_owned()
-        }
-        Repair::Rebuilt { missing_tables } => format!(
-            "the half-made schema (no migration history, no data; missing {}) was dropped and rebuilt",
-            if missing_tables.is_empty() {
-                "no table".to_owned()
-            } else {
-                missing_tables.join(", ")
-            }
-        ),
-        Repair::Migrated { applied } => format!("{applied} pending migration(s) applied"),
-        Repair::RoleGranted => {
-            "the tenant's database role was created or granted its rights again".to_owned()
-        }
-    }
 }
 
 /// Asks for the slug on a terminal; elsewhere a forced purge must pass --confirm.

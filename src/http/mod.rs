@@ -241,10 +241,16 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPLIQUIFY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// The operators' console under /console: `on` or `off`. Unset: on in the embedded
-    /// demo, off otherwise. Operators sign in with CAPLIQUIFY_ADMIN_TOKEN (required when on,
-    /// except in the demo, which prints a sign-in link).
+    /// demo, off otherwise. Operators sign in with CAPLIQUIFY_ADMIN_TOKEN or, when
+    /// CAPLIQUIFY_CONSOLE_OPERATORS is set, their Clerk session (one of the two is required
+    /// when on, except in the demo, which prints a sign-in link).
     #[arg(long, env = "CAPLIQUIFY_CONSOLE", value_parser = ["on", "off"])]
     pub console: Option<String>,
+    /// Clerk user ids (`user_…`, comma-separated) who may sign in to the console with their
+    /// Clerk session token, verified with CLERK_JWKS_URL and CLERK_ISSUER like the API's.
+    /// Unset: no Clerk sign-in.
+    #[arg(long, env = "CAPLIQUIFY_CONSOLE_OPERATORS")]
+    pub console_operators: Option<String>,
 }
 
 impl ServeArgs {
@@ -319,13 +325,24 @@ impl ServeArgs {
         }
     }
 
-    /// The console's setup: off unless asked for (or the demo), signed in to with the admin
-    /// token — in the demo without one, a random token of this process.
+    /// The console's setup: off unless asked for (or the demo), signed in to with a Clerk
+    /// operator's session or the admin token — in the demo without one, a random token of
+    /// this process.
     fn console_config(
         &self,
         demo: bool,
         admin_token: Option<Arc<str>>,
     ) -> anyhow::Result<Option<console::ConsoleConfig>> {
+        let operators = match self.console_operators.as_deref() {
+            None => Vec::new(),
+            Some(value) => console::parse_operators(value).map_err(anyhow::Error::msg)?,
+        };
+        if demo && !operators.is_empty() {
+            anyhow::bail!(
+                "CAPLIQUIFY_CONSOLE_OPERATORS needs Clerk (CLERK_JWKS_URL and CLERK_ISSUER): \
+                 the demo's signing key is public, so anyone could sign a token for an operator"
+            );
+        }
         let on = match self.console.as_deref() {
             Some("on") => true,
             Some(_) => false,
@@ -335,20 +352,26 @@ impl ServeArgs {
             return Ok(None);
         }
         let token = match admin_token {
-            Some(token) => token,
+            Some(token) => Some(token),
             None if demo => {
                 let mut bytes = [0u8; 24];
                 aws_lc_rs::rand::fill(&mut bytes)
                     .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
-                Arc::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                Some(Arc::from(
+                    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                ))
             }
+            None if !operators.is_empty() => None,
             None => anyhow::bail!(
-                "CAPLIQUIFY_CONSOLE=on needs CAPLIQUIFY_ADMIN_TOKEN: operators sign in to the \
-                 console with it (`openssl rand -hex 32`)"
+                "CAPLIQUIFY_CONSOLE=on needs CAPLIQUIFY_CONSOLE_OPERATORS (Clerk user ids who \
+                 sign in with their Clerk session) or CAPLIQUIFY_ADMIN_TOKEN (`openssl rand -hex \
+                 32`): operators sign in to the console with one of them"
             ),
         };
         Ok(Some(console::ConsoleConfig {
             token,
+            operators: operators.into(),
+            backup_key: None,
             secure_cookie: !self.listen.ip().is_loopback(),
             idle: console::IDLE_TIMEOUT,
         }))
@@ -381,6 +404,11 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
     let webhooks = args.webhook_config(settings)?;
     let mode = args.auth_mode(settings.database_url.is_some())?;
     let demo = matches!(mode, AuthMode::Demo);
+    let mut console = args.console_config(demo, args.admin_token()?)?;
+    if let Some(console) = &mut console {
+        // The console's backups are signed as the CLI's are.
+        console.backup_key = settings.backup_key()?.map(Arc::new);
+    }
     let keys = settings.keyring(demo)?;
     let auth = match mode {
         AuthMode::Demo => {
@@ -404,7 +432,6 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<()> {
                 .with_authorized_parties(parties)
         }
     };
-    let console = args.console_config(demo, args.admin_token()?)?;
     let pools = crate::db::PoolConfig::new(settings.db_max_connections)
         .with_recycler(crate::db::recycle::Recycler::new(args.db_backend_memory_mb));
     let db = Database::open_with(settings, &pools).await?;
@@ -448,8 +475,8 @@ async fn run(
     let addr = listener.local_addr()?;
     if state.auth.is_demo() {
         demo::announce(&db.pool, &state.auth, addr).await?;
-        if let Some(console) = &state.config.console {
-            demo::announce_console(addr, &console.token, args.admin_token.is_some());
+        if let Some(token) = state.config.console.as_ref().and_then(|c| c.token.as_ref()) {
+            demo::announce_console(addr, token, args.admin_token.is_some());
         }
     }
     let job = (args.lifecycle_interval_secs > 0).then(|| {
@@ -782,6 +809,47 @@ mod tests {
                 .to_string()
                 .contains("CLERK_ISSUER")
         );
+    }
+
+    #[test]
+    fn the_console_needs_a_way_to_sign_in_and_clerk_operators_need_clerk() {
+        let token: Option<Arc<str>> = Some(Arc::from("t".repeat(40)));
+        let on = args(&["--console", "on"]);
+        let err = on.console_config(false, None).unwrap_err().to_string();
+        assert!(
+            err.contains("CAPLIQUIFY_CONSOLE_OPERATORS") && err.contains("CAPLIQUIFY_ADMIN_TOKEN")
+        );
+        let with_token = on.console_config(false, token.clone()).unwrap().unwrap();
+        assert!(with_token.token.is_some() && with_token.operators.is_empty());
+
+        let clerk = args(&["--console", "on", "--console-operators", "user_a, user_b"]);
+        let config = clerk.console_config(false, None).unwrap().unwrap();
+        assert!(config.token.is_none());
+        assert_eq!(
+            &*config.operators,
+            ["user_a".to_owned(), "user_b".to_owned()]
+        );
+        let err = clerk.console_config(true, None).unwrap_err().to_string();
+        assert!(err.contains("CLERK_JWKS_URL"), "{err}");
+
+        for bad in [
+            "",
+            " , ",
+            "alice@example.com",
+            "org_abc",
+            "user_",
+            "user_a b",
+        ] {
+            let err = args(&["--console", "on", "--console-operators", bad])
+                .console_config(false, token.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("CAPLIQUIFY_CONSOLE_OPERATORS"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(args(&[]).console_config(false, token).unwrap().is_none());
     }
 
     #[test]

@@ -80,6 +80,32 @@ pub enum Repair {
     Healthy,
 }
 
+impl Repair {
+    /// What was found and done, in words (`tenant repair` prints it, the console shows it).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Healthy => {
+                "nothing to repair (schema present, migrated, role in place)".to_owned()
+            }
+            Self::Recreated => {
+                "the missing schema was created, empty, at the newest version".to_owned()
+            }
+            Self::Rebuilt { missing_tables } => format!(
+                "the half-made schema (no migration history, no data; missing {}) was dropped and rebuilt",
+                if missing_tables.is_empty() {
+                    "no table".to_owned()
+                } else {
+                    missing_tables.join(", ")
+                }
+            ),
+            Self::Migrated { applied } => format!("{applied} pending migration(s) applied"),
+            Self::RoleGranted => {
+                "the tenant's database role was created or granted its rights again".to_owned()
+            }
+        }
+    }
+}
+
 /// Tenant lifecycle operations on one database.
 #[derive(Debug, Clone)]
 pub struct Tenancy {

@@ -8,8 +8,9 @@
 //!
 //! Several service instances may run it: an advisory lock lets one run at a time
 //! (the others skip). Every change goes through the lifecycle acts, so each is audited.
+//! Each run that took the lock is recorded in `public.lifecycle_runs` ([`last_run`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -19,7 +20,7 @@ use crate::audit::{self, Actor, Entry};
 /// Key of the advisory lock that lets one instance run the job at a time.
 const JOB_LOCK: i64 = 0x6361_706c_6971_0002;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobReport {
     /// Another instance held the lock; nothing was done.
     pub skipped: bool,
@@ -63,9 +64,70 @@ pub async fn run(
             ..JobReport::default()
         });
     }
+    let started_at = chrono::Utc::now();
     let result = run_locked(pool, deletion_grace_days, past_due_grace_days).await;
+    // The record is the operators' view of the job, not part of its work: failing to
+    // write it is logged, and the run's own result stands.
+    if let Err(e) = record_run(pool, started_at, &result).await {
+        tracing::warn!(error = %e, "lifecycle: the run could not be recorded");
+    }
     lock_tx.rollback().await?;
     result
+}
+
+/// One recorded run of the job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Run {
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// `done` or `failed`.
+    pub outcome: String,
+    /// The [`JobReport`] of a run that went through.
+    pub report: Option<sqlx::types::Json<JobReport>>,
+    /// Why a failed run stopped.
+    pub error: Option<String>,
+}
+
+/// How long recorded runs are kept.
+const KEEP_RUNS_DAYS: i32 = 90;
+
+async fn record_run(
+    pool: &PgPool,
+    started_at: chrono::DateTime<chrono::Utc>,
+    result: &Result<JobReport, TenancyError>,
+) -> sqlx::Result<()> {
+    let (outcome, report, error) = match result {
+        Ok(report) => ("done", serde_json::to_value(report).ok(), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "DELETE FROM public.lifecycle_runs WHERE finished_at < now() - make_interval(days => $1)",
+    )
+    .bind(KEEP_RUNS_DAYS)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO public.lifecycle_runs (started_at, outcome, report, error)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(started_at)
+    .bind(outcome)
+    .bind(report)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// The job's most recent recorded run, if it has run.
+pub async fn last_run(pool: &PgPool) -> sqlx::Result<Option<Run>> {
+    sqlx::query_as(
+        "SELECT started_at, finished_at, outcome, report, error FROM public.lifecycle_runs
+          ORDER BY finished_at DESC, id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 async fn slugs(pool: &PgPool, sql: &'static str, days: Option<u32>) -> sqlx::Result<Vec<String>> {

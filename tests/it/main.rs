@@ -28,6 +28,7 @@ mod pgbouncer;
 mod placement;
 mod properties;
 mod recycle;
+mod revenue;
 mod roles;
 mod schema_pool;
 mod sentia;

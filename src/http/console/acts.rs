@@ -1,22 +1,26 @@
 //! The operators' acts on one tenant (suspend, reactivate, extend a trial, change the
-//! tier, soft delete, undelete, purge): a confirmation page (`GET`), then the act (`POST`,
-//! with the session's CSRF token). Each is the same [`Tenancy`] method `capliquify tenant
-//! …` calls, so it writes the same audit row in the same transaction, with the signed-in
-//! operator as its actor.
+//! tier, soft delete, undelete, purge, repair, take a backup): a confirmation page (`GET`),
+//! then the act (`POST`, with the session's CSRF token). Each is the same [`Tenancy`] (or
+//! [`backup`]) function `capliquify tenant …` calls, so it writes the same audit row, with
+//! the signed-in operator as its actor.
 
 use axum::Form;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use tokio::io::AsyncReadExt as _;
 
 use super::pages::see_other;
 use super::session::Operator;
 use super::views::{self, Section};
 use super::{Console, ConsoleError};
 use crate::billing::Tier;
+use crate::tenancy::backup::{self, BackupError};
 use crate::tenancy::lifecycle::MAX_TRIAL_EXTENSION_DAYS;
-use crate::tenancy::{Tenancy, Tenant, TenantState, registry};
+use crate::tenancy::{Tenancy, TenancyError, Tenant, TenantState, registry};
 
 /// What an operator can do to a tenant from the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,8 @@ pub enum Act {
     Delete,
     Undelete,
     Purge,
+    Repair,
+    Backup,
 }
 
 impl Act {
@@ -40,6 +46,8 @@ impl Act {
             "delete" => Self::Delete,
             "undelete" => Self::Undelete,
             "purge" => Self::Purge,
+            "repair" => Self::Repair,
+            "backup" => Self::Backup,
             _ => return None,
         })
     }
@@ -53,6 +61,8 @@ impl Act {
             Self::Delete => "delete",
             Self::Undelete => "undelete",
             Self::Purge => "purge",
+            Self::Repair => "repair",
+            Self::Backup => "backup",
         }
     }
 
@@ -65,6 +75,8 @@ impl Act {
             Self::Delete => "Soft delete",
             Self::Undelete => "Undelete",
             Self::Purge => "Purge",
+            Self::Repair => "Repair",
+            Self::Backup => "Take a backup",
         }
     }
 
@@ -94,6 +106,18 @@ impl Act {
                 "Its schema, its registry row, its members, its subscription and its audit rows \
                  are dropped for good. This cannot be undone."
             }
+            Self::Repair => {
+                "A missing schema is created, empty, at the newest version. The other repairs \
+                 (rebuilding a half-made schema, applying pending migrations, granting the \
+                 tenant's role again) need the database owner's rights, which the service's \
+                 role does not have: the console says so, and `capliquify tenant repair` run \
+                 as the owner does them."
+            }
+            Self::Backup => {
+                "Its schema's data and its public rows are written, from one snapshot, to an \
+                 archive your browser downloads (`capliquify tenant restore FILE` reads it). \
+                 Nothing in the tenant changes."
+            }
         }
     }
 
@@ -107,11 +131,25 @@ impl Act {
                     Self::Suspend,
                     Self::ExtendTrial,
                     Self::ChangeTier,
+                    Self::Repair,
+                    Self::Backup,
                     Self::Delete,
                 ]
             }
-            TenantState::Live => vec![Self::Suspend, Self::ChangeTier, Self::Delete],
-            TenantState::Suspended => vec![Self::Reactivate, Self::ChangeTier, Self::Delete],
+            TenantState::Live => vec![
+                Self::Suspend,
+                Self::ChangeTier,
+                Self::Repair,
+                Self::Backup,
+                Self::Delete,
+            ],
+            TenantState::Suspended => vec![
+                Self::Reactivate,
+                Self::ChangeTier,
+                Self::Repair,
+                Self::Backup,
+                Self::Delete,
+            ],
             TenantState::Deleted => vec![Self::Undelete, Self::Purge],
         }
     }
@@ -152,6 +190,19 @@ pub async fn confirm(
                     }
                 }
             }
+            @if act == Act::Backup {
+                div {
+                    input #with_audit type="checkbox" name="with_audit" value="on";
+                    label for="with_audit" { " Include its audit rows" }
+                }
+                @if console.config.backup_key.is_some() {
+                    p { "The archive is signed with " code { "CAPLIQUIFY_BACKUP_KEY" } "." }
+                } @else {
+                    p.note { code { "CAPLIQUIFY_BACKUP_KEY" } " is not set, so the archive is not \
+                        signed: " code { "tenant restore" } " refuses it unless given "
+                        code { "--insecure-unsigned" } "." }
+                }
+            }
             @if act == Act::Purge {
                 label for="confirm" { "Type the slug, " code { (tenant.slug) } ", to confirm" }
                 input #confirm name="confirm" required autocomplete="off";
@@ -177,6 +228,7 @@ pub struct ActForm {
     tier: Option<String>,
     confirm: Option<String>,
     early: Option<String>,
+    with_audit: Option<String>,
 }
 
 const TIERS: [&str; 3] = ["starter", "professional", "enterprise"];
@@ -237,6 +289,24 @@ pub async fn perform(
         Act::Undelete => {
             tenancy.restore(&slug, false, &actor).await?;
         }
+        Act::Repair => {
+            let (tenant, repair) = tenancy
+                .repair(&slug, &actor)
+                .await
+                .map_err(|e| needs_owner(e, &format!("capliquify tenant repair {slug}")))?;
+            console.app.callers.clear();
+            let body = html! {
+                div.card {
+                    p role="status" { "Tenant " strong { (tenant.slug) } ": " (repair.describe()) "." }
+                    p { a href={ "/console/tenants/" (tenant.slug) } { "Back to the tenant" } }
+                }
+            };
+            return Ok(views::page("Repaired", &operator, Section::Tenants, body).into_response());
+        }
+        Act::Backup => {
+            let with_audit = form.with_audit.as_deref() == Some("on");
+            return download_backup(&console, &slug, with_audit, &actor).await;
+        }
         Act::Purge => {
             // The typed slug is required whether or not the grace period is over (the CLI
             // asks for it only before); early purges also need the box ticked (--force).
@@ -256,6 +326,74 @@ pub async fn perform(
     // take effect on the tenant's next request.
     console.app.callers.clear();
     Ok(see_other(&format!("/console/tenants/{slug}"), None))
+}
+
+/// Takes a backup of `slug` exactly as `capliquify tenant backup` does (same archive,
+/// same signature, same `tenant.backup` audit row) into a private temporary folder, and
+/// streams the finished file as a download. The file is unlinked as soon as it is open, so
+/// nothing stays on the server's disk, whether or not the download completes.
+async fn download_backup(
+    console: &Console,
+    slug: &str,
+    with_audit: bool,
+    actor: &crate::audit::Actor,
+) -> Result<Response, ConsoleError> {
+    let folder = tempfile::tempdir().map_err(ConsoleError::internal)?;
+    let name = backup::default_file_name(slug, chrono::Utc::now());
+    let report = backup::backup(
+        &console.app.pool,
+        slug,
+        Some(&folder.path().join(&name)),
+        with_audit,
+        console.config.backup_key.as_deref(),
+        actor,
+        &|_| {},
+    )
+    .await
+    .map_err(|e| match e {
+        BackupError::Tenancy(e) => ConsoleError::from(e),
+        BackupError::Refused(message) => ConsoleError::Conflict(message),
+        other => ConsoleError::internal(other),
+    })?;
+    let file = tokio::fs::File::open(&report.file)
+        .await
+        .map_err(ConsoleError::internal)?;
+    drop(folder);
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buffer)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let headers = [
+        (header::CONTENT_TYPE, "application/x-tar".to_owned()),
+        (header::CONTENT_LENGTH, report.bytes.to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ),
+    ];
+    Ok((headers, Body::from_stream(chunks)).into_response())
+}
+
+/// `err`, or when the database refused the service's role (SQLSTATE 42501: rebuilding a
+/// half-made schema drops it, which only its owner may), a 409 naming the command an
+/// owner runs instead.
+fn needs_owner(err: TenancyError, command: &str) -> ConsoleError {
+    if let TenancyError::Database(e) = &err
+        && e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42501")
+    {
+        return ConsoleError::Conflict(format!(
+            "This needs the database owner's rights, which the service's role does not have \
+             (least privilege). Nothing was changed; run `{command}` as the owner."
+        ));
+    }
+    err.into()
 }
 
 /// A suspension's reason: required, at most 500 characters, no control characters but

@@ -4,7 +4,8 @@
 //! [`crate::tenancy::Tenancy`] methods as `capliquify tenant …`.
 //!
 //! Off unless `CAPLIQUIFY_CONSOLE=on` (on by default in the embedded demo). Operators sign
-//! in with the admin token, exchanged once for a session ([`session`]). Every response
+//! in with a Clerk session token whose user is on `CAPLIQUIFY_CONSOLE_OPERATORS`, or with
+//! the admin token; either is exchanged once for a session ([`session`]). Every response
 //! carries a strict Content-Security-Policy (no script at all, styles from one file served
 //! here), refuses framing and is not cached; every form carries the session's CSRF token.
 //! It is not part of the tenant API's OpenAPI document.
@@ -27,12 +28,20 @@ use axum::routing::get;
 use super::AppState;
 use crate::tenancy::TenancyError;
 
-/// How the console is set up (`serve`: `CAPLIQUIFY_CONSOLE`, the admin token).
+/// How the console is set up (`serve`: `CAPLIQUIFY_CONSOLE`, the admin token,
+/// `CAPLIQUIFY_CONSOLE_OPERATORS`).
 #[derive(Clone)]
 pub struct ConsoleConfig {
-    /// What the sign-in form must be given: the admin token, or in the demo without one,
-    /// a random token of this process (printed in the sign-in link).
-    pub token: Arc<str>,
+    /// What the token sign-in form must be given: the admin token, or in the demo without
+    /// one, a random token of this process (printed in the sign-in link). `None`: operators
+    /// sign in with Clerk only.
+    pub token: Option<Arc<str>>,
+    /// The Clerk user ids (`sub`) that may sign in with their Clerk session token,
+    /// verified by the API's own authenticator. Empty: no Clerk sign-in.
+    pub operators: Arc<[String]>,
+    /// Signs the archives of the console's backups, as `CAPLIQUIFY_BACKUP_KEY` signs the
+    /// CLI's (`None`: unsigned, and the page says so).
+    pub backup_key: Option<Arc<crate::tenancy::backup::BackupKey>>,
     /// Whether the session cookie is `Secure` (off only when the service listens on
     /// loopback, where browsers are reached over plain HTTP).
     pub secure_cookie: bool,
@@ -43,11 +52,68 @@ pub struct ConsoleConfig {
 impl std::fmt::Debug for ConsoleConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsoleConfig")
-            .field("token", &"<redacted>")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("operators", &self.operators)
+            .field(
+                "backup_key",
+                &self.backup_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("secure_cookie", &self.secure_cookie)
             .field("idle", &self.idle)
             .finish()
     }
+}
+
+impl ConsoleConfig {
+    /// Which ways of signing in the sign-in page offers.
+    pub fn ways(&self) -> SignInWays {
+        SignInWays {
+            token: self.token.is_some(),
+            clerk: !self.operators.is_empty(),
+        }
+    }
+}
+
+/// The ways of signing in a console offers.
+#[derive(Debug, Clone, Copy)]
+pub struct SignInWays {
+    /// The admin token (or the demo's printed one).
+    pub token: bool,
+    /// A Clerk session token of an operator on the allow-list.
+    pub clerk: bool,
+}
+
+/// `CAPLIQUIFY_CONSOLE_OPERATORS`: comma-separated Clerk user ids (`user_…`). Set but
+/// empty, or an entry that is not a user id, is an error naming the setting.
+pub fn parse_operators(value: &str) -> Result<Vec<String>, String> {
+    let operators: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if operators.is_empty() {
+        return Err(
+            "CAPLIQUIFY_CONSOLE_OPERATORS is set but empty; list the Clerk user ids \
+                    (user_…) of the operators, comma-separated, or unset it"
+                .into(),
+        );
+    }
+    for operator in &operators {
+        let id_like = operator.len() <= 100
+            && operator.starts_with("user_")
+            && operator.len() > "user_".len()
+            && operator
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !id_like {
+            return Err(format!(
+                "CAPLIQUIFY_CONSOLE_OPERATORS entry {operator:?} is not a Clerk user id \
+                 (user_ followed by letters and digits, as the Clerk dashboard shows it)"
+            ));
+        }
+    }
+    Ok(operators)
 }
 
 /// A session's idle timeout.
@@ -76,6 +142,10 @@ pub fn router(state: AppState, config: Option<ConsoleConfig>) -> Router<AppState
         .route(
             "/console/sign-in",
             get(pages::sign_in_form).post(pages::sign_in),
+        )
+        .route(
+            "/console/sign-in/clerk",
+            axum::routing::post(pages::sign_in_with_clerk),
         )
         .route("/console/sign-out", axum::routing::post(pages::sign_out))
         .route("/console/tenants", get(pages::tenants))
@@ -188,8 +258,9 @@ pub enum ConsoleError {
     NotSignedIn,
     /// The form's CSRF token is missing or not this session's, or it came from another site.
     Csrf,
-    WrongToken,
-    TooManyAttempts(Duration),
+    /// A sign-in was refused (wrong admin token, a Clerk token that is not valid or not an
+    /// operator's, too many failures): the sign-in page again, saying why.
+    SignInRefused(Refusal),
     BadInput(String),
     NotFound(String),
     /// The act does not fit the tenant's state (e.g. suspending a suspended tenant).
@@ -197,7 +268,26 @@ pub enum ConsoleError {
     Internal,
 }
 
+/// Why a sign-in was refused, and what the sign-in page it answers with offers.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub ways: SignInWays,
+}
+
 impl ConsoleError {
+    /// A sign-in refused with `status` and `message`.
+    pub fn refused(config: &ConsoleConfig, status: StatusCode, message: impl Into<String>) -> Self {
+        Self::SignInRefused(Refusal {
+            status,
+            message: message.into(),
+            retry_after: None,
+            ways: config.ways(),
+        })
+    }
+
     /// Logs `err` and becomes a bare 500.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "console: internal error");
@@ -248,27 +338,15 @@ impl IntoResponse for ConsoleError {
                  site). Nothing was changed; open the page again and resubmit."
                     .to_owned(),
             ),
-            Self::WrongToken => {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    views::sign_in(None, Some("That is not the admin token.")),
-                )
-                    .into_response();
-            }
-            Self::TooManyAttempts(wait) => {
-                let secs = wait.as_secs().max(1);
+            Self::SignInRefused(refusal) => {
                 let mut response = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    views::sign_in(
-                        None,
-                        Some(&format!(
-                            "Too many failed sign-ins from this address; try again in {} minute(s).",
-                            secs.div_ceil(60)
-                        )),
-                    ),
+                    refusal.status,
+                    views::sign_in(refusal.ways, None, Some(&refusal.message)),
                 )
                     .into_response();
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                if let Some(wait) = refusal.retry_after
+                    && let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string())
+                {
                     response.headers_mut().insert(header::RETRY_AFTER, v);
                 }
                 return response;

@@ -21,7 +21,7 @@ use crate::audit;
 use crate::billing::{Tier, revenue};
 use crate::monitor;
 use crate::tenancy::census::{self, After, Order, SEARCH_STATUSES, Search};
-use crate::tenancy::{Tenant, migrate, registry, verify};
+use crate::tenancy::{Tenant, lifecycle_job, migrate, registry, verify};
 
 /// Tenants per page of the list.
 const TENANTS_PER_PAGE: i64 = 50;
@@ -37,8 +37,11 @@ pub struct SignInQuery {
 
 /// `GET /console/sign-in`: the form; the demo's printed link fills the token in (the
 /// browser still posts it, so a link alone never signs anyone in).
-pub async fn sign_in_form(Query(query): Query<SignInQuery>) -> Markup {
-    views::sign_in(query.token.as_deref(), None)
+pub async fn sign_in_form(
+    State(console): State<Console>,
+    Query(query): Query<SignInQuery>,
+) -> Markup {
+    views::sign_in(console.config.ways(), query.token.as_deref(), None)
 }
 
 #[derive(Deserialize)]
@@ -54,6 +57,20 @@ pub async fn sign_in(
 ) -> Result<Response, ConsoleError> {
     let token = form.token.unwrap_or_default();
     let id = session::sign_in(&console, &token, client.ip, client.user_agent).await?;
+    Ok(see_other(
+        "/console",
+        Some(session::set_cookie(Some(&id), console.config.secure_cookie)),
+    ))
+}
+
+/// `POST /console/sign-in/clerk`: an operator's Clerk session token (the `__session`
+/// cookie, or `Authorization: Bearer`) for a session cookie.
+pub async fn sign_in_with_clerk(
+    State(console): State<Console>,
+    client: session::Client,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ConsoleError> {
+    let id = session::sign_in_with_clerk(&console, &headers, client.ip, client.user_agent).await?;
     Ok(see_other(
         "/console",
         Some(session::set_cookie(Some(&id), console.config.secure_cookie)),
@@ -91,6 +108,33 @@ pub(super) fn see_other(to: &str, cookie: Option<String>) -> Response {
     response
 }
 
+/// One chart's bars per currency: every month of `months`, 0 where the currency had no
+/// revenue.
+fn mrr_charts(
+    months: &[(chrono::NaiveDate, i64)],
+    history: &[revenue::MonthMrr],
+) -> Vec<(String, Vec<(String, i64)>)> {
+    let mut currencies: Vec<&str> = history.iter().map(|m| m.currency.as_str()).collect();
+    currencies.sort_unstable();
+    currencies.dedup();
+    currencies
+        .into_iter()
+        .map(|currency| {
+            let bars = months
+                .iter()
+                .map(|(month, _)| {
+                    let cents = history
+                        .iter()
+                        .find(|m| m.month == *month && m.currency == currency)
+                        .map_or(0, |m| m.mrr_cents);
+                    (month.format("%b %y").to_string(), cents)
+                })
+                .collect();
+            (currency.to_owned(), bars)
+        })
+        .collect()
+}
+
 /// `GET /console`: the fleet at a glance.
 pub async fn overview(
     State(console): State<Console>,
@@ -102,11 +146,12 @@ pub async fn overview(
     let mrr = revenue::mrr(pool).await?;
     let (_, db_size) = monitor::database_size(pool).await?;
     let largest = monitor::sizes(pool, 5).await?;
-    let history: Vec<(String, i64)> = census::tenants_by_month(pool, 12)
-        .await?
-        .into_iter()
-        .map(|(month, n)| (month.format("%b %y").to_string(), n))
+    let by_month = census::tenants_by_month(pool, 12).await?;
+    let history: Vec<(String, i64)> = by_month
+        .iter()
+        .map(|(month, n)| (month.format("%b %y").to_string(), *n))
         .collect();
+    let mrr_history = mrr_charts(&by_month, &revenue::mrr_by_month(pool, 12).await?);
     let body = html! {
         div.grid {
             section.card aria-labelledby="by-status" {
@@ -188,11 +233,21 @@ pub async fn overview(
             }
         }
         section.card aria-labelledby="history" {
-            h2 #history { "Tenants over 12 months" }
-            (views::bar_chart("Tenants at the end of each month", &history))
+            h2 #history { "Tenants and MRR over 12 months" }
+            (views::bar_chart("tenants-chart", "Tenants at the end of each month", &history,
+                &|n| n.to_string()))
             p.note { "Tenants registered and not soft-deleted at the end of each month (this \
-                month: now); purged tenants are no longer counted. MRR has no history to chart: \
-                subscriptions keep only their current state." }
+                month: now); purged tenants are no longer counted." }
+            @for (currency, bars) in &mrr_history {
+                h3 { "MRR, " (currency) }
+                (views::bar_chart(&format!("mrr-{}-chart", currency.to_lowercase()),
+                    &format!("MRR in {currency} at the end of each month"), bars,
+                    &revenue::format_cents))
+            }
+            @if mrr_history.is_empty() {
+                p { "No recurring revenue in these months." }
+            }
+            p.note { "MRR: " (revenue::HISTORY_METHOD) }
         }
         section.card aria-labelledby="trials" {
             h2 #trials { "Trials ending within 7 days" }
@@ -730,8 +785,74 @@ pub async fn system(
     let slow = monitor::slow_queries(pool, None, 10)
         .await
         .map_err(|e| migrate::describe_db_error(&e));
+    let metrics = crate::http::metrics::summary(pool);
+    let last_run = lifecycle_job::last_run(pool).await?;
+    let ms = |secs: f64| {
+        if secs.is_infinite() {
+            "over 10 s".to_owned()
+        } else {
+            format!("≤ {} ms", (secs * 10_000.0).round() / 10.0)
+        }
+    };
     let body = html! {
         div.grid {
+            section.card aria-labelledby="pool" {
+                h2 #pool { "Connections" }
+                dl {
+                    dt { "Pool (this instance)" }
+                    dd { (metrics.pool_connections) " open, " (metrics.pool_idle) " idle, at most " (metrics.pool_max) }
+                    dt { "Backends measured" } dd { (metrics.memory_checks) }
+                    dt { "Connections recycled" } dd { (metrics.recycled) }
+                }
+                p.note { "Recycled: closed on release because the backend outgrew "
+                    code { "CAPLIQUIFY_DB_BACKEND_MEMORY_MB" } " (one release in 256 is measured)." }
+            }
+            section.card aria-labelledby="requests" {
+                h2 #requests { "Requests" }
+                @if metrics.timed == 0 {
+                    p { "None yet." }
+                } @else {
+                    table {
+                        thead { tr { th scope="col" { "Status" } th.num scope="col" { "Requests" } } }
+                        tbody { @for (class, n) in &metrics.requests_by_class { tr {
+                            td { (class) } td.num { (n) }
+                        } } }
+                    }
+                    dl {
+                        dt { "Mean" } dd { (format!("{:.1} ms", metrics.mean().unwrap_or(0.0) * 1000.0)) }
+                        dt { "Median" } dd { (metrics.quantile_bound(0.5).map(ms).unwrap_or_default()) }
+                        dt { "95th percentile" } dd { (metrics.quantile_bound(0.95).map(ms).unwrap_or_default()) }
+                    }
+                }
+                p.note { "Since this instance started, every route, as " code { "/metrics" }
+                    " counts them (percentiles to its histogram's buckets)." }
+            }
+            section.card aria-labelledby="lifecycle" {
+                h2 #lifecycle { "Lifecycle job" }
+                @match &last_run {
+                    None => p { "No run recorded yet (" code { "CAPLIQUIFY_LIFECYCLE_INTERVAL_SECS" }
+                        ", or " code { "capliquify lifecycle run" } ")." },
+                    Some(run) => {
+                        p { "Last run: " (views::time(run.started_at)) " to " (views::time(run.finished_at))
+                            " (UTC): " span class={ "badge " @if run.outcome == "done" { "active" } @else { "suspended" } } { (run.outcome) } }
+                        @if let Some(error) = &run.error {
+                            p { "It stopped: " (error) }
+                        }
+                        @if let Some(report) = &run.report {
+                            dl {
+                                dt { "Trials suspended" } dd { (report.trials_suspended.len()) }
+                                dt { "Past due suspended" } dd { (report.past_due_suspended.len()) }
+                                dt { "Subscriptions ended" } dd { (report.subscriptions_ended.len()) }
+                                dt { "Purged" } dd { (report.purged.len()) }
+                                dt { "Failed" } dd { (report.failed.len()) }
+                            }
+                            @for (slug, why) in &report.failed {
+                                p { a href={ "/console/tenants/" (slug) } { (slug) } ": " (why) }
+                            }
+                        }
+                    },
+                }
+            }
             section.card aria-labelledby="versions" {
                 h2 #versions { "Versions" }
                 dl {

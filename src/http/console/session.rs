@@ -1,5 +1,6 @@
-//! Who is signed in to the console: the admin token exchanged once for a session, the
-//! session's cookie, its CSRF token, and the limit on failed sign-ins.
+//! Who is signed in to the console: an operator's Clerk session token or the admin token,
+//! exchanged once for a session; the session's cookie, its CSRF token, and the limit on
+//! failed sign-ins.
 //!
 //! The browser holds a random 256-bit session id in an HttpOnly, SameSite=Strict cookie
 //! (Secure unless the service listens on loopback); `public.console_sessions` keeps only
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
@@ -23,10 +24,17 @@ use sqlx::PgPool;
 
 use super::{Console, ConsoleError};
 use crate::audit::{self, Actor, Entry};
+use crate::http::auth::{AuthError, Authenticator};
 
 /// The cookie's name. Not `__Host-…`: that prefix needs `Secure`, which a loopback
 /// service (the demo) cannot have over plain HTTP.
 pub const COOKIE: &str = "capliquify_console";
+
+/// Where Clerk's frontend keeps the session token on the application's domain.
+pub const CLERK_COOKIE: &str = "__session";
+
+/// A Clerk session token longer than this is not read (the authenticator refuses larger).
+const MAX_CLERK_TOKEN: usize = 8 * 1024;
 
 /// The operator's name in the trail for an admin-token sign-in (there is one shared token,
 /// so no person can be named).
@@ -104,7 +112,7 @@ impl FromRequestParts<Console> for Operator {
         } else {
             ConsoleError::NotSignedIn
         };
-        let Some(id) = cookie(&parts.headers) else {
+        let Some(id) = cookie(&parts.headers, COOKIE, 100) else {
             return Err(signed_out);
         };
         let id_hash = Sha256::digest(id.as_bytes()).to_vec();
@@ -135,17 +143,17 @@ impl FromRequestParts<Console> for Operator {
     }
 }
 
-/// The session id in the request's `Cookie` header, if any.
-fn cookie(headers: &HeaderMap) -> Option<String> {
+/// The cookie `name` of the request's `Cookie` header, if any and at most `max` bytes.
+fn cookie(headers: &HeaderMap, name: &str, max: usize) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 100)
+        .filter(|v| !v.is_empty() && v.len() <= max)
 }
 
 fn csrf_token(session_id: &str) -> String {
@@ -172,21 +180,179 @@ pub async fn sign_in(
     ip: Option<IpAddr>,
     user_agent: Option<String>,
 ) -> Result<String, ConsoleError> {
-    if let Some(wait) = console.limiter.blocked(ip) {
-        return Err(ConsoleError::TooManyAttempts(wait));
-    }
+    let config = &console.config;
+    not_blocked(console, ip)?;
+    let Some(token) = &config.token else {
+        return Err(ConsoleError::refused(
+            config,
+            StatusCode::FORBIDDEN,
+            "This console takes no admin token: operators sign in with their Clerk session.",
+        ));
+    };
     let digest = |t: &str| Sha256::digest(t.as_bytes());
     let good = aws_lc_rs::constant_time::verify_slices_are_equal(
         &digest(presented.trim()),
-        &digest(&console.config.token),
+        &digest(token),
     )
     .is_ok();
+    if !good {
+        let refusal = ConsoleError::refused(
+            config,
+            StatusCode::UNAUTHORIZED,
+            "That is not the admin token.",
+        );
+        return failed(
+            console,
+            "unknown",
+            ip,
+            user_agent,
+            "admin_token",
+            "wrong token",
+            refusal,
+        )
+        .await;
+    }
+    open_session(console, ADMIN_TOKEN_OPERATOR, ip, user_agent, "admin_token").await
+}
+
+/// Exchanges a Clerk session token (`Authorization: Bearer`, else Clerk's `__session`
+/// cookie) for a new session when it is valid — verified by the API's own authenticator,
+/// the same JWKS, issuer and authorized parties — and its user is on the operators' list.
+/// Refusals are limited and audited as failed admin-token sign-ins are.
+pub async fn sign_in_with_clerk(
+    console: &Console,
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+) -> Result<String, ConsoleError> {
+    let config = &console.config;
+    not_blocked(console, ip)?;
+    if config.operators.is_empty() {
+        return Err(ConsoleError::refused(
+            config,
+            StatusCode::FORBIDDEN,
+            "This console takes no Clerk sign-in (CAPLIQUIFY_CONSOLE_OPERATORS is not set): \
+             operators sign in with the admin token.",
+        ));
+    }
+    let presented = match headers.get(header::AUTHORIZATION) {
+        Some(value) => Authenticator::bearer(Some(value)).map(str::to_owned),
+        None => cookie(headers, CLERK_COOKIE, MAX_CLERK_TOKEN).ok_or(AuthError::MissingToken),
+    };
+    let verified = match presented {
+        Ok(token) => console.app.auth.verify(&token).await,
+        Err(e) => Err(e),
+    };
+    let identity = match verified {
+        Ok(identity) => identity,
+        Err(e) => {
+            let reason = match &e {
+                AuthError::MissingToken => "no Clerk session token came with the request (sign in \
+                    to the application first, on this site, or send the token as \
+                    Authorization: Bearer)"
+                    .to_owned(),
+                AuthError::Expired => {
+                    "the session token has expired (sign in to the application again)".to_owned()
+                }
+                // Configuration trouble (the JWKS could not be loaded) is the operators' to
+                // read in the log, not the browser's.
+                AuthError::Jwks(problem) => {
+                    tracing::error!(%problem, "console: Clerk sign-in could not verify");
+                    "the token could not be verified".to_owned()
+                }
+                other => other.to_string(),
+            };
+            let refusal = ConsoleError::refused(
+                config,
+                StatusCode::UNAUTHORIZED,
+                format!("Your Clerk session was not accepted: {reason}. Nothing was opened."),
+            );
+            return failed(
+                console, "unknown", ip, user_agent, "clerk", &reason, refusal,
+            )
+            .await;
+        }
+    };
+    let user = identity.clerk_user_id;
+    if !config.operators.contains(&user) {
+        let refusal = ConsoleError::refused(
+            config,
+            StatusCode::FORBIDDEN,
+            format!(
+                "Clerk user {user} is not a console operator (CAPLIQUIFY_CONSOLE_OPERATORS). \
+                 Nothing was opened."
+            ),
+        );
+        return failed(
+            console,
+            &user,
+            ip,
+            user_agent,
+            "clerk",
+            "not an operator",
+            refusal,
+        )
+        .await;
+    }
+    open_session(console, &user, ip, user_agent, "clerk").await
+}
+
+/// Refuses an address that has failed too often of late (429 with Retry-After).
+fn not_blocked(console: &Console, ip: Option<IpAddr>) -> Result<(), ConsoleError> {
+    match console.limiter.blocked(ip) {
+        None => Ok(()),
+        Some(wait) => Err(ConsoleError::SignInRefused(super::Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Too many failed sign-ins from this address; try again in {} minute(s).",
+                wait.as_secs().max(1).div_ceil(60)
+            ),
+            retry_after: Some(wait),
+            ways: console.config.ways(),
+        })),
+    }
+}
+
+/// Counts a failed sign-in against `ip`, audits it (`console.sign_in_failed`, with how and
+/// why) and answers `refusal`.
+async fn failed(
+    console: &Console,
+    operator: &str,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+    method: &str,
+    reason: &str,
+    refusal: ConsoleError,
+) -> Result<String, ConsoleError> {
+    console.limiter.failed(ip);
+    tracing::warn!(?ip, method, reason, "console: failed sign-in");
     let actor = Actor::Console {
-        operator: if good {
-            ADMIN_TOKEN_OPERATOR.into()
-        } else {
-            "unknown".into()
-        },
+        operator: operator.into(),
+        ip,
+        user_agent,
+    };
+    let mut tx = console
+        .app
+        .pool
+        .begin()
+        .await
+        .map_err(ConsoleError::internal)?;
+    let metadata = serde_json::json!({ "method": method, "reason": reason });
+    record(&mut tx, &actor, "console.sign_in_failed", metadata).await?;
+    tx.commit().await.map_err(ConsoleError::internal)?;
+    Err(refusal)
+}
+
+/// Opens a session for `operator` (audited `console.signed_in`) and returns its id.
+async fn open_session(
+    console: &Console,
+    operator: &str,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+    method: &str,
+) -> Result<String, ConsoleError> {
+    let actor = Actor::Console {
+        operator: operator.into(),
         ip,
         user_agent: user_agent.clone(),
     };
@@ -196,13 +362,6 @@ pub async fn sign_in(
         .begin()
         .await
         .map_err(ConsoleError::internal)?;
-    if !good {
-        console.limiter.failed(ip);
-        tracing::warn!(?ip, "console: failed sign-in");
-        record(&mut tx, &actor, "console.sign_in_failed").await?;
-        tx.commit().await.map_err(ConsoleError::internal)?;
-        return Err(ConsoleError::WrongToken);
-    }
     let id = new_session_id()?;
     // Ended sessions are of no further use: each sign-in clears them away.
     sqlx::query(
@@ -218,13 +377,14 @@ pub async fn sign_in(
          VALUES ($1, $2, $3::inet, $4)",
     )
     .bind(Sha256::digest(id.as_bytes()).to_vec())
-    .bind(ADMIN_TOKEN_OPERATOR)
+    .bind(operator)
     .bind(ip.map(|ip| ip.to_string()))
     .bind(user_agent)
     .execute(&mut *tx)
     .await
     .map_err(ConsoleError::internal)?;
-    record(&mut tx, &actor, "console.signed_in").await?;
+    let metadata = serde_json::json!({ "method": method });
+    record(&mut tx, &actor, "console.signed_in", metadata).await?;
     tx.commit().await.map_err(ConsoleError::internal)?;
     Ok(id)
 }
@@ -237,7 +397,8 @@ pub async fn sign_out(pool: &PgPool, operator: &Operator) -> Result<(), ConsoleE
         .execute(&mut *tx)
         .await
         .map_err(ConsoleError::internal)?;
-    record(&mut tx, &operator.actor(), "console.signed_out").await?;
+    let metadata = serde_json::json!({});
+    record(&mut tx, &operator.actor(), "console.signed_out", metadata).await?;
     tx.commit().await.map_err(ConsoleError::internal)
 }
 
@@ -245,6 +406,7 @@ async fn record(
     conn: &mut sqlx::PgConnection,
     actor: &Actor,
     action: &'static str,
+    metadata: serde_json::Value,
 ) -> Result<(), ConsoleError> {
     audit::record(
         conn,
@@ -254,7 +416,7 @@ async fn record(
             action,
             resource_type: "console",
             resource_id: "session".into(),
-            metadata: serde_json::json!({}),
+            metadata,
         },
     )
     .await

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
+use super::SignInWays;
 use super::css_path;
 use super::session::Operator;
 
@@ -109,20 +110,31 @@ pub fn message(title: &str, message: &str) -> Markup {
 
 /// The sign-in form; `token` prefills it (the demo's printed link), `error` says why the
 /// last attempt failed.
-pub fn sign_in(token: Option<&str>, error: Option<&str>) -> Markup {
+pub fn sign_in(ways: SignInWays, token: Option<&str>, error: Option<&str>) -> Markup {
     bare(
         "Sign in",
         html! {
             @if let Some(error) = error {
                 p.error role="alert" { (error) }
             }
-            form.card method="post" action="/console/sign-in" {
-                p { "Operators sign in with the admin token (" code { "CAPLIQUIFY_ADMIN_TOKEN" } "). "
-                    "It is exchanged for a session that ends when you sign out or after 30 idle minutes." }
-                label for="token" { "Admin token" }
-                input #token type="password" name="token" required autocomplete="current-password"
-                    value=[token];
-                button type="submit" { "Sign in" }
+            @if ways.clerk {
+                form.card method="post" action="/console/sign-in/clerk" {
+                    p { "Operators on the console's list (" code { "CAPLIQUIFY_CONSOLE_OPERATORS" } ") "
+                        "sign in with their Clerk session: sign in to the application first, then "
+                        "continue here. The session is exchanged once for a console session that "
+                        "ends when you sign out or after 30 idle minutes." }
+                    button type="submit" { "Continue with my Clerk session" }
+                }
+            }
+            @if ways.token {
+                form.card method="post" action="/console/sign-in" {
+                    p { "Operators sign in with the admin token (" code { "CAPLIQUIFY_ADMIN_TOKEN" } "). "
+                        "It is exchanged for a session that ends when you sign out or after 30 idle minutes." }
+                    label for="token" { "Admin token" }
+                    input #token type="password" name="token" required autocomplete="current-password"
+                        value=[token];
+                    button type="submit" { "Sign in" }
+                }
             }
         },
     )
@@ -148,7 +160,12 @@ pub fn status(status: &str) -> Markup {
 /// A bar chart of `(label, value)` as SVG, drawn on the server (no script): each bar is
 /// labelled with its value, and the title and description carry every number for screen
 /// readers.
-pub fn bar_chart(title: &str, bars: &[(String, i64)]) -> Markup {
+pub fn bar_chart(
+    id: &str,
+    title: &str,
+    bars: &[(String, i64)],
+    shown: &dyn Fn(i64) -> String,
+) -> Markup {
     const WIDTH: i64 = 720;
     const HEIGHT: i64 = 200;
     const BASE: i64 = 170;
@@ -156,21 +173,21 @@ pub fn bar_chart(title: &str, bars: &[(String, i64)]) -> Markup {
     let slot = WIDTH / (bars.len().max(1) as i64);
     let description = bars
         .iter()
-        .map(|(label, v)| format!("{label}: {v}"))
+        .map(|(label, v)| format!("{label}: {}", shown(*v)))
         .collect::<Vec<_>>()
         .join(", ");
     html! {
-        svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="chart-title chart-desc"
-            xmlns="http://www.w3.org/2000/svg" {
-            title #chart-title { (title) }
-            desc #chart-desc { (description) }
+        svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img"
+            aria-labelledby={ (id) "-title " (id) "-desc" } xmlns="http://www.w3.org/2000/svg" {
+            title id={ (id) "-title" } { (title) }
+            desc id={ (id) "-desc" } { (description) }
             line x1="0" y1=(BASE) x2=(WIDTH) y2=(BASE) stroke="#6b7685" stroke-width="1" {}
             @for (i, (label, value)) in bars.iter().enumerate() {
                 @let height = value * 140 / max;
                 @let x = i as i64 * slot + slot / 6;
                 @let w = slot * 2 / 3;
                 rect x=(x) y=(BASE - height) width=(w) height=(height) fill="#0b5cad" {}
-                text x=(x + w / 2) y=(BASE - height - 4) text-anchor="middle" font-size="12" fill="#1b1f24" { (value) }
+                text x=(x + w / 2) y=(BASE - height - 4) text-anchor="middle" font-size="12" fill="#1b1f24" { (shown(*value)) }
                 text x=(x + w / 2) y=(BASE + 16) text-anchor="middle" font-size="12" fill="#4a5360" { (label) }
             }
         }

@@ -294,6 +294,25 @@ pub async fn write_archive(
             scope.cluster.as_str()
         )));
     }
+    // The service's role (the console's backups) has no rights on tenant schemas (least
+    // privilege, public migration 0006): it reads the tenant's tables as the tenant's own
+    // role, of which it is a member, and the public rows as itself. An owner reads all as
+    // itself.
+    let as_tenant: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace n
+                         WHERE n.nspname = $1 AND NOT has_schema_privilege(n.oid, 'USAGE'))",
+    )
+    .bind(scope.schema.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    if as_tenant {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL ROLE \"{}\"",
+            scope.role()
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
     // Written in name order (the archive's layout); restore orders them itself.
     let mut tables = catalog::tables(&mut tx, &scope.schema).await?;
     tables.sort_by(|a, b| a.name.cmp(&b.name));
@@ -346,6 +365,9 @@ pub async fn write_archive(
             table.column_names(),
             written,
         ));
+    }
+    if as_tenant {
+        sqlx::query("RESET ROLE").execute(&mut *tx).await?;
     }
     for table in public_tables {
         let path = format!("public/{table}.ndjson");

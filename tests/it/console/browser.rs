@@ -221,7 +221,8 @@ impl Driver {
         self.goto(app, "/console").await;
         self.at("/console/sign-in").await;
         self.type_into("#token", ADMIN_TOKEN).await;
-        self.click("form.card button[type=submit]").await;
+        self.click("form[action=\"/console/sign-in\"] button[type=submit]")
+            .await;
         self.at("/console").await;
         self.heading("Overview").await;
     }
@@ -383,7 +384,7 @@ async fn screenshots_of_every_page() {
         ("umbrella", "Umbrella", Tier::Starter, None),
         ("hooli", "Hooli", Tier::Professional, None),
     ];
-    for (slug, name, tier, subscription) in samples {
+    for (i, (slug, name, tier, subscription)) in samples.into_iter().enumerate() {
         let t = app.tenant(slug, tier).await;
         sqlx::query("UPDATE public.tenants SET name = $2 WHERE id = $1")
             .bind(t.tenant.id)
@@ -394,9 +395,9 @@ async fn screenshots_of_every_page() {
         if let Some((cycle, cents, currency, status)) = subscription {
             sqlx::query(
                 "INSERT INTO public.subscriptions (tenant_id, stripe_customer_id, billing_cycle,
-                     amount_cents, currency, status, current_period_end)
+                     amount_cents, currency, status, current_period_end, created_at)
                  VALUES ($1, $2, $3::public.billing_cycle, $4, $5, $6::public.subscription_status,
-                         now() + interval '20 days')",
+                         now() + interval '20 days', now() - make_interval(months => $7))",
             )
             .bind(t.tenant.id)
             .bind(format!("cus_{slug}"))
@@ -404,6 +405,8 @@ async fn screenshots_of_every_page() {
             .bind(cents)
             .bind(currency)
             .bind(status)
+            // Started months apart, so the overview's MRR chart has a history to show.
+            .bind(10 - 3 * i as i32)
             .execute(&app.db.pool)
             .await
             .unwrap();

@@ -9,12 +9,15 @@ use capliquify::access::Role;
 use capliquify::billing::Tier;
 use capliquify::http::HttpConfig;
 use capliquify::http::console::{ConsoleConfig, IDLE_TIMEOUT};
+use capliquify::tenancy::backup::{self, BackupKey, Trust};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 
-use crate::common::api::TestApp;
+use crate::common::api::{OTHER_KEY, TEST_KEY, TestApp, claims, sign};
 
 pub const ADMIN_TOKEN: &str = "console-admin-token-0123456789abcdef";
+/// The Clerk user on the console's operator list.
+pub const OPERATOR: &str = "user_console_operator";
 
 /// A service with the console on, signed in to with [`ADMIN_TOKEN`].
 pub async fn app_with_console() -> TestApp {
@@ -22,7 +25,9 @@ pub async fn app_with_console() -> TestApp {
         HttpConfig {
             admin_token: Some(Arc::from(ADMIN_TOKEN)),
             console: Some(ConsoleConfig {
-                token: Arc::from(ADMIN_TOKEN),
+                token: Some(Arc::from(ADMIN_TOKEN)),
+                operators: Arc::from([OPERATOR.to_owned()]),
+                backup_key: Some(Arc::new(backup_key())),
                 secure_cookie: false,
                 idle: IDLE_TIMEOUT,
             }),
@@ -31,6 +36,11 @@ pub async fn app_with_console() -> TestApp {
         6,
     )
     .await
+}
+
+/// The key the console signs its backups with.
+fn backup_key() -> BackupKey {
+    BackupKey::parse("console-backup-key-7f3a9c2e51b8d46f0a1e").unwrap()
 }
 
 /// A browser-like client that does not follow redirects and carries a session cookie.
@@ -246,6 +256,175 @@ async fn failed_sign_ins_are_audited_and_limited() {
     assert!(page.headers.get("retry-after").is_some());
     assert_eq!(count_audit(&app, "console.sign_in_failed").await, 5);
     assert_eq!(count_audit(&app, "console.signed_in").await, 0);
+}
+
+/// A Clerk session token of `user`, valid or not as `claims` say.
+fn clerk_token(key: &str, claims: &serde_json::Value) -> String {
+    sign(key, claims)
+}
+
+#[tokio::test]
+async fn a_clerk_operator_exchanges_the_session_cookie_or_bearer_token_for_a_session() {
+    let app = app_with_console().await;
+    let token = clerk_token(TEST_KEY, &claims(OPERATOR, None));
+
+    // Clerk's own cookie on the application's domain, as a browser sends it.
+    let mut browser = Browser::new(&app);
+    let page = browser.get("/console/sign-in").await;
+    assert!(
+        page.text.contains("/console/sign-in/clerk"),
+        "{}",
+        page.text
+    );
+    let req = browser
+        .client
+        .post(app.url("/console/sign-in/clerk"))
+        .header("cookie", format!("__clerk_db_jwt=x; __session={token}"));
+    let page = browser.send(req).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
+    assert_eq!(page.location(), Some("/console"));
+    let set = page.headers[SET_COOKIE].to_str().unwrap();
+    browser.cookie = Some(set.split(';').next().unwrap().to_owned());
+    let overview = browser.get("/console").await;
+    assert_eq!(overview.status, StatusCode::OK);
+    assert!(
+        overview.text.contains(OPERATOR),
+        "the operator is named on the page"
+    );
+
+    // The same token as a bearer token (a script, or a console on another domain).
+    let mut other = Browser::new(&app);
+    let req = other
+        .client
+        .post(app.url("/console/sign-in/clerk"))
+        .bearer_auth(&token);
+    assert_eq!(other.send(req).await.status, StatusCode::SEE_OTHER);
+
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT metadata->'actor'->>'who', metadata FROM public.audit_logs
+          WHERE action = 'console.signed_in'",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    for (actor, metadata) in rows {
+        assert_eq!(actor, OPERATOR);
+        assert_eq!(metadata["method"], "clerk");
+    }
+    let operators: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT operator FROM public.console_sessions")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(operators, [OPERATOR]);
+}
+
+#[tokio::test]
+async fn without_an_operator_list_a_clerk_token_opens_nothing() {
+    let app = TestApp::spawn_with(
+        HttpConfig {
+            console: Some(ConsoleConfig {
+                token: Some(Arc::from(ADMIN_TOKEN)),
+                operators: Arc::from([]),
+                backup_key: None,
+                secure_cookie: false,
+                idle: IDLE_TIMEOUT,
+            }),
+            ..HttpConfig::default()
+        },
+        2,
+    )
+    .await;
+    let mut browser = Browser::new(&app);
+    let form = browser.get("/console/sign-in").await;
+    assert!(
+        !form.text.contains("/console/sign-in/clerk"),
+        "{}",
+        form.text
+    );
+    let token = clerk_token(TEST_KEY, &claims(OPERATOR, None));
+    let req = browser
+        .client
+        .post(app.url("/console/sign-in/clerk"))
+        .bearer_auth(token);
+    let page = browser.send(req).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    assert!(
+        page.text.contains("takes no Clerk sign-in"),
+        "{}",
+        page.text
+    );
+    assert!(page.headers.get(SET_COOKIE).is_none());
+    assert_eq!(count_audit(&app, "console.signed_in").await, 0);
+}
+
+#[tokio::test]
+async fn clerk_tokens_not_an_operators_expired_or_forged_are_refused_audited_and_limited() {
+    let app = app_with_console().await;
+    let now = chrono::Utc::now().timestamp();
+    let mut expired = claims(OPERATOR, None);
+    expired["iat"] = (now - 3600).into();
+    expired["nbf"] = (now - 3600).into();
+    expired["exp"] = (now - 600).into();
+    let cases = [
+        (
+            Some(clerk_token(TEST_KEY, &claims("user_someone_else", None))),
+            StatusCode::FORBIDDEN,
+            "user_someone_else is not a console operator",
+        ),
+        (
+            Some(clerk_token(TEST_KEY, &expired)),
+            StatusCode::UNAUTHORIZED,
+            "expired",
+        ),
+        (
+            Some(clerk_token(OTHER_KEY, &claims(OPERATOR, None))),
+            StatusCode::UNAUTHORIZED,
+            "signature is invalid",
+        ),
+        (None, StatusCode::UNAUTHORIZED, "no Clerk session token"),
+    ];
+    let mut browser = Browser::new(&app);
+    for (token, status, says) in &cases {
+        let mut req = browser.client.post(app.url("/console/sign-in/clerk"));
+        if let Some(token) = token {
+            req = req.header("cookie", format!("__session={token}"));
+        }
+        let page = browser.send(req).await;
+        assert_eq!(page.status, *status, "{says}: {}", page.text);
+        assert!(page.text.contains(says), "{says}: {}", page.text);
+        assert!(page.headers.get(SET_COOKIE).is_none());
+    }
+    assert_eq!(count_audit(&app, "console.signed_in").await, 0);
+    let failed: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT metadata->'actor'->>'who', metadata FROM public.audit_logs
+          WHERE action = 'console.sign_in_failed' ORDER BY created_at",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(failed.len(), 4);
+    assert_eq!(failed[0].0, "user_someone_else");
+    assert!(failed.iter().all(|(_, m)| m["method"] == "clerk"));
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM public.console_sessions")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+
+    // The fifth failure (the admin-token form counts too) blocks even a good Clerk token.
+    browser
+        .sign_in("not-the-admin-token-at-all-0123456789")
+        .await;
+    let good = clerk_token(TEST_KEY, &claims(OPERATOR, None));
+    let req = browser
+        .client
+        .post(app.url("/console/sign-in/clerk"))
+        .bearer_auth(good);
+    let page = browser.send(req).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.text);
+    assert!(page.headers.get("retry-after").is_some());
 }
 
 #[tokio::test]
@@ -550,6 +729,44 @@ async fn the_system_page_shows_migrations_and_says_where_doctor_runs() {
 }
 
 #[tokio::test]
+async fn the_system_page_shows_the_pool_the_requests_and_the_lifecycle_jobs_last_run() {
+    let app = app_with_console().await;
+    app.tenant("sys-trial", Tier::Starter).await;
+    app.db
+        .exec(
+            "UPDATE public.tenants SET subscription_status = 'trial',
+                    trial_ends_at = now() - interval '1 day' WHERE slug = 'sys-trial'",
+        )
+        .await;
+    let mut browser = Browser::signed_in(&app).await;
+    let page = browser.get("/console/system").await;
+    assert!(page.text.contains("No run recorded yet"), "{}", page.text);
+    // The pool line is the pool's own numbers (app_with_console's pool has 6), as
+    // /metrics reports them.
+    assert!(page.text.contains("at most 6"), "{}", page.text);
+    assert!(page.text.contains("2xx"), "{}", page.text);
+    assert!(page.text.contains("95th percentile"), "{}", page.text);
+
+    let report = capliquify::tenancy::lifecycle_job::run(&app.db.pool, 30, 7)
+        .await
+        .unwrap();
+    assert_eq!(report.trials_suspended, ["sys-trial"]);
+    let page = browser.get("/console/system").await;
+    assert!(!page.text.contains("No run recorded yet"), "{}", page.text);
+    assert!(
+        page.text.contains("<dt>Trials suspended</dt><dd>1</dd>"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains(">done</span>"), "{}", page.text);
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM public.lifecycle_runs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1);
+}
+
+#[tokio::test]
 async fn an_operator_changes_a_tier_and_the_plan_follows() {
     let app = app_with_console().await;
     let t = app.tenant("tiered", Tier::Starter).await;
@@ -625,4 +842,153 @@ async fn purge_needs_the_slug_typed_and_the_box_ticked_within_the_grace_period()
         browser.get("/console/tenants/doomed").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn an_operator_repairs_a_tenant_whose_schema_is_missing_as_tenant_repair_does() {
+    let app = app_with_console().await;
+    let acme = app.tenant("acme-repair", Tier::Starter).await;
+    let schema = acme.tenant.schema_name.clone();
+    app.db
+        .exec(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await;
+    let mut browser = Browser::signed_in(&app).await;
+    let page = browser.get("/console/tenants/acme-repair").await;
+    assert!(page.text.contains("/console/tenants/acme-repair/repair"));
+    let confirm = browser.get("/console/tenants/acme-repair/repair").await;
+    assert_eq!(confirm.status, StatusCode::OK);
+
+    // Without the session's CSRF token nothing is repaired.
+    let refused = browser
+        .post("/console/tenants/acme-repair/repair", &[("csrf", "forged")])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!app.db.schema_exists(&schema).await);
+
+    let done = browser
+        .post(
+            "/console/tenants/acme-repair/repair",
+            &[("csrf", &confirm.csrf())],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    assert!(
+        done.text
+            .contains("the missing schema was created, empty, at the newest version"),
+        "{}",
+        done.text
+    );
+    assert!(app.db.schema_exists(&schema).await);
+    let (actor, repair): (serde_json::Value, serde_json::Value) = sqlx::query_as(
+        "SELECT metadata->'actor', metadata->'repair' FROM public.audit_logs
+          WHERE action = 'tenant.repaired' AND tenant_id = $1",
+    )
+    .bind(acme.tenant.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(actor["who"], "admin-token");
+    assert_eq!(actor["via"], "console");
+    assert_eq!(repair["action"], "recreated");
+    let owner = app.token_for(&acme, Role::Owner);
+    assert_eq!(
+        app.get(&owner, "/api/v1/tenant").await.status,
+        StatusCode::OK
+    );
+
+    // Every other repair runs the tenant migrations or rebuilds the schema, which the
+    // service's role may not (least privilege): the console says so and what the owner
+    // runs, and nothing changes.
+    let owner_only = browser
+        .post(
+            "/console/tenants/acme-repair/repair",
+            &[("csrf", &confirm.csrf())],
+        )
+        .await;
+    assert_eq!(
+        owner_only.status,
+        StatusCode::CONFLICT,
+        "{}",
+        owner_only.text
+    );
+    assert!(
+        owner_only
+            .text
+            .contains("run `capliquify tenant repair acme-repair` as the owner"),
+        "{}",
+        owner_only.text
+    );
+    assert!(app.db.schema_exists(&schema).await);
+    assert_eq!(count_audit(&app, "tenant.repaired").await, 1);
+}
+
+#[tokio::test]
+async fn an_operator_downloads_a_signed_backup_that_tenant_restore_accepts() {
+    let app = app_with_console().await;
+    let acme = app.tenant("acme-backup", Tier::Professional).await;
+    app.company(&acme, "Backed Up Ltd").await;
+    let mut browser = Browser::signed_in(&app).await;
+    let confirm = browser.get("/console/tenants/acme-backup/backup").await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.text.contains("signed with"), "{}", confirm.text);
+
+    let refused = browser
+        .post(
+            "/console/tenants/acme-backup/backup",
+            &[("with_audit", "on")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(count_audit(&app, "tenant.backup").await, 0);
+
+    let req = browser
+        .client
+        .post(app.url("/console/tenants/acme-backup/backup"));
+    let req = with_form(req, &[("csrf", &confirm.csrf()), ("with_audit", "on")]);
+    let req = req.header("cookie", browser.cookie.clone().unwrap());
+    let response = req.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\"acme-backup-")
+            && disposition.ends_with(&format!(".{}\"", backup::EXTENSION)),
+        "{disposition}"
+    );
+    let length: usize = response.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(bytes.len(), length);
+
+    // The same archive `tenant backup` writes: it verifies in full, signed with the key.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("download.capliquify-backup");
+    std::fs::write(&file, &bytes).unwrap();
+    let verified = backup::restore::verify(&file, Trust::key(&backup_key()))
+        .await
+        .unwrap();
+    assert_eq!(verified.manifest.tenant.slug, "acme-backup");
+    assert!(verified.manifest.with_audit);
+    let products = verified
+        .manifest
+        .parts
+        .iter()
+        .any(|p| p.path.starts_with("data/"));
+    assert!(products, "{:?}", verified.manifest.parts);
+
+    let actor: serde_json::Value = sqlx::query_scalar(
+        "SELECT metadata->'actor' FROM public.audit_logs
+          WHERE action = 'tenant.backup' AND tenant_id = $1",
+    )
+    .bind(acme.tenant.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(actor["who"], "admin-token");
+    assert_eq!(actor["via"], "console");
 }
