@@ -39,6 +39,24 @@ fn new_tenant(slug: &str) -> NewTenant {
     NewTenant::parse(slug, slug, Tier::Starter, &format!("org_{slug}")).unwrap()
 }
 
+/// The SQLSTATE of a failed query.
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
+}
+
+/// Switches `tx` to tenant `id`'s role.
+async fn as_tenant(tx: &mut sqlx::PgConnection, id: Uuid) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL ROLE capliquify_t_{}",
+        id.simple()
+    )))
+    .execute(tx)
+    .await
+    .unwrap();
+}
+
 async fn failing_checks(db: &TestDb) -> Vec<(String, String, String)> {
     let report = capliquify::tenancy::verify::report(&db.pool).await.unwrap();
     report
@@ -84,13 +102,7 @@ async fn a_sign_up_takes_a_pooled_schema_whose_role_works() {
 
     // The tenant's own role (made when the schema was pooled) reads and writes its tables.
     let mut tx = db.pool.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL ROLE capliquify_t_{}",
-        tenant.id.simple()
-    )))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    as_tenant(&mut tx, tenant.id).await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {}.companies (name) VALUES ('ACME')",
         tenant.schema_name
@@ -106,10 +118,7 @@ async fn a_sign_up_takes_a_pooled_schema_whose_role_works() {
     .execute(&mut *tx)
     .await
     .unwrap_err();
-    assert_eq!(
-        denied.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some("42501")
-    );
+    assert_eq!(sqlstate(&denied).as_deref(), Some("42501"));
     drop(tx);
     assert_eq!(failing_checks(&db).await, vec![]);
 
@@ -314,29 +323,16 @@ async fn only_the_service_fills_and_claims_and_tenants_do_neither() {
         "DELETE FROM public.tenant_schema_pool",
     ] {
         let err = sqlx::query(sql).execute(&service).await.unwrap_err();
-        assert_eq!(
-            err.as_database_error().and_then(|e| e.code()).as_deref(),
-            Some("42501"),
-            "{sql}"
-        );
+        assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{sql}");
     }
     // A tenant's role may neither claim nor see the pool.
     let mut tx = service.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL ROLE capliquify_t_{}",
-        tenant.id.simple()
-    )))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    as_tenant(&mut tx, tenant.id).await;
     let err = sqlx::query("SELECT public.reserve_pooled_schema()")
         .execute(&mut *tx)
         .await
         .unwrap_err();
-    assert_eq!(
-        err.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some("42501")
-    );
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
     drop(tx);
     let bad = sqlx::query("SELECT public.add_pooled_schema(-1)")
         .execute(&service)
