@@ -148,7 +148,10 @@ node -e 'const c=require("crypto"),fs=require("fs");
   "$work/clerk.pem" "$work/jwks.json"
 export CLERK_JWKS_URL="file://$work/jwks.json"
 export CLERK_ISSUER="https://clerk.citus-acceptance.test"
+# No schema pool here, so every tenant schema the checks below count is a tenant's (a pooled
+# schema is placed on a worker when it is made: tests/it/citus.rs).
 DATABASE_URL="postgres://capliquify_app:$app_password@127.0.0.1:$coord/capliquify?sslmode=disable" \
+  CAPLIQUIFY_SCHEMA_POOL_SIZE=0 \
   "$bin" serve --no-demo --listen "127.0.0.1:$api" >"$work/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 1 150); do

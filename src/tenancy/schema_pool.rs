@@ -15,6 +15,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use super::ident::SchemaName;
 
 /// The channel `create_tenant_schema` notifies when a sign-up claims a pooled schema.
 pub const CLAIMED_CHANNEL: &str = "capliquify_schema_pool";
@@ -48,13 +51,30 @@ pub async fn status(pool: &PgPool, latest: i64) -> sqlx::Result<PoolStatus> {
 }
 
 /// Adds one schema unless the pool holds `target` already: the new schema's name, or `None`
-/// when the pool is full. One short transaction.
+/// when the pool is full. One short transaction, in which Citus mode also places the schema
+/// on a worker (as provisioning does), so a claim finds it there.
 pub async fn add_one(pool: &PgPool, target: u32) -> sqlx::Result<Option<String>> {
     let target = i32::try_from(target).unwrap_or(i32::MAX);
-    sqlx::query_scalar("SELECT public.add_pooled_schema($1)::text")
+    let mut tx = pool.begin().await?;
+    let added: Option<String> = sqlx::query_scalar("SELECT public.add_pooled_schema($1)::text")
         .bind(target)
-        .fetch_one(pool)
-        .await
+        .fetch_one(&mut *tx)
+        .await?;
+    let Some(schema) = added else {
+        return Ok(None);
+    };
+    // A statement of its own: the function's row is not in the snapshot of the statement
+    // that called it.
+    let id: Uuid = sqlx::query_scalar(
+        "SELECT tenant_id FROM public.tenant_schema_pool WHERE schema_name = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&mut *tx)
+    .await?;
+    // (The pool's CHECK ties the schema's name to the id.)
+    crate::db::citus::place_tenant(&mut tx, id, &SchemaName::for_tenant(id)).await?;
+    tx.commit().await?;
+    Ok(Some(schema))
 }
 
 /// Adds schemas one transaction at a time until the pool holds `target`; `on_added` is

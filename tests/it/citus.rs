@@ -181,22 +181,7 @@ async fn a_tenant_provisioned_on_a_coordinator_lands_whole_on_its_worker_and_its
     .unwrap();
     let tenant = tenancy.provision(&new, &actor).await.unwrap();
 
-    let (tables, distributed, elsewhere): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(p.logicalrelid),
-                count(*) FILTER (WHERE p.logicalrelid IS NOT NULL AND NOT EXISTS (
-                    SELECT 1 FROM citus_shards s WHERE s.table_name = c.oid AND s.nodeport = $2))
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
-          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
-    )
-    .bind(&tenant.schema_name)
-    .bind(i32::from(worker.port))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert!(tables >= 9, "{tables} tables");
-    assert_eq!(distributed, tables, "every tenant table distributed");
-    assert_eq!(elsewhere, 0, "every shard on the worker");
+    assert_on_worker(&pool, &tenant.schema_name, worker.port).await;
 
     // The tenant's role (NOLOGIN here) reaches its worker, and writes there.
     let role: String = sqlx::query_scalar("SELECT public.tenant_role_name($1)::text")
@@ -243,4 +228,59 @@ async fn a_tenant_provisioned_on_a_coordinator_lands_whole_on_its_worker_and_its
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].tenants, 1);
     assert!(status[0].bytes > 0);
+
+    // A schema of the schema pool is placed on the worker when it is made, and a sign-up
+    // that claims it gets it there, its role logging in to the worker.
+    capliquify::tenancy::schema_pool::fill(&pool, 1, |_| {})
+        .await
+        .unwrap();
+    let pooled: uuid::Uuid = sqlx::query_scalar("SELECT tenant_id FROM public.tenant_schema_pool")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_on_worker(&pool, &format!("tenant_{}", pooled.simple()), worker.port).await;
+    let new = capliquify::tenancy::NewTenant::parse(
+        "pooled",
+        "Pooled",
+        capliquify::billing::Tier::Professional,
+        "org_pooled",
+    )
+    .unwrap();
+    let claimed = tenancy.provision(&new, &actor).await.unwrap();
+    assert_eq!(claimed.id, pooled);
+    assert_on_worker(&pool, &claimed.schema_name, worker.port).await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL search_path TO \"{}\"; SET LOCAL ROLE \"capliquify_t_{}\"",
+        claimed.schema_name,
+        claimed.id.simple()
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO companies (name) VALUES ('Pooled')")
+        .execute(&mut *tx)
+        .await
+        .expect("the claimed schema's role writes on its worker");
+    tx.commit().await.unwrap();
+}
+
+/// Every table of `schema` is distributed, with every shard on the worker at `port`.
+async fn assert_on_worker(pool: &sqlx::PgPool, schema: &str, port: u16) {
+    let (tables, distributed, elsewhere): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(p.logicalrelid),
+                count(*) FILTER (WHERE p.logicalrelid IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM citus_shards s WHERE s.table_name = c.oid AND s.nodeport = $2))
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+    )
+    .bind(schema)
+    .bind(i32::from(port))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(tables >= 9, "{schema}: {tables} tables");
+    assert_eq!(distributed, tables, "{schema}: every table distributed");
+    assert_eq!(elsewhere, 0, "{schema}: every shard on the worker");
 }
