@@ -154,8 +154,6 @@ BEGIN
             END IF;
             IF to_regnamespace(quote_ident(v_schema)) IS NOT NULL THEN
                 PERFORM public.migrate_tenant_schema(v_schema);
-                -- Wakes the services' pool refillers (delivered at commit).
-                PERFORM pg_notify('capliquify_schema_pool', v_schema);
                 RETURN v_schema;
             END IF;
         END IF;

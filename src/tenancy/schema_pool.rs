@@ -5,25 +5,24 @@
 //! claims a pooled schema instead only registers the tenant. [`super::lifecycle`]'s
 //! provisioning claims one when the pool has one (`reserve_pooled_schema`, then
 //! `create_tenant_schema` adopts it) and makes one otherwise, so the pool only ever saves
-//! time. `serve` keeps the pool at `CAPLIQUIFY_SCHEMA_POOL_SIZE` ([`refill_loop`]): woken by
-//! the notification every claim sends, and every [`REFILL_EVERY`] in case one was missed.
-//! Operators fill, drain and inspect it with `capliquify schema-pool`.
+//! time. `serve` keeps the pool at `CAPLIQUIFY_SCHEMA_POOL_SIZE` ([`refill_loop`], every
+//! [`REFILL_EVERY`]). Operators fill, drain and inspect it with `capliquify schema-pool`.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
 use super::ident::SchemaName;
 
-/// The channel `create_tenant_schema` notifies when a sign-up claims a pooled schema.
-pub const CLAIMED_CHANNEL: &str = "capliquify_schema_pool";
-
-/// How often the refill loop looks at the pool without being woken.
-pub const REFILL_EVERY: Duration = Duration::from_secs(30);
+/// How often the refill loop tops the pool up. Polling, not `LISTEN` for claims: behind
+/// PgBouncer in transaction mode (docs/scaling.md) a `LISTEN` is lost with its server
+/// connection. A look at a full pool is one small function call (an advisory lock and a
+/// count of a few rows), so once a second costs nothing, and a pool of 10 absorbs sign-ups
+/// arriving faster than that.
+pub const REFILL_EVERY: Duration = Duration::from_secs(1);
 
 /// What the pool holds.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -105,44 +104,18 @@ pub async fn drain(pool: &PgPool, on_dropped: impl Fn(&str)) -> sqlx::Result<u32
     Ok(dropped)
 }
 
-/// Keeps the pool at `target` until the task is dropped: fills it now, then whenever a
-/// sign-up claims a schema (any instance's, through `LISTEN`) and every [`REFILL_EVERY`].
-/// Errors are logged and retried at the next wake; they never stop the service.
+/// Keeps the pool at `target` until the task is dropped: fills it now, then every
+/// [`REFILL_EVERY`]. Errors are logged and retried at the next tick; they never stop the
+/// service.
 pub async fn refill_loop(pool: PgPool, target: u32) {
-    let mut listener = match listen(&pool).await {
-        Ok(listener) => Some(listener),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot LISTEN for schema-pool claims; refilling every {}s instead", REFILL_EVERY.as_secs());
-            None
-        }
-    };
     let mut ticker = tokio::time::interval(REFILL_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        ticker.tick().await;
         match fill(&pool, target, |_| {}).await {
             Ok(0) => {}
             Ok(added) => tracing::debug!(added, target, "schema pool refilled"),
             Err(err) => tracing::warn!(error = %err, "refilling the schema pool failed"),
         }
-        match listener.as_mut() {
-            // recv() reconnects by itself after a lost connection; notifications sent
-            // meanwhile are lost, which the ticker covers.
-            Some(l) => tokio::select! {
-                received = l.recv() => if let Err(err) = received {
-                    tracing::debug!(error = %err, "schema-pool listener interrupted");
-                    ticker.tick().await;
-                },
-                _ = ticker.tick() => {}
-            },
-            None => {
-                ticker.tick().await;
-            }
-        }
     }
-}
-
-async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CLAIMED_CHANNEL).await?;
-    Ok(listener)
 }

@@ -350,7 +350,7 @@ async fn the_service_refills_the_pool_when_a_sign_up_claims() {
     let wait_for = |n: usize| {
         let pool = db.pool.clone();
         async move {
-            // The timer's period is 30 s: within 20 s only the claim's notification wakes it.
+            // It looks once a second: 20 s is ample on a busy machine.
             for _ in 0..200 {
                 if pooled_ids(&pool).await.len() == n {
                     return true;
