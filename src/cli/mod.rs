@@ -64,7 +64,14 @@ tenant is locked while it is migrated. Unclaimed schemas of the schema pool foll
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
     /// Check versions, the guide's verification summary and tenant isolation (exit 1 on FAIL).
-    Doctor,
+    #[command(after_help = "\
+Fleet-wide checks read only the tenant registry and the list of schemas. Each tenant's own
+checks (tables, references out of its schema, grants, its role's rights, its applied
+history) run for --slice tenants per run, the least recently checked first; serve checks
+100 more a minute. Every problem a tenant's last check found is reported until a later
+check finds it gone, so doctor stays fast at any fleet size. --full checks every tenant
+now (with progress), and adds the guide's verify_tenant_isolation() over the whole fleet.")]
+    Doctor(DoctorArgs),
     /// Watch the fleet: the largest tenant schemas (sizes), tenants against their plan's
     /// limits (tenants), the slowest statements per tenant (slow-queries).
     #[command(subcommand)]
@@ -187,7 +194,19 @@ thousands of tenants. A schema that grew since autovacuum last saw it can be mis
         limit: i64,
     },
     /// Live tenants with their tier, status, and usage against their plan's limits.
-    Tenants,
+    #[command(after_help = "\
+Newest first, a page at a time: each tenant's entities are counted in its own schema, so
+only the page's tenants are counted and a page costs the same at any fleet size. The page
+ends with the command for the next one. --limit 0 shows every tenant.")]
+    Tenants {
+        /// Tenants per page (0: every tenant).
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+        limit: i64,
+        /// Start after this position: the value the previous page printed.
+        #[arg(long, value_name = "POSITION")]
+        after: Option<String>,
+    },
     /// The statements with the most total execution time, per tenant (pg_stat_statements).
     #[command(after_help = "\
 Each tenant's statements run as that tenant's own database role, so pg_stat_statements
@@ -374,7 +393,7 @@ async fn with_database(
     command: Command,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    if db.is_embedded() && !matches!(command, Command::Migrate(_) | Command::Doctor) {
+    if db.is_embedded() && !matches!(command, Command::Migrate(_) | Command::Doctor(_)) {
         // The embedded cluster is a private development database: keep it current
         // without an extra step.
         migrate::migrate_public(&db.pool, migrate::tenant_migrations()).await?;
@@ -388,7 +407,7 @@ async fn with_database(
             migrate::ensure_current(&db.pool).await?;
             tenant::run(db, settings, cmd, json).await
         }
-        Command::Doctor => doctor(db, json).await,
+        Command::Doctor(args) => doctor(db, args, json).await,
         Command::SchemaPool(cmd) => {
             migrate::ensure_current(&db.pool).await?;
             schema_pool::run(db, cmd, json).await
@@ -687,8 +706,32 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-async fn doctor(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
-    let report = verify::doctor(&db.pool).await?;
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Tenants whose own checks this run performs (0: report only what earlier checks
+    /// found).
+    #[arg(long, value_name = "N", default_value_t = verify::SLICE, conflicts_with = "full",
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    slice: u32,
+    /// Check every tenant now, a slice at a time, and run the guide's whole-fleet checks.
+    #[arg(long)]
+    full: bool,
+}
+
+async fn doctor(db: &Database, args: DoctorArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let depth = if args.full {
+        verify::Depth::Full
+    } else {
+        verify::Depth::Slice(args.slice)
+    };
+    let bar = output::progress(0, "tenants checked", json || !args.full)?;
+    let shown = bar.clone();
+    let report = verify::doctor(&db.pool, depth, move |done, total| {
+        shown.set_length(total);
+        shown.set_position(done);
+    })
+    .await?;
+    bar.finish_and_clear();
     if json {
         output::json(&report)?;
     } else {
@@ -941,10 +984,27 @@ async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::
                 output::table(&["SCHEMA", "TENANT", "SIZE", "TABLES"], rows)
             );
         }
-        MonitorCommand::Tenants => {
-            let tenants = monitor::tenants(&db.clusters).await?;
+        MonitorCommand::Tenants { limit, after } => {
+            let after = match after {
+                None => None,
+                Some(raw) => Some(
+                    crate::tenancy::census::After::decode(
+                        &raw,
+                        crate::tenancy::census::Order::Newest,
+                    )
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--after {raw:?} is not a position printed by `monitor tenants` (TIME~SLUG)"
+                        )
+                    })?,
+                ),
+            };
+            let (tenants, next) = monitor::tenants(&db.clusters, limit, after.as_ref()).await?;
             if json {
-                return output::json(&tenants).map(|()| ExitCode::SUCCESS);
+                return output::json(
+                    &serde_json::json!({ "tenants": tenants, "next_after": next }),
+                )
+                .map(|()| ExitCode::SUCCESS);
             }
             let rows = tenants.iter().map(|t| {
                 vec![
@@ -970,6 +1030,14 @@ async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::
                     rows
                 )
             );
+            if let Some(next) = next {
+                let limit = if limit == 100 {
+                    String::new()
+                } else {
+                    format!(" --limit {limit}")
+                };
+                println!("more: capliquify monitor tenants{limit} --after '{next}'");
+            }
         }
         MonitorCommand::SlowQueries { tenant, limit } => {
             let tenant_id = match &tenant {

@@ -493,11 +493,18 @@ async fn run(
             args.schema_pool_size,
         ))
     });
+    // A slice of tenants' own checks a minute (doctor reports what they found), with the
+    // other background maintenance.
+    let checks = (args.lifecycle_interval_secs > 0).then(|| {
+        tokio::spawn(crate::tenancy::verify::check_loop(
+            state.clusters.home().clone(),
+        ))
+    });
     let service_pool = state.pool.clone();
     tracing::info!(%addr, "listening");
     println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
     launch(listener, state, shutdown_signal()).await?;
-    for task in [job, refill].into_iter().flatten() {
+    for task in [job, refill, checks].into_iter().flatten() {
         task.abort();
     }
     service_pool.close().await;

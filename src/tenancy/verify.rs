@@ -54,10 +54,57 @@ impl Report {
     }
 }
 
-/// Everything `capliquify doctor` checks (and the console's System page shows): [`report`]
-/// and the checks of the connected role's privileges and of Citus.
-pub async fn doctor(pool: &PgPool) -> sqlx::Result<Report> {
-    let mut report = report(pool).await?;
+/// How much of the per-tenant checking a [`doctor`] run does itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Check this many tenants, the least recently checked first (0: none, only report what
+    /// earlier checks found).
+    Slice(u32),
+    /// Check every tenant, a slice at a time.
+    Full,
+}
+
+/// Tenants `doctor` checks per run by default, and serve per minute in the background.
+pub const SLICE: u32 = 100;
+/// Tenants per transaction of a full check.
+const FULL_SLICE: u32 = 200;
+
+/// Everything `capliquify doctor` checks (and the console's System page shows), at a cost
+/// that does not grow with the fleet unless `depth` is [`Depth::Full`]: the versions, the
+/// guide's summary, the fleet-wide checks that read only the registry and the schema list,
+/// the schema pool, the per-tenant checks of [`tenant_checks`], and the checks of the
+/// connected role's privileges and of Citus. `progress(done, total)` follows a full check.
+/// [`Depth::Full`] adds [`report`]'s checks, which read the whole fleet's catalog in one
+/// statement each (the guide's `verify_tenant_isolation()`), in place of the fleet-wide ones.
+pub async fn doctor(
+    pool: &PgPool,
+    depth: Depth,
+    progress: impl FnMut(u64, u64),
+) -> sqlx::Result<Report> {
+    let (versions, migrated) = versions(pool).await?;
+    let mut report = if !migrated {
+        unmigrated(versions)
+    } else if depth == Depth::Full {
+        let mut report = report(pool).await?;
+        report
+            .checks
+            .push(tenant_checks(pool, depth, progress).await?);
+        report
+    } else {
+        let summary =
+            sqlx::query_as("SELECT check_name, count, expected FROM public.tenancy_summary()")
+                .fetch_all(pool)
+                .await?;
+        let mut checks = vec![migrations_current(&versions)];
+        checks.extend(fleet_checks(pool, versions.tenant_catalog).await?);
+        checks.push(schema_pool(pool, versions.tenant_catalog).await?);
+        checks.push(tenant_checks(pool, depth, progress).await?);
+        Report {
+            versions,
+            summary,
+            checks,
+        }
+    };
     report
         .checks
         .push(crate::db::privileges::doctor_check(pool).await?);
@@ -65,6 +112,220 @@ pub async fn doctor(pool: &PgPool) -> sqlx::Result<Report> {
         .checks
         .push(crate::db::citus::doctor_check(pool).await?);
     Ok(report)
+}
+
+/// The checks of `verify_tenant_isolation()` that read only the registry and the list of
+/// schemas (both a few rows per tenant, hashed and joined once), not each schema's catalog:
+/// the shared tables, every live tenant's schema present and at the newest version, no
+/// schema without its tenant. The rest of that function's checks are per tenant, in
+/// [`tenant_checks`].
+async fn fleet_checks(pool: &PgPool, latest: i64) -> sqlx::Result<Vec<Check>> {
+    let (missing_tables, behind, live, orphans): (Vec<String>, Vec<String>, i64, Vec<String>) =
+        sqlx::query_as(
+            "SELECT ARRAY(SELECT t FROM unnest(ARRAY['tenants', 'users', 'subscriptions',
+                                                     'audit_logs', 'tenant_migrations']) t
+                           WHERE to_regclass('public.' || t) IS NULL ORDER BY t),
+                    ARRAY(SELECT CASE WHEN n.oid IS NULL
+                                      THEN t.slug || ': schema ' || t.schema_name || ' missing'
+                                      ELSE t.slug || ': at version '
+                                           || coalesce(t.schema_version::text, 'none') || ' of ' || $1
+                                 END
+                            FROM public.tenants t
+                            LEFT JOIN pg_namespace n ON n.nspname = t.schema_name
+                           WHERE t.deleted_at IS NULL
+                             AND (n.oid IS NULL OR t.schema_version IS DISTINCT FROM $1)
+                           ORDER BY t.slug LIMIT 20),
+                    (SELECT count(*) FROM public.tenants WHERE deleted_at IS NULL),
+                    ARRAY(SELECT n.nspname::text FROM pg_namespace n
+                           WHERE n.nspname LIKE 'tenant\\_%'
+                             AND NOT EXISTS (SELECT 1 FROM public.tenants t
+                                              WHERE t.schema_name = n.nspname)
+                             AND NOT EXISTS (SELECT 1 FROM public.tenant_schema_pool p
+                                              WHERE p.schema_name = n.nspname)
+                           ORDER BY n.nspname LIMIT 20)",
+        )
+        .bind(latest)
+        .fetch_one(pool)
+        .await?;
+    let check = |name: &str, ok: bool, pass: String, fail: String| Check {
+        test_name: name.into(),
+        result: if ok { "PASS" } else { "FAIL" }.into(),
+        details: if ok { pass } else { fail },
+    };
+    Ok(vec![
+        check(
+            "public_tables_present",
+            missing_tables.is_empty(),
+            "tenants, users, subscriptions, audit_logs, tenant_migrations".into(),
+            format!("missing: {}", missing_tables.join(", ")),
+        ),
+        check(
+            "tenant_schemas_current",
+            behind.is_empty(),
+            format!("{live} live tenant(s) at version {latest}"),
+            format!("{}; run `capliquify migrate`", behind.join("; ")),
+        ),
+        check(
+            "no_orphan_schemas",
+            orphans.is_empty(),
+            "every tenant_% schema is registered or unclaimed in the schema pool".into(),
+            format!("unregistered: {}", orphans.join(", ")),
+        ),
+    ])
+}
+
+/// The per-tenant checks (`check_tenant_schema()`, public migration 0020: tables,
+/// references out of the schema, PUBLIC and foreign grants, the tenant role's rights, the
+/// applied history): runs `depth` of them through `verify_tenant_slice()`, then reports
+/// every problem the latest check of each live tenant found — in this run or an earlier
+/// one (serve checks a slice a minute) — and how much of the fleet has been checked.
+async fn tenant_checks(
+    pool: &PgPool,
+    depth: Depth,
+    mut progress: impl FnMut(u64, u64),
+) -> sqlx::Result<Check> {
+    let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await?;
+    let mut checked_now = 0u64;
+    match depth {
+        Depth::Slice(0) => {}
+        Depth::Slice(n) => checked_now = slice(pool, n).await?,
+        Depth::Full => {
+            let total: i64 = sqlx::query_scalar(CHECKABLE_COUNT).fetch_one(pool).await?;
+            let total = u64::try_from(total).unwrap_or(0);
+            progress(0, total);
+            while checked_now < total {
+                let done = slice(pool, FULL_SLICE).await?;
+                if done == 0 {
+                    break;
+                }
+                checked_now += done;
+                progress(checked_now.min(total), total);
+            }
+        }
+    }
+    let (problems, checkable, never, stale, oldest): (
+        Vec<String>,
+        i64,
+        i64,
+        i64,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "WITH t AS (
+            SELECT t.slug, c.checked_at, c.problems
+              FROM public.tenants t
+              LEFT JOIN public.tenant_checks c ON c.tenant_id = t.id
+             WHERE t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL)
+         SELECT ARRAY(SELECT t.slug || ': ' || p FROM t CROSS JOIN unnest(t.problems) p
+                       ORDER BY t.slug, p LIMIT 20),
+                (SELECT count(*) FROM t),
+                (SELECT count(*) FROM t WHERE checked_at IS NULL),
+                (SELECT count(*) FROM t WHERE checked_at < $1),
+                (SELECT min(checked_at) FROM t)",
+    )
+    .bind(started)
+    .fetch_one(pool)
+    .await?;
+    let coverage = if never > 0 {
+        format!(
+            "{never} of {checkable} tenant(s) not checked yet (serve checks {SLICE} a \
+             minute; `capliquify doctor --full` checks all now)"
+        )
+    } else if stale > 0 {
+        format!(
+            "the other {stale} of {checkable} checked since {}",
+            oldest.map_or_else(String::new, |at| at
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string())
+        )
+    } else if checkable == 0 {
+        "no live tenant to check".to_owned()
+    } else {
+        format!("all {checkable} checked in this run")
+    };
+    let scope = if checked_now > 0 {
+        format!("{checked_now} tenant(s) checked now, the least recently checked first; {coverage}")
+    } else {
+        coverage
+    };
+    Ok(Check {
+        test_name: "tenant_schemas_checked".into(),
+        result: if problems.is_empty() {
+            if never > 0 { "INFO" } else { "PASS" }
+        } else {
+            "FAIL"
+        }
+        .into(),
+        details: if problems.is_empty() {
+            format!("no tenant's last check found a problem; {scope}")
+        } else {
+            format!(
+                "{}; `capliquify tenant repair SLUG` re-grants and recreates; ({scope})",
+                problems.join("; ")
+            )
+        },
+    })
+}
+
+/// The tenants [`tenant_checks`] covers: live, on this cluster, not moving.
+const CHECKABLE_COUNT: &str = "SELECT count(*) FROM public.tenants
+     WHERE deleted_at IS NULL AND cluster = 'home' AND moving_to IS NULL";
+
+/// Checks the `n` least recently checked tenants in one transaction; how many it checked.
+pub async fn slice(pool: &PgPool, n: u32) -> sqlx::Result<u64> {
+    let checked: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT slug) FROM public.verify_tenant_slice($1)")
+            .bind(i32::try_from(n).unwrap_or(i32::MAX))
+            .fetch_one(pool)
+            .await?;
+    Ok(u64::try_from(checked).unwrap_or(0))
+}
+
+/// serve's background check: one slice of [`SLICE`] tenants a minute, so problems show in
+/// `doctor` and on the console without anyone running a full check.
+pub async fn check_loop(pool: PgPool) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(err) = slice(&pool, SLICE).await {
+            tracing::warn!(error = %err, "checking a slice of tenants failed");
+        }
+    }
+}
+
+fn migrations_current(versions: &Versions) -> Check {
+    let current = versions.public_schema == versions.public_schema_expected
+        && versions.tenant_catalog == versions.tenant_catalog_expected;
+    Check {
+        test_name: "migrations_current".into(),
+        result: if current { "PASS" } else { "FAIL" }.into(),
+        details: format!(
+            "public schema {}/{}, tenant catalog {}/{}{}",
+            versions.public_schema,
+            versions.public_schema_expected,
+            versions.tenant_catalog,
+            versions.tenant_catalog_expected,
+            if current {
+                ""
+            } else {
+                "; run `capliquify migrate`"
+            }
+        ),
+    }
+}
+
+fn unmigrated(versions: Versions) -> Report {
+    Report {
+        versions,
+        summary: Vec::new(),
+        checks: vec![Check {
+            test_name: "public_schema_migrated".into(),
+            result: "FAIL".into(),
+            details: "the capliquify public schema is missing; run `capliquify migrate`".into(),
+        }],
+    }
 }
 
 /// The versions of this build, the server, the public schema and the tenant catalog, and
@@ -99,20 +360,14 @@ pub async fn versions(pool: &PgPool) -> sqlx::Result<(Versions, bool)> {
     Ok((versions, migrated))
 }
 
-/// Gathers the report. A database that was never migrated yields a report with a failing
-/// check rather than an error, so `doctor` can say what to do.
+/// The report of everything, each check one pass over the whole fleet's catalog (the guide's
+/// `verify_tenant_isolation()`, every history, every role): `doctor --full`'s, and a cost
+/// that grows with the fleet. A database that was never migrated yields a report with a
+/// failing check rather than an error, so `doctor` can say what to do.
 pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
     let (versions, migrated) = versions(pool).await?;
     if !migrated {
-        return Ok(Report {
-            versions,
-            summary: Vec::new(),
-            checks: vec![Check {
-                test_name: "public_schema_migrated".into(),
-                result: "FAIL".into(),
-                details: "the capliquify public schema is missing; run `capliquify migrate`".into(),
-            }],
-        });
+        return Ok(unmigrated(versions));
     }
     let summary =
         sqlx::query_as("SELECT check_name, count, expected FROM public.tenancy_summary()")
@@ -125,27 +380,7 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
     checks.push(histories(pool).await?);
     checks.push(roles(pool).await?);
     checks.push(schema_pool(pool, versions.tenant_catalog).await?);
-    let current = versions.public_schema == versions.public_schema_expected
-        && versions.tenant_catalog == versions.tenant_catalog_expected;
-    checks.insert(
-        0,
-        Check {
-            test_name: "migrations_current".into(),
-            result: if current { "PASS" } else { "FAIL" }.into(),
-            details: format!(
-                "public schema {}/{}, tenant catalog {}/{}{}",
-                versions.public_schema,
-                versions.public_schema_expected,
-                versions.tenant_catalog,
-                versions.tenant_catalog_expected,
-                if current {
-                    ""
-                } else {
-                    "; run `capliquify migrate`"
-                }
-            ),
-        },
-    );
+    checks.insert(0, migrations_current(&versions));
     Ok(Report {
         versions,
         summary,

@@ -33,4 +33,5 @@ mod roles;
 mod schema_pool;
 mod sentia;
 mod sql_functions;
+mod tenant_checks;
 mod webhooks;
