@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::billing::{SubscriptionStatus, Tier};
 use crate::db::Clusters;
-use crate::tenancy::{TenancyError, fleet, registry};
+use crate::tenancy::{TenancyError, census, fleet, registry};
 
 /// Size of one tenant schema.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -127,29 +127,60 @@ pub struct TenantActivity {
     pub created_at: DateTime<Utc>,
 }
 
-/// Every live tenant with its members (home) and entities, counted in each tenant's own
-/// schema by [`fleet::query`]: its role, its cluster, a short read-only transaction each,
-/// a few tenants at a time — never one transaction holding locks on every schema.
-pub async fn tenants(clusters: &Clusters) -> Result<Vec<TenantActivity>, TenancyError> {
+/// One page of live tenants, newest first, with their members (home) and entities counted
+/// in each tenant's own schema by [`fleet::query`] — its role, its cluster, a short
+/// read-only transaction each, a few tenants at a time. The page walks the registry's
+/// (created_at, slug) index from `after` (see [`census::After`]) and only its tenants are
+/// counted, so a page costs the same at any fleet size. `limit` 0 is every tenant. Returns
+/// the page and the position of the next one, if any.
+pub async fn tenants(
+    clusters: &Clusters,
+    limit: i64,
+    after: Option<&census::After>,
+) -> Result<(Vec<TenantActivity>, Option<String>), TenancyError> {
     let home = clusters.home();
+    let page = if limit <= 0 { i64::MAX - 1 } else { limit };
+    let (at, slug) = match after {
+        Some(census::After::Newest(at, slug)) => (Some(*at), Some(slug.clone())),
+        Some(census::After::Slug(slug)) => (None, Some(slug.clone())),
+        None => (None, None),
+    };
     let mut rows: Vec<TenantActivity> = sqlx::query_as(
         "SELECT t.slug::text, t.name::text, t.subscription_tier, t.subscription_status,
-                count(u.id) AS user_count, t.max_users, NULL::bigint AS entity_count,
-                t.max_entities, t.created_at
+                (SELECT count(*) FROM public.users u
+                  WHERE u.tenant_id = t.id AND u.removed_at IS NULL) AS user_count,
+                t.max_users, NULL::bigint AS entity_count, t.max_entities, t.created_at
            FROM public.tenants t
-           LEFT JOIN public.users u ON u.tenant_id = t.id AND u.removed_at IS NULL
           WHERE t.deleted_at IS NULL
-          GROUP BY t.id
-          ORDER BY t.created_at DESC, t.slug",
+            AND ($2::timestamptz IS NULL OR (t.created_at, t.slug) < ($2, $3))
+          ORDER BY t.created_at DESC, t.slug DESC
+          LIMIT $1",
     )
+    .bind(page + 1)
+    .bind(at)
+    .bind(slug)
     .fetch_all(home)
     .await?;
-    let live = registry::list(home, false).await?;
+    let next = if rows.len() as i64 > page {
+        rows.truncate(page as usize);
+        rows.last()
+            .map(|r| census::After::Newest(r.created_at, r.slug.clone()).encode())
+    } else {
+        None
+    };
+    let slugs: Vec<String> = rows.iter().map(|r| r.slug.clone()).collect();
+    let live: Vec<registry::Tenant> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM public.tenants WHERE slug = ANY($1)",
+        registry::TENANT_COLUMNS
+    )))
+    .bind(&slugs)
+    .fetch_all(home)
+    .await?;
     let by_slug = entity_counts(clusters, live).await;
     for row in &mut rows {
         row.entity_count = by_slug.get(&row.slug).copied().flatten();
     }
-    Ok(rows)
+    Ok((rows, next))
 }
 
 /// Companies (entities) of each of `tenants`, by slug, counted in each tenant's own schema

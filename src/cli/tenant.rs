@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::db::Database;
 use crate::tenancy::backup::{self, PartSummary, Progress, RestoreMode, RestoreReport};
 use crate::tenancy::placement::{self, MoveOptions};
-use crate::tenancy::{NewTenant, Tenancy, Tenant, registry};
+use crate::tenancy::{NewTenant, Tenancy, Tenant, census, registry};
 
 const BACKUP_HELP: &str = "\
 The archive is one tar file: every table of the tenant's schema (COPY text), its public
@@ -76,11 +76,26 @@ pub enum TenantCommand {
         #[arg(long = "clerk-org")]
         clerk_org: String,
     },
-    /// List tenants (live and suspended; --all adds soft-deleted ones).
+    /// List tenants, newest first, a page at a time (--all adds soft-deleted ones).
+    #[command(after_help = "\
+A page ends with the command for the next one (its --after position), so listing costs
+the same at any fleet size. --limit 0 prints every tenant at once. With --json the output
+is {\"tenants\": [...], \"next_after\": POSITION or null}.")]
     List {
         /// Include soft-deleted tenants.
         #[arg(long)]
         all: bool,
+        /// Tenants per page (0: every tenant).
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+        limit: i64,
+        /// Start after this position: the value the previous page printed.
+        #[arg(long, value_name = "POSITION")]
+        after: Option<String>,
+        /// Only tenants whose slug or name contains TEXT (any case), or whose Clerk
+        /// organization or Stripe customer id is TEXT.
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
     },
     /// Show one tenant in full.
     Show {
@@ -252,9 +267,13 @@ pub async fn run(
             let new = NewTenant::parse(&slug, &name, tier, &clerk_org)?;
             tenancy.provision(&new, &actor).await?
         }
-        TenantCommand::List { all } => {
-            let tenants = registry::list(&db.pool, all).await?;
-            print_list(&tenants, json)?;
+        TenantCommand::List {
+            all,
+            limit,
+            after,
+            search,
+        } => {
+            list(db, all, limit, after, search, json).await?;
             return Ok(ExitCode::SUCCESS);
         }
         TenantCommand::Show { slug } => registry::find(&db.pool, &slug).await?,
@@ -534,10 +553,68 @@ fn print_restore(report: &RestoreReport, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_list(tenants: &[Tenant], json: bool) -> anyhow::Result<()> {
+/// `tenant list`: one keyset page of [`census::search`] (newest first, on the registry's
+/// (created_at, slug) index), and the position of the next.
+async fn list(
+    db: &Database,
+    all: bool,
+    limit: i64,
+    after: Option<String>,
+    search: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let after = match after {
+        None => None,
+        Some(raw) => Some(
+            census::After::decode(&raw, census::Order::Newest).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--after {raw:?} is not a position printed by `tenant list` (TIME~SLUG)"
+                )
+            })?,
+        ),
+    };
+    let page = if limit == 0 { i64::MAX - 1 } else { limit };
+    let mut tenants = census::search(
+        &db.pool,
+        &census::Search {
+            text: search.clone(),
+            live_only: !all,
+            order: census::Order::Newest,
+            after,
+            limit: page,
+            ..census::Search::default()
+        },
+    )
+    .await?;
+    let next = (tenants.len() as i64 > page).then(|| {
+        tenants.truncate(page as usize);
+        tenants
+            .last()
+            .map(|t| census::After::of(t, census::Order::Newest).encode())
+    });
+    let next = next.flatten();
     if json {
-        return output::json(&tenants);
+        return output::json(&serde_json::json!({ "tenants": tenants, "next_after": next }));
     }
+    print_list(&tenants)?;
+    if let Some(next) = next {
+        let mut again = vec!["capliquify tenant list".to_owned()];
+        if all {
+            again.push("--all".into());
+        }
+        if limit != 100 {
+            again.push(format!("--limit {limit}"));
+        }
+        if let Some(text) = &search {
+            again.push(format!("--search '{}'", text.replace('\'', "'\\''")));
+        }
+        again.push(format!("--after '{next}'"));
+        println!("more: {}", again.join(" "));
+    }
+    Ok(())
+}
+
+fn print_list(tenants: &[Tenant]) -> anyhow::Result<()> {
     let rows = tenants.iter().map(|t| {
         vec![
             t.slug.clone(),

@@ -109,9 +109,10 @@ async fn tenants(
 ) -> Result<Json<Vec<monitor::TenantActivity>>, ApiError> {
     params(&query, &[])?;
     Ok(Json(
-        monitor::tenants(&state.clusters)
+        monitor::tenants(&state.clusters, 0, None)
             .await
-            .map_err(ApiError::internal)?,
+            .map_err(ApiError::internal)?
+            .0,
     ))
 }
 

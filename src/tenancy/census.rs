@@ -103,6 +103,8 @@ pub struct Search {
     pub status: Option<String>,
     pub tier: Option<crate::billing::Tier>,
     pub cluster: Option<String>,
+    /// Leave soft-deleted tenants out (when no status is asked for).
+    pub live_only: bool,
     pub order: Order,
     /// Keyset position: the last tenant of the previous page.
     pub after: Option<After>,
@@ -201,6 +203,9 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<Tenant>, Tenan
             .push("))");
     }
     match search.status.as_deref() {
+        None if search.live_only => {
+            qb.push(" AND t.deleted_at IS NULL");
+        }
         None => {}
         Some("deleted") => {
             qb.push(" AND t.deleted_at IS NOT NULL");

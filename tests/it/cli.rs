@@ -76,7 +76,98 @@ async fn create_list_and_show_print_tables_and_json() {
 
     let out = capliquify(Some(&db), &["tenant", "list", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(json["next_after"], serde_json::Value::Null);
+}
+
+/// The slugs of `tenant list`'s or `monitor tenants`' table, in order, and its `more:` line's
+/// command, if any.
+fn page_of(out: &Output, slugs: &[&str]) -> (Vec<String>, Option<String>) {
+    assert_ok(out);
+    let text = stdout(out);
+    let shown = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| slugs.contains(w))
+        .map(str::to_owned)
+        .collect();
+    let more = text
+        .lines()
+        .find_map(|l| l.strip_prefix("more: "))
+        .map(str::to_owned);
+    (shown, more)
+}
+
+/// The `--after` value of a `more:` command line.
+fn after_of(more: &str) -> String {
+    more.split("--after '")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("no --after in {more}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn tenant_list_and_monitor_tenants_page_newest_first_to_the_end() {
+    let db = TestDb::new().await;
+    let slugs = ["page-a", "page-b", "page-c", "page-d", "page-e"];
+    for slug in slugs {
+        db.tenant(slug, Tier::Starter).await;
+    }
+    db.exec("UPDATE public.tenants SET deleted_at = now() WHERE slug = 'page-c'")
+        .await;
+    for command in [&["tenant", "list"][..], &["monitor", "tenants"][..]] {
+        let mut seen = Vec::new();
+        let mut args: Vec<String> = command.iter().map(|s| (*s).to_owned()).collect();
+        args.extend(["--limit".into(), "2".into()]);
+        let mut after: Option<String> = None;
+        for _page in 0..5 {
+            let mut page_args = args.clone();
+            if let Some(after) = &after {
+                page_args.extend(["--after".into(), after.clone()]);
+            }
+            let refs: Vec<&str> = page_args.iter().map(String::as_str).collect();
+            let (shown, more) = page_of(&capliquify(Some(&db), &refs), &slugs);
+            assert!(
+                shown.len() <= 2,
+                "{command:?}: a page of 2 showed {shown:?}"
+            );
+            seen.extend(shown);
+            match more {
+                Some(more) => {
+                    assert!(more.starts_with(&format!("capliquify {}", command.join(" "))));
+                    after = Some(after_of(&more));
+                }
+                None => break,
+            }
+        }
+        // Newest first, the deleted one left out, each exactly once.
+        assert_eq!(
+            seen,
+            ["page-e", "page-d", "page-b", "page-a"],
+            "{command:?}"
+        );
+    }
+    // --all brings the soft-deleted tenant back; --limit 0 is one page; --search filters.
+    let (shown, more) = page_of(
+        &capliquify(Some(&db), &["tenant", "list", "--all", "--limit", "0"]),
+        &slugs,
+    );
+    assert_eq!(shown.len(), 5);
+    assert_eq!(more, None);
+    let out = capliquify(Some(&db), &["tenant", "list", "--search", "GE-B", "--json"]);
+    assert_ok(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tenants"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["tenants"][0]["slug"], "page-b");
+    // A position that is not one is refused, naming the flag.
+    for command in [&["tenant", "list"][..], &["monitor", "tenants"][..]] {
+        let mut args = command.to_vec();
+        args.extend(["--after", "yesterday"]);
+        let out = capliquify(Some(&db), &args);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("--after"), "{}", stderr(&out));
+    }
 }
 
 #[tokio::test]
@@ -295,8 +386,9 @@ async fn monitor_reports_sizes_and_tenants() {
     assert_eq!(sizes[0]["table_count"], 11);
     let out = capliquify(Some(&db), &["monitor", "tenants", "--json"]);
     assert_ok(&out);
-    let tenants: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(tenants[0]["user_count"], 1);
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["tenants"][0]["user_count"], 1);
+    assert_eq!(page["next_after"], serde_json::Value::Null);
 }
 
 #[test]
