@@ -62,15 +62,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, ensure};
-use capliquify::audit::Actor;
-use capliquify::billing::Tier;
 use capliquify::db::TenantScope;
 use capliquify::db::scope;
-use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
+use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for};
 use capliquify::http::columns::RowType;
 use capliquify::http::cursor::CursorCodec;
 use capliquify::http::extract::PageWriter;
@@ -78,18 +75,14 @@ use capliquify::http::resource::Resource;
 use capliquify::http::resources::products::{Product, Products};
 use capliquify::http::{AppState, HttpConfig, launch};
 use capliquify::tenancy::migrate;
-use capliquify::tenancy::{NewTenant, SchemaName, Tenancy, TenantSlug};
+use capliquify::tenancy::{SchemaName, TenantSlug};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, FromRow, PgPool};
 use tokio::process::Command;
 
 const BENCH_DB: &str = "capliquify_bench_api";
-const TEST_KEY: &str = include_str!("../tests/fixtures/test-signing-key.pem");
-const KID: &str = "bench-key";
-const ISSUER: &str = "https://clerk.bench.capliquify";
 /// Rows per page, as the goal states it.
 const LIMIT: usize = 50;
 /// Concurrent provisioning tasks: enough to overlap commits' fsyncs on two cores.
@@ -270,6 +263,7 @@ fn percentile(values: &[Duration], p: f64) -> Duration {
 
 mod support;
 
+use support::fleet::{ISSUER, KID, Naming, Shape, TEST_KEY, provision_many};
 use support::{BenchArgs, BenchServer};
 
 fn main() -> anyhow::Result<()> {
@@ -382,89 +376,42 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
 
 /// Provisions the tenants with a few concurrent tasks; returns them in slug order.
 async fn provision(args: &Args, pool: &PgPool) -> anyhow::Result<Vec<BenchTenant>> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..PROVISIONERS {
-        let (next, pool, args) = (next.clone(), pool.clone(), args.clone());
-        tasks.spawn(async move {
-            let tenancy = Tenancy::new(pool.clone(), 30);
-            let mut made = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= args.tenants {
-                    return Ok::<_, anyhow::Error>(made);
-                }
-                made.push((i, provision_one(&tenancy, &pool, &args, i).await?));
-            }
-        });
-    }
-    let mut all = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        all.extend(joined??);
-    }
-    all.sort_by_key(|(i, _)| *i);
-    Ok(all.into_iter().map(|(_, t)| t).collect())
-}
-
-async fn provision_one(
-    tenancy: &Tenancy,
-    pool: &PgPool,
-    args: &Args,
-    i: usize,
-) -> anyhow::Result<BenchTenant> {
-    let slug = format!("bench-{i:03}");
-    let org = format!("org_{slug}");
-    let user = format!("user_bench_{i:03}");
-    let new = NewTenant::parse(&slug, &format!("Bench {slug}"), Tier::Professional, &org)?;
-    let tenant = tenancy.provision(&new, &Actor::operator()).await?;
-    let schema = &tenant.schema_name;
-    // Setup only: schema-qualified SQL in one transaction per tenant.
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO public.users (clerk_user_id, email, tenant_id, role)
-         VALUES ($1, $2, $3, 'member')",
-    )
-    .bind(&user)
-    .bind(format!("member@{slug}.bench"))
-    .bind(tenant.id)
-    .execute(&mut *tx)
-    .await?;
-    let company: uuid::Uuid = sqlx::query_scalar(AssertSqlSafe(format!(
-        "INSERT INTO \"{schema}\".companies (name) VALUES ($1) RETURNING id"
-    )))
-    .bind(format!("{slug} Co"))
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO \"{schema}\".products
-             (company_id, sku, name, description, category, unit_cost, unit_price,
-              reorder_point, reorder_quantity, lead_time_days)
-         SELECT $1, 'SKU-' || lpad(n::text, 5, '0'), 'Product ' || md5(n::text),
-                'Bench product ' || n, 'category-' || (n % 7), 5 + n % 50, 12.5 + n % 90,
-                n % 20, 10 + n % 40, 1 + n % 30
-           FROM generate_series(1, $2) AS n"
-    )))
-    .bind(company)
-    .bind(args.products as i32)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "sub": user, "iss": ISSUER, "iat": now, "nbf": now - 5, "exp": now + 3600,
-        "azp": "https://app.bench", "o": { "id": org, "rol": "member" },
+    let naming: Naming = Arc::new(|i| {
+        let slug = format!("bench-{i:03}");
+        (
+            slug.clone(),
+            format!("Bench {slug}"),
+            format!("user_bench_{i:03}"),
+        )
     });
-    Ok(BenchTenant {
-        scope: TenantScope {
-            id: tenant.id,
-            slug: TenantSlug::parse(&tenant.slug)?,
-            schema: SchemaName::parse(schema)?,
-            cluster: capliquify::db::ClusterName::home(),
-        },
-        token: sign_rs256(TEST_KEY, KID, &claims)?,
-        org,
-        user,
-    })
+    let shape = Shape {
+        products: args.products as i32,
+        detailed: true,
+    };
+    let made = provision_many(
+        pool,
+        0..args.tenants,
+        PROVISIONERS,
+        naming,
+        shape,
+        Arc::new(|_| {}),
+    )
+    .await?;
+    made.into_iter()
+        .map(|t| {
+            Ok(BenchTenant {
+                scope: TenantScope {
+                    id: t.id,
+                    slug: TenantSlug::parse(&t.slug)?,
+                    schema: SchemaName::parse(&t.schema)?,
+                    cluster: capliquify::db::ClusterName::home(),
+                },
+                token: t.token(3600)?,
+                org: t.org,
+                user: t.user,
+            })
+        })
+        .collect()
 }
 
 /// The service on a loopback port, as `capliquify serve` builds it.

@@ -39,31 +39,19 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context as _;
 use capliquify::audit::Actor;
-use capliquify::billing::Tier;
-use capliquify::db::recycle::Recycler;
-use capliquify::db::{PoolConfig, connect, connect_with, roles};
-use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
-use capliquify::http::cursor::CursorCodec;
-use capliquify::http::{AppState, HttpConfig, launch};
-use capliquify::tenancy::{NewTenant, Tenancy, migrate};
-use serde_json::json;
-use sqlx::{AssertSqlSafe, PgPool};
+use capliquify::db::{connect, roles};
+use capliquify::tenancy::migrate;
+use sqlx::PgPool;
+use support::fleet::{FLEET_SHAPE, Load, fleet_naming, measure, provision_many};
 use support::{BenchArgs, BenchServer};
 
 const BENCH_DB: &str = "capliquify_bench_fleet";
-const TEST_KEY: &str = include_str!("../tests/fixtures/test-signing-key.pem");
-const KID: &str = "bench-key";
-const ISSUER: &str = "https://clerk.bench.capliquify";
 /// Concurrent provisioning tasks: enough to overlap commits' fsyncs on two cores.
 const PROVISIONERS: usize = 4;
-const PRODUCTS: i32 = 60;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "fleet", bin_name = "cargo bench --bench fleet --")]
@@ -112,28 +100,6 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(server.drop_database())?;
     server.stop()?;
     result
-}
-
-/// One tenant's bearer token.
-struct BenchTenant {
-    token: String,
-}
-
-/// What one run measured.
-struct Run {
-    name: String,
-    per_second: f64,
-    failed: usize,
-    memory: Option<Memory>,
-    recycled: Option<u64>,
-}
-
-/// Private memory of the service's backends, in MiB.
-#[derive(Clone, Copy)]
-struct Memory {
-    largest: f64,
-    mean_at_end: f64,
-    backends: usize,
 }
 
 async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
@@ -187,7 +153,12 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     ];
     for (name, set, budget) in plans {
         println!("== {name}");
-        runs.push(measure(args, server, &setup, &tenants[..set], name, budget).await?);
+        let load = Load {
+            clients: args.clients,
+            warmup: args.warmup,
+            duration: args.duration,
+        };
+        runs.push(measure(server, &setup, &tenants[..set], name, budget, load).await?);
     }
     setup.close().await;
 
@@ -226,228 +197,22 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Provisions the fleet with a few concurrent tasks, printing progress to stderr.
-async fn provision(args: &Args, pool: &PgPool) -> anyhow::Result<Vec<BenchTenant>> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..PROVISIONERS {
-        let (next, pool, total) = (next.clone(), pool.clone(), args.tenants);
-        tasks.spawn(async move {
-            let tenancy = Tenancy::new(pool.clone(), 30);
-            let mut made = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(made);
-                }
-                if i % 500 == 0 {
-                    eprintln!("  provisioning: {i}/{total}");
-                }
-                made.push((i, provision_one(&tenancy, &pool, i).await?));
+/// Provisions the fleet with a few concurrent tasks, printing progress to stderr; the
+/// members' tokens in fleet order.
+async fn provision(args: &Args, pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let total = args.tenants;
+    let tenants = provision_many(
+        pool,
+        0..total,
+        PROVISIONERS,
+        fleet_naming(),
+        FLEET_SHAPE,
+        Arc::new(move |n| {
+            if n % 500 == 0 {
+                eprintln!("  provisioning: {n}/{total}");
             }
-        });
-    }
-    let mut all = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        all.extend(joined??);
-    }
-    all.sort_by_key(|(i, _)| *i);
-    Ok(all.into_iter().map(|(_, t)| t).collect())
-}
-
-async fn provision_one(tenancy: &Tenancy, pool: &PgPool, i: usize) -> anyhow::Result<BenchTenant> {
-    let slug = format!("fleet-{i:05}");
-    let org = format!("org_{slug}");
-    let user = format!("user_{slug}");
-    let new = NewTenant::parse(&slug, &format!("Fleet {slug}"), Tier::Professional, &org)?;
-    let tenant = tenancy.provision(&new, &Actor::operator()).await?;
-    let schema = &tenant.schema_name;
-    // Setup only: schema-qualified SQL in one transaction per tenant.
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO public.users (clerk_user_id, email, tenant_id, role)
-         VALUES ($1, $2, $3, 'member')",
+        }),
     )
-    .bind(&user)
-    .bind(format!("member@{slug}.bench"))
-    .bind(tenant.id)
-    .execute(&mut *tx)
     .await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "WITH c AS (INSERT INTO \"{schema}\".companies (name) VALUES ($1) RETURNING id)
-         INSERT INTO \"{schema}\".products (company_id, sku, name, unit_cost, unit_price)
-         SELECT c.id, 'SKU-' || lpad(n::text, 5, '0'), 'Product ' || n, 5 + n % 50, 12.5 + n % 90
-           FROM c, generate_series(1, $2) AS n"
-    )))
-    .bind(format!("{slug} Co"))
-    .bind(PRODUCTS)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "sub": user, "iss": ISSUER, "iat": now, "nbf": now - 5, "exp": now + 4 * 3600,
-        "azp": "https://app.bench", "o": { "id": org, "rol": "member" },
-    });
-    Ok(BenchTenant {
-        token: sign_rs256(TEST_KEY, KID, &claims)?,
-    })
-}
-
-/// One run on a fresh service: warm-up, then the window, sampling backend memory.
-async fn measure(
-    args: &Args,
-    server: &BenchServer,
-    setup: &PgPool,
-    tenants: &[BenchTenant],
-    name: String,
-    budget_mb: u32,
-) -> anyhow::Result<Run> {
-    let recycler = Recycler::new(budget_mb);
-    let pools = PoolConfig::new(args.clients as u32).with_recycler(recycler.clone());
-    let service_url = server.bench_url_as(roles::DEFAULT_LOGIN)?;
-    let pool = connect_with(&service_url, &pools).await?;
-    let jwks = std::env::temp_dir().join(format!(
-        "capliquify-bench-fleet-jwks-{}.json",
-        std::process::id()
-    ));
-    std::fs::write(&jwks, jwks_for(TEST_KEY, KID)?.to_string())?;
-    let auth = Arc::new(
-        Authenticator::new(AuthConfig {
-            jwks_url: format!("file://{}", jwks.display()),
-            issuer: ISSUER.into(),
-        })
-        .await?,
-    );
-    let keys = capliquify::crypto::Keyring::from_settings(
-        Some("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
-        "k1",
-        None,
-    )?;
-    let state = AppState::new(
-        capliquify::db::Clusters::single(pool.clone()),
-        auth,
-        keys,
-        HttpConfig::default(),
-    )
-    .with_cursors(CursorCodec::new(b"benchmark cursor secret, 32+ chars"))
-    .with_caller_cache(Duration::from_secs(2));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/api/v1/products?limit=50", listener.local_addr()?);
-    let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(launch(listener, state, async {
-        let _ = rx.await;
-    }));
-
-    let tokens: Arc<Vec<String>> = Arc::new(tenants.iter().map(|t| t.token.clone()).collect());
-    let next = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let counting = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let mut load = tokio::task::JoinSet::new();
-    for _ in 0..args.clients {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let (tokens, next, stop, counting, ok, failed, url) = (
-            tokens.clone(),
-            next.clone(),
-            stop.clone(),
-            counting.clone(),
-            ok.clone(),
-            failed.clone(),
-            url.clone(),
-        );
-        load.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let i = next.fetch_add(1, Ordering::Relaxed) % tokens.len();
-                let good = match client.get(&url).bearer_auth(&tokens[i]).send().await {
-                    Ok(r) if r.status() == reqwest::StatusCode::OK => r.bytes().await.is_ok(),
-                    _ => false,
-                };
-                if counting.load(Ordering::Relaxed) {
-                    (if good { &ok } else { &failed }).fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
-    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-    counting.store(true, Ordering::Relaxed);
-    let window = Instant::now();
-    let mut largest: Option<f64> = None;
-    let mut last = None;
-    while window.elapsed() < Duration::from_secs(args.duration) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        last = backend_memory(setup).await?;
-        if let Some(m) = last {
-            largest = Some(largest.map_or(m.largest, |l: f64| l.max(m.largest)));
-        }
-    }
-    counting.store(false, Ordering::Relaxed);
-    let elapsed = window.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
-    let _ = shutdown.send(());
-    serving.await.context("the service task")??;
-    pool.close().await;
-    let _ = std::fs::remove_file(&jwks);
-
-    let run = Run {
-        name,
-        per_second: ok.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
-        failed: failed.load(Ordering::Relaxed),
-        memory: last.zip(largest).map(|(m, l)| Memory { largest: l, ..m }),
-        recycled: recycler.map(|r| r.stats().recycled),
-    };
-    println!(
-        "  {:.0} req/s, {} failed{}",
-        run.per_second,
-        run.failed,
-        run.memory.map_or_else(String::new, |m| format!(
-            ", largest backend {:.1} MiB",
-            m.largest
-        ))
-    );
-    Ok(run)
-}
-
-/// The service's backends (its login role, this database) and their private memory, read
-/// from `/proc`; `None` when the server's processes cannot be read here.
-async fn backend_memory(setup: &PgPool) -> anyhow::Result<Option<Memory>> {
-    let pids: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity
-          WHERE usename = $1 AND datname = current_database() AND backend_type = 'client backend'",
-    )
-    .bind(roles::DEFAULT_LOGIN)
-    .fetch_all(setup)
-    .await?;
-    let mut sizes = Vec::new();
-    for pid in pids {
-        match private_mib(&PathBuf::from(format!("/proc/{pid}/smaps_rollup"))) {
-            Some(mib) => sizes.push(mib),
-            // A backend that ended between the query and the read (recycled).
-            None if !PathBuf::from(format!("/proc/{pid}")).exists() => {}
-            None => return Ok(None),
-        }
-    }
-    if sizes.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Memory {
-        largest: sizes.iter().copied().fold(0.0, f64::max),
-        mean_at_end: sizes.iter().sum::<f64>() / sizes.len() as f64,
-        backends: sizes.len(),
-    }))
-}
-
-/// `Private_Clean + Private_Dirty` of a process, in MiB.
-fn private_mib(smaps_rollup: &PathBuf) -> Option<f64> {
-    let text = std::fs::read_to_string(smaps_rollup).ok()?;
-    let kib: u64 = text
-        .lines()
-        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum();
-    Some(kib as f64 / 1024.0)
+    tenants.iter().map(|t| t.token(4 * 3600)).collect()
 }

@@ -50,13 +50,12 @@
 //! `target/bench-pg`, so both paths pay real fsync costs. The database is dropped and
 //! recreated at the start of every run.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::ensure;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::tenancy::migrate::{self, TenantOutcome};
@@ -64,8 +63,6 @@ use capliquify::tenancy::schema_pool;
 use capliquify::tenancy::{NewTenant, Tenancy};
 use sqlx::migrate::{Migration, MigrationType};
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 const BENCH_DB: &str = "capliquify_bench";
 /// Concurrent provisioning tasks when creating the fleet for the migrate benchmarks: enough
@@ -156,18 +153,6 @@ impl Args {
     }
 }
 
-/// Where the benchmark database lives and how to reach it.
-/// `psql` with the flags every baseline uses: no ~/.psqlrc, quiet, stop at the first error,
-/// warnings and errors only.
-fn psql(server: &BenchServer) -> Command {
-    let mut cmd = Command::new(server.tool("psql"));
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &server.bench_url])
-        // Notices (e.g. "already exists, skipping"), once per tenant, would bury the progress.
-        .env("PGOPTIONS", "-c client_min_messages=warning")
-        .kill_on_drop(true);
-    cmd
-}
-
 /// One line of the final table.
 struct ResultRow {
     name: String,
@@ -191,6 +176,8 @@ struct Bench<'a> {
 
 mod support;
 
+use support::commands::{capliquify_binary, run_binary, time_commands};
+use support::psql::{PsqlSession, psql, psql_version, tenant_sql};
 use support::{BenchArgs, BenchServer, median};
 
 fn main() -> anyhow::Result<()> {
@@ -252,15 +239,6 @@ async fn run(args: Args, server: &BenchServer) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn psql_version(server: &BenchServer) -> anyhow::Result<String> {
-    let out = Command::new(server.tool("psql"))
-        .arg("--version")
-        .output()
-        .await
-        .with_context(|| format!("running {} --version", server.tool("psql").display()))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 impl Bench<'_> {
     fn next_serial(&self) -> usize {
         self.serial.fetch_add(1, Ordering::Relaxed)
@@ -290,16 +268,23 @@ impl Bench<'_> {
 
         if self.args.warmup > 0 {
             self.provision_ours(self.args.warmup).await?;
-            psql.provision(self, &tenant_sql, self.args.warmup).await?;
+            psql.provision(|| self.next_serial(), &tenant_sql, self.args.warmup)
+                .await?;
         }
         let (mut ours, mut psql_timing, mut psql_wall) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             // Alternate who goes first, so neither path always runs on a fresher server.
             let (o, (t, w)) = if round % 2 == 0 {
                 let o = self.provision_ours(per_round).await?;
-                (o, psql.provision(self, &tenant_sql, per_round).await?)
+                (
+                    o,
+                    psql.provision(|| self.next_serial(), &tenant_sql, per_round)
+                        .await?,
+                )
             } else {
-                let p = psql.provision(self, &tenant_sql, per_round).await?;
+                let p = psql
+                    .provision(|| self.next_serial(), &tenant_sql, per_round)
+                    .await?;
                 (self.provision_ours(per_round).await?, p)
             };
             println!(
@@ -447,7 +432,9 @@ impl Bench<'_> {
         let tenant_sql = tenant_sql();
         let mut psql = PsqlSession::start(self.server).await?;
         let first = self.provision_ours(window).await?;
-        let (psql_first, _) = psql.provision(self, &tenant_sql, window).await?;
+        let (psql_first, _) = psql
+            .provision(|| self.next_serial(), &tenant_sql, window)
+            .await?;
         let grant_first = self.grant_rerun(window).await?;
         let middle = want - have - 2 * window;
         let started = Instant::now();
@@ -462,7 +449,9 @@ impl Bench<'_> {
                 );
             }
         }
-        let (psql_last, _) = psql.provision(self, &tenant_sql, window).await?;
+        let (psql_last, _) = psql
+            .provision(|| self.next_serial(), &tenant_sql, window)
+            .await?;
         let last = self.provision_ours(window).await?;
         psql.finish().await?;
         let grant_last = self.grant_rerun(window).await?;
@@ -556,9 +545,9 @@ impl Bench<'_> {
             "the fleet already has {have} tenants, more than --small {small}: run `commands` first or alone"
         );
         self.ensure_fleet_of(small).await?;
-        let at_small = self.time_commands().await?;
+        let at_small = time_commands(&self.pool, &self.server.bench_url).await?;
         self.ensure_fleet_of(large).await?;
-        let at_large = self.time_commands().await?;
+        let at_large = time_commands(&self.pool, &self.server.bench_url).await?;
         let mut rows = Vec::new();
         for ((name, s), (_, l)) in at_small.iter().zip(&at_large) {
             let ratio = l / s;
@@ -577,88 +566,6 @@ impl Bench<'_> {
             });
         }
         Ok(rows)
-    }
-
-    /// The commands, each run 3 times after one unmeasured run; median milliseconds each.
-    async fn time_commands(&self) -> anyhow::Result<Vec<(String, f64)>> {
-        let binary = capliquify_binary()?;
-        let slug: String =
-            sqlx::query_scalar("SELECT slug::text FROM public.tenants ORDER BY slug LIMIT 1")
-                .fetch_one(&self.pool)
-                .await?;
-        let archive = std::env::temp_dir().join(format!(
-            "capliquify-bench-{}.capliquify-backup",
-            std::process::id()
-        ));
-        let archive_arg = archive.to_string_lossy().into_owned();
-        let commands: [(&str, Vec<&str>); 6] = [
-            ("migrate (no-op)", vec!["migrate"]),
-            ("tenant list", vec!["tenant", "list"]),
-            ("doctor", vec!["doctor"]),
-            (
-                "monitor sizes --limit 10",
-                vec!["monitor", "sizes", "--limit", "10"],
-            ),
-            ("monitor tenants", vec!["monitor", "tenants"]),
-            (
-                "tenant backup (one tenant)",
-                vec!["tenant", "backup", &slug, "--output", &archive_arg],
-            ),
-        ];
-        let mut out = Vec::new();
-        for (name, args) in &commands {
-            let times = self
-                .run_binary(&binary, args, 3, || {
-                    let _ = std::fs::remove_file(&archive);
-                })
-                .await?;
-            let m = median(&times);
-            println!("  {name}: median {m:.1} ms");
-            out.push(((*name).to_owned(), m));
-        }
-        let _ = std::fs::remove_file(&archive);
-        Ok(out)
-    }
-
-    /// Runs `capliquify ARGS` against the bench database once unmeasured (it loads the
-    /// binary into the page cache), then `reps` times; the wall time of each measured run
-    /// (process start, connect, work, exit), in milliseconds. `before` runs before each.
-    async fn run_binary(
-        &self,
-        binary: &Path,
-        args: &[&str],
-        reps: usize,
-        before: impl Fn(),
-    ) -> anyhow::Result<Vec<f64>> {
-        let mut times = Vec::with_capacity(reps);
-        for rep in 0..=reps {
-            before();
-            let started = Instant::now();
-            let out = Command::new(binary)
-                .args(args)
-                .env("DATABASE_URL", &self.server.bench_url)
-                .env(
-                    "CAPLIQUIFY_BACKUP_KEY",
-                    "bench-backup-key-0123456789abcdef0123456789abcdef",
-                )
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .output()
-                .await
-                .with_context(|| format!("running {}", binary.display()))?;
-            let elapsed = ms(started.elapsed());
-            ensure!(
-                out.status.success(),
-                "`capliquify {}` failed: {}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if rep > 0 {
-                times.push(elapsed);
-            }
-        }
-        Ok(times)
     }
 
     // ---- the fleet ----------------------------------------------------------------------
@@ -751,9 +658,14 @@ impl Bench<'_> {
 
         // (b) The real binary: process start, pool connect, the same sequence, exit.
         let binary = capliquify_binary()?;
-        let process = self
-            .run_binary(&binary, &["migrate"], NOOP_REPS, || {})
-            .await?;
+        let process = run_binary(
+            &self.server.bench_url,
+            &binary,
+            &["migrate"],
+            NOOP_REPS,
+            || {},
+        )
+        .await?;
         let (lib, bin) = (median(&library), median(&process));
         println!(
             "  library: median {lib:.1} ms (min {:.1}, max {:.1}) over {NOOP_REPS} runs",
@@ -988,142 +900,6 @@ fn push_column_migration(migrations: &mut Vec<Migration>, column: &str) -> i64 {
         false,
     ));
     version
-}
-
-/// One `psql` process for the whole provisioning benchmark, so its start-up is not counted.
-struct PsqlSession {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl PsqlSession {
-    async fn start(server: &BenchServer) -> anyhow::Result<Self> {
-        let mut child = psql(server)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", server.tool("psql").display()))?;
-        let mut stdin = child.stdin.take().context("psql stdin")?;
-        let stdout = child.stdout.take().context("psql stdout")?;
-        // Bare values, so marker lines are easy to recognise.
-        stdin
-            .write_all(b"\\pset tuples_only on\n\\pset format unaligned\n")
-            .await?;
-        Ok(Self {
-            child,
-            stdin,
-            lines: BufReader::new(stdout).lines(),
-        })
-    }
-
-    /// Creates `n` schemas, one transaction each. Returns per tenant the sum of psql's
-    /// `\timing` lines and the wall time between server-clock markers around the tenant.
-    async fn provision(
-        &mut self,
-        bench: &Bench<'_>,
-        tenant_sql: &str,
-        n: usize,
-    ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-        let mut script = String::new();
-        for _ in 0..n {
-            let serial = bench.next_serial();
-            let schema = format!("bench_psql_{serial:06}");
-            // The tenant's database role, with the rights grant_tenant_role gives it. Granted
-            // through default privileges set before the tables exist, the cheapest raw SQL
-            // there is: `GRANT … ON ALL TABLES IN SCHEMA` would scan pg_class, which grows
-            // with the fleet (migration 0012).
-            let role = format!("bench_psql_role_{}_{serial:06}", std::process::id());
-            // Markers run with \timing off so they are not counted in the tenant's sum.
-            script.push_str(&format!(
-                "SELECT '@@begin ' || (extract(epoch FROM clock_timestamp()) * 1000)::numeric(20,3);\n\
-                 \\timing on\n\
-                 BEGIN;\n\
-                 CREATE SCHEMA {schema};\n\
-                 SET LOCAL search_path TO {schema};\n\
-                 CREATE ROLE {role} NOLOGIN INHERIT IN ROLE capliquify_tenant;\n\
-                 GRANT {role} TO capliquify_service;\n\
-                 GRANT USAGE ON SCHEMA {schema} TO {role};\n\
-                 ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};\n\
-                 ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role};\n\
-                 {tenant_sql}\n\
-                 COMMIT;\n\
-                 \\timing off\n\
-                 SELECT '@@end ' || (extract(epoch FROM clock_timestamp()) * 1000)::numeric(20,3);\n"
-            ));
-        }
-        script.push_str("\\echo @@batch\n");
-        self.stdin.write_all(script.as_bytes()).await?;
-        self.stdin.flush().await?;
-
-        let (mut timing, mut wall) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut sum, mut begin) = (0.0, None::<f64>);
-        loop {
-            let Some(line) = self.lines.next_line().await? else {
-                bail!("psql exited before finishing the provisioning script");
-            };
-            if line == "@@batch" {
-                break;
-            } else if let Some(rest) = line.strip_prefix("@@begin ") {
-                begin = Some(rest.trim().parse()?);
-                sum = 0.0;
-            } else if let Some(rest) = line.strip_prefix("@@end ") {
-                let end: f64 = rest.trim().parse()?;
-                wall.push(end - begin.take().context("@@end without @@begin")?);
-                timing.push(sum);
-            } else if let Some(t) = parse_timing(&line) {
-                sum += t;
-            }
-        }
-        ensure!(
-            timing.len() == n,
-            "psql reported {} tenants, expected {n}",
-            timing.len()
-        );
-        Ok((timing, wall))
-    }
-
-    async fn finish(mut self) -> anyhow::Result<()> {
-        self.stdin.write_all(b"\\q\n").await?;
-        drop(self.stdin);
-        let status = self.child.wait().await?;
-        ensure!(status.success(), "psql exited with {status}");
-        Ok(())
-    }
-}
-
-/// `Time: 12.345 ms` or `Time: 1234.567 ms (00:01.235)` → milliseconds.
-fn parse_timing(line: &str) -> Option<f64> {
-    line.strip_prefix("Time: ")?
-        .split_once(" ms")?
-        .0
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The SQL create_tenant_schema runs, straight from the embedded tenant migrations.
-fn tenant_sql() -> String {
-    migrate::tenant_migrations()
-        .iter()
-        .map(|m| m.sql.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The `capliquify` binary Cargo built for this bench (`cargo bench` builds the package's
-/// binaries with the same profile), or `target/release/capliquify` as a fallback.
-fn capliquify_binary() -> anyhow::Result<PathBuf> {
-    let path = option_env!("CARGO_BIN_EXE_capliquify").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/capliquify"),
-        PathBuf::from,
-    );
-    ensure!(
-        path.is_file(),
-        "{} is missing; build it with `cargo build --release` (or run through `cargo bench`)",
-        path.display()
-    );
-    Ok(path)
 }
 
 fn ms(d: Duration) -> f64 {

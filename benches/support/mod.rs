@@ -1,13 +1,22 @@
 //! What the benchmarks share: their flags parsed one way ([`args`]), and what they need from
 //! the server: `DATABASE_URL` or the embedded cluster (in durable mode, as in production), a
 //! bench database recreated for every run, and the PostgreSQL client tools (psql, pgbench)
-//! matching the server.
+//! matching the server. Pieces more than one bench runs live in the submodules: the
+//! operators' commands as processes ([`commands`]), a fleet of real tenants and the request
+//! load over it ([`fleet`]), and the psql provisioning baseline ([`psql`]).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use capliquify::db::embedded::{EmbeddedCluster, EmbeddedOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
+
+#[allow(dead_code)] // the tenancy and scale benches'; compiled, unused, into the others
+pub mod commands;
+#[allow(dead_code)] // the fleet, api and scale benches'; compiled, unused, into the others
+pub mod fleet;
+#[allow(dead_code)] // the tenancy and scale benches'; compiled, unused, into the others
+pub mod psql;
 
 /// A bench's flags, with the checks between them that clap cannot state.
 pub trait BenchArgs: clap::Parser {

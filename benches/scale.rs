@@ -1,0 +1,727 @@
+//! Scale runner (issue 16): builds one fleet of `--tenants` real tenants (default 10,000)
+//! and prints every fleet-scale figure with its same-run baseline and ratio.
+//!
+//! On one bench database (`capliquify_bench_scale`):
+//!
+//! 1. migrates, runs `db init-roles`' setup ([`roles::init`]) and prints the header;
+//! 2. grows the fleet to `--small` tenants (default 100), each a real tenant: provisioned
+//!    through [`Tenancy::provision`], then one member, one company and 60 products (the fleet
+//!    bench's tenant), from a few concurrent tasks; then `VACUUM ANALYZE`;
+//! 3. at `--small`, in this order: (b) the operators' commands as real processes (`migrate`
+//!    with nothing to do, `tenant list`, `doctor`, `monitor sizes --limit 10`, `monitor
+//!    tenants`, `tenant backup` of one tenant), median of 3 after one unmeasured run; (c) the
+//!    console's tenant list query ([`census::search`], first page) in-process as the
+//!    service's login role, median of 20 after one unmeasured; (a) a window of `--window`
+//!    tenants (default 50) provisioned one at a time through [`Tenancy::provision`]
+//!    (median ms of the call), interleaved tenant by tenant with the same number made by
+//!    one long-lived psql session running the same DDL (the tenancy bench's baseline; its
+//!    schemas and roles are dropped afterwards, untimed). The commands and the console go
+//!    first so they see exactly `--small` tenants;
+//! 4. grows the fleet to `--tenants`, printing the count, the elapsed time and the current
+//!    tenants/s every 5 %, and reports the tenants/s of the first and the last tenth of the
+//!    growth; then `VACUUM ANALYZE` again;
+//! 5. at `--tenants`: the same (b), (c), (a);
+//! 6. request throughput, as the fleet bench measures it: `GET /api/v1/products?limit=50`
+//!    on a fresh in-process service per run, `--clients` reqwest tasks, `--warmup` seconds
+//!    then a `--duration` window, over the first `--hot` tenants without recycling (the
+//!    baseline), then over every tenant with connection recycling at `--budget-mb`; req/s,
+//!    the ratio, and the largest and mean private memory of the service's backends;
+//! 7. a summary table (figure, at N, baseline, ratio, goal, met) and the total wall time.
+//!
+//! Goals (issue 16): provisioning at N ≤ 1.2× at `--small` and ≤ 1.2× psql at N; every
+//! command at N ≤ 1.2× at `--small` (the no-op `migrate` < 1 s); the console's list < 100 ms;
+//! requests over all N tenants ≥ 0.8× over the hot ones; the largest backend ≤ 64 MiB. The
+//! exit status is non-zero on errors (failed requests included), never on unmet goals.
+//! API against pgbench is `cargo bench --bench api` (it does not depend on the fleet's size).
+//!
+//! `--keep` keeps the database at the end and, at the start, reuses one a `--keep` run left
+//! (marked by a comment on the database): growth resumes from its size, or is skipped when it
+//! already has `--tenants`. When it holds more than `--small` tenants, the small-fleet
+//! measurements run on a second database of the same server (`capliquify_bench_scale_small`,
+//! grown to `--small`, then dropped); the output says so.
+//!
+//! Run (release profile for recorded results):
+//!
+//! ```text
+//! cargo bench --bench scale -- [--tenants N] [--small N] [--window N] [--hot N]
+//!     [--clients N] [--warmup SECS] [--duration SECS] [--budget-mb MIB] [--keep]
+//! ```
+//!
+//! The server is `DATABASE_URL` when set (the databases are created on it), otherwise a
+//! durable embedded cluster under `target/bench-scale-pg`, stopped at the end if this run
+//! started it.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context as _, ensure};
+use capliquify::audit::Actor;
+use capliquify::db::{PoolConfig, connect, connect_with, roles};
+use capliquify::tenancy::census::{self, Search};
+use capliquify::tenancy::{Tenancy, migrate};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
+use support::commands::time_commands;
+use support::fleet::{
+    FLEET_SHAPE, FleetTenant, Load, Run, fleet_naming, measure, provision_many, provision_one,
+    token_for,
+};
+use support::psql::{PsqlSession, psql_version, tenant_sql};
+use support::{BenchArgs, BenchServer, median};
+
+const BENCH_DB: &str = "capliquify_bench_scale";
+/// The small fleet's database when a kept fleet is already larger than `--small`.
+const SMALL_DB: &str = "capliquify_bench_scale_small";
+const FOLDER: &str = "bench-scale-pg";
+/// The comment that marks a database a `--keep` run may reuse.
+const KEPT_MARK: &str = "capliquify scale bench fleet (kept with --keep)";
+/// Concurrent provisioning tasks while growing: enough to overlap commits' fsyncs on two
+/// cores.
+const PROVISIONERS: usize = 4;
+/// Timed runs of the console's list query.
+const CONSOLE_REPS: usize = 20;
+/// The console's page size (`TENANTS_PER_PAGE`).
+const PAGE: i64 = 50;
+/// Lifetime of the members' tokens: the whole throughput step.
+const TOKEN_TTL_SECS: i64 = 4 * 3600;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "scale", bin_name = "cargo bench --bench scale --")]
+/// One fleet of N tenants and every fleet-scale figure of issue 16, each with its same-run
+/// baseline and ratio (docs/benchmarks.md, "Scale runner").
+struct Args {
+    /// Tenants in the large fleet.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=99_000))]
+    tenants: usize,
+    /// Tenants in the small fleet whose figures are the baselines.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=99_000))]
+    small: usize,
+    /// Tenants provisioned one at a time at each size, ours and psql's each.
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    window: usize,
+    /// Tenants of the throughput baseline (the first N of the fleet by slug).
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=99_000))]
+    hot: usize,
+    /// Concurrent requests, and the service's pool size.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    clients: usize,
+    /// Seconds of load before each throughput window.
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
+    warmup: u64,
+    /// Seconds of each throughput window.
+    #[arg(long, value_name = "SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    duration: u64,
+    /// The recycling run's memory budget per backend, in MiB (CAPLIQUIFY_DB_BACKEND_MEMORY_MB).
+    #[arg(long, value_name = "MIB", default_value_t = 48,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    budget_mb: u32,
+    /// Keep the database at the end, and reuse one an earlier --keep run left.
+    #[arg(long)]
+    keep: bool,
+}
+
+impl BenchArgs for Args {
+    fn check(&self) -> Result<(), String> {
+        if self.small >= self.tenants {
+            return Err("--small must be below --tenants".into());
+        }
+        if self.hot > self.tenants {
+            return Err("--hot must not exceed --tenants".into());
+        }
+        Ok(())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Args = support::args();
+    let started = Instant::now();
+    let server = BenchServer::open(BENCH_DB, FOLDER)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(run(&args, &server, started));
+    let cleanup = if args.keep {
+        eprintln!("keeping the database {BENCH_DB} (--keep)");
+        Ok(())
+    } else {
+        runtime.block_on(server.drop_database())
+    };
+    drop(runtime);
+    let stopped = server.stop();
+    outcome?;
+    cleanup?;
+    stopped
+}
+
+/// What was measured at one fleet size.
+struct Phase {
+    tenants: usize,
+    /// Median milliseconds per command, in `support::commands::COMMANDS`' order.
+    commands: Vec<(String, f64)>,
+    /// Median milliseconds of the console's first page query.
+    console_ms: f64,
+    /// Median milliseconds per tenant: ours (the provision call), psql (`\timing` sum).
+    ours_ms: f64,
+    psql_ms: f64,
+}
+
+/// One growth of the fleet.
+struct Growth {
+    from: usize,
+    to: usize,
+    secs: f64,
+    first_tenth: f64,
+    last_tenth: f64,
+}
+
+async fn run(args: &Args, server: &BenchServer, started: Instant) -> anyhow::Result<()> {
+    let reused = args.keep && kept(server).await?;
+    if !reused {
+        server.recreate_database().await?;
+    }
+    let pool = connect(&server.bench_url, PROVISIONERS as u32 + 2).await?;
+    set_up(server, &pool).await?;
+    if args.keep {
+        mark_kept(server).await?;
+    }
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(&pool)
+        .await?;
+    server.print_header("scale", &version);
+    println!("  psql:     {}", psql_version(server).await?);
+    println!(
+        "  plan:     {} tenants (baselines at {}), windows of {} tenants per path, {} hot; {} connections, {} s warm-up + {} s window per throughput run, recycling at {} MiB",
+        args.tenants,
+        args.small,
+        args.window,
+        args.hot,
+        args.clients,
+        args.warmup,
+        args.duration,
+        args.budget_mb
+    );
+    let have = count_tenants(&pool).await?;
+    if reused {
+        println!("  fleet:    reusing the kept database {BENCH_DB}: {have} tenants (--keep)");
+    }
+
+    // 2-3: the small fleet and its figures.
+    let small = if have <= args.small {
+        grow(&pool, have, args.small, false).await?;
+        vacuum(&pool).await?;
+        measure_phase(server, &pool, args).await?
+    } else {
+        println!(
+            "\n== the kept fleet has {have} tenants, more than --small {}: the small-fleet figures run on a fresh database {SMALL_DB} on the same server",
+            args.small
+        );
+        small_on_side_database(args).await?
+    };
+
+    // 4: growth to --tenants.
+    let have = count_tenants(&pool).await?;
+    let growth = if have >= args.tenants {
+        println!(
+            "\n== growth skipped: the kept fleet already has {have} tenants (--tenants {})",
+            args.tenants
+        );
+        None
+    } else {
+        let g = grow(&pool, have, args.tenants, true).await?;
+        vacuum(&pool).await?;
+        Some(g)
+    };
+
+    // 5: the same figures at --tenants.
+    let large = measure_phase(server, &pool, args).await?;
+
+    // 6: request throughput.
+    let (hot, all) = throughput(args, server, &pool).await?;
+    pool.close().await;
+
+    // 7: the summary.
+    summary(args, &small, &large, &hot, &all, growth.as_ref());
+    println!(
+        "\ntotal wall time: {:.0} s{}",
+        started.elapsed().as_secs_f64(),
+        growth.as_ref().map_or_else(String::new, |g| format!(
+            " (growth {}→{}: {:.0} s, {:.1} s per 1,000 tenants)",
+            g.from,
+            g.to,
+            g.secs,
+            g.secs * 1000.0 / (g.to - g.from) as f64
+        ))
+    );
+    ensure!(
+        hot.failed == 0 && all.failed == 0,
+        "{} requests failed",
+        hot.failed + all.failed
+    );
+    Ok(())
+}
+
+/// Whether the bench database exists and a `--keep` run marked it.
+async fn kept(server: &BenchServer) -> anyhow::Result<bool> {
+    let mut admin = PgConnection::connect(&server.admin_url)
+        .await
+        .context("connecting to the maintenance database")?;
+    let mark: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+    )
+    .bind(BENCH_DB)
+    .fetch_optional(&mut admin)
+    .await?;
+    admin.close().await?;
+    Ok(mark.flatten().as_deref() == Some(KEPT_MARK))
+}
+
+async fn mark_kept(server: &BenchServer) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&server.admin_url).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "COMMENT ON DATABASE \"{BENCH_DB}\" IS '{KEPT_MARK}'"
+    )))
+    .execute(&mut admin)
+    .await?;
+    admin.close().await?;
+    Ok(())
+}
+
+/// Public migrations, the least-privilege roles (the service logs in as its login role),
+/// and, on a kept database, whatever its tenants miss: newer tenant migrations, and the
+/// member and products of a tenant an interrupted run provisioned but did not fill.
+async fn set_up(server: &BenchServer, pool: &PgPool) -> anyhow::Result<()> {
+    let sync = migrate::migrate_public(pool, migrate::tenant_migrations()).await?;
+    let password = url::Url::parse(&server.bench_url)?
+        .password()
+        .map(str::to_owned);
+    roles::init(
+        pool,
+        roles::DEFAULT_LOGIN,
+        password.as_deref(),
+        &Actor::operator(),
+    )
+    .await?;
+    let pending = migrate::pending_tenants(pool, sync.latest).await?;
+    if !pending.is_empty() {
+        eprintln!("  migrating {} kept tenants", pending.len());
+        let report = migrate::migrate_fleet(pool, pending, sync.latest, 2, Arc::new(|_| {})).await;
+        ensure!(
+            report.failed.is_empty(),
+            "{} kept tenants failed to migrate",
+            report.failed.len()
+        );
+    }
+    let unfilled: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
+        "SELECT t.id, t.slug::text, t.schema_name::text FROM public.tenants t
+          WHERE NOT EXISTS (SELECT 1 FROM public.users u WHERE u.tenant_id = t.id)",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (id, slug, schema) in unfilled {
+        eprintln!("  filling {slug}, left without its member by an interrupted run");
+        let tenant = FleetTenant {
+            id,
+            org: format!("org_{slug}"),
+            user: format!("user_{slug}"),
+            slug,
+            schema,
+            provision_ms: 0.0,
+        };
+        support::fleet::fill(pool, &tenant, FLEET_SHAPE).await?;
+    }
+    Ok(())
+}
+
+async fn count_tenants(pool: &PgPool) -> anyhow::Result<usize> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM public.tenants")
+        .fetch_one(pool)
+        .await?;
+    Ok(usize::try_from(n)?)
+}
+
+async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    sqlx::raw_sql("VACUUM ANALYZE").execute(pool).await?;
+    println!("  VACUUM ANALYZE: {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Grows the fleet from `from` to `to` tenants with [`PROVISIONERS`] tasks. Progress every
+/// 5 % (count, elapsed, tenants/s since the last line): on stdout for the large growth
+/// (`report`), on stderr otherwise.
+async fn grow(pool: &PgPool, from: usize, to: usize, report: bool) -> anyhow::Result<Growth> {
+    let total = to - from;
+    if total == 0 {
+        return Ok(Growth {
+            from,
+            to,
+            secs: 0.0,
+            first_tenth: f64::NAN,
+            last_tenth: f64::NAN,
+        });
+    }
+    let say = move |line: String| {
+        if report {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    say(format!(
+        "\n== growing the fleet from {from} to {to} tenants ({PROVISIONERS} concurrent tasks)"
+    ));
+    let started = Instant::now();
+    let step = (total / 20).max(1);
+    // Seconds since the start at each tenant's completion, and the last progress line's.
+    let done_at = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let last = Arc::new(Mutex::new((0.0_f64, 0_usize)));
+    let on_done = {
+        let (done_at, last) = (done_at.clone(), last.clone());
+        Arc::new(move |n: usize| {
+            let now = started.elapsed().as_secs_f64();
+            done_at.lock().expect("growth times").push(now);
+            if n.is_multiple_of(step) || n == total {
+                let mut last = last.lock().expect("growth progress");
+                let rate = (n - last.1) as f64 / (now - last.0).max(1e-9);
+                *last = (now, n);
+                say(format!(
+                    "  {:>6}/{to} tenants, {now:>7.1} s, {rate:>6.1} tenants/s now",
+                    from + n
+                ));
+            }
+        })
+    };
+    provision_many(
+        pool,
+        from..to,
+        PROVISIONERS,
+        fleet_naming(),
+        FLEET_SHAPE,
+        on_done,
+    )
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    let mut times = done_at.lock().expect("growth times").clone();
+    times.sort_by(f64::total_cmp);
+    let tenth = (total / 10).max(1);
+    let first_tenth = tenth as f64 / times[tenth - 1].max(1e-9);
+    let last_tenth = tenth as f64
+        / (times[total - 1]
+            - if total > tenth {
+                times[total - tenth - 1]
+            } else {
+                0.0
+            })
+        .max(1e-9);
+    say(format!(
+        "  grown {from}→{to} in {secs:.1} s ({:.1} tenants/s overall): first tenth {first_tenth:.1} tenants/s, last tenth {last_tenth:.1} tenants/s ({:.2}×)",
+        total as f64 / secs,
+        last_tenth / first_tenth
+    ));
+    Ok(Growth {
+        from,
+        to,
+        secs,
+        first_tenth,
+        last_tenth,
+    })
+}
+
+/// The small fleet on its own database of the same server, when the kept fleet is larger.
+async fn small_on_side_database(args: &Args) -> anyhow::Result<Phase> {
+    let side = tokio::task::block_in_place(|| BenchServer::open(SMALL_DB, FOLDER))?;
+    side.recreate_database().await?;
+    let pool = connect(&side.bench_url, PROVISIONERS as u32 + 2).await?;
+    let outcome = async {
+        set_up(&side, &pool).await?;
+        grow(&pool, 0, args.small, false).await?;
+        vacuum(&pool).await?;
+        measure_phase(&side, &pool, args).await
+    }
+    .await;
+    pool.close().await;
+    side.drop_database().await?;
+    tokio::task::block_in_place(|| side.stop())?;
+    outcome
+}
+
+/// (b) the commands, (c) the console's list query, (a) the provisioning window.
+async fn measure_phase(server: &BenchServer, pool: &PgPool, args: &Args) -> anyhow::Result<Phase> {
+    let tenants = count_tenants(pool).await?;
+    println!("\n== at {tenants} tenants");
+    println!("  commands (process wall time, median of 3 after one unmeasured run):");
+    let commands = time_commands(pool, &server.bench_url).await?;
+
+    // The console's list as the page runs it: census::search, first page by slug, on the
+    // service's login role.
+    let console_pool = connect_with(
+        &server.bench_url_as(roles::DEFAULT_LOGIN)?,
+        &PoolConfig::new(1),
+    )
+    .await?;
+    let search = Search {
+        limit: PAGE,
+        ..Search::default()
+    };
+    let found = census::search(&console_pool, &search).await?;
+    ensure!(
+        found.len() == tenants.min(PAGE as usize + 1),
+        "the console's list found {} tenants",
+        found.len()
+    );
+    let mut times = Vec::with_capacity(CONSOLE_REPS);
+    for _ in 0..CONSOLE_REPS {
+        let started = Instant::now();
+        census::search(&console_pool, &search).await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    console_pool.close().await;
+    let console_ms = median(&times);
+    println!(
+        "  console tenant list (census::search, first page): median {console_ms:.2} ms of {CONSOLE_REPS}"
+    );
+
+    // Provisioning: ours and psql's interleaved tenant by tenant, so drift hits both.
+    let tenancy = Tenancy::new(pool.clone(), 30);
+    let naming = fleet_naming();
+    let serial = AtomicUsize::new(first_free_psql_serial(pool).await?);
+    let sql = tenant_sql();
+    let mut psql = PsqlSession::start(server).await?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for k in 0..args.window {
+        let (slug, name, user) = naming(tenants + k);
+        let made = provision_one(&tenancy, pool, &slug, &name, &user, FLEET_SHAPE).await?;
+        ours.push(made.provision_ms);
+        let (timing, _) = psql
+            .provision(|| serial.fetch_add(1, Ordering::Relaxed), &sql, 1)
+            .await?;
+        theirs.extend(timing);
+    }
+    psql.drop_made(pool).await?;
+    psql.finish().await?;
+    let (ours_ms, psql_ms) = (median(&ours), median(&theirs));
+    println!(
+        "  provisioning, {} tenants per path one at a time: ours median {ours_ms:.2} ms, psql median {psql_ms:.2} ms (\\timing sum), ratio {:.2}",
+        args.window,
+        ours_ms / psql_ms
+    );
+    Ok(Phase {
+        tenants,
+        commands,
+        console_ms,
+        ours_ms,
+        psql_ms,
+    })
+}
+
+/// A psql schema number no earlier (interrupted) run left behind.
+async fn first_free_psql_serial(pool: &PgPool) -> anyhow::Result<usize> {
+    let next: i64 = sqlx::query_scalar(
+        "SELECT coalesce(max(substr(nspname, 12)::bigint) + 1, 0) FROM pg_namespace
+          WHERE nspname ~ '^bench_psql_[0-9]+$'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(usize::try_from(next)?)
+}
+
+/// The hot tenants without recycling (the baseline), then every tenant with recycling.
+async fn throughput(
+    args: &Args,
+    server: &BenchServer,
+    pool: &PgPool,
+) -> anyhow::Result<(Run, Run)> {
+    let members: Vec<(String, String)> = sqlx::query_as(
+        "SELECT t.slug::text, u.clerk_user_id::text FROM public.tenants t
+           JOIN public.users u ON u.tenant_id = t.id
+          ORDER BY t.slug",
+    )
+    .fetch_all(pool)
+    .await?;
+    let started = Instant::now();
+    let tokens = members
+        .iter()
+        .map(|(slug, user)| token_for(&format!("org_{slug}"), user, TOKEN_TTL_SECS))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    println!(
+        "\n== request throughput: GET /api/v1/products?limit=50 ({} tokens signed in {:.1} s)",
+        tokens.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let load = Load {
+        clients: args.clients,
+        warmup: args.warmup,
+        duration: args.duration,
+    };
+    let hot_name = format!("{} hot tenants, no recycling", args.hot);
+    println!("  {hot_name}:");
+    let hot = measure(server, pool, &tokens[..args.hot], hot_name, 0, load).await?;
+    let all_name = format!(
+        "all {} tenants, recycling at {} MiB",
+        tokens.len(),
+        args.budget_mb
+    );
+    println!("  {all_name}:");
+    let all = measure(server, pool, &tokens, all_name, args.budget_mb, load).await?;
+    for r in [&hot, &all] {
+        println!(
+            "  {:<44} {:>7.0} req/s  ratio {:.2}  {}  recycled {}",
+            r.name,
+            r.per_second,
+            r.per_second / hot.per_second,
+            r.memory.map_or_else(
+                || "backend memory n/a".to_owned(),
+                |m| format!(
+                    "{} backends, largest {:.1} MiB, mean at end {:.1} MiB",
+                    m.backends, m.largest, m.mean_at_end
+                )
+            ),
+            r.recycled.map_or_else(|| "-".into(), |n| n.to_string())
+        );
+    }
+    Ok((hot, all))
+}
+
+fn summary(
+    args: &Args,
+    small: &Phase,
+    large: &Phase,
+    hot: &Run,
+    all: &Run,
+    growth: Option<&Growth>,
+) {
+    let (n, s) = (large.tenants, small.tenants);
+    let met = |ok: bool| if ok { "yes" } else { "NO" }.to_owned();
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    let ratio = large.ours_ms / small.ours_ms;
+    rows.push([
+        format!("provisioning, median ms per tenant, at {n} vs at {s}"),
+        format!("{:.2}", large.ours_ms),
+        format!("{:.2}", small.ours_ms),
+        format!("{ratio:.2}"),
+        "≤ 1.2".into(),
+        met(ratio <= 1.2),
+    ]);
+    let ratio = large.ours_ms / large.psql_ms;
+    rows.push([
+        format!("provisioning at {n}, ours vs psql (same DDL)"),
+        format!("{:.2}", large.ours_ms),
+        format!("{:.2}", large.psql_ms),
+        format!("{ratio:.2}"),
+        "≤ 1.2".into(),
+        met(ratio <= 1.2),
+    ]);
+    rows.push([
+        format!("  (information) psql provisioning at {n} vs at {s}"),
+        format!("{:.2}", large.psql_ms),
+        format!("{:.2}", small.psql_ms),
+        format!("{:.2}", large.psql_ms / small.psql_ms),
+        "-".into(),
+        "-".into(),
+    ]);
+    for ((name, l), (_, sm)) in large.commands.iter().zip(&small.commands) {
+        let ratio = l / sm;
+        let (goal, ok) = if name.starts_with("migrate") {
+            ("< 1000 ms", *l < 1000.0)
+        } else {
+            ("≤ 1.2", ratio <= 1.2)
+        };
+        rows.push([
+            format!("`{name}`, ms at {n} vs at {s}"),
+            format!("{l:.1}"),
+            format!("{sm:.1}"),
+            format!("{ratio:.2}"),
+            goal.into(),
+            met(ok),
+        ]);
+    }
+    rows.push([
+        format!("console tenant list, first page, ms at {n} (vs at {s})"),
+        format!("{:.2}", large.console_ms),
+        format!("{:.2}", small.console_ms),
+        format!("{:.2}", large.console_ms / small.console_ms),
+        "< 100 ms".into(),
+        met(large.console_ms < 100.0),
+    ]);
+    let ratio = all.per_second / hot.per_second;
+    rows.push([
+        format!(
+            "req/s over all tenants (recycling at {} MiB) vs {} hot",
+            args.budget_mb, args.hot
+        ),
+        format!("{:.0}", all.per_second),
+        format!("{:.0}", hot.per_second),
+        format!("{ratio:.2}"),
+        "≥ 0.8".into(),
+        met(ratio >= 0.8),
+    ]);
+    rows.push(match (all.memory, hot.memory) {
+        (Some(a), Some(h)) => [
+            "largest backend, MiB, all tenants vs hot".into(),
+            format!("{:.1}", a.largest),
+            format!("{:.1}", h.largest),
+            format!("{:.2}", a.largest / h.largest),
+            "≤ 64 MiB".into(),
+            met(a.largest <= 64.0),
+        ],
+        _ => [
+            "largest backend, MiB (server's /proc not readable)".into(),
+            "n/a".into(),
+            "n/a".into(),
+            "-".into(),
+            "≤ 64 MiB".into(),
+            "-".into(),
+        ],
+    });
+    let header = ["figure", "at N", "baseline", "ratio", "goal", "met"].map(str::to_owned);
+    let mut widths = [0; 6];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |row: &[String; 6]| {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                let pad = " ".repeat(w - c.chars().count());
+                // Text left, numbers right.
+                if i == 0 || i == 4 {
+                    format!("{c}{pad}")
+                } else {
+                    format!("{pad}{c}")
+                }
+            })
+            .collect();
+        println!("  {}", cells.join("  "));
+    };
+    println!("\n== summary: N = {n} tenants, baselines at {s} tenants, same run");
+    line(&header);
+    line(&widths.map(|w| "-".repeat(w)));
+    for row in &rows {
+        line(row);
+    }
+    if let Some(g) = growth {
+        println!(
+            "  growth {}→{}: {:.1} tenants/s over the first tenth, {:.1} over the last ({:.2}×)",
+            g.from,
+            g.to,
+            g.first_tenth,
+            g.last_tenth,
+            g.last_tenth / g.first_tenth
+        );
+    }
+    println!(
+        "  API vs pgbench (goal ≥ 0.8): not fleet-dependent, measured by `cargo bench --bench api`."
+    );
+}
