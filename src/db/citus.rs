@@ -90,7 +90,6 @@ pub async fn place_tenant(
     if !distribute_schema(&mut *conn, schema).await? {
         return Ok(false);
     }
-    drop_local_copies(&mut *conn, schema).await?;
     worker_login(&mut *conn, tenant_id).await?;
     Ok(true)
 }
@@ -124,17 +123,16 @@ pub async fn end_worker_sessions(conn: &mut PgConnection, tenant_id: Uuid) -> sq
 
 /// Citus copies a table's rows to its shard when it distributes it, and leaves them in the
 /// coordinator's table as well (hidden: every query goes to the shard, but the bytes stay,
-/// and so would the data of a tenant that is later moved or purged). A schema placed with
-/// rows — a restore, a clone, a tenant made before Citus was enabled — has them removed
-/// here from the coordinator only (`truncate_local_data_after_distributing_table`; the
-/// shards keep theirs). Only tables whose coordinator copy holds pages are touched, so a
-/// new schema costs one catalog query (and no TRUNCATE right).
-async fn drop_local_copies(conn: &mut PgConnection, schema: &SchemaName) -> sqlx::Result<()> {
+/// and so would the data of a tenant later moved or purged). After [`place_tenant`] placed
+/// a schema that had rows — a restore, a clone, a tenant made before Citus was enabled —
+/// this empties the coordinator's copies (`truncate_local_data_after_distributing_table`;
+/// the shards keep theirs). Needs the tables' owner (`capliquify migrate`'s role, the
+/// operators' commands); a new tenant's empty schema does not need it.
+pub async fn drop_local_copies(conn: &mut PgConnection, schema: &SchemaName) -> sqlx::Result<()> {
     sqlx::query(
         "SELECT truncate_local_data_after_distributing_table(p.logicalrelid)
            FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
-          WHERE c.relnamespace = to_regnamespace(quote_ident($1))
-            AND pg_relation_size(p.logicalrelid) > 0",
+          WHERE c.relnamespace = to_regnamespace(quote_ident($1))",
     )
     .bind(schema.as_str())
     .execute(conn)
@@ -202,6 +200,9 @@ pub async fn place_fleet(pool: &PgPool) -> sqlx::Result<Option<FleetPlacement>> 
             let schema = SchemaName::parse(&schema).map_err(|e| e.to_string())?;
             let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
             place_tenant(&mut tx, id, &schema)
+                .await
+                .map_err(|e| crate::tenancy::migrate::describe_db_error(&e))?;
+            drop_local_copies(&mut tx, &schema)
                 .await
                 .map_err(|e| crate::tenancy::migrate::describe_db_error(&e))?;
             tx.commit().await.map_err(|e| e.to_string())
