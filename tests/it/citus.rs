@@ -363,12 +363,13 @@ async fn rows_on_worker(
         .execute(&mut *conn)
         .await
         .unwrap();
-    let there: bool = sqlx::query_scalar("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL")
-        .bind(schema)
-        .bind(format!("{table}_{}", shard?))
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
+    let there: bool =
+        sqlx::query_scalar("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL")
+            .bind(schema)
+            .bind(format!("{table}_{}", shard?))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
     if !there {
         return None;
     }
@@ -441,10 +442,16 @@ async fn backup_restore_clone_suspend_and_purge_keep_tenants_on_workers_in_citus
     .await;
     let before = fingerprint(pool, &schema).await;
     assert_eq!(before[1].1, 25);
-    assert_eq!(rows_on_worker(pool, &worker, &schema, "products").await, Some(25));
+    assert_eq!(
+        rows_on_worker(pool, &worker, &schema, "products").await,
+        Some(25)
+    );
 
     // Suspend and reactivate change the registry only: the data stays on the worker.
-    tenancy.suspend("alpha", Some("check"), &actor).await.unwrap();
+    tenancy
+        .suspend("alpha", Some("check"), &actor)
+        .await
+        .unwrap();
     tenancy.reactivate("alpha", &actor).await.unwrap();
     assert_on_worker(pool, &schema, port).await;
     assert_eq!(fingerprint(pool, &schema).await, before);
@@ -454,10 +461,22 @@ async fn backup_restore_clone_suspend_and_purge_keep_tenants_on_workers_in_citus
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("alpha.capliquify-backup");
     let key = BackupKey::parse("citus-test-backup-key-0123456789abcdef").unwrap();
-    let report = backup::backup(pool, "alpha", Some(&file), true, Some(&key), &actor, &|_| {})
-        .await
-        .expect("backup in Citus mode");
-    let products = report.parts.iter().find(|p| p.path == "data/products.copy").unwrap();
+    let report = backup::backup(
+        pool,
+        "alpha",
+        Some(&file),
+        true,
+        Some(&key),
+        &actor,
+        &|_| {},
+    )
+    .await
+    .expect("backup in Citus mode");
+    let products = report
+        .parts
+        .iter()
+        .find(|p| p.path == "data/products.copy")
+        .unwrap();
     assert_eq!(products.rows, 25, "the backup read the worker's rows");
     as_tenant(
         pool,
@@ -467,12 +486,26 @@ async fn backup_restore_clone_suspend_and_purge_keep_tenants_on_workers_in_citus
     )
     .await;
     assert_ne!(fingerprint(pool, &schema).await, before);
-    backup::restore(pool, &file, RestoreMode::Replace, Trust::key(&key), &actor, &|_| {})
-        .await
-        .expect("restore --replace in Citus mode");
+    backup::restore(
+        pool,
+        &file,
+        RestoreMode::Replace,
+        Trust::key(&key),
+        &actor,
+        &|_| {},
+    )
+    .await
+    .expect("restore --replace in Citus mode");
     assert_on_worker(pool, &schema, port).await;
-    assert_eq!(fingerprint(pool, &schema).await, before, "the backup's rows are back");
-    assert_eq!(rows_on_worker(pool, &worker, &schema, "products").await, Some(25));
+    assert_eq!(
+        fingerprint(pool, &schema).await,
+        before,
+        "the backup's rows are back"
+    );
+    assert_eq!(
+        rows_on_worker(pool, &worker, &schema, "products").await,
+        Some(25)
+    );
     let shell_bytes: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT pg_relation_size('\"{schema}\".products')"
     )))
@@ -480,13 +513,18 @@ async fn backup_restore_clone_suspend_and_purge_keep_tenants_on_workers_in_citus
     .await
     .unwrap();
     assert_eq!(shell_bytes, 0, "no row left in the coordinator's shell");
-    as_tenant(pool, alpha.id, &schema, "INSERT INTO companies (name) VALUES ('after restore')").await;
-    let temp: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\\_r%'",
+    as_tenant(
+        pool,
+        alpha.id,
+        &schema,
+        "INSERT INTO companies (name) VALUES ('after restore')",
     )
-    .fetch_one(&worker)
-    .await
-    .unwrap();
+    .await;
+    let temp: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\\_r%'")
+            .fetch_one(&worker)
+            .await
+            .unwrap();
     assert_eq!(temp, 0, "no restore's build schema left on the worker");
 
     // A clone is a new tenant: its own schema on a worker, its own role logging in there.
@@ -497,7 +535,13 @@ async fn backup_restore_clone_suspend_and_purge_keep_tenants_on_workers_in_citus
     let mut copied = fingerprint(pool, &copy.schema_name).await;
     copied[0] = before[0].clone(); // the clone has one company more ("after restore")
     assert_eq!(copied[1..], before[1..]);
-    as_tenant(pool, copy.tenant_id, &copy.schema_name, "INSERT INTO companies (name) VALUES ('clone')").await;
+    as_tenant(
+        pool,
+        copy.tenant_id,
+        &copy.schema_name,
+        "INSERT INTO companies (name) VALUES ('clone')",
+    )
+    .await;
 
     // Purge: schema, shards, role and worker password gone from every node.
     tenancy.soft_delete("alpha", &actor).await.unwrap();
@@ -505,24 +549,47 @@ async fn backup_restore_clone_suspend_and_purge_keep_tenants_on_workers_in_citus
         .purge("alpha", true, Some("alpha"), &actor)
         .await
         .expect("purge in Citus mode");
-    assert_eq!(traces(pool, &schema, &role).await, (0, 0, 0, 0, 0), "coordinator");
-    assert_eq!(traces(&worker, &schema, &role).await, (0, 0, 0, 0, 0), "worker");
-    let shards: i64 = sqlx::query_scalar("SELECT count(*) FROM citus_shards WHERE table_name::text LIKE $1 || '.%'")
-        .bind(&schema)
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        traces(pool, &schema, &role).await,
+        (0, 0, 0, 0, 0),
+        "coordinator"
+    );
+    assert_eq!(
+        traces(&worker, &schema, &role).await,
+        (0, 0, 0, 0, 0),
+        "worker"
+    );
+    let shards: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM citus_shards WHERE table_name::text LIKE $1 || '.%'",
+    )
+    .bind(&schema)
+    .fetch_one(pool)
+    .await
+    .unwrap();
     assert_eq!(shards, 0);
 
     // The purged tenant restored from its archive: registered again, on a worker, its role
     // made again with a worker login.
-    backup::restore(pool, &file, RestoreMode::Recreate, Trust::key(&key), &actor, &|_| {})
-        .await
-        .expect("restore of a purged tenant in Citus mode");
+    backup::restore(
+        pool,
+        &file,
+        RestoreMode::Recreate,
+        Trust::key(&key),
+        &actor,
+        &|_| {},
+    )
+    .await
+    .expect("restore of a purged tenant in Citus mode");
     assert_on_worker(pool, &schema, port).await;
     assert_eq!(fingerprint(pool, &schema).await, before);
     assert_eq!(traces(pool, &schema, &role).await.3, 1, "a worker password");
-    as_tenant(pool, alpha.id, &schema, "INSERT INTO companies (name) VALUES ('recreated')").await;
+    as_tenant(
+        pool,
+        alpha.id,
+        &schema,
+        "INSERT INTO companies (name) VALUES ('recreated')",
+    )
+    .await;
 }
 
 /// The hostile-SQL suite of tests/it/roles.rs, unchanged, on a Citus coordinator whose
@@ -593,5 +660,9 @@ async fn concurrent_requests_never_see_each_others_rows_in_citus_mode() {
     .fetch_one(&cluster.pool)
     .await
     .unwrap();
-    assert_eq!((schemas, on_worker), (8, 8), "every tenant's products on the worker");
+    assert_eq!(
+        (schemas, on_worker),
+        (8, 8),
+        "every tenant's products on the worker"
+    );
 }
