@@ -111,14 +111,28 @@ pub async fn end_worker_sessions(conn: &mut PgConnection, tenant_id: Uuid) -> sq
     if !citus {
         return Ok(0);
     }
-    sqlx::query_scalar(
+    // In a savepoint: whatever fails here (a caller not allowed to run it) must not fail
+    // the purge.
+    let mut savepoint = sqlx::Connection::begin(&mut *conn).await?;
+    let ended = sqlx::query_scalar(
         "SELECT count(*) FILTER (WHERE success) FROM run_command_on_workers(format(
              'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %L',
              public.tenant_role_name($1)))",
     )
     .bind(tenant_id)
-    .fetch_one(conn)
-    .await
+    .fetch_one(&mut *savepoint)
+    .await;
+    match ended {
+        Ok(n) => {
+            savepoint.commit().await?;
+            Ok(n)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not end the workers' sessions of a purged tenant's role");
+            savepoint.rollback().await?;
+            Ok(0)
+        }
+    }
 }
 
 /// Citus copies a table's rows to its shard when it distributes it, and leaves them in the
