@@ -297,6 +297,126 @@ if wait "$actor"; then fail "the act committed although its worker was killed: $
 [ "$(count_both killed)" = "0 0" ] || fail "worker killed before the commit: $(count_both killed) (scenarios, audit rows)"
 ok "worker :$worker_a killed before the commit: neither the act nor its audit row exists"
 
+# Lifecycle acts in Citus mode: suspend and reactivate (the API's refusal, the data left on
+# its worker), backup, restore --replace, clone, purge, and the restore of a purged tenant.
+# Each restored or cloned schema must be distributed again with its rows in its shard on its
+# worker (and nowhere else), with the per-table sums it had; each purge must leave nothing —
+# schema, shards, role, worker password — on any node.
+export CAPLIQUIFY_BACKUP_KEY="$(openssl rand -hex 32)"
+tenant_sums() { # <schema>: each table (but the migration history) as count:order-independent md5 sum
+  q "$coord" "SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/c/text()', query_to_xml(
+      format('SELECT count(*) || '':'' || coalesce(sum((''x'' || left(md5(t::text), 15))::bit(60)::bigint), 0) AS c FROM %I.%I t', n.nspname, c.relname),
+      false, true, '')))[1]::text), ' ' ORDER BY c.relname)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = '$1' AND c.relkind = 'r' AND c.relname <> 'schema_migrations'"
+}
+on_its_worker() { # <schema>: distributed whole, on one worker, its rows in its shards there only; sets $placed_on to the port
+  local s=$1 table shard port other expected on_worker
+  [ "$(q "$coord" "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = '$s' AND c.relkind IN ('r', 'p')
+          AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = c.oid)")" = 0 ] ||
+    fail "$s: tables left on the coordinator"
+  [ "$(q "$coord" "SELECT count(DISTINCT nodeport) FROM citus_shards WHERE table_name::text LIKE '$s.%'")" = 1 ] ||
+    fail "$s: its tables are not on exactly one worker"
+  for table in companies products sales; do
+    read -r shard port <<<"$(q "$coord" "SELECT shardid, nodeport FROM citus_shards WHERE table_name = '$s.$table'::regclass" | tr '|' ' ')"
+    other=$w1
+    [ "$port" = "$w1" ] && other=$w2
+    expected=$(q "$coord" "SELECT count(*) FROM $s.$table")
+    on_worker=$(psql -X -qAt -h 127.0.0.1 -p "$port" -U postgres -d capliquify -c "SET citus.override_table_visibility = off; SELECT count(*) FROM $s.${table}_$shard" | tail -1)
+    [ "$on_worker" = "$expected" ] || fail "$s.$table: $on_worker of $expected rows in shard $shard on :$port"
+    [ "$(q "$other" "SELECT to_regclass('$s.${table}_$shard') IS NOT NULL")" = f ] || fail "$s.$table: shard also on :$other"
+    [ "$(q "$coord" "SELECT pg_relation_size('$s.$table')")" = 0 ] || fail "$s.$table: rows in the coordinator's shell"
+  done
+  placed_on=$port
+}
+traces() { # <port> <schema> <role>: schemas, roles, relations of the schema, worker passwords, Citus schema entries
+  q "$1" "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = '$2') || ' ' ||
+                 (SELECT count(*) FROM pg_roles WHERE rolname = '$3') || ' ' ||
+                 (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '$2') || ' ' ||
+                 (SELECT count(*) FROM pg_dist_authinfo WHERE rolename = '$3') || ' ' ||
+                 (SELECT count(*) FROM pg_dist_schema d JOIN pg_namespace n ON n.oid = d.schemaid WHERE n.nspname = '$2')"
+}
+gone_everywhere() { # <slug> <schema> <role>
+  for port in "$coord" "$w1" "$w2"; do
+    [ "$(traces "$port" "$2" "$3")" = "0 0 0 0 0" ] ||
+      fail "$1 purged, but :$port still has (schemas roles relations passwords dist-schemas) $(traces "$port" "$2" "$3")"
+  done
+  [ "$(q "$coord" "SELECT count(*) FROM citus_shards WHERE table_name::text LIKE '$2.%'")" = 0 ] || fail "$1 purged, shards remain"
+  [ "$(q "$coord" "SELECT count(*) FROM public.audit_logs WHERE action = 'tenant.purged' AND resource_id = '$1'")" -ge 1 ] ||
+    fail "$1's purge has no audit row"
+}
+no_build_schemas() {
+  for port in "$coord" "$w1" "$w2"; do
+    [ "$(q "$port" "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\_r%'")" = 0 ] || fail "a restore's build schema is left on :$port"
+  done
+}
+schema_of() { q "$coord" "SELECT schema_name FROM public.tenants WHERE slug = '$1'"; }
+role_of() { q "$coord" "SELECT public.tenant_role_name(id) FROM public.tenants WHERE slug = '$1'"; }
+
+# Suspend: the API refuses the tenant (403 tenant_suspended, docs/api.md) within the
+# service's caller cache (2 s); its data stays on its worker; reactivate lets it back in.
+s2=$(schema_of hook-2)
+sums2=$(tenant_sums "$s2")
+"$bin" tenant suspend hook-2 --reason "citus acceptance" >/dev/null
+sleep 2.5
+EXPECT_SLUG=hook-2 EXPECT_STATUS=403 EXPECT_CODE=tenant_suspended node scripts/citus-acceptance/run.mjs expect
+[ "$(tenant_sums "$s2")" = "$sums2" ] || fail "hook-2's data changed while it was suspended"
+on_its_worker "$s2"
+"$bin" tenant reactivate hook-2 >/dev/null
+sleep 2.5
+EXPECT_SLUG=hook-2 EXPECT_STATUS=200 node scripts/citus-acceptance/run.mjs expect
+ok "suspend (API: 403 tenant_suspended, data unchanged on its worker) and reactivate (API answers again)"
+
+# Backup, then restore --replace over changed data: the archive's rows are back, on a worker.
+s3=$(schema_of hook-3)
+role3=$(role_of hook-3)
+sums3=$(tenant_sums "$s3")
+sums_at_backup=$sums3
+"$bin" tenant backup hook-3 --output "$work/hook-3.capliquify-backup" --with-audit >/dev/null
+q "$coord" "DELETE FROM $s3.sales" >/dev/null
+q "$coord" "UPDATE $s3.products SET name = 'changed'" >/dev/null
+[ "$(tenant_sums "$s3")" != "$sums3" ] || fail "hook-3's data did not change"
+"$bin" tenant restore "$work/hook-3.capliquify-backup" --replace >/dev/null
+[ "$(tenant_sums "$s3")" = "$sums3" ] || fail "hook-3 after restore --replace: $(tenant_sums "$s3"), before the backup: $sums3"
+on_its_worker "$s3"
+port3=$placed_on
+no_build_schemas
+EXPECT_SLUG=hook-3 EXPECT_STATUS=200 node scripts/citus-acceptance/run.mjs expect
+ok "backup and restore --replace of hook-3: per-table sums as at the backup, distributed again, rows in its shards on :$port3 only"
+
+# Clone: a new tenant on a worker, the same rows, its own role working there; then purged.
+sums3=$(tenant_sums "$s3")
+"$bin" tenant clone hook-3 hook-3-copy >/dev/null
+sc=$(schema_of hook-3-copy)
+rc=$(role_of hook-3-copy)
+[ "$(tenant_sums "$sc")" = "$sums3" ] || fail "the clone's sums differ: $(tenant_sums "$sc") vs $sums3"
+on_its_worker "$sc"
+portc=$placed_on
+psql -X -qAt -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$coord" -U postgres -d capliquify \
+  -c "BEGIN; SET LOCAL search_path TO $sc; SET LOCAL ROLE $rc; INSERT INTO companies (name, currency) VALUES ('clone own', 'EUR'); COMMIT" >/dev/null ||
+  fail "the clone's role cannot write on its worker"
+ok "tenant clone hook-3 hook-3-copy: same per-table sums, distributed on :$portc, its role writes there"
+"$bin" tenant delete hook-3-copy >/dev/null
+"$bin" tenant purge hook-3-copy --force --confirm hook-3-copy >/dev/null
+gone_everywhere hook-3-copy "$sc" "$rc"
+ok "purge of hook-3-copy: no schema, shard, role or worker password left on the coordinator or either worker"
+
+# Purge hook-3 itself, then restore it from its archive (no --replace): registered again,
+# its members back, distributed on a worker with the archive's rows, the API serving it.
+"$bin" tenant delete hook-3 >/dev/null
+"$bin" tenant purge hook-3 --force --confirm hook-3 >/dev/null
+gone_everywhere hook-3 "$s3" "$role3"
+"$bin" tenant restore "$work/hook-3.capliquify-backup" >/dev/null
+[ "$(schema_of hook-3)" = "$s3" ] || fail "hook-3 restored under another schema"
+[ "$(tenant_sums "$s3")" = "$sums_at_backup" ] || fail "hook-3 restored: $(tenant_sums "$s3"), at the backup: $sums_at_backup"
+on_its_worker "$s3"
+port3=$placed_on
+[ "$(q "$coord" "SELECT count(*) FROM pg_dist_authinfo WHERE rolename = '$role3'")" = 1 ] || fail "hook-3's role has no worker password after the restore"
+[ "$(q "$w1" "SELECT rolcanlogin FROM pg_roles WHERE rolname = '$role3'")" = t ] || fail "hook-3's role may not log in to the workers"
+EXPECT_SLUG=hook-3 EXPECT_STATUS=200 node scripts/citus-acceptance/run.mjs expect
+ok "purged hook-3 restored from its archive: on :$port3, its role logs in to the workers, the API serves it"
+
 # Online move: a writer and a reader on cli-2 for 30 s while `tenant move --to-worker` moves
 # it to the other worker. No request fails; every acknowledged write is there afterwards;
 # the tenant's tables on the new worker match what the coordinator reads; nothing of it is
@@ -368,6 +488,23 @@ node -e 'const w=JSON.parse(process.argv[1]); if (w.length!==2 || w.some(x=>x.te
   fail "cluster status --json: $status_json"
 ok "cluster rebalance spread the tenants over both workers while requests kept working"
 LOAD_LABEL="2 workers" node scripts/citus-acceptance/run.mjs load
+
+# cluster tenants: Citus's per-tenant statement counts and CPU (citus_stat_tenants, with
+# citus.stat_tenants_track = 'all' on every node, set above), joined to the registry. The
+# load just run touched every tenant; the figures must be Citus's own, tenant by tenant.
+"$bin" cluster tenants
+stats_json=$("$bin" cluster tenants --json --limit 100)
+expected_stats=$(q "$coord" "SELECT json_object_agg(t.slug, s.n) FROM (
+    SELECT tenant_attribute, sum(query_count_in_this_period + query_count_in_last_period) AS n
+      FROM citus_stat_tenants(true) GROUP BY tenant_attribute) s
+    JOIN public.tenants t ON t.schema_name = s.tenant_attribute WHERE s.n > 0")
+node -e 'const s=JSON.parse(process.argv[1]); const want=JSON.parse(process.argv[2]);
+  const got=Object.fromEntries(s.tenants.map(t=>[t.slug, t.queries + t.queries_last_period]));
+  const busy=s.tenants.filter(t=>t.queries + t.queries_last_period > 0 && t.worker);
+  if (s.tracking!=="all" || busy.length < 6 || JSON.stringify(Object.entries(got).sort())!==JSON.stringify(Object.entries(want).sort())) {
+    console.log(process.argv[1], process.argv[2]); process.exit(1) }' "$stats_json" "$expected_stats" ||
+  fail "cluster tenants does not show citus_stat_tenants per tenant"
+ok "cluster tenants: statement counts and CPU of $(node -e 'console.log(JSON.parse(process.argv[1]).tenants.length)' "$stats_json") tenants, as citus_stat_tenants counts them"
 
 # Drain: every tenant off one worker, which then takes no new tenant; a new tenant lands on
 # the other.

@@ -37,6 +37,7 @@ SKIP=(
   "capliquify tenant move acme --to-worker 10.0.0.13:5432"  # needs Citus workers (scripts/citus-acceptance.sh)
   "capliquify cluster add-worker 10.0.0.13:5432"  # needs Citus (scripts/citus-acceptance.sh)
   "capliquify cluster status"       # needs Citus (scripts/citus-acceptance.sh)
+  "capliquify cluster tenants"      # needs Citus (scripts/citus-acceptance.sh)
   "capliquify cluster rebalance"    # needs Citus (scripts/citus-acceptance.sh)
   "capliquify cluster drain 10.0.0.12:5432"  # needs Citus (scripts/citus-acceptance.sh)
   "capliquify import sentia --source-url postgres://reader@old-db/sentia --tenant acme --currency GBP --dry-run"  # needs a Sentia database (tests/it/sentia.rs)

@@ -1,7 +1,7 @@
 // The API side of ../citus-acceptance.sh: provisions tenants through Clerk webhooks signed by
 // svix's own library, writes each tenant's rows through the API with member tokens signed by
 // this run's key, and checks that tenants stay apart under concurrency and that every write
-// has its audit row. `node run.mjs provision|write|isolation|traffic|load`.
+// has its audit row. `node run.mjs provision|write|isolation|traffic|load|expect`.
 import { createSign, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
@@ -215,10 +215,28 @@ async function load() {
   ok(`load (${process.env.LOAD_LABEL}): ${clients} clients over ${targets.length} tenants, ${(requests / seconds).toFixed(0)} requests/s (half writes), none failed`);
 }
 
+// One read and one write of EXPECT_SLUG through the API must both answer EXPECT_STATUS
+// (and, for an error, the problem's code EXPECT_CODE): a suspended tenant's refusal, or a
+// tenant back in service.
+async function expect() {
+  const t = orgs.find((o) => o.slug === process.env.EXPECT_SLUG) ?? die(`no tenant ${process.env.EXPECT_SLUG}`);
+  const status = Number(process.env.EXPECT_STATUS);
+  const code = process.env.EXPECT_CODE;
+  const read = await call("GET", "/api/v1/products?limit=100", { org: t.org });
+  const write = await call("POST", "/api/v1/companies", { org: t.org, body: { name: `${t.slug} probe ${Date.now()}`, currency: "EUR" } });
+  for (const [what, r] of [["GET /api/v1/products", read], ["POST /api/v1/companies", write]]) {
+    const want = what.startsWith("POST") && status === 200 ? 201 : status;
+    if (r.status !== want || (code && r.json?.code !== code)) die(`${t.slug}: ${what} answered ${r.status} ${r.text.slice(0, 200)}, expected ${want}${code ? ` ${code}` : ""}`);
+  }
+  const rows = read.json?.data ?? read.json?.items;
+  ok(`${t.slug}: reads and writes answer ${status}${code ? ` ${code}` : ` (${rows?.length} products)`}`);
+}
+
 const mode = process.argv[2];
 if (mode === "provision") await provision();
 else if (mode === "write") await write();
 else if (mode === "isolation") await isolation();
 else if (mode === "traffic") await traffic();
 else if (mode === "load") await load();
+else if (mode === "expect") await expect();
 else die(`unknown mode ${mode}`);

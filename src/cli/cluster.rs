@@ -27,6 +27,28 @@ Example:
     },
     /// Show the workers: tenants and bytes on each, and whether it takes new tenants.
     Status,
+    /// Show the busiest tenants: statements and CPU time per tenant.
+    #[command(after_help = "\
+Citus counts each tenant's statements on the nodes that run them
+(citus_stat_tenants) over short periods (citus.stat_tenants_period, 60 s
+by default): QUERIES, READS and CPU S are the current period's, the (LAST)
+columns the period before; older periods are forgotten. READS are the
+SELECTs among the QUERIES; CPU S is CPU time in seconds. Tenants without a
+statement in either period are not listed.
+
+Counting needs citus.stat_tenants_track = 'all' on every node (the
+coordinator and each worker; off by default); with it off the command says
+so. Use it to find a noisy tenant, then move it with
+`capliquify tenant move SLUG --to-worker HOST:PORT`.
+
+Examples:
+  capliquify cluster tenants
+  capliquify cluster tenants --limit 5 --json")]
+    Tenants {
+        /// At most this many tenants, busiest first.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
     /// Spread tenants evenly over the workers (Citus's rebalancer), showing its progress.
     #[command(after_help = "\
 Each tenant is moved online (logical replication): reads and writes go on, and its writes
@@ -84,6 +106,59 @@ pub async fn run(pool: &sqlx::PgPool, cmd: ClusterCommand, json: bool) -> anyhow
                         &["WORKER", "STATE", "TAKES TENANTS", "TENANTS", "BYTES"],
                         rows
                     )
+                );
+            }
+        }
+        ClusterCommand::Tenants { limit } => {
+            let stats = citus::tenant_stats(pool, limit).await?;
+            if json {
+                output::json(&stats)?;
+            } else {
+                if stats.tracking == "none" {
+                    println!(
+                        "Citus does not count tenants' statements here: citus.stat_tenants_track is 'none'.\n\
+                         Set citus.stat_tenants_track = 'all' on every node and reload (docs/scaling.md)."
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if stats.tenants.is_empty() {
+                    println!(
+                        "no tenant ran a statement in the last two periods ({} s each)",
+                        stats.period_seconds
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let rows = stats.tenants.iter().map(|t| {
+                    vec![
+                        t.slug.clone(),
+                        output::opt(t.worker.as_deref()),
+                        t.queries.to_string(),
+                        t.reads.to_string(),
+                        format!("{:.3}", t.cpu_seconds),
+                        t.queries_last_period.to_string(),
+                        t.reads_last_period.to_string(),
+                        format!("{:.3}", t.cpu_seconds_last_period),
+                    ]
+                });
+                println!(
+                    "{}",
+                    output::table(
+                        &[
+                            "TENANT",
+                            "WORKER",
+                            "QUERIES",
+                            "READS",
+                            "CPU S",
+                            "QUERIES (LAST)",
+                            "READS (LAST)",
+                            "CPU S (LAST)"
+                        ],
+                        rows
+                    )
+                );
+                println!(
+                    "periods of {} s: (LAST) is the period before the current one",
+                    stats.period_seconds
                 );
             }
         }

@@ -79,7 +79,7 @@ now (with progress), and adds the guide's verify_tenant_isolation() over the who
     /// Manage the embedded PostgreSQL cluster (used when DATABASE_URL is unset).
     #[command(subcommand)]
     Db(DbCommand),
-    /// Citus scale-out: the workers that hold tenant schemas (add, status, rebalance, drain).
+    /// Citus: the workers holding tenant schemas, and the tenants' load.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
     /// Print the API's OpenAPI 3.1 document (the committed copy is docs/openapi.json).

@@ -94,6 +94,66 @@ pub async fn place_tenant(
     Ok(true)
 }
 
+/// In Citus mode, ends the workers' sessions of a tenant's role before the role is dropped
+/// (a purge). They are Citus's cached connections of coordinator backends that served the
+/// tenant; a session outlives the DROP ROLE of its role, and if the tenant came back (a
+/// restore of its archive makes the role again, with a new identity) such a backend would
+/// reuse it and be refused its own schema ("permission denied") until Citus's connection
+/// lifetime ran out. Ended, Citus sees the closed socket and opens a new connection.
+/// Best effort: a node that cannot be reached, or a caller without the right to end them
+/// (not a superuser), leaves them, and the count says how many workers did it. Nothing
+/// without Citus.
+pub async fn end_worker_sessions(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<i64> {
+    let citus: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+            .fetch_one(&mut *conn)
+            .await?;
+    if !citus {
+        return Ok(0);
+    }
+    // In a savepoint: whatever fails here (a caller not allowed to run it) must not fail
+    // the purge.
+    let mut savepoint = sqlx::Connection::begin(&mut *conn).await?;
+    let ended = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE success) FROM run_command_on_workers(format(
+             'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %L',
+             public.tenant_role_name($1)))",
+    )
+    .bind(tenant_id)
+    .fetch_one(&mut *savepoint)
+    .await;
+    match ended {
+        Ok(n) => {
+            savepoint.commit().await?;
+            Ok(n)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not end the workers' sessions of a purged tenant's role");
+            savepoint.rollback().await?;
+            Ok(0)
+        }
+    }
+}
+
+/// Citus copies a table's rows to its shard when it distributes it, and leaves them in the
+/// coordinator's table as well (hidden: every query goes to the shard, but the bytes stay,
+/// and so would the data of a tenant later moved or purged). After [`place_tenant`] placed
+/// a schema that had rows — a restore, a clone, a tenant made before Citus was enabled —
+/// this empties the coordinator's copies (`truncate_local_data_after_distributing_table`;
+/// the shards keep theirs). Needs the tables' owner (`capliquify migrate`'s role, the
+/// operators' commands); a new tenant's empty schema does not need it.
+pub async fn drop_local_copies(conn: &mut PgConnection, schema: &SchemaName) -> sqlx::Result<()> {
+    sqlx::query(
+        "SELECT truncate_local_data_after_distributing_table(p.logicalrelid)
+           FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
+          WHERE c.relnamespace = to_regnamespace(quote_ident($1))",
+    )
+    .bind(schema.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// In Citus mode, distributes every table of `schema` that is still on the coordinator
 /// (all of a new schema; a table a tenant migration just created). Without Citus, nothing
 /// (false).
@@ -154,6 +214,9 @@ pub async fn place_fleet(pool: &PgPool) -> sqlx::Result<Option<FleetPlacement>> 
             let schema = SchemaName::parse(&schema).map_err(|e| e.to_string())?;
             let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
             place_tenant(&mut tx, id, &schema)
+                .await
+                .map_err(|e| crate::tenancy::migrate::describe_db_error(&e))?;
+            drop_local_copies(&mut tx, &schema)
                 .await
                 .map_err(|e| crate::tenancy::migrate::describe_db_error(&e))?;
             tx.commit().await.map_err(|e| e.to_string())
@@ -347,6 +410,86 @@ pub async fn status(pool: &PgPool) -> Result<Vec<WorkerStatus>, CitusError> {
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// One tenant's load as `cluster tenants` shows it, from Citus's `citus_stat_tenants`
+/// (summed over the nodes that ran its statements).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TenantLoad {
+    pub slug: String,
+    /// The worker holding the tenant's schema now (`HOST:PORT`); `None` when it is not
+    /// distributed.
+    pub worker: Option<String>,
+    /// Statements of the tenant in the current period (`citus.stat_tenants_period`).
+    pub queries: i64,
+    /// Of those, the reads (`SELECT`s).
+    pub reads: i64,
+    /// CPU seconds they used.
+    pub cpu_seconds: f64,
+    /// The same for the period before.
+    pub queries_last_period: i64,
+    pub reads_last_period: i64,
+    pub cpu_seconds_last_period: f64,
+}
+
+/// What `cluster tenants` reports: the tracking settings and the tenants Citus counted.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantStats {
+    /// `citus.stat_tenants_track` on the coordinator: `all` counts, `none` does not.
+    pub tracking: String,
+    /// `citus.stat_tenants_period`, in seconds: the length of one period.
+    pub period_seconds: i64,
+    /// Busiest first (statements this period, then last period, then CPU).
+    pub tenants: Vec<TenantLoad>,
+}
+
+/// Per-tenant statement counts and CPU from `citus_stat_tenants(true)` (every tenant Citus
+/// tracks, not only its top `citus.stat_tenants_limit`): the rows of a tenant's schema
+/// (Citus names a schema-based tenant by its schema) from every node, summed, joined to the
+/// registry. Tenants with no statement in the last two periods are not listed. Needs the
+/// rights of `citus_stat_tenants` (it runs a query on every node: a superuser, as the
+/// other `cluster` commands).
+pub async fn tenant_stats(pool: &PgPool, limit: i64) -> Result<TenantStats, CitusError> {
+    require_on(pool).await?;
+    let (tracking, period_seconds): (String, i64) = sqlx::query_as(
+        "SELECT current_setting('citus.stat_tenants_track'),
+                current_setting('citus.stat_tenants_period')::bigint",
+    )
+    .fetch_one(pool)
+    .await?;
+    let tenants = sqlx::query_as(
+        "WITH s AS (
+             SELECT tenant_attribute AS schema_name,
+                    sum(read_count_in_this_period)::bigint AS reads,
+                    sum(read_count_in_last_period)::bigint AS reads_last_period,
+                    sum(query_count_in_this_period)::bigint AS queries,
+                    sum(query_count_in_last_period)::bigint AS queries_last_period,
+                    sum(cpu_usage_in_this_period)::float8 AS cpu_seconds,
+                    sum(cpu_usage_in_last_period)::float8 AS cpu_seconds_last_period
+               FROM citus_stat_tenants(true)
+              GROUP BY tenant_attribute)
+         SELECT t.slug::text AS slug,
+                (SELECT CASE WHEN sh.nodename LIKE '%:%' THEN '[' || sh.nodename || ']'
+                             ELSE sh.nodename END || ':' || sh.nodeport
+                   FROM citus_shards sh JOIN pg_dist_partition p ON p.logicalrelid = sh.table_name
+                   JOIN pg_dist_schema d ON d.colocationid = p.colocationid
+                  WHERE d.schemaid = to_regnamespace(quote_ident(t.schema_name))
+                  LIMIT 1) AS worker,
+                s.queries, s.reads, s.cpu_seconds,
+                s.queries_last_period, s.reads_last_period, s.cpu_seconds_last_period
+           FROM s JOIN public.tenants t ON t.schema_name = s.schema_name
+          WHERE s.queries + s.queries_last_period > 0
+          ORDER BY s.queries DESC, s.queries_last_period DESC, s.cpu_seconds DESC, t.slug
+          LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(TenantStats {
+        tracking,
+        period_seconds,
+        tenants,
+    })
 }
 
 /// The active worker `w`, or [`CitusError::UnknownWorker`].

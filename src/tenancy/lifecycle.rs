@@ -352,6 +352,8 @@ impl Tenancy {
             .bind(tenant.id.to_string())
             .execute(&mut *tx)
             .await?;
+        // Citus mode: the workers' cached sessions of the role go before it (db::citus).
+        crate::db::citus::end_worker_sessions(&mut tx, tenant.id).await?;
         let dropped: bool = sqlx::query_scalar("SELECT public.delete_tenant_schema($1)")
             .bind(tenant.id)
             .fetch_one(&mut *tx)

@@ -135,41 +135,9 @@ async fn a_tenant_provisioned_on_a_coordinator_lands_whole_on_its_worker_and_its
         eprintln!("skipped: Citus is not installed (scripts/install-citus.sh)");
         return;
     }
-    // The servers' libpq (Citus's connections between nodes) must not look for a client
-    // certificate in the test runner's home folder.
-    let conf = "shared_preload_libraries = 'citus'\nwal_level = logical\nmax_prepared_transactions = 20\n\
-                citus.node_conninfo = 'sslmode=require sslcert=/nonexistent/client.crt sslkey=/nonexistent/client.key'";
-    let coordinator = TlsServer::start_with(conf);
-    let worker = TlsServer::start_with(conf);
-    let worker_pool = capliquify::db::connect(&worker.url("localhost", "sslmode=require"), 1)
-        .await
-        .expect("connect to the worker");
-    sqlx::query("CREATE EXTENSION citus")
-        .execute(&worker_pool)
-        .await
-        .unwrap();
-    let pool = capliquify::db::connect(&coordinator.url("localhost", "sslmode=require"), 4)
-        .await
-        .expect("connect to the coordinator");
-    sqlx::query("CREATE EXTENSION citus")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
-        .bind(i32::from(coordinator.port))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let w = citus::Worker::parse(&format!("127.0.0.1:{}", worker.port)).unwrap();
-    capliquify::tenancy::migrate::migrate_public(
-        &pool,
-        capliquify::tenancy::migrate::tenant_migrations(),
-    )
-    .await
-    .unwrap();
+    let cluster = CitusCluster::start().await;
+    let (pool, worker) = (cluster.pool.clone(), &cluster.worker);
     let actor = capliquify::audit::Actor::operator();
-    citus::add_worker(&pool, &w, &actor).await.unwrap();
-    assert!(citus::place_fleet(&pool).await.unwrap().is_some());
 
     let tenancy = capliquify::tenancy::Tenancy::new(pool.clone(), 30);
     let new = capliquify::tenancy::NewTenant::parse(
@@ -265,6 +233,65 @@ async fn a_tenant_provisioned_on_a_coordinator_lands_whole_on_its_worker_and_its
     tx.commit().await.unwrap();
 }
 
+/// A coordinator and one worker with Citus, `capliquify migrate`d, the worker registered
+/// (`cluster add-worker`) and `public` prepared, as `capliquify migrate` leaves them. The
+/// servers stop when it is dropped.
+struct CitusCluster {
+    pool: sqlx::PgPool,
+    /// The coordinator's URL (its `postgres` database, as the superuser).
+    url: String,
+    worker: TlsServer,
+    _coordinator: TlsServer,
+}
+
+impl CitusCluster {
+    async fn start() -> Self {
+        // The servers' libpq (Citus's connections between nodes) must not look for a client
+        // certificate in the test runner's home folder.
+        let conf = "shared_preload_libraries = 'citus'\nwal_level = logical\nmax_prepared_transactions = 20\n\
+                    citus.node_conninfo = 'sslmode=require sslcert=/nonexistent/client.crt sslkey=/nonexistent/client.key'";
+        let coordinator = TlsServer::start_with(conf);
+        let worker = TlsServer::start_with(conf);
+        let worker_pool = capliquify::db::connect(&worker.url("localhost", "sslmode=require"), 1)
+            .await
+            .expect("connect to the worker");
+        sqlx::query("CREATE EXTENSION citus")
+            .execute(&worker_pool)
+            .await
+            .unwrap();
+        worker_pool.close().await;
+        let url = coordinator.url("localhost", "sslmode=require");
+        let pool = capliquify::db::connect(&url, 4)
+            .await
+            .expect("connect to the coordinator");
+        sqlx::query("CREATE EXTENSION citus")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
+            .bind(i32::from(coordinator.port))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let w = citus::Worker::parse(&format!("127.0.0.1:{}", worker.port)).unwrap();
+        capliquify::tenancy::migrate::migrate_public(
+            &pool,
+            capliquify::tenancy::migrate::tenant_migrations(),
+        )
+        .await
+        .unwrap();
+        let actor = capliquify::audit::Actor::operator();
+        citus::add_worker(&pool, &w, &actor).await.unwrap();
+        assert!(citus::place_fleet(&pool).await.unwrap().is_some());
+        Self {
+            pool,
+            url,
+            worker,
+            _coordinator: coordinator,
+        }
+    }
+}
+
 /// Every table of `schema` is distributed, with every shard on the worker at `port`.
 async fn assert_on_worker(pool: &sqlx::PgPool, schema: &str, port: u16) {
     let (tables, distributed, elsewhere): (i64, i64, i64) = sqlx::query_as(
@@ -283,4 +310,359 @@ async fn assert_on_worker(pool: &sqlx::PgPool, schema: &str, port: u16) {
     assert!(tables >= 9, "{schema}: {tables} tables");
     assert_eq!(distributed, tables, "{schema}: every table distributed");
     assert_eq!(elsewhere, 0, "{schema}: every shard on the worker");
+}
+
+/// Runs `sql` in a transaction as the tenant's own role, with its schema on the search
+/// path (as the API does), and commits.
+async fn as_tenant(pool: &sqlx::PgPool, id: uuid::Uuid, schema: &str, sql: &str) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL search_path TO \"{schema}\"; SET LOCAL ROLE \"capliquify_t_{}\"; {sql}",
+        id.simple()
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("as {schema}'s role: {sql}: {e}"));
+    tx.commit().await.unwrap();
+}
+
+/// The business tables a test fills, as (table, rows, md5 of the rows in order).
+async fn fingerprint(pool: &sqlx::PgPool, schema: &str) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    for table in ["companies", "products", "sales"] {
+        let (rows, digest): (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))
+               FROM \"{schema}\".{table} t"
+        )))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{schema}.{table}: {e}"));
+        out.push((table.to_owned(), rows, digest));
+    }
+    out
+}
+
+/// Rows of `schema.table` in its shard on the worker (read on the worker itself, as its
+/// superuser), or `None` when the worker has no shard of it.
+async fn rows_on_worker(
+    coordinator: &sqlx::PgPool,
+    worker: &sqlx::PgPool,
+    schema: &str,
+    table: &str,
+) -> Option<i64> {
+    let shard: Option<i64> = sqlx::query_scalar(
+        "SELECT shardid FROM citus_shards WHERE table_name = to_regclass(quote_ident($1) || '.' || $2)",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(coordinator)
+    .await
+    .unwrap();
+    let mut conn = worker.acquire().await.unwrap();
+    sqlx::query("SET citus.override_table_visibility = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let there: bool =
+        sqlx::query_scalar("SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL")
+            .bind(schema)
+            .bind(format!("{table}_{}", shard?))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    if !there {
+        return None;
+    }
+    Some(
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{schema}\".{table}_{}",
+            shard?
+        )))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap(),
+    )
+}
+
+/// What a node holds of a tenant: (schemas, roles, relations of the schema's name, worker
+/// passwords in pg_dist_authinfo, Citus's distributed-schema entries).
+async fn traces(node: &sqlx::PgPool, schema: &str, role: &str) -> (i64, i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = $1),
+                (SELECT count(*) FROM pg_roles WHERE rolname = $2),
+                (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1),
+                (SELECT count(*) FROM pg_dist_authinfo WHERE rolename = $2),
+                (SELECT count(*) FROM pg_dist_schema d JOIN pg_namespace n ON n.oid = d.schemaid
+                  WHERE n.nspname = $1)",
+    )
+    .bind(schema)
+    .bind(role)
+    .fetch_one(node)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn backup_restore_clone_suspend_and_purge_keep_tenants_on_workers_in_citus_mode() {
+    use capliquify::tenancy::backup::{self, BackupKey, RestoreMode, Trust};
+    if citus_library().is_none() {
+        eprintln!("skipped: Citus is not installed (scripts/install-citus.sh)");
+        return;
+    }
+    let cluster = CitusCluster::start().await;
+    let pool = &cluster.pool;
+    let port = cluster.worker.port;
+    let worker = capliquify::db::connect(&cluster.worker.url("localhost", "sslmode=require"), 1)
+        .await
+        .expect("connect to the worker");
+    let actor = capliquify::audit::Actor::operator();
+    let tenancy = capliquify::tenancy::Tenancy::new(pool.clone(), 30);
+    let new = capliquify::tenancy::NewTenant::parse(
+        "alpha",
+        "Alpha",
+        capliquify::billing::Tier::Professional,
+        "org_alpha",
+    )
+    .unwrap();
+    let alpha = tenancy.provision(&new, &actor).await.unwrap();
+    let schema = alpha.schema_name.clone();
+    let role = format!("capliquify_t_{}", alpha.id.simple());
+    as_tenant(
+        pool,
+        alpha.id,
+        &schema,
+        "INSERT INTO companies (id, name) VALUES ('11111111-1111-1111-1111-111111111111', 'Alpha');
+         INSERT INTO products (company_id, sku, name, unit_cost, unit_price)
+           SELECT '11111111-1111-1111-1111-111111111111', 'SKU-' || g, 'P ' || g, g, 2 * g
+             FROM generate_series(1, 25) g;
+         INSERT INTO sales (company_id, product_id, sale_date, quantity, unit_price, total_amount)
+           SELECT company_id, id, date '2026-01-01', 2, unit_price, 2 * unit_price FROM products",
+    )
+    .await;
+    let before = fingerprint(pool, &schema).await;
+    assert_eq!(before[1].1, 25);
+    assert_eq!(
+        rows_on_worker(pool, &worker, &schema, "products").await,
+        Some(25)
+    );
+
+    // Suspend and reactivate change the registry only: the data stays on the worker.
+    tenancy
+        .suspend("alpha", Some("check"), &actor)
+        .await
+        .unwrap();
+    tenancy.reactivate("alpha", &actor).await.unwrap();
+    assert_on_worker(pool, &schema, port).await;
+    assert_eq!(fingerprint(pool, &schema).await, before);
+
+    // Backup reads the shards through the coordinator; restore --replace puts the archive's
+    // rows back on a worker, every table distributed again.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alpha.capliquify-backup");
+    let key = BackupKey::parse("citus-test-backup-key-0123456789abcdef").unwrap();
+    let report = backup::backup(
+        pool,
+        "alpha",
+        Some(&file),
+        true,
+        Some(&key),
+        &actor,
+        &|_| {},
+    )
+    .await
+    .expect("backup in Citus mode");
+    let products = report
+        .parts
+        .iter()
+        .find(|p| p.path == "data/products.copy")
+        .unwrap();
+    assert_eq!(products.rows, 25, "the backup read the worker's rows");
+    as_tenant(
+        pool,
+        alpha.id,
+        &schema,
+        "DELETE FROM sales; DELETE FROM products WHERE sku <> 'SKU-1'",
+    )
+    .await;
+    assert_ne!(fingerprint(pool, &schema).await, before);
+    backup::restore(
+        pool,
+        &file,
+        RestoreMode::Replace,
+        Trust::key(&key),
+        &actor,
+        &|_| {},
+    )
+    .await
+    .expect("restore --replace in Citus mode");
+    assert_on_worker(pool, &schema, port).await;
+    assert_eq!(
+        fingerprint(pool, &schema).await,
+        before,
+        "the backup's rows are back"
+    );
+    assert_eq!(
+        rows_on_worker(pool, &worker, &schema, "products").await,
+        Some(25)
+    );
+    let shell_bytes: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_relation_size('\"{schema}\".products')"
+    )))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(shell_bytes, 0, "no row left in the coordinator's shell");
+    as_tenant(
+        pool,
+        alpha.id,
+        &schema,
+        "INSERT INTO companies (name) VALUES ('after restore')",
+    )
+    .await;
+    let temp: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\\_r%'")
+            .fetch_one(&worker)
+            .await
+            .unwrap();
+    assert_eq!(temp, 0, "no restore's build schema left on the worker");
+
+    // A clone is a new tenant: its own schema on a worker, its own role logging in there.
+    let copy = backup::clone_tenant(pool, "alpha", "alpha-copy", None, None, &actor, &|_| {})
+        .await
+        .expect("clone in Citus mode");
+    assert_on_worker(pool, &copy.schema_name, port).await;
+    let mut copied = fingerprint(pool, &copy.schema_name).await;
+    copied[0] = before[0].clone(); // the clone has one company more ("after restore")
+    assert_eq!(copied[1..], before[1..]);
+    as_tenant(
+        pool,
+        copy.tenant_id,
+        &copy.schema_name,
+        "INSERT INTO companies (name) VALUES ('clone')",
+    )
+    .await;
+
+    // Purge: schema, shards, role and worker password gone from every node.
+    tenancy.soft_delete("alpha", &actor).await.unwrap();
+    tenancy
+        .purge("alpha", true, Some("alpha"), &actor)
+        .await
+        .expect("purge in Citus mode");
+    assert_eq!(
+        traces(pool, &schema, &role).await,
+        (0, 0, 0, 0, 0),
+        "coordinator"
+    );
+    assert_eq!(
+        traces(&worker, &schema, &role).await,
+        (0, 0, 0, 0, 0),
+        "worker"
+    );
+    let shards: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM citus_shards WHERE table_name::text LIKE $1 || '.%'",
+    )
+    .bind(&schema)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(shards, 0);
+
+    // The purged tenant restored from its archive: registered again, on a worker, its role
+    // made again with a worker login.
+    backup::restore(
+        pool,
+        &file,
+        RestoreMode::Recreate,
+        Trust::key(&key),
+        &actor,
+        &|_| {},
+    )
+    .await
+    .expect("restore of a purged tenant in Citus mode");
+    assert_on_worker(pool, &schema, port).await;
+    assert_eq!(fingerprint(pool, &schema).await, before);
+    assert_eq!(traces(pool, &schema, &role).await.3, 1, "a worker password");
+    as_tenant(
+        pool,
+        alpha.id,
+        &schema,
+        "INSERT INTO companies (name) VALUES ('recreated')",
+    )
+    .await;
+}
+
+/// The hostile-SQL suite of tests/it/roles.rs, unchanged, on a Citus coordinator whose
+/// tenants' rows live on the worker: every statement refused with 42501 as on plain
+/// PostgreSQL, the service's login as powerless, and the documented `SET ROLE` gap the
+/// same (docs/security.md).
+#[tokio::test]
+async fn the_hostile_sql_suite_holds_in_citus_mode_with_the_rows_on_a_worker() {
+    if citus_library().is_none() {
+        eprintln!("skipped: Citus is not installed (scripts/install-citus.sh)");
+        return;
+    }
+    let cluster = CitusCluster::start().await;
+    let worker = capliquify::db::connect(&cluster.worker.url("localhost", "sslmode=require"), 1)
+        .await
+        .expect("connect to the worker");
+    let db = crate::common::TestDb::adopt(&cluster.url, cluster.pool.clone());
+    let f = crate::roles::fleet_on(db).await;
+    for scope in [&f.a, &f.b] {
+        assert_on_worker(&cluster.pool, scope.schema.as_str(), cluster.worker.port).await;
+    }
+    assert_eq!(
+        rows_on_worker(&cluster.pool, &worker, f.b.schema.as_str(), "companies").await,
+        Some(1),
+        "B's secret is on the worker"
+    );
+    crate::roles::hostile_sql_is_refused(&f).await;
+    crate::roles::service_login_is_least_privileged(&f).await;
+    crate::roles::separate_set_role_switches_tenants(&f).await;
+}
+
+/// tests/it/isolation_stress.rs on a Citus coordinator (smaller: every server shares the
+/// test machine): concurrent requests of 8 tenants through an API pool of 4 connections,
+/// each answered only with its own rows, which live on the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_see_each_others_rows_in_citus_mode() {
+    if citus_library().is_none() {
+        eprintln!("skipped: Citus is not installed (scripts/install-citus.sh)");
+        return;
+    }
+    let cluster = CitusCluster::start().await;
+    let db = crate::common::TestDb::adopt(&cluster.url, cluster.pool.clone());
+    let app = crate::common::api::TestApp::spawn_on(
+        db,
+        capliquify::http::HttpConfig::default(),
+        4,
+        Vec::new(),
+    )
+    .await;
+    let params = crate::common::stress::Params {
+        tenants: 8,
+        tasks: 16,
+        min_requests: 2_000,
+        target_requests: 2_050,
+    };
+    let outcome = crate::common::stress::run(&app, app.url(""), "iso", params).await;
+    eprintln!(
+        "{} requests, {} rows created in {:.1?}",
+        outcome.requests, outcome.created, outcome.elapsed
+    );
+    let (schemas, on_worker): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE EXISTS (
+                    SELECT 1 FROM citus_shards s WHERE s.table_name::text = t.schema_name || '.products'
+                       AND s.nodeport = $1))
+           FROM public.tenants t",
+    )
+    .bind(i32::from(cluster.worker.port))
+    .fetch_one(&cluster.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (schemas, on_worker),
+        (8, 8),
+        "every tenant's products on the worker"
+    );
 }

@@ -30,16 +30,21 @@ async fn sqlstate(pool: &PgPool, scope: &TenantScope, sql: &str) -> Option<Strin
     }
 }
 
-struct Fleet {
-    db: TestDb,
+pub(crate) struct Fleet {
+    pub(crate) db: TestDb,
     /// Logged in as the service's login role.
-    app: PgPool,
-    a: TenantScope,
-    b: TenantScope,
+    pub(crate) app: PgPool,
+    pub(crate) a: TenantScope,
+    pub(crate) b: TenantScope,
 }
 
 async fn fleet() -> Fleet {
-    let db = TestDb::new().await;
+    fleet_on(TestDb::new().await).await
+}
+
+/// Tenants A (the attacker) and B (with a company worth stealing) on `db`, and a pool
+/// logged in as the service's login role.
+pub(crate) async fn fleet_on(db: TestDb) -> Fleet {
     let a = db.tenant("hostile-a", Tier::Starter).await.scope().unwrap();
     let b = db.tenant("victim-b", Tier::Starter).await.scope().unwrap();
     // B has data worth stealing.
@@ -59,7 +64,11 @@ async fn fleet() -> Fleet {
 
 #[tokio::test]
 async fn hostile_sql_in_a_tenant_transaction_is_refused_by_the_database() {
-    let f = fleet().await;
+    hostile_sql_is_refused(&fleet().await).await;
+}
+
+/// The test above, on any fleet (plain PostgreSQL, or Citus: tests/it/citus.rs).
+pub(crate) async fn hostile_sql_is_refused(f: &Fleet) {
     let b_schema = f.b.schema.as_str();
     let b_id = f.b.id;
     let hostile = [
@@ -178,7 +187,11 @@ async fn hostile_sql_in_a_tenant_transaction_is_refused_by_the_database() {
 
 #[tokio::test]
 async fn the_service_login_cannot_change_the_audit_trail_or_read_tenant_data_itself() {
-    let f = fleet().await;
+    service_login_is_least_privileged(&fleet().await).await;
+}
+
+/// The test above, on any fleet (plain PostgreSQL, or Citus: tests/it/citus.rs).
+pub(crate) async fn service_login_is_least_privileged(f: &Fleet) {
     f.db.exec(&format!(
         "INSERT INTO audit_logs (tenant_id, action, resource_type, resource_id)
          VALUES ('{}', 'x.done', 'x', 'x')",
@@ -218,7 +231,11 @@ async fn the_service_login_cannot_change_the_audit_trail_or_read_tenant_data_its
 /// documentation stays true; if PostgreSQL ever closes it, this test says so.
 #[tokio::test]
 async fn documented_gap_a_separate_set_role_statement_switches_tenants() {
-    let f = fleet().await;
+    separate_set_role_switches_tenants(&fleet().await).await;
+}
+
+/// The test above, on any fleet (plain PostgreSQL, or Citus: tests/it/citus.rs).
+pub(crate) async fn separate_set_role_switches_tenants(f: &Fleet) {
     let mut tx = scope::begin(&f.app, &f.a).await.unwrap();
     sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL ROLE \"{}\"", f.b.role())))
         .execute(&mut *tx)

@@ -505,6 +505,14 @@ pub async fn restore(
         .bind(target.as_str())
         .execute(&mut *tx)
         .await?;
+    // Citus mode: the schema was built on the coordinator (as provisioning builds one); its
+    // tables go to a worker with their rows (and leave no copy on the coordinator), and the
+    // role gets its worker login (a purged tenant's or a clone's role is new). In this
+    // transaction, as provisioning does: a restore that fails leaves no shard. Nothing
+    // without Citus.
+    if crate::db::citus::place_tenant(&mut tx, tenant_id, &target).await? {
+        crate::db::citus::drop_local_copies(&mut tx, &target).await?;
+    }
 
     let file = path
         .file_name()

@@ -110,7 +110,16 @@ impl TestApp {
         pool_size: u32,
         others: Vec<(capliquify::db::ClusterName, sqlx::PgPool)>,
     ) -> Self {
-        let db = TestDb::new().await;
+        Self::spawn_on(TestDb::new().await, config, pool_size, others).await
+    }
+
+    /// The service on `db` (e.g. [`TestDb::adopt`]ed: a Citus coordinator).
+    pub async fn spawn_on(
+        db: TestDb,
+        config: HttpConfig,
+        pool_size: u32,
+        others: Vec<(capliquify::db::ClusterName, sqlx::PgPool)>,
+    ) -> Self {
         let jwks_path =
             std::env::temp_dir().join(format!("capliquify-jwks-{}.json", uuid::Uuid::new_v4()));
         std::fs::write(&jwks_path, jwks_for(TEST_KEY, KID).unwrap().to_string()).unwrap();

@@ -84,8 +84,9 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
-    /// The server's maintenance URL (to drop the database).
-    admin_url: String,
+    /// The server's maintenance URL (to drop the database); `None` for a database the
+    /// test did not make ([`TestDb::adopt`]), which is left alone.
+    admin_url: Option<String>,
 }
 
 impl TestDb {
@@ -168,7 +169,24 @@ impl TestDb {
             name,
             url,
             pool,
-            admin_url: admin_url.to_owned(),
+            admin_url: Some(admin_url.to_owned()),
+        }
+    }
+
+    /// A database made and migrated elsewhere (the Citus tests' coordinator, whose workers
+    /// are registered in it), reached at `url` through `pool`: the helpers work on it, and
+    /// it is not dropped with the value (its server goes with the test).
+    pub fn adopt(url: &str, pool: PgPool) -> Self {
+        let name = url::Url::parse(url)
+            .expect("URL parses")
+            .path()
+            .trim_start_matches('/')
+            .to_owned();
+        Self {
+            name,
+            url: url.to_owned(),
+            pool,
+            admin_url: None,
         }
     }
 
@@ -255,9 +273,11 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         // Drop runs outside any async context we could borrow; a short-lived thread with
         // its own runtime removes the database even when the test panicked.
+        let Some(admin_url) = self.admin_url.clone() else {
+            return;
+        };
         let name = self.name.clone();
         let pool = self.pool.clone();
-        let admin_url = self.admin_url.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
