@@ -66,21 +66,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     hot: usize,
-    /// Concurrent requests, and the service's pool size.
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
-    clients: usize,
-    /// Seconds of load before each window.
-    #[arg(long, value_name = "SECS", default_value_t = 3)]
-    warmup: u64,
-    /// Seconds of each measured window.
-    #[arg(long, value_name = "SECS", default_value_t = 15,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    duration: u64,
-    /// The recycling run's memory budget per backend, in MiB (CAPLIQUIFY_DB_BACKEND_MEMORY_MB).
-    #[arg(long, value_name = "MIB", default_value_t = 48,
-          value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    budget_mb: u32,
+    #[command(flatten)]
+    load: Load,
 }
 
 impl BenchArgs for Args {
@@ -122,7 +109,12 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     server.print_header("fleet", &version);
     println!(
         "  load:     {} tenants ({} hot), {} connections and {} reqwest tasks, {} s warm-up + {} s window per run",
-        args.tenants, args.hot, args.clients, args.clients, args.warmup, args.duration
+        args.tenants,
+        args.hot,
+        args.load.clients,
+        args.load.clients,
+        args.load.warmup,
+        args.load.duration
     );
 
     let started = Instant::now();
@@ -145,19 +137,15 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
         (
             format!(
                 "all {} tenants, recycling at {} MiB",
-                args.tenants, args.budget_mb
+                args.tenants, args.load.budget_mb
             ),
             args.tenants,
-            args.budget_mb,
+            args.load.budget_mb,
         ),
     ];
     for (name, set, budget) in plans {
         println!("== {name}");
-        let load = Load {
-            clients: args.clients,
-            warmup: args.warmup,
-            duration: args.duration,
-        };
+        let load = args.load;
         runs.push(measure(server, &setup, &tenants[..set], name, budget, load).await?);
     }
     setup.close().await;

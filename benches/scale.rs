@@ -108,21 +108,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=99_000))]
     hot: usize,
-    /// Concurrent requests, and the service's pool size.
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
-    clients: usize,
-    /// Seconds of load before each throughput window.
-    #[arg(long, value_name = "SECS", default_value_t = 3)]
-    warmup: u64,
-    /// Seconds of each throughput window.
-    #[arg(long, value_name = "SECS", default_value_t = 15,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    duration: u64,
-    /// The recycling run's memory budget per backend, in MiB (CAPLIQUIFY_DB_BACKEND_MEMORY_MB).
-    #[arg(long, value_name = "MIB", default_value_t = 48,
-          value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    budget_mb: u32,
+    #[command(flatten)]
+    load: Load,
     /// Keep the database at the end, and reuse one an earlier --keep run left.
     #[arg(long)]
     keep: bool,
@@ -203,10 +190,10 @@ async fn run(args: &Args, server: &BenchServer, started: Instant) -> anyhow::Res
         args.small,
         args.window,
         args.hot,
-        args.clients,
-        args.warmup,
-        args.duration,
-        args.budget_mb
+        args.load.clients,
+        args.load.warmup,
+        args.load.duration,
+        args.load.budget_mb
     );
     let have = count_tenants(&pool).await?;
     if reused {
@@ -556,21 +543,17 @@ async fn throughput(
         tokens.len(),
         started.elapsed().as_secs_f64()
     );
-    let load = Load {
-        clients: args.clients,
-        warmup: args.warmup,
-        duration: args.duration,
-    };
+    let load = args.load;
     let hot_name = format!("{} hot tenants, no recycling", args.hot);
     println!("  {hot_name}:");
     let hot = measure(server, pool, &tokens[..args.hot], hot_name, 0, load).await?;
     let all_name = format!(
         "all {} tenants, recycling at {} MiB",
         tokens.len(),
-        args.budget_mb
+        args.load.budget_mb
     );
     println!("  {all_name}:");
-    let all = measure(server, pool, &tokens, all_name, args.budget_mb, load).await?;
+    let all = measure(server, pool, &tokens, all_name, args.load.budget_mb, load).await?;
     for r in [&hot, &all] {
         println!(
             "  {:<44} {:>7.0} req/s  ratio {:.2}  {}  recycled {}",
@@ -655,7 +638,7 @@ fn summary(
     rows.push([
         format!(
             "req/s over all tenants (recycling at {} MiB) vs {} hot",
-            args.budget_mb, args.hot
+            args.load.budget_mb, args.hot
         ),
         format!("{:.0}", all.per_second),
         format!("{:.0}", hot.per_second),

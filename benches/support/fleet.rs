@@ -208,15 +208,24 @@ pub async fn provision_many(
     Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
-/// The request load of one [`measure`] run.
-#[derive(Debug, Clone, Copy)]
+/// The request load of the [`measure`] runs, as the fleet and scale benches' flags.
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Load {
     /// Concurrent requests, and the service's pool size.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub clients: usize,
-    /// Seconds of load before the window.
+    /// Seconds of load before each measured window.
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
     pub warmup: u64,
-    /// Seconds of the measured window.
+    /// Seconds of each measured window.
+    #[arg(long, value_name = "SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub duration: u64,
+    /// The recycling run's memory budget per backend, in MiB (CAPLIQUIFY_DB_BACKEND_MEMORY_MB).
+    #[arg(long, value_name = "MIB", default_value_t = 48,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub budget_mb: u32,
 }
 
 /// What one run measured.
