@@ -24,22 +24,29 @@ pub struct SchemaSize {
     pub size: String,
 }
 
-/// Schemas measured exactly for every one shown: the candidates are the `limit × 3` (at
-/// least 30) largest by the catalog's page counts.
+/// Schemas measured again for every one shown: the candidates are the `limit × 3` (at
+/// least 30) largest recorded sizes.
 const CANDIDATES_PER_SHOWN: i64 = 3;
 const MIN_CANDIDATES: i64 = 30;
 
+/// Tenants [`measure_slice`] measures at a time: serve measures one slice a minute, and
+/// `monitor sizes` one before it ranks.
+pub const SIZE_SLICE: u32 = 100;
+/// Tenants measured per transaction by [`measure_all`].
+const FULL_SIZE_SLICE: u32 = 500;
+
 /// The `limit` largest tenant schemas. Same figures as the guide's query (tables with their
-/// indexes and TOAST, `pg_total_relation_size`), read from `pg_class` instead of
-/// `information_schema.tables` (which checks privileges row by row).
+/// indexes and TOAST, `pg_total_relation_size`).
 ///
-/// Measuring a relation opens it (its files and its relcache entry), so measuring every
-/// tenant's tables took seconds at a few thousand tenants and grew with the fleet (issue
-/// 16: 2.9 s at 2,000 tenants, 20× its time at 100). The schemas are first ranked by the
-/// page counts `pg_class` keeps (`relpages`, refreshed by VACUUM, ANALYZE and autovacuum)
-/// with no file touched, and only the `limit × 3` (at least 30) largest are measured. A
-/// schema that grew a lot since autovacuum last saw it can be missed; `--limit` at or above
-/// the number of tenant schemas measures them all.
+/// Ranking every schema by what the catalog knows reads all of `pg_class` (~560,000 rows at
+/// 10,000 tenants): 5-8× its time at 100 tenants (issue 16). Each tenant's size is instead
+/// measured a slice at a time ([`measure_slice`]: serve measures [`SIZE_SLICE`] a minute)
+/// and kept in `public.tenant_sizes` (public migration 0021); the ranking reads the `limit ×
+/// 3` (at least 30) largest recorded sizes through an index, and measures those schemas
+/// again, so every figure shown is exact and current. A tenant that grew past them since it
+/// was last measured is missed until its next measurement; [`coverage`] says how old the
+/// oldest is. Only registered tenants are ranked: a schema without a registry row is
+/// `doctor`'s (`no_orphan_schemas`).
 ///
 /// In Citus mode the coordinator's tables are empty shells: the distributed tenant schemas
 /// are measured by Citus (`citus_shards.shard_size`, one round trip per worker), and a
@@ -49,29 +56,19 @@ pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
         return citus_sizes(pool, limit).await;
     }
     sqlx::query_as(
-        "WITH ranked AS (
-             SELECT n.oid AS nsp, n.nspname,
-                    coalesce(sum(c.relpages::bigint + coalesce(tc.relpages, 0)), 0) AS pages
-               FROM pg_namespace n
-               LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'i', 'm')
-               LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
-              WHERE n.nspname LIKE 'tenant\\_%'
-                -- (the schema pool's unclaimed schemas are nobody's yet)
-                AND NOT EXISTS (SELECT 1 FROM public.tenant_schema_pool p
-                                 WHERE p.schema_name = n.nspname)
-              GROUP BY n.oid, n.nspname
-              ORDER BY pages DESC, n.nspname
+        "WITH candidates AS (
+             SELECT t.slug::text AS slug, t.schema_name::text AS schema_name
+               FROM public.tenant_sizes s
+               JOIN public.tenants t ON t.id = s.tenant_id
+              WHERE t.deleted_at IS NULL
+              ORDER BY s.total_bytes DESC
               LIMIT greatest($1 * $2, $3)
          )
-         SELECT r.nspname::text AS schema_name, t.slug::text AS slug,
-                count(c.oid) AS table_count,
-                coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS total_bytes,
-                pg_size_pretty(coalesce(sum(pg_total_relation_size(c.oid)), 0)) AS size
-           FROM ranked r
-           LEFT JOIN pg_class c ON c.relnamespace = r.nsp AND c.relkind IN ('r', 'p')
-           LEFT JOIN public.tenants t ON t.schema_name = r.nspname
-          GROUP BY r.nspname, t.slug
-          ORDER BY total_bytes DESC, r.nspname
+         SELECT c.schema_name, c.slug, m.table_count::bigint AS table_count,
+                m.total_bytes, pg_size_pretty(m.total_bytes) AS size
+           FROM candidates c
+          CROSS JOIN LATERAL public.tenant_schema_size(c.schema_name) m
+          ORDER BY m.total_bytes DESC, c.schema_name
           LIMIT $1",
     )
     .bind(limit)
@@ -79,6 +76,87 @@ pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
     .bind(MIN_CANDIDATES)
     .fetch_all(pool)
     .await
+}
+
+/// How much of the fleet [`sizes`] ranks: the live tenants of this cluster, how many have
+/// never been measured, and when the least recently measured one was.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SizeCoverage {
+    pub tenants: i64,
+    pub never_measured: i64,
+    pub oldest_measurement: Option<DateTime<Utc>>,
+}
+
+/// See [`SizeCoverage`].
+pub async fn coverage(pool: &PgPool) -> sqlx::Result<SizeCoverage> {
+    sqlx::query_as(
+        "SELECT count(*) AS tenants, count(*) FILTER (WHERE s.tenant_id IS NULL) AS never_measured,
+                min(s.measured_at) AS oldest_measurement
+           FROM public.tenants t
+           LEFT JOIN public.tenant_sizes s ON s.tenant_id = t.id
+          WHERE t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Measures the `n` least recently measured tenants (never measured first) in one
+/// transaction and records their sizes; how many it measured. Nothing to do in Citus mode,
+/// where [`sizes`] asks Citus.
+pub async fn measure_slice(pool: &PgPool, n: u32) -> sqlx::Result<u64> {
+    if n == 0 || crate::db::citus::is_on(pool).await? {
+        return Ok(0);
+    }
+    let done: i32 = sqlx::query_scalar("SELECT public.measure_tenant_slice($1)")
+        .bind(i32::try_from(n).unwrap_or(i32::MAX))
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(done).unwrap_or(0))
+}
+
+/// Measures every live tenant now, a slice at a time, calling `progress(done, total)`.
+pub async fn measure_all(pool: &PgPool, mut progress: impl FnMut(u64, u64)) -> sqlx::Result<u64> {
+    let total = u64::try_from(coverage(pool).await?.tenants).unwrap_or(0);
+    let mut done = 0;
+    progress(0, total);
+    while done < total {
+        let n = measure_slice(pool, FULL_SIZE_SLICE).await?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        progress(done.min(total), total);
+    }
+    Ok(done)
+}
+
+/// serve's background measurement: one slice of [`SIZE_SLICE`] tenants a minute, so the
+/// console's and the admin API's largest tenants stay current without anyone measuring.
+/// While some tenants were never measured (the first start after public migration 0021, or
+/// a burst of sign-ups) it catches up a slice a second, so the ranking covers the fleet in
+/// minutes rather than in one minute per hundred tenants.
+pub async fn measure_loop(pool: PgPool) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        loop {
+            match measure_slice(&pool, SIZE_SLICE).await {
+                Ok(n) if n == u64::from(SIZE_SLICE) => {}
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "measuring a slice of tenants' sizes failed");
+                    break;
+                }
+            }
+            match coverage(&pool).await {
+                Ok(c) if c.never_measured > 0 => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => break,
+            }
+        }
+    }
 }
 
 async fn citus_sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
@@ -145,37 +223,53 @@ pub async fn tenants(
         Some(census::After::Slug(slug)) => (None, Some(slug.clone())),
         None => (None, None),
     };
-    let mut rows: Vec<TenantActivity> = sqlx::query_as(
-        "SELECT t.slug::text, t.name::text, t.subscription_tier, t.subscription_status,
-                (SELECT count(*) FROM public.users u
-                  WHERE u.tenant_id = t.id AND u.removed_at IS NULL) AS user_count,
-                t.max_users, NULL::bigint AS entity_count, t.max_entities, t.created_at
+    // The page's registry rows (what fleet::query needs to reach each schema) and their
+    // member counts, in one round trip.
+    let mut page_rows: Vec<(registry::Tenant, i64)> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {}, (SELECT count(*) FROM public.users u
+                      WHERE u.tenant_id = t.id AND u.removed_at IS NULL) AS user_count
            FROM public.tenants t
           WHERE t.deleted_at IS NULL
             AND ($2::timestamptz IS NULL OR (t.created_at, t.slug) < ($2, $3))
           ORDER BY t.created_at DESC, t.slug DESC
           LIMIT $1",
-    )
+        registry::TENANT_COLUMNS
+    )))
     .bind(page + 1)
     .bind(at)
     .bind(slug)
+    .try_map(|row: sqlx::postgres::PgRow| {
+        use sqlx::{FromRow as _, Row as _};
+        Ok((
+            registry::Tenant::from_row(&row)?,
+            row.try_get("user_count")?,
+        ))
+    })
     .fetch_all(home)
     .await?;
-    let next = if rows.len() as i64 > page {
-        rows.truncate(page as usize);
-        rows.last()
-            .map(|r| census::After::Newest(r.created_at, r.slug.clone()).encode())
+    let next = if page_rows.len() as i64 > page {
+        page_rows.truncate(page as usize);
+        page_rows
+            .last()
+            .map(|(t, _)| census::After::Newest(t.created_at, t.slug.clone()).encode())
     } else {
         None
     };
-    let slugs: Vec<String> = rows.iter().map(|r| r.slug.clone()).collect();
-    let live: Vec<registry::Tenant> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM public.tenants WHERE slug = ANY($1)",
-        registry::TENANT_COLUMNS
-    )))
-    .bind(&slugs)
-    .fetch_all(home)
-    .await?;
+    let mut rows: Vec<TenantActivity> = page_rows
+        .iter()
+        .map(|(t, users)| TenantActivity {
+            slug: t.slug.clone(),
+            name: t.name.clone(),
+            subscription_tier: t.subscription_tier,
+            subscription_status: t.subscription_status,
+            user_count: *users,
+            max_users: t.max_users,
+            entity_count: None,
+            max_entities: t.max_entities,
+            created_at: t.created_at,
+        })
+        .collect();
+    let live: Vec<registry::Tenant> = page_rows.into_iter().map(|(t, _)| t).collect();
     let by_slug = entity_counts(clusters, live).await;
     for row in &mut rows {
         row.entity_count = by_slug.get(&row.slug).copied().flatten();
@@ -214,12 +308,8 @@ pub async fn entity_counts(
 /// it, in bytes and written for people; `None` when the schema does not exist.
 pub async fn schema_size(pool: &PgPool, schema: &str) -> sqlx::Result<Option<(i64, String)>> {
     sqlx::query_as(
-        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint,
-                pg_size_pretty(coalesce(sum(pg_total_relation_size(c.oid)), 0))
-           FROM pg_namespace n
-           LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
-          WHERE n.nspname = $1
-          GROUP BY n.oid",
+        "SELECT m.total_bytes, pg_size_pretty(m.total_bytes)
+           FROM public.tenant_schema_size($1) m",
     )
     .bind(schema)
     .fetch_optional(pool)

@@ -184,14 +184,24 @@ pub struct MigrateArgs {
 pub enum MonitorCommand {
     /// The largest tenant schemas by size on disk (tables, indexes, TOAST).
     #[command(after_help = "\
-Schemas are ranked by the page counts PostgreSQL's catalog keeps (refreshed by autovacuum),
-and the largest candidates (3 per row shown, at least 30) are measured exactly: fast with
-thousands of tenants. A schema that grew since autovacuum last saw it can be missed; a
---limit above the number of tenants measures every one.")]
+Each tenant's size is measured a slice at a time, least recently measured first, and kept
+(serve measures 100 a minute): this command measures one slice (--slice), ranks the sizes
+kept, and measures the largest candidates again (3 per row shown, at least 30), so every
+size shown is exact and the cost is the same at any fleet size. A tenant that grew since it
+was last measured can be missed until its turn; the output says how old the oldest
+measurement is. --full measures every tenant first (with progress).")]
     Sizes {
         /// How many schemas to show.
         #[arg(long, default_value_t = 10)]
         limit: i64,
+        /// Tenants measured before ranking, least recently measured first (0: rank what
+        /// earlier measurements found).
+        #[arg(long, value_name = "N", default_value_t = monitor::SIZE_SLICE,
+              conflicts_with = "full", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        slice: u32,
+        /// Measure every tenant now, then rank.
+        #[arg(long)]
+        full: bool,
     },
     /// Live tenants with their tier, status, and usage against their plan's limits.
     #[command(after_help = "\
@@ -204,8 +214,9 @@ ends with the command for the next one. --limit 0 shows every tenant.")]
               value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
         limit: i64,
         /// Start after this position: the value the previous page printed.
-        #[arg(long, value_name = "POSITION")]
-        after: Option<String>,
+        #[arg(long, value_name = "POSITION",
+              value_parser = crate::tenancy::census::After::parse_newest)]
+        after: Option<crate::tenancy::census::After>,
     },
     /// The statements with the most total execution time, per tenant (pg_stat_statements).
     #[command(after_help = "\
@@ -964,9 +975,42 @@ async fn run_audit(db: &Database, args: AuditArgs, json: bool) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `monitor sizes` ranked: how many tenants were never measured, how old the oldest
+/// measurement is.
+fn size_coverage(c: &monitor::SizeCoverage) -> String {
+    let oldest = c
+        .oldest_measurement
+        .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string());
+    match (c.never_measured, oldest) {
+        (_, _) if c.tenants == 0 => "no live tenant to measure".to_owned(),
+        (0, Some(oldest)) => format!(
+            "ranked all {} tenants by their last measurement (oldest {oldest})",
+            c.tenants
+        ),
+        (never, _) => format!(
+            "{never} of {} tenants not measured yet and not ranked (serve measures {} a \
+             minute; --full measures all now)",
+            c.tenants,
+            monitor::SIZE_SLICE
+        ),
+    }
+}
+
 async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
-        MonitorCommand::Sizes { limit } => {
+        MonitorCommand::Sizes { limit, slice, full } => {
+            if full {
+                let bar = output::progress(0, "tenants measured", json)?;
+                let shown = bar.clone();
+                monitor::measure_all(&db.pool, move |done, total| {
+                    shown.set_length(total);
+                    shown.set_position(done);
+                })
+                .await?;
+                bar.finish_and_clear();
+            } else {
+                monitor::measure_slice(&db.pool, slice).await?;
+            }
             let sizes = monitor::sizes(&db.pool, limit.clamp(1, 10_000)).await?;
             if json {
                 return output::json(&sizes).map(|()| ExitCode::SUCCESS);
@@ -983,22 +1027,11 @@ async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::
                 "{}",
                 output::table(&["SCHEMA", "TENANT", "SIZE", "TABLES"], rows)
             );
+            if !crate::db::citus::is_on(&db.pool).await? {
+                println!("{}", size_coverage(&monitor::coverage(&db.pool).await?));
+            }
         }
         MonitorCommand::Tenants { limit, after } => {
-            let after = match after {
-                None => None,
-                Some(raw) => Some(
-                    crate::tenancy::census::After::decode(
-                        &raw,
-                        crate::tenancy::census::Order::Newest,
-                    )
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "--after {raw:?} is not a position printed by `monitor tenants` (TIME~SLUG)"
-                        )
-                    })?,
-                ),
-            };
             let (tenants, next) = monitor::tenants(&db.clusters, limit, after.as_ref()).await?;
             if json {
                 return output::json(

@@ -90,8 +90,9 @@ is {\"tenants\": [...], \"next_after\": POSITION or null}.")]
               value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
         limit: i64,
         /// Start after this position: the value the previous page printed.
-        #[arg(long, value_name = "POSITION")]
-        after: Option<String>,
+        #[arg(long, value_name = "POSITION",
+              value_parser = crate::tenancy::census::After::parse_newest)]
+        after: Option<crate::tenancy::census::After>,
         /// Only tenants whose slug or name contains TEXT (any case), or whose Clerk
         /// organization or Stripe customer id is TEXT.
         #[arg(long, value_name = "TEXT")]
@@ -559,20 +560,10 @@ async fn list(
     db: &Database,
     all: bool,
     limit: i64,
-    after: Option<String>,
+    after: Option<census::After>,
     search: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let after = match after {
-        None => None,
-        Some(raw) => Some(
-            census::After::decode(&raw, census::Order::Newest).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--after {raw:?} is not a position printed by `tenant list` (TIME~SLUG)"
-                )
-            })?,
-        ),
-    };
     let page = if limit == 0 { i64::MAX - 1 } else { limit };
     let mut tenants = census::search(
         &db.pool,

@@ -500,11 +500,14 @@ async fn run(
             state.clusters.home().clone(),
         ))
     });
+    // And a slice of tenants' sizes a minute (the console's and `monitor sizes`' ranking).
+    let sizes = (args.lifecycle_interval_secs > 0)
+        .then(|| tokio::spawn(crate::monitor::measure_loop(state.clusters.home().clone())));
     let service_pool = state.pool.clone();
     tracing::info!(%addr, "listening");
     println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
     launch(listener, state, shutdown_signal()).await?;
-    for task in [job, refill, checks].into_iter().flatten() {
+    for task in [job, refill, checks, sizes].into_iter().flatten() {
         task.abort();
     }
     service_pool.close().await;

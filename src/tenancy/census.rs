@@ -148,6 +148,13 @@ impl After {
         }
     }
 
+    /// A newest-first position as the operators' commands take it (`--after`): clap's
+    /// value parser, so a wrong one is refused naming the flag.
+    pub fn parse_newest(raw: &str) -> Result<Self, String> {
+        Self::decode(raw, Order::Newest)
+            .ok_or_else(|| "not a position a previous page printed (TIME~SLUG)".to_owned())
+    }
+
     /// Reads [`After::encode`]'s form back for `order`; `None` when it is not one.
     pub fn decode(raw: &str, order: Order) -> Option<Self> {
         match order {

@@ -261,7 +261,7 @@ async fn tenant_checks(
             format!("no tenant's last check found a problem; {scope}")
         } else {
             format!(
-                "{}; `capliquify tenant repair SLUG` re-grants and recreates; ({scope})",
+                "{}. `capliquify tenant repair SLUG` re-grants and recreates ({scope})",
                 problems.join("; ")
             )
         },

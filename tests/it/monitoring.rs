@@ -166,6 +166,8 @@ async fn the_admin_api_needs_its_token_and_says_what_is_wrong() {
     );
     assert!(row["max_entities"].is_number(), "{row}");
 
+    // The admin API ranks what serve's loop measured (here: one slice, measured now).
+    monitor::measure_slice(&app.db.pool, 100).await.unwrap();
     let (status, body) = admin_get(&app, Some(ADMIN_TOKEN), "/admin/api/sizes?limit=1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.as_array().map(Vec::len), Some(1), "{body}");
@@ -235,9 +237,20 @@ async fn monitor_tenants_shows_usage_against_limits() {
     );
 }
 
-/// `monitor sizes` ranks by the catalog's page counts and measures only the largest
-/// candidates (30 at least): with more tenants than that, the largest is still found once
-/// autovacuum (here: ANALYZE) has seen it, and its size is the exact one.
+/// The exact size of one schema's tables, computed independently of the product's function
+/// (by scanning pg_class on relnamespace, as the guide's query does).
+async fn exact_size(db: &crate::common::TestDb, schema: &str) -> i64 {
+    db.scalar_i64(&format!(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+          WHERE c.relnamespace = '\"{schema}\"'::regnamespace AND c.relkind IN ('r', 'p')"
+    ))
+    .await
+}
+
+/// `monitor sizes` ranks the sizes a slice measurement recorded and measures only the
+/// largest candidates (30 at least) again: with more tenants than that, the largest is found
+/// once it has been measured, and the size shown is the exact current one, even after it
+/// grew since.
 #[tokio::test]
 async fn sizes_finds_the_largest_of_many_tenants_and_measures_it_exactly() {
     let db = crate::common::TestDb::new().await;
@@ -249,27 +262,259 @@ async fn sizes_finds_the_largest_of_many_tenants_and_measures_it_exactly() {
                 .schema_name,
         );
     }
-    // The last schema by name: among equals the ranking takes names in order, so without
-    // the page counts it would not be among the 30 candidates.
+    assert!(
+        monitor::sizes(&db.pool, 5).await.unwrap().is_empty(),
+        "nothing measured yet"
+    );
+    // The last schema by slug, so the slice measures it last.
     let big = schemas.iter().max().unwrap();
     db.exec(&format!(
-        "INSERT INTO \"{big}\".companies (name) SELECT 'Company ' || g FROM generate_series(1, 20000) g;
-         ANALYZE \"{big}\".companies;"
+        "INSERT INTO \"{big}\".companies (name) SELECT 'Company ' || g FROM generate_series(1, 20000) g"
     ))
     .await;
+    assert_eq!(monitor::measure_slice(&db.pool, 100).await.unwrap(), 36);
     let top = monitor::sizes(&db.pool, 1).await.unwrap();
     assert_eq!(top.len(), 1);
     assert_eq!(&top[0].schema_name, big);
     assert!(top[0].slug.as_deref().unwrap().starts_with("size-"));
-    let exact = db
-        .scalar_i64(&format!(
-            "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c
-              WHERE c.relnamespace = '\"{big}\"'::regnamespace AND c.relkind IN ('r', 'p')"
+    assert_eq!(top[0].total_bytes, exact_size(&db, big).await);
+    assert_eq!(
+        top[0].table_count,
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM information_schema.tables
+          WHERE table_schema = '{big}' AND table_type = 'BASE TABLE'"
         ))
-        .await;
-    assert_eq!(top[0].total_bytes, exact);
-    // A limit above the fleet measures every schema.
+        .await
+    );
+    // It grows; no slice measures it again, but the size shown is measured as it is shown.
+    let recorded = top[0].total_bytes;
+    db.exec(&format!(
+        "INSERT INTO \"{big}\".companies (name) SELECT 'More ' || g FROM generate_series(1, 20000) g"
+    ))
+    .await;
+    let top = monitor::sizes(&db.pool, 1).await.unwrap();
+    assert!(
+        top[0].total_bytes > recorded,
+        "{} after {recorded}",
+        top[0].total_bytes
+    );
+    assert_eq!(top[0].total_bytes, exact_size(&db, big).await);
+    // A limit above the fleet shows every schema, largest first.
     let all = monitor::sizes(&db.pool, 100).await.unwrap();
     assert_eq!(all.len(), 36);
     assert!(all.windows(2).all(|w| w[0].total_bytes >= w[1].total_bytes));
+    assert_eq!(
+        monitor::schema_size(&db.pool, big)
+            .await
+            .unwrap()
+            .map(|s| s.0),
+        Some(exact_size(&db, big).await)
+    );
+    assert_eq!(
+        monitor::schema_size(&db.pool, "tenant_no_such")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Slices walk the fleet least recently measured first, never measured before anyone, and
+/// the coverage says how many are left.
+#[tokio::test]
+async fn size_slices_walk_the_fleet_least_recently_measured_first() {
+    let db = crate::common::TestDb::new().await;
+    for slug in ["walk-a", "walk-b", "walk-c", "walk-d", "walk-e"] {
+        db.tenant(slug, Tier::Starter).await;
+    }
+    let never = || async { monitor::coverage(&db.pool).await.unwrap().never_measured };
+    assert_eq!(never().await, 5);
+    let measured_at = |slug: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+                "SELECT s.measured_at FROM public.tenant_sizes s
+                   JOIN public.tenants t ON t.id = s.tenant_id WHERE t.slug = $1",
+            )
+            .bind(slug)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(monitor::measure_slice(&db.pool, 2).await.unwrap(), 2);
+    assert_eq!(never().await, 3);
+    let first = measured_at("walk-a").await;
+    assert_eq!(monitor::measure_slice(&db.pool, 2).await.unwrap(), 2);
+    assert_eq!(monitor::measure_slice(&db.pool, 2).await.unwrap(), 2);
+    // walk-e, never measured, then walk-a, the oldest measurement.
+    assert_eq!(never().await, 0);
+    assert!(measured_at("walk-a").await > first);
+    assert!(measured_at("walk-b").await < measured_at("walk-a").await);
+    let coverage = monitor::coverage(&db.pool).await.unwrap();
+    assert_eq!(coverage.tenants, 5);
+    assert_eq!(
+        coverage.oldest_measurement,
+        Some(measured_at("walk-b").await)
+    );
+    // A purged tenant's measurement goes with it (ON DELETE CASCADE).
+    let operator = capliquify::audit::Actor::operator();
+    let tenancy = db.tenancy();
+    tenancy.soft_delete("walk-c", &operator).await.unwrap();
+    tenancy
+        .purge("walk-c", true, Some("walk-c"), &operator)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM public.tenant_sizes")
+            .await,
+        4
+    );
+    // A slice of nothing is refused, naming the limit.
+    let err = sqlx::query("SELECT public.measure_tenant_slice(0)")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("at least one tenant"), "{err}");
+}
+
+/// The point of measuring by slices: measuring one schema reads the catalog through
+/// indexes, the same number of rows with 8 tenants as with 2 (the planner kept off
+/// sequential scans, which it would not choose at fleet size); the former ranking, which
+/// read pg_class whole, reads over twice as many (so the probe can fail).
+#[tokio::test]
+async fn measuring_a_tenant_reads_as_much_catalog_at_any_fleet_size() {
+    use crate::tenant_checks::catalog_rows_read;
+    let db = crate::common::TestDb::new().await;
+    let tenant = db.tenant("measured", Tier::Starter).await;
+    db.tenant("neighbour", Tier::Starter).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let one = format!(
+        "SELECT * FROM public.tenant_schema_size('{}')",
+        tenant.schema_name
+    );
+    let whole = "SELECT n.nspname, sum(c.relpages) FROM pg_namespace n
+                   LEFT JOIN pg_class c ON c.relnamespace = n.oid
+                  WHERE n.nspname LIKE 'tenant\\_%' GROUP BY n.nspname";
+    let one_small = catalog_rows_read(&mut conn, &one).await;
+    let whole_small = catalog_rows_read(&mut conn, whole).await;
+    for i in 0..6 {
+        db.tenant(&format!("more-{i}"), Tier::Starter).await;
+    }
+    let one_large = catalog_rows_read(&mut conn, &one).await;
+    let whole_large = catalog_rows_read(&mut conn, whole).await;
+    assert!(one_small > 0, "the probe counted nothing");
+    assert!(
+        one_large * 10 <= one_small * 11,
+        "measuring one tenant read {one_small} catalog rows with 2 tenants, {one_large} with 8"
+    );
+    assert!(
+        whole_large >= whole_small * 2,
+        "the whole ranking read {whole_small} then {whole_large}: the probe sees no growth"
+    );
+}
+
+/// serve's loop measures as the service's least-privilege role, and catches up while some
+/// tenants were never measured (more than one slice's worth here would take minutes; one
+/// slice shows the loop works as that role).
+#[tokio::test]
+async fn the_service_measures_sizes_in_the_background() {
+    let db = crate::common::TestDb::new().await;
+    db.tenant("sized-in-background", Tier::Starter).await;
+    let service = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.app_url().await)
+        .await
+        .unwrap();
+    let task = tokio::spawn(monitor::measure_loop(service.clone()));
+    let mut measured = false;
+    for _ in 0..200 {
+        if db
+            .scalar_i64("SELECT count(*) FROM public.tenant_sizes")
+            .await
+            == 1
+        {
+            measured = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    task.abort();
+    assert!(measured, "the service's loop recorded no size");
+    // And the service role may rank them (the console and the admin API do).
+    assert_eq!(monitor::sizes(&service, 10).await.unwrap().len(), 1);
+}
+
+/// The command: measures a slice before ranking (or none, or all), says what it did not
+/// rank, and shows the functions work from psql.
+#[tokio::test]
+async fn monitor_sizes_measures_a_slice_then_ranks() {
+    let db = crate::common::TestDb::new().await;
+    for i in 0..3 {
+        db.tenant(&format!("cmd-size-{i}"), Tier::Starter).await;
+    }
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_capliquify"))
+            .args(["monitor", "sizes"])
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--slice", "0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("3 of 3 tenants not measured yet"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cmd-size-"), "{stdout}");
+    let out = run(&["--slice", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 of 3 tenants not measured yet"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("cmd-size-").count(), 2, "{stdout}");
+    let out = run(&["--full", "--json"]);
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(3), "{json}");
+    let out = run(&[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ranked all 3 tenants"));
+    let out = run(&["--full", "--slice", "5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--slice"));
+
+    let psql = Command::new("psql")
+        .arg(&db.url)
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(
+            "SELECT public.measure_tenant_slice(10);
+             SELECT m.table_count FROM public.tenants t,
+                    public.tenant_schema_size(t.schema_name) m WHERE t.slug = 'cmd-size-0'",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        psql.status.success(),
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&psql.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let tables = db
+        .scalar_i64(
+            "SELECT count(*) FROM information_schema.tables
+              WHERE table_schema = (SELECT schema_name FROM public.tenants WHERE slug = 'cmd-size-0')
+                AND table_type = 'BASE TABLE'",
+        )
+        .await;
+    assert_eq!(lines, ["3".to_owned(), tables.to_string()]);
 }

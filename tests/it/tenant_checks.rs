@@ -237,7 +237,7 @@ async fn tenants_never_checked_are_reported_not_passed() {
 /// Catalog rows read by `sql` on `conn`: sequential and index fetches of pg_class,
 /// pg_attribute, pg_depend, pg_constraint, pg_namespace and pg_proc, from their statistics
 /// (flushed and re-read around it). `sql` runs twice first, so the caches are warm.
-async fn catalog_rows_read(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
+pub(crate) async fn catalog_rows_read(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
     let counted = "SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)::bigint
                      FROM pg_stat_sys_tables
                     WHERE relname IN ('pg_class', 'pg_attribute', 'pg_depend', 'pg_constraint',
@@ -347,4 +347,40 @@ async fn psql_runs_a_slice() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from-psql|ok");
+}
+
+/// `tenant repair` checks the tenant again once it has repaired it, so the very next doctor
+/// (checking nothing itself) no longer reports what the repair fixed.
+#[tokio::test]
+async fn a_repair_is_seen_by_the_next_doctor_without_waiting_for_a_slice() {
+    let db = TestDb::new().await;
+    let broken = db.tenant("ungranted", Tier::Starter).await;
+    db.exec(&format!(
+        "DO $$ BEGIN EXECUTE format('REVOKE ALL ON %I.companies FROM %I', '{}',
+                                    public.tenant_role_name('{}')); END $$",
+        broken.schema_name, broken.id
+    ))
+    .await;
+    let (out, report) = doctor(&db, &[]);
+    assert!(!out.status.success(), "{report}");
+    let (result, details) = line(&report, "tenant_schemas_checked");
+    assert_eq!(result, "FAIL");
+    assert!(
+        details.contains("ungranted: no read/write grant on companies"),
+        "{details}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .args(["tenant", "repair", "ungranted"])
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, report) = doctor(&db, &["--slice", "0"]);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(line(&report, "tenant_schemas_checked").0, "PASS");
 }
