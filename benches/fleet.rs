@@ -14,7 +14,9 @@
 //!
 //! 1. the first `--hot` tenants (default 100), recycling off: the baseline;
 //! 2. every tenant, recycling off: what the catalog cache does to memory and speed;
-//! 3. every tenant, recycling at `--budget-mb` (default 48, as `serve`).
+//! 3. every tenant, recycling at `--budget-mb` (default 48, as `serve`);
+//! 4. the same with `--lanes` tenant lanes (default 8; `CAPLIQUIFY_DB_TENANT_LANES`,
+//!    src/db/lanes.rs); `--lanes 1` skips it.
 //!
 //! Reported per run: requests/s and its ratio to the baseline, and the private memory
 //! (`Private_Clean + Private_Dirty` of `/proc/<pid>/smaps_rollup`) of the service's backends,
@@ -23,14 +25,14 @@
 //! (the embedded cluster, or a local `DATABASE_URL`) and the right to read its processes'
 //! `/proc` (root or the server's user); otherwise it prints `n/a`.
 //!
-//! Goals (issue 16): run 2 ≥ 0.8× run 1 is not expected without recycling; run 3's largest
-//! backend ≤ 64 MiB, at ≥ 0.8× run 1's requests/s.
+//! Goals (issue 16): run 2 ≥ 0.8× run 1 is not expected without recycling; the largest
+//! backend ≤ 64 MiB, at ≥ 0.8× run 1's requests/s, in run 3 or (with lanes) run 4.
 //!
 //! Run (release profile):
 //!
 //! ```text
 //! cargo bench --bench fleet -- [--tenants N] [--hot N] [--clients N] [--warmup SECS]
-//!     [--duration SECS] [--budget-mb MIB]
+//!     [--duration SECS] [--budget-mb MIB] [--lanes N]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the benchmark creates and drops the database
@@ -123,16 +125,18 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     println!("  setup:    {:.1} s", started.elapsed().as_secs_f64());
 
     let mut runs = Vec::new();
-    let plans = [
+    let mut plans = vec![
         (
             format!("{} hot tenants, no recycling", args.hot),
             args.hot,
             0,
+            1,
         ),
         (
             format!("all {} tenants, no recycling", args.tenants),
             args.tenants,
             0,
+            1,
         ),
         (
             format!(
@@ -141,12 +145,24 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
             ),
             args.tenants,
             args.load.budget_mb,
+            1,
         ),
     ];
-    for (name, set, budget) in plans {
+    if args.load.lanes > 1 {
+        plans.push((
+            format!(
+                "all {} tenants, {} MiB, {} lanes",
+                args.tenants, args.load.budget_mb, args.load.lanes
+            ),
+            args.tenants,
+            args.load.budget_mb,
+            args.load.lanes,
+        ));
+    }
+    for (name, set, budget, lanes) in plans {
         println!("== {name}");
         let load = args.load;
-        runs.push(measure(server, &setup, &tenants[..set], name, budget, load).await?);
+        runs.push(measure(server, &setup, &tenants[..set], name, budget, lanes, load).await?);
     }
     setup.close().await;
 

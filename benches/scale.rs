@@ -25,7 +25,8 @@
 //!    on a fresh in-process service per run, `--clients` reqwest tasks, `--warmup` seconds
 //!    then a `--duration` window, over the first `--hot` tenants without recycling (the
 //!    baseline), then over every tenant with connection recycling at `--budget-mb`; req/s,
-//!    the ratio, and the largest and mean private memory of the service's backends;
+//!    the ratio, and the largest and mean private memory of the service's backends (the
+//!    spread run with `--lanes` tenant lanes, default 8, src/db/lanes.rs);
 //! 7. a summary table (figure, at N, baseline, ratio, goal, met) and the total wall time.
 //!
 //! Goals (issue 16): provisioning at N ≤ 1.2× at `--small` and ≤ 1.2× psql at N; every
@@ -44,7 +45,7 @@
 //!
 //! ```text
 //! cargo bench --bench scale -- [--tenants N] [--small N] [--window N] [--hot N]
-//!     [--clients N] [--warmup SECS] [--duration SECS] [--budget-mb MIB] [--keep]
+//!     [--clients N] [--warmup SECS] [--duration SECS] [--budget-mb MIB] [--lanes N] [--keep]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the databases are created on it), otherwise a
@@ -546,14 +547,24 @@ async fn throughput(
     let load = args.load;
     let hot_name = format!("{} hot tenants, no recycling", args.hot);
     println!("  {hot_name}:");
-    let hot = measure(server, pool, &tokens[..args.hot], hot_name, 0, load).await?;
+    let hot = measure(server, pool, &tokens[..args.hot], hot_name, 0, 1, load).await?;
     let all_name = format!(
-        "all {} tenants, recycling at {} MiB",
+        "all {} tenants, recycling at {} MiB, {} lane(s)",
         tokens.len(),
-        args.load.budget_mb
+        args.load.budget_mb,
+        args.load.lanes
     );
     println!("  {all_name}:");
-    let all = measure(server, pool, &tokens, all_name, args.load.budget_mb, load).await?;
+    let all = measure(
+        server,
+        pool,
+        &tokens,
+        all_name,
+        args.load.budget_mb,
+        args.load.lanes,
+        load,
+    )
+    .await?;
     for r in [&hot, &all] {
         println!(
             "  {:<44} {:>7.0} req/s  ratio {:.2}  {}  recycled {}",

@@ -226,6 +226,10 @@ pub struct Load {
     #[arg(long, value_name = "MIB", default_value_t = 48,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub budget_mb: u32,
+    /// Tenant lanes of the lanes run (CAPLIQUIFY_DB_TENANT_LANES); 1: no lanes run.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub lanes: u32,
 }
 
 /// What one run measured.
@@ -247,19 +251,21 @@ pub struct Memory {
 
 /// One run on a fresh service: `GET /api/v1/products?limit=50` from `load.clients` reqwest
 /// tasks, request `i` with `tokens[i mod len]`; warm-up, then the window, sampling the
-/// backends' memory every second. `budget_mb` 0: no recycling.
+/// backends' memory every second. `budget_mb` 0: no recycling; `lanes` 1: no tenant lanes.
 pub async fn measure(
     server: &BenchServer,
     setup: &PgPool,
     tokens: &[String],
     name: String,
     budget_mb: u32,
+    lanes: u32,
     load: Load,
 ) -> anyhow::Result<Run> {
     let recycler = Recycler::new(budget_mb);
     let pools = PoolConfig::new(load.clients as u32).with_recycler(recycler.clone());
     let service_url = server.bench_url_as(roles::DEFAULT_LOGIN)?;
     let pool = connect_with(&service_url, &pools).await?;
+    let lanes = capliquify::db::lanes::Lanes::new(&pool, lanes, &pools);
     let jwks = std::env::temp_dir().join(format!(
         "capliquify-bench-fleet-jwks-{}.json",
         std::process::id()
@@ -284,7 +290,9 @@ pub async fn measure(
         HttpConfig::default(),
     )
     .with_cursors(CursorCodec::new(b"benchmark cursor secret, 32+ chars"))
-    .with_caller_cache(Duration::from_secs(2));
+    .with_caller_cache(Duration::from_secs(2))
+    .with_lanes(lanes);
+    let lanes = state.lanes.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/api/v1/products?limit=50", listener.local_addr()?);
     let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
@@ -343,6 +351,9 @@ pub async fn measure(
     while tasks.join_next().await.is_some() {}
     let _ = shutdown.send(());
     serving.await.context("the service task")??;
+    if let Some(lanes) = lanes {
+        lanes.close().await;
+    }
     pool.close().await;
     let _ = std::fs::remove_file(&jwks);
 

@@ -4,6 +4,7 @@
 pub mod citus;
 pub mod cluster;
 pub mod embedded;
+pub mod lanes;
 pub mod privileges;
 pub mod recycle;
 pub mod roles;

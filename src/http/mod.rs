@@ -71,6 +71,9 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// How many requests of one tenant may run at once.
     pub gates: Arc<context::TenantGates>,
+    /// Connection affinity for the home cluster's tenant transactions (`None`: they use
+    /// `pool`); see [`crate::db::lanes`].
+    pub lanes: Option<Arc<crate::db::lanes::Lanes>>,
 }
 
 impl AppState {
@@ -94,7 +97,14 @@ impl AppState {
             keys: Arc::new(keys),
             gates: Arc::new(context::TenantGates::new(config.tenant_concurrency)),
             config: Arc::new(config),
+            lanes: None,
         }
+    }
+
+    /// Gives the home cluster's tenant transactions these lanes (`None`: the shared pool).
+    pub fn with_lanes(mut self, lanes: Option<crate::db::lanes::Lanes>) -> Self {
+        self.lanes = lanes.map(Arc::new);
+        self
     }
 
     /// Receives Clerk's and Stripe's webhooks with these secrets and prices.
@@ -129,6 +139,14 @@ impl AppState {
         caller: &context::Caller,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, error::ApiError> {
         let scope = &caller.tenant.scope;
+        if let Some(lanes) = &self.lanes
+            && scope.cluster.is_home()
+        {
+            // The tenant's lane ([`crate::db::lanes`]), or the shared pool when it is busy.
+            return Ok(lanes
+                .begin(&self.pool, scope, self.config.request_timeout)
+                .await?);
+        }
         Ok(crate::db::scope::begin_bounded(
             self.tenant_pool(scope)?,
             scope,
@@ -226,6 +244,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPLIQUIFY_DB_BACKEND_MEMORY_MB", default_value_t = 48,
           value_parser = clap::value_parser!(u32).range(0..=65_536))]
     pub db_backend_memory_mb: u32,
+    /// Tenant lanes: the home cluster's tenant transactions go to one of N small pools
+    /// chosen by tenant, so each PostgreSQL backend caches about 1/N of the fleet's catalog
+    /// and stays warm (a tenant whose lane is full borrows an idle one). The lanes share
+    /// CAPLIQUIFY_DB_MAX_CONNECTIONS; the shared pool keeps its own. 1 = off (one pool).
+    #[arg(long, env = "CAPLIQUIFY_DB_TENANT_LANES", default_value_t = DEFAULT_TENANT_LANES,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub db_tenant_lanes: u32,
     /// Tenant schemas kept made ahead of sign-ups (`capliquify schema-pool`): a sign-up
     /// claims one and only registers its tenant, and the service makes another in the
     /// background. 0 = none (every sign-up makes its schema while the customer waits).
@@ -503,12 +528,18 @@ async fn run(
     // And a slice of tenants' sizes a minute (the console's and `monitor sizes`' ranking).
     let sizes = (args.lifecycle_interval_secs > 0)
         .then(|| tokio::spawn(crate::monitor::measure_loop(state.clusters.home().clone())));
+    let lanes = crate::db::lanes::Lanes::new(&state.pool, args.db_tenant_lanes, pools);
+    state = state.with_lanes(lanes);
+    let lanes = state.lanes.clone();
     let service_pool = state.pool.clone();
     tracing::info!(%addr, "listening");
     println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
     launch(listener, state, shutdown_signal()).await?;
     for task in [job, refill, checks, sizes].into_iter().flatten() {
         task.abort();
+    }
+    if let Some(lanes) = lanes {
+        lanes.close().await;
     }
     service_pool.close().await;
     tracing::info!("shut down");
@@ -643,6 +674,9 @@ impl Default for HttpConfig {
 /// Default of `CAPLIQUIFY_TENANT_CONCURRENCY`: below the default pool size (10), so one
 /// tenant cannot hold every connection.
 pub const DEFAULT_TENANT_CONCURRENCY: usize = 6;
+
+/// `CAPLIQUIFY_DB_TENANT_LANES`' default (see [`crate::db::lanes`]).
+pub const DEFAULT_TENANT_LANES: u32 = 1;
 
 /// The whole application: routes and layers.
 pub fn app(state: AppState) -> Router {

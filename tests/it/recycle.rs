@@ -1,6 +1,6 @@
 //! Connection recycling (src/db/recycle.rs): a pooled connection whose backend outgrew the
 //! memory budget is replaced, a replaced connection starts clean, and without the measuring
-//! function the pool goes on serving.
+//! function the pool goes on serving; tenant lanes keep each tenant on its lane's backends.
 
 use capliquify::billing::Tier;
 use capliquify::db::recycle::{CHECK_EVERY, Recycler};
@@ -161,4 +161,125 @@ async fn a_tenant_cannot_call_the_measuring_function() {
         .unwrap_err();
     let code = err.as_database_error().and_then(|e| e.code()).unwrap();
     assert_eq!(code, "42501", "{err}");
+}
+
+/// The backend pid of one transaction of `scope` begun through `lanes` (shared pool
+/// `shared`), checking the tenant's path inside it.
+async fn lane_pid(
+    lanes: &capliquify::db::lanes::Lanes,
+    shared: &sqlx::PgPool,
+    scope: &scope::TenantScope,
+) -> i32 {
+    let mut tx = lanes
+        .begin(shared, scope, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let (pid, path): (i32, String) =
+        sqlx::query_as("SELECT pg_backend_pid(), current_setting('search_path')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(path, scope.schema.quoted().trim_matches('"'));
+    tx.commit().await.unwrap();
+    pid
+}
+
+/// Tenant lanes (src/db/lanes.rs): a tenant's transactions keep to one backend of its lane,
+/// tenants of other lanes never reach it, a tenant whose lane stays busy runs on the shared
+/// pool after a short wait rather than queue, and a lane's connection carries no tenant's
+/// settings afterwards.
+#[tokio::test]
+async fn tenant_lanes_keep_each_tenant_on_its_own_backends_and_spill_when_busy() {
+    use capliquify::db::lanes::{Lanes, SPILL_AFTER};
+    let db = TestDb::new().await;
+    let scopes = scopes(&db, 12).await;
+    let pools = PoolConfig::new(4);
+    let shared = connect_with(&db.app_url().await, &pools).await.unwrap();
+    assert!(
+        Lanes::new(&shared, 1, &pools).is_none(),
+        "one lane is no lanes"
+    );
+    // Four lanes of one connection each.
+    let lanes = Lanes::new(&shared, 4, &pools).unwrap();
+    assert_eq!(lanes.len(), 4);
+    assert!(
+        lanes
+            .pools()
+            .iter()
+            .all(|p| p.options().get_max_connections() == 1)
+    );
+
+    let mut first: Vec<(usize, i32)> = Vec::new();
+    for round in 0..3 {
+        for (i, s) in scopes.iter().enumerate() {
+            let pid = lane_pid(&lanes, &shared, s).await;
+            if round == 0 {
+                first.push((lanes.home_lane(s.id), pid));
+            } else {
+                assert_eq!(pid, first[i].1, "tenant {i} moved to another backend");
+            }
+        }
+    }
+    // Tenants of one lane share its backend; tenants of different lanes never do.
+    for (a, (lane_a, pid_a)) in first.iter().enumerate() {
+        for (lane_b, pid_b) in &first[a + 1..] {
+            assert_eq!(lane_a == lane_b, pid_a == pid_b, "{first:?}");
+        }
+    }
+    let used: std::collections::BTreeSet<usize> = first.iter().map(|(l, _)| *l).collect();
+    assert!(
+        used.len() >= 2,
+        "12 tenants all hashed to one lane: {first:?}"
+    );
+    let shared_pids: Vec<i32> = {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(shared.acquire().await.unwrap());
+        }
+        let mut pids = Vec::new();
+        for conn in &mut held {
+            pids.push(
+                sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut **conn)
+                    .await
+                    .unwrap(),
+            );
+        }
+        pids
+    };
+    assert!(first.iter().all(|(_, pid)| !shared_pids.contains(pid)));
+
+    // Tenant 0's lane busy (its only connection in a transaction of a neighbour's): tenant
+    // 0's next transaction waits SPILL_AFTER, then runs on the shared pool.
+    let busy = &scopes[0];
+    let held = scope::begin(&lanes.pools()[lanes.home_lane(busy.id)], busy)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let pid = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        lane_pid(&lanes, &shared, busy),
+    )
+    .await
+    .expect("a busy lane does not hold the transaction back");
+    assert!(started.elapsed() >= SPILL_AFTER);
+    assert!(
+        shared_pids.contains(&pid),
+        "{pid} is not a shared-pool backend {shared_pids:?}"
+    );
+    held.rollback().await.unwrap();
+    // And back on its lane once the lane is free.
+    assert_eq!(lane_pid(&lanes, &shared, busy).await, first[0].1);
+
+    // Outside a tenant transaction, every lane's connection is the login's own.
+    for pool in lanes.pools() {
+        let (user, path): (String, String) =
+            sqlx::query_as("SELECT current_user::text, current_setting('search_path')")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(user, crate::common::APP_ROLE);
+        assert_eq!(path, "\"$user\", public");
+    }
+    lanes.close().await;
 }
