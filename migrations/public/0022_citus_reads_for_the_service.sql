@@ -5,21 +5,22 @@
 --
 -- - shard sizes: `citus_shards` is open to everyone, but its sizes come from each worker,
 --   asked as the current role, which looks every shard up by name in its tenant's schema;
---   the service's login has no USAGE on tenant schemas (it acts as a tenant's role), so a
---   worker answers with a warning and no size (the page would say 0 bytes);
+--   the service's login has no USAGE on tenant schemas (it acts as a tenant's role), and
+--   the workers give it no size (the page said 0 bytes; tests/it/citus.rs);
 -- - `citus_stat_tenants`: Citus revokes it from PUBLIC and grants it to pg_monitor, which
 --   would give the service every session's statements and every statistics view.
 --
 -- So two SECURITY DEFINER functions run Citus's own readers as their owner
 -- (`capliquify migrate`'s role) and return only numbers: per shard of a tenant schema, its
--- worker and bytes; per tenant (Citus names a schema-based tenant by its schema), the
+-- table, worker and bytes; per tenant (Citus names a schema-based tenant by its schema), the
 -- statement counts and CPU summed over the nodes. No statement text, no row of a tenant.
 -- EXECUTE for the service's group alone (tenant roles are not in it). Both ask every node,
 -- as the owner: a superuser, or a role in pg_monitor the workers let in, with USAGE on the
 -- tenant schemas. Without Citus they return no row and name no Citus object.
 
 CREATE FUNCTION public.citus_schema_shards()
-RETURNS TABLE (nodename text, nodeport integer, colocation_id integer, shard_size bigint)
+RETURNS TABLE (table_name regclass, nodename text, nodeport integer, colocation_id integer,
+               shard_size bigint)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
@@ -28,7 +29,8 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY EXECUTE
-        'SELECT nodename::text, nodeport::integer, colocation_id::integer, shard_size::bigint
+        'SELECT table_name::regclass, nodename::text, nodeport::integer, colocation_id::integer,
+                shard_size::bigint
            FROM pg_catalog.citus_shards
           WHERE citus_table_type = ''schema''';
 END
