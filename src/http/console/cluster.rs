@@ -32,8 +32,9 @@ pub async fn page(
         CitusMode::On {
             version, workers, ..
         } => {
-            // Each part says what went wrong in its place (a worker that does not answer, a
-            // right the service's role lacks) instead of failing the page.
+            // Each part says what went wrong in its place (a right the service's role lacks,
+            // public migration 0022 not applied yet) instead of failing the page. A worker
+            // that does not answer fails neither: Citus leaves its sizes and counts out.
             let status = citus::status(pool).await.map_err(|e| describe(&e));
             let stats = citus::tenant_stats(pool, BUSIEST)
                 .await
