@@ -392,7 +392,9 @@ pub struct WorkerStatus {
     pub bytes: i64,
 }
 
-/// Every worker, with its tenants and their bytes (one query on Citus's views).
+/// Every worker, with its tenants and their bytes (one query on Citus's views). The shards
+/// and their sizes come through `public.citus_schema_shards()` (public migration 0022), so
+/// the service's login (the console) reads the same bytes as a superuser.
 pub async fn status(pool: &PgPool) -> Result<Vec<WorkerStatus>, CitusError> {
     require_on(pool).await?;
     Ok(sqlx::query_as(
@@ -402,8 +404,8 @@ pub async fn status(pool: &PgPool) -> Result<Vec<WorkerStatus>, CitusError> {
                 count(DISTINCT s.colocation_id) AS tenants,
                 coalesce(sum(s.shard_size), 0)::bigint AS bytes
            FROM pg_dist_node n
-           LEFT JOIN citus_shards s ON s.nodename = n.nodename AND s.nodeport = n.nodeport
-                                   AND s.citus_table_type = 'schema'
+           LEFT JOIN public.citus_schema_shards() s
+                  ON s.nodename = n.nodename AND s.nodeport = n.nodeport
           WHERE n.groupid <> 0 AND n.noderole = 'primary'
           GROUP BY n.nodeid, n.nodename, n.nodeport, n.isactive, n.shouldhaveshards
           ORDER BY n.nodename, n.nodeport",
@@ -446,9 +448,10 @@ pub struct TenantStats {
 /// Per-tenant statement counts and CPU from `citus_stat_tenants(true)` (every tenant Citus
 /// tracks, not only its top `citus.stat_tenants_limit`): the rows of a tenant's schema
 /// (Citus names a schema-based tenant by its schema) from every node, summed, joined to the
-/// registry. Tenants with no statement in the last two periods are not listed. Needs the
-/// rights of `citus_stat_tenants` (it runs a query on every node: a superuser, as the
-/// other `cluster` commands).
+/// registry. Tenants with no statement in the last two periods are not listed. Read through
+/// `public.citus_tenant_statements()` (public migration 0022: Citus grants
+/// `citus_stat_tenants` to `pg_monitor` only), so the service's login (the console) may
+/// call it; the worker of each tenant comes from Citus's metadata tables (no round trip).
 pub async fn tenant_stats(pool: &PgPool, limit: i64) -> Result<TenantStats, CitusError> {
     require_on(pool).await?;
     let (tracking, period_seconds): (String, i64) = sqlx::query_as(
@@ -458,21 +461,15 @@ pub async fn tenant_stats(pool: &PgPool, limit: i64) -> Result<TenantStats, Citu
     .fetch_one(pool)
     .await?;
     let tenants = sqlx::query_as(
-        "WITH s AS (
-             SELECT tenant_attribute AS schema_name,
-                    sum(read_count_in_this_period)::bigint AS reads,
-                    sum(read_count_in_last_period)::bigint AS reads_last_period,
-                    sum(query_count_in_this_period)::bigint AS queries,
-                    sum(query_count_in_last_period)::bigint AS queries_last_period,
-                    sum(cpu_usage_in_this_period)::float8 AS cpu_seconds,
-                    sum(cpu_usage_in_last_period)::float8 AS cpu_seconds_last_period
-               FROM citus_stat_tenants(true)
-              GROUP BY tenant_attribute)
+        "WITH s AS (SELECT * FROM public.citus_tenant_statements())
          SELECT t.slug::text AS slug,
-                (SELECT CASE WHEN sh.nodename LIKE '%:%' THEN '[' || sh.nodename || ']'
-                             ELSE sh.nodename END || ':' || sh.nodeport
-                   FROM citus_shards sh JOIN pg_dist_partition p ON p.logicalrelid = sh.table_name
-                   JOIN pg_dist_schema d ON d.colocationid = p.colocationid
+                (SELECT CASE WHEN n.nodename LIKE '%:%' THEN '[' || n.nodename || ']'
+                             ELSE n.nodename END || ':' || n.nodeport
+                   FROM pg_dist_schema d
+                   JOIN pg_dist_partition p ON p.colocationid = d.colocationid
+                   JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+                   JOIN pg_dist_placement pl ON pl.shardid = sh.shardid AND pl.shardstate = 1
+                   JOIN pg_dist_node n ON n.groupid = pl.groupid AND n.noderole = 'primary'
                   WHERE d.schemaid = to_regnamespace(quote_ident(t.schema_name))
                   LIMIT 1) AS worker,
                 s.queries, s.reads, s.cpu_seconds,

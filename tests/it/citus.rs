@@ -244,22 +244,29 @@ struct CitusCluster {
     _coordinator: TlsServer,
 }
 
+/// The configuration of every node. The servers' libpq (Citus's connections between nodes)
+/// must not look for a client certificate in the test runner's home folder.
+const NODE_CONF: &str = "shared_preload_libraries = 'citus'\nwal_level = logical\nmax_prepared_transactions = 20\n\
+    citus.node_conninfo = 'sslmode=require sslcert=/nonexistent/client.crt sslkey=/nonexistent/client.key'";
+
 impl CitusCluster {
-    async fn start() -> Self {
-        // The servers' libpq (Citus's connections between nodes) must not look for a client
-        // certificate in the test runner's home folder.
-        let conf = "shared_preload_libraries = 'citus'\nwal_level = logical\nmax_prepared_transactions = 20\n\
-                    citus.node_conninfo = 'sslmode=require sslcert=/nonexistent/client.crt sslkey=/nonexistent/client.key'";
-        let coordinator = TlsServer::start_with(conf);
-        let worker = TlsServer::start_with(conf);
-        let worker_pool = capliquify::db::connect(&worker.url("localhost", "sslmode=require"), 1)
+    /// A server with Citus made in its database, ready to be registered as a worker.
+    async fn new_node() -> TlsServer {
+        let node = TlsServer::start_with(NODE_CONF);
+        let pool = capliquify::db::connect(&node.url("localhost", "sslmode=require"), 1)
             .await
             .expect("connect to the worker");
         sqlx::query("CREATE EXTENSION citus")
-            .execute(&worker_pool)
+            .execute(&pool)
             .await
             .unwrap();
-        worker_pool.close().await;
+        pool.close().await;
+        node
+    }
+
+    async fn start() -> Self {
+        let coordinator = TlsServer::start_with(NODE_CONF);
+        let worker = Self::new_node().await;
         let url = coordinator.url("localhost", "sslmode=require");
         let pool = capliquify::db::connect(&url, 4)
             .await
@@ -665,4 +672,153 @@ async fn concurrent_requests_never_see_each_others_rows_in_citus_mode() {
         (8, 8),
         "every tenant's products on the worker"
     );
+}
+
+/// Turns on Citus's per-tenant statement counting on `node` (a reload; `cluster tenants`
+/// needs it on every node), with periods of a day (aligned to UTC midnight), so none ends
+/// during the test.
+async fn count_tenant_statements(node: &sqlx::PgPool) {
+    for setting in [
+        "ALTER SYSTEM SET citus.stat_tenants_track = 'all'",
+        "ALTER SYSTEM SET citus.stat_tenants_period = 86400",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(setting))
+            .execute(node)
+            .await
+            .unwrap_or_else(|e| panic!("{setting}: {e}"));
+    }
+}
+
+/// The console's Citus page, signed in and served as the service's login role: each worker
+/// with the tenants on it, as their shards are found on the workers themselves, and the
+/// busiest tenants as Citus counted them, each with the worker holding it.
+#[tokio::test]
+async fn the_console_shows_each_worker_with_its_tenants_and_the_busiest_tenants() {
+    if citus_library().is_none() {
+        eprintln!("skipped: Citus is not installed (scripts/install-citus.sh)");
+        return;
+    }
+    let cluster = CitusCluster::start().await;
+    let pool = cluster.pool.clone();
+    let db = crate::common::TestDb::adopt(&cluster.url, pool.clone());
+    let app = crate::console::app_with_console_on(db).await;
+    let actor = capliquify::audit::Actor::operator();
+    let mut tenants = Vec::new();
+    for slug in ["alpha", "beta", "gamma"] {
+        tenants.push(
+            app.db
+                .tenant(slug, capliquify::billing::Tier::Starter)
+                .await,
+        );
+    }
+    // A second worker, and gamma moved there: two on the first worker, one on the second.
+    let second = CitusCluster::new_node().await;
+    let w2 = citus::Worker::parse(&format!("127.0.0.1:{}", second.port)).unwrap();
+    citus::add_worker(&pool, &w2, &actor).await.unwrap();
+    citus::move_tenant(&pool, "gamma", &w2, &actor)
+        .await
+        .expect("gamma moves to the second worker");
+    // Citus drops the shards a move left on the old worker later; now, so that what each
+    // worker holds is what it serves.
+    sqlx::query("CALL citus_cleanup_orphaned_resources()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let nodes = [
+        (cluster.worker.port, connect(&cluster.worker).await),
+        (second.port, connect(&second).await),
+    ];
+    count_tenant_statements(&pool).await;
+    for (_, node) in &nodes {
+        count_tenant_statements(node).await;
+    }
+    for t in &tenants[..2] {
+        as_tenant(
+            &pool,
+            t.id,
+            &t.schema_name,
+            "INSERT INTO companies (name) VALUES ('Busy'); SELECT count(*) FROM companies",
+        )
+        .await;
+    }
+
+    let mut browser = crate::console::Browser::signed_in(&app).await;
+    let page = browser.get("/console/cluster").await;
+    assert_eq!(page.status, reqwest::StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("2 active worker(s)"), "{}", page.text);
+
+    // Each worker's tenants, counted independently: every tenant schema Citus knows
+    // (citus_schemas) whose shard the worker itself holds.
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT s.schema_name::text FROM citus_schemas s
+           JOIN public.tenants t ON t.schema_name = s.schema_name::text",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(schemas.len(), 3, "{schemas:?}");
+    for ((port, node), expected) in nodes.iter().zip([2, 1]) {
+        let mut on_it = 0;
+        for schema in &schemas {
+            if rows_on_worker(&pool, node, schema, "companies")
+                .await
+                .is_some()
+            {
+                on_it += 1;
+            }
+        }
+        assert_eq!(on_it, expected, "tenants on the worker at port {port}");
+        let worker = format!("127.0.0.1:{port}");
+        let cells = crate::console::row_cells(&page.text, &worker)
+            .unwrap_or_else(|| panic!("no row of {worker}: {}", page.text));
+        assert_eq!(cells[1], "active", "{cells:?}");
+        assert_eq!(cells[2], "yes", "{cells:?}");
+        assert_eq!(cells[3], on_it.to_string(), "{worker}: {cells:?}");
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(shard_size), 0)::bigint FROM citus_shards
+              WHERE nodeport = $1 AND citus_table_type = 'schema'",
+        )
+        .bind(i32::from(*port))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(bytes > 0);
+        assert!(
+            page.text.contains(&format!("<data value=\"{bytes}\">")),
+            "{worker}: {bytes} bytes: {}",
+            page.text
+        );
+    }
+
+    // The busiest: the tenants that ran statements, on their workers, with the counts
+    // citus_stat_tenants has for them (summed over the nodes, as `cluster tenants`).
+    for (t, port) in tenants[..2].iter().zip([cluster.worker.port; 2]) {
+        let (queries, reads): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(query_count_in_this_period), 0)::bigint,
+                    coalesce(sum(read_count_in_this_period), 0)::bigint
+               FROM citus_stat_tenants(true) WHERE tenant_attribute = $1",
+        )
+        .bind(&t.schema_name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(queries >= 2 && reads >= 1, "{}: {queries}, {reads}", t.slug);
+        let cells = crate::console::row_cells(&page.text, &t.slug)
+            .unwrap_or_else(|| panic!("{} is not among the busiest: {}", t.slug, page.text));
+        assert_eq!(cells[1], format!("127.0.0.1:{port}"), "{cells:?}");
+        assert_eq!(cells[2], queries.to_string(), "{}: {cells:?}", t.slug);
+        assert_eq!(cells[3], reads.to_string(), "{}: {cells:?}", t.slug);
+    }
+    assert!(
+        crate::console::row_cells(&page.text, "gamma").is_none(),
+        "gamma ran nothing: {}",
+        page.text
+    );
+}
+
+async fn connect(node: &TlsServer) -> sqlx::PgPool {
+    capliquify::db::connect(&node.url("localhost", "sslmode=require"), 1)
+        .await
+        .expect("connect to the worker")
 }

@@ -1,6 +1,6 @@
 //! The operators' console, `/console`: server-rendered HTML pages over the same tenancy,
-//! billing, audit and monitor functions the CLI and the admin API call, and the operators'
-//! acts (suspend, reactivate, soft delete, undelete) through the same audited
+//! billing, audit, monitor and Citus functions the CLI and the admin API call, and the
+//! operators' acts (suspend, reactivate, soft delete, undelete) through the same audited
 //! [`crate::tenancy::Tenancy`] methods as `capliquify tenant …`.
 //!
 //! Off unless `CAPLIQUIFY_CONSOLE=on` (on by default in the embedded demo). Operators sign
@@ -11,6 +11,7 @@
 //! It is not part of the tenant API's OpenAPI document.
 
 mod acts;
+mod cluster;
 mod pages;
 pub mod session;
 mod views;
@@ -157,6 +158,7 @@ pub fn router(state: AppState, config: Option<ConsoleConfig>) -> Router<AppState
         .route("/console/audit", get(pages::audit))
         .route("/console/audit.csv", get(pages::audit_csv))
         .route("/console/system", get(pages::system))
+        .route("/console/cluster", get(cluster::page))
         .route("/console/assets/{file}", get(asset))
         // Not `fallback`: the application's own fallback (problem+json) replaces it when the
         // routers merge; any other path under /console is a console page that does not exist.

@@ -15,6 +15,7 @@ pub enum Section {
     Tenants,
     Audit,
     System,
+    Cluster,
 }
 
 fn head(title: &str) -> Markup {
@@ -56,6 +57,7 @@ pub fn page(title: &str, operator: &Operator, section: Section, body: Markup) ->
                             (item(Section::Tenants, "/console/tenants", "Tenants"))
                             (item(Section::Audit, "/console/audit", "Audit log"))
                             (item(Section::System, "/console/system", "System"))
+                            (item(Section::Cluster, "/console/cluster", "Cluster"))
                         }
                     }
                     form.signout method="post" action="/console/sign-out" {

@@ -512,6 +512,7 @@ async fn every_console_page_passes_axe_core() {
         "/console/tenants/axe-co/purge",
         "/console/audit",
         "/console/system",
+        "/console/cluster",
         "/console/no-such-page",
     ];
     let run = format!(

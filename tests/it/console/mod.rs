@@ -13,6 +13,7 @@ use capliquify::tenancy::backup::{self, BackupKey, Trust};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 
+use crate::common::TestDb;
 use crate::common::api::{OTHER_KEY, TEST_KEY, TestApp, claims, sign};
 
 pub const ADMIN_TOKEN: &str = "console-admin-token-0123456789abcdef";
@@ -21,7 +22,13 @@ pub const OPERATOR: &str = "user_console_operator";
 
 /// A service with the console on, signed in to with [`ADMIN_TOKEN`].
 pub async fn app_with_console() -> TestApp {
-    TestApp::spawn_with(
+    app_with_console_on(TestDb::new().await).await
+}
+
+/// [`app_with_console`] on `db` (e.g. [`TestDb::adopt`]ed: a Citus coordinator).
+pub async fn app_with_console_on(db: TestDb) -> TestApp {
+    TestApp::spawn_on(
+        db,
         HttpConfig {
             admin_token: Some(Arc::from(ADMIN_TOKEN)),
             console: Some(ConsoleConfig {
@@ -34,6 +41,7 @@ pub async fn app_with_console() -> TestApp {
             ..HttpConfig::default()
         },
         6,
+        Vec::new(),
     )
     .await
 }
@@ -44,16 +52,16 @@ fn backup_key() -> BackupKey {
 }
 
 /// A browser-like client that does not follow redirects and carries a session cookie.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
     client: reqwest::Client,
     cookie: Option<String>,
 }
 
-struct Page {
-    status: StatusCode,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
     headers: HeaderMap,
-    text: String,
+    pub(crate) text: String,
 }
 
 impl Page {
@@ -101,7 +109,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
         let req = self.client.get(self.app.url(path));
         self.send(req).await
     }
@@ -121,7 +129,7 @@ impl<'a> Browser<'a> {
         page
     }
 
-    async fn signed_in(app: &'a TestApp) -> Self {
+    pub(crate) async fn signed_in(app: &'a TestApp) -> Self {
         let mut browser = Self::new(app);
         let page = browser.sign_in(ADMIN_TOKEN).await;
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
@@ -780,6 +788,73 @@ async fn the_system_page_shows_the_pool_the_requests_and_the_lifecycle_jobs_last
         .await
         .unwrap();
     assert_eq!(runs, 1);
+}
+
+#[tokio::test]
+async fn the_cluster_page_says_plainly_when_this_is_not_a_citus_coordinator() {
+    let app = app_with_console().await;
+    app.tenant("plain-co", Tier::Starter).await;
+    let mut browser = Browser::signed_in(&app).await;
+    let page = browser.get("/console/cluster").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    // The same reason `doctor`'s `citus mode` line gives, on the same database.
+    let capliquify::db::citus::CitusMode::Off { reason } =
+        capliquify::db::citus::detect(&app.db.pool).await.unwrap()
+    else {
+        panic!("the test database is plain PostgreSQL");
+    };
+    assert!(
+        page.text.contains(&format!(
+            "Not a Citus coordinator: every tenant lives on this server or a \
+             <code>CAPLIQUIFY_CLUSTERS</code> placement ({reason})."
+        )),
+        "{}",
+        page.text
+    );
+    assert!(!page.text.contains("<table"), "{}", page.text);
+    // Reached from every page's navigation.
+    let overview = browser.get("/console").await;
+    assert!(
+        overview
+            .text
+            .contains(r#"<a href="/console/cluster">Cluster</a>"#),
+        "{}",
+        overview.text
+    );
+    assert!(
+        page.text
+            .contains(r#"<a href="/console/cluster" aria-current="page">Cluster</a>"#),
+        "{}",
+        page.text
+    );
+}
+
+/// The text of each cell (`<td>`) of the first table row whose first cell reads `first`,
+/// tags removed; `None` when no row does.
+pub(crate) fn row_cells(html: &str, first: &str) -> Option<Vec<String>> {
+    html.split("<tr>").skip(1).find_map(|row| {
+        let row = &row[..row.find("</tr>")?];
+        let cells: Vec<String> = row
+            .split("<td")
+            .skip(1)
+            .map(|cell| {
+                let cell = &cell[cell.find('>').map_or(0, |i| i + 1)..];
+                let cell = &cell[..cell.find("</td>").unwrap_or(cell.len())];
+                let mut text = String::new();
+                let mut in_tag = false;
+                for c in cell.chars() {
+                    match c {
+                        '<' => in_tag = true,
+                        '>' => in_tag = false,
+                        c if !in_tag => text.push(c),
+                        _ => {}
+                    }
+                }
+                text
+            })
+            .collect();
+        (cells.first().map(String::as_str) == Some(first)).then_some(cells)
+    })
 }
 
 #[tokio::test]
