@@ -49,8 +49,10 @@ const FULL_SIZE_SLICE: u32 = 500;
 /// `doctor`'s (`no_orphan_schemas`).
 ///
 /// In Citus mode the coordinator's tables are empty shells: the distributed tenant schemas
-/// are measured by Citus (`citus_shards.shard_size`, one round trip per worker), and a
-/// schema not distributed yet by its tables here.
+/// are measured by Citus (`citus_shards.shard_size`, one round trip per worker, read through
+/// `public.citus_schema_shards()` (public migration 0022) so that the console and the admin
+/// API, as the service's login, see the sizes too), and a schema not distributed yet by its
+/// tables here.
 pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
     if crate::db::citus::is_on(pool).await? {
         return citus_sizes(pool, limit).await;
@@ -162,8 +164,8 @@ pub async fn measure_loop(pool: PgPool) {
 async fn citus_sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
     sqlx::query_as(
         "WITH shards AS (
-             SELECT s.table_name::regclass AS rel, sum(s.shard_size)::bigint AS bytes
-               FROM citus_shards s WHERE s.citus_table_type = 'schema'
+             SELECT s.table_name AS rel, sum(s.shard_size)::bigint AS bytes
+               FROM public.citus_schema_shards() s
               GROUP BY s.table_name
          ), measured AS (
              SELECT c.relnamespace AS nsp, count(*) AS tables,

@@ -815,6 +815,31 @@ async fn the_console_shows_each_worker_with_its_tenants_and_the_busiest_tenants(
         "gamma ran nothing: {}",
         page.text
     );
+
+    // The largest tenants (the overview, the admin API) as the service's login: the sizes
+    // Citus has for the shards on the workers, not the coordinator's empty shells.
+    let service = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&app.db.app_url().await)
+        .await
+        .unwrap();
+    let sizes = capliquify::monitor::sizes(&service, 10).await.unwrap();
+    for t in &tenants {
+        let expected: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(shard_size), 0)::bigint FROM citus_shards
+              WHERE citus_table_type = 'schema' AND table_name::text LIKE $1 || '.%'",
+        )
+        .bind(&t.schema_name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let shown = sizes
+            .iter()
+            .find(|s| s.slug.as_deref() == Some(t.slug.as_str()))
+            .unwrap_or_else(|| panic!("{} not among {sizes:?}", t.slug));
+        assert!(expected > 0, "{}", t.slug);
+        assert_eq!(shown.total_bytes, expected, "{}", t.slug);
+    }
 }
 
 async fn connect(node: &TlsServer) -> sqlx::PgPool {
