@@ -676,7 +676,7 @@ impl Default for HttpConfig {
 pub const DEFAULT_TENANT_CONCURRENCY: usize = 6;
 
 /// `CAPLIQUIFY_DB_TENANT_LANES`' default (see [`crate::db::lanes`]).
-pub const DEFAULT_TENANT_LANES: u32 = 1;
+pub const DEFAULT_TENANT_LANES: u32 = 4;
 
 /// The whole application: routes and layers.
 pub fn app(state: AppState) -> Router {

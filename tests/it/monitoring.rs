@@ -383,38 +383,20 @@ async fn size_slices_walk_the_fleet_least_recently_measured_first() {
 /// read pg_class whole, reads over twice as many (so the probe can fail).
 #[tokio::test]
 async fn measuring_a_tenant_reads_as_much_catalog_at_any_fleet_size() {
-    use crate::tenant_checks::catalog_rows_read;
     let db = crate::common::TestDb::new().await;
-    let tenant = db.tenant("measured", Tier::Starter).await;
-    db.tenant("neighbour", Tier::Starter).await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    sqlx::query("SET enable_seqscan = off")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    let one = format!(
-        "SELECT * FROM public.tenant_schema_size('{}')",
-        tenant.schema_name
-    );
-    let whole = "SELECT n.nspname, sum(c.relpages) FROM pg_namespace n
-                   LEFT JOIN pg_class c ON c.relnamespace = n.oid
-                  WHERE n.nspname LIKE 'tenant\\_%' GROUP BY n.nspname";
-    let one_small = catalog_rows_read(&mut conn, &one).await;
-    let whole_small = catalog_rows_read(&mut conn, whole).await;
-    for i in 0..6 {
-        db.tenant(&format!("more-{i}"), Tier::Starter).await;
-    }
-    let one_large = catalog_rows_read(&mut conn, &one).await;
-    let whole_large = catalog_rows_read(&mut conn, whole).await;
-    assert!(one_small > 0, "the probe counted nothing");
-    assert!(
-        one_large * 10 <= one_small * 11,
-        "measuring one tenant read {one_small} catalog rows with 2 tenants, {one_large} with 8"
-    );
-    assert!(
-        whole_large >= whole_small * 2,
-        "the whole ranking read {whole_small} then {whole_large}: the probe sees no growth"
-    );
+    crate::tenant_checks::assert_catalog_reads_flat(
+        &db,
+        |t| {
+            format!(
+                "SELECT * FROM public.tenant_schema_size('{}')",
+                t.schema_name
+            )
+        },
+        "SELECT n.nspname, sum(c.relpages) FROM pg_namespace n
+           LEFT JOIN pg_class c ON c.relnamespace = n.oid
+          WHERE n.nspname LIKE 'tenant\\_%' GROUP BY n.nspname",
+    )
+    .await;
 }
 
 /// serve's loop measures as the service's least-privilege role, and catches up while some
