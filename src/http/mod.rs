@@ -246,8 +246,9 @@ pub struct ServeArgs {
     pub db_backend_memory_mb: u32,
     /// Tenant lanes: the home cluster's tenant transactions go to one of N small pools
     /// chosen by tenant, so each PostgreSQL backend caches about 1/N of the fleet's catalog
-    /// and stays warm (a tenant whose lane is full borrows an idle one). The lanes share
-    /// CAPLIQUIFY_DB_MAX_CONNECTIONS; the shared pool keeps its own. 1 = off (one pool).
+    /// and stays warm (a transaction whose lane stays busy for 50 ms runs on the shared
+    /// pool). The lanes share CAPLIQUIFY_DB_MAX_CONNECTIONS; the shared pool keeps its own.
+    /// 1 = off (one pool).
     #[arg(long, env = "CAPLIQUIFY_DB_TENANT_LANES", default_value_t = DEFAULT_TENANT_LANES,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub db_tenant_lanes: u32,
