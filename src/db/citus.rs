@@ -390,6 +390,8 @@ pub struct WorkerStatus {
     pub tenants: i64,
     /// Their tables' size on disk (Citus's `citus_shards.shard_size`).
     pub bytes: i64,
+    /// The same, written for people (`pg_size_pretty`).
+    pub size: String,
 }
 
 /// Every worker, with its tenants and their bytes (one query on Citus's views). The shards
@@ -402,7 +404,8 @@ pub async fn status(pool: &PgPool) -> Result<Vec<WorkerStatus>, CitusError> {
                     || ':' || n.nodeport AS worker,
                 n.isactive AS active, n.shouldhaveshards AS accepts_tenants,
                 count(DISTINCT s.colocation_id) AS tenants,
-                coalesce(sum(s.shard_size), 0)::bigint AS bytes
+                coalesce(sum(s.shard_size), 0)::bigint AS bytes,
+                pg_size_pretty(coalesce(sum(s.shard_size), 0)::bigint) AS size
            FROM pg_dist_node n
            LEFT JOIN public.citus_schema_shards() s
                   ON s.nodename = n.nodename AND s.nodeport = n.nodeport

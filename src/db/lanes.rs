@@ -63,16 +63,6 @@ impl Lanes {
         Some(Self { pools })
     }
 
-    /// How many lanes there are.
-    pub fn len(&self) -> usize {
-        self.pools.len()
-    }
-
-    /// Always false: there are at least two lanes.
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
-    }
-
     /// The lane `tenant` belongs to (by the low bits of its id, which are random in a
     /// UUIDv7).
     pub fn home_lane(&self, tenant: Uuid) -> usize {

@@ -201,7 +201,7 @@ async fn tenant_lanes_keep_each_tenant_on_its_own_backends_and_spill_when_busy()
     );
     // Four lanes of one connection each.
     let lanes = Lanes::new(&shared, 4, &pools).unwrap();
-    assert_eq!(lanes.len(), 4);
+    assert_eq!(lanes.pools().len(), 4);
     assert!(
         lanes
             .pools()

@@ -60,7 +60,7 @@ pub async fn page(
                                 td { (views::status(if w.active { "active" } else { "inactive" })) }
                                 td { @if w.accepts_tenants { "yes" } @else { "no (drained)" } }
                                 td.num { (w.tenants) }
-                                td.num { data value=(w.bytes) { (size(w.bytes)) } }
+                                td.num { data value=(w.bytes) { (w.size) } }
                             } } }
                         } },
                     }
@@ -117,33 +117,5 @@ fn describe(err: &CitusError) -> String {
     match err {
         CitusError::Database(e) => migrate::describe_db_error(e),
         other => other.to_string(),
-    }
-}
-
-/// `bytes` as PostgreSQL's `pg_size_pretty` prints it (the unit changes at 10,240 of the
-/// smaller one; whole numbers).
-fn size(bytes: i64) -> String {
-    const UNITS: [&str; 6] = ["bytes", "kB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value.abs() >= 10.0 * 1024.0 - 0.5 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{} {}", value.round() as i64, UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_as_pg_size_pretty_prints_them() {
-        assert_eq!(size(0), "0 bytes");
-        assert_eq!(size(10_239), "10239 bytes");
-        assert_eq!(size(10_240), "10 kB");
-        assert_eq!(size(262_144), "256 kB");
-        assert_eq!(size(10_485_760), "10 MB");
-        assert_eq!(size(5 * 1024 * 1024 * 1024), "5120 MB");
     }
 }
