@@ -192,6 +192,9 @@ struct Measured {
     cpu_per_tx: Option<Duration>,
     /// CPU time of the external load generator (wrk, pgbench) per transaction.
     client_cpu_per_tx: Option<Duration>,
+    /// CPU time of the PostgreSQL server (postmaster and backends) per transaction, when
+    /// its processes are readable here (an embedded or local cluster).
+    db_cpu_per_tx: Option<Duration>,
 }
 
 impl Measured {
@@ -207,6 +210,7 @@ impl Measured {
             note: String::new(),
             cpu_per_tx: None,
             client_cpu_per_tx: None,
+            db_cpu_per_tx: None,
         }
     }
 }
@@ -248,6 +252,73 @@ impl CpuTimes {
             now.children.saturating_sub(self.children) / n,
         )
     }
+}
+
+/// CPU time used so far by a PostgreSQL server: the postmaster's own and its waited-for
+/// children's (backends that ended), plus every live child's (backends, background
+/// workers), from `/proc` (Linux). The difference of two readings is the server's CPU
+/// between them, whatever backends started or ended in between.
+#[derive(Clone, Copy)]
+struct ServerCpu {
+    postmaster: i32,
+    used: Duration,
+}
+
+impl ServerCpu {
+    /// The server's postmaster, from `postmaster.pid` in its data directory; `None` when
+    /// that file or its process cannot be read here (a remote server).
+    async fn postmaster(pool: &PgPool) -> Option<i32> {
+        let dir: String = sqlx::query_scalar("SHOW data_directory")
+            .fetch_one(pool)
+            .await
+            .ok()?;
+        let pid_file = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid")).ok()?;
+        let pid: i32 = pid_file.lines().next()?.trim().parse().ok()?;
+        proc_stat(pid).map(|_| pid)
+    }
+
+    fn now(postmaster: i32) -> Option<Self> {
+        let (_, own, children) = proc_stat(postmaster)?;
+        let mut used = own + children;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if let Some((parent, own, _)) = proc_stat(pid)
+                && parent == postmaster
+            {
+                used += own;
+            }
+        }
+        Some(Self { postmaster, used })
+    }
+
+    /// The server's CPU per transaction since `self`.
+    fn per_tx(self, transactions: usize) -> Option<Duration> {
+        let now = Self::now(self.postmaster)?;
+        let n = u32::try_from(transactions.max(1)).unwrap_or(u32::MAX);
+        Some(now.used.saturating_sub(self.used) / n)
+    }
+}
+
+/// (parent pid, own CPU, waited-for children's CPU) of a process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(i32, Duration, Duration)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name: state, ppid (field 4), …, utime, stime,
+    // cutime, cstime (fields 14 to 17); USER_HZ is 100 on every Linux ABI.
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| -> Option<Duration> {
+        Some(Duration::from_millis(f.get(i)?.parse::<u64>().ok()? * 10))
+    };
+    Some((
+        f.get(1)?.parse().ok()?,
+        ticks(11)? + ticks(12)?,
+        ticks(13)? + ticks(14)?,
+    ))
 }
 
 /// Nearest-rank percentile (`p` in 0..=1) of unsorted durations.
@@ -348,6 +419,7 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     let tenants = provision(args, &setup_pool).await?;
     // Fresh statistics and visibility maps for both sides alike; no autovacuum mid-run.
     sqlx::raw_sql("VACUUM ANALYZE").execute(&setup_pool).await?;
+    let postmaster = ServerCpu::postmaster(&setup_pool).await;
     setup_pool.close().await;
     println!("  setup:    {:.1} s", started.elapsed().as_secs_f64());
 
@@ -356,11 +428,11 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
     println!("\n== API: GET /api/v1/products?limit={LIMIT}");
     check_every_tenant(&service, &tenants).await?;
     rows.push(match &wrk {
-        Some((path, _)) => load_api_wrk(args, &service, &tenants, path).await?,
+        Some((path, _)) => load_api_wrk(args, &service, &tenants, path, postmaster).await?,
         None => load_api_reqwest(args, &service, &tenants).await?,
     });
     println!("== pgbench: the same transaction");
-    rows.push(load_pgbench(args, server, &tenants).await?);
+    rows.push(load_pgbench(args, server, &tenants, postmaster).await?);
     println!("== sqlx alone (decomposition)");
     let pool = capliquify::db::connect(&service_url(server)?, args.clients as u32).await?;
     rows.push(load_sqlx(args, &pool, &tenants, true).await?);
@@ -823,6 +895,7 @@ async fn load_api_wrk(
     service: &Service,
     tenants: &[BenchTenant],
     wrk: &Path,
+    postmaster: Option<i32>,
 ) -> anyhow::Result<Measured> {
     let script =
         std::env::temp_dir().join(format!("capliquify-bench-api-{}.lua", std::process::id()));
@@ -833,6 +906,7 @@ async fn load_api_wrk(
         ensure!(warm.bad == 0, "wrk warm-up: {} bad responses", warm.bad);
     }
     let cpu_before = CpuTimes::now();
+    let db_before = postmaster.and_then(ServerCpu::now);
     let run = run_wrk(wrk, &script, args, &url, args.duration).await;
     let _ = std::fs::remove_file(&script);
     let run = run?;
@@ -854,6 +928,7 @@ async fn load_api_wrk(
         ),
         cpu_per_tx: Some(own),
         client_cpu_per_tx: Some(children),
+        db_cpu_per_tx: db_before.and_then(|db| db.per_tx(run.requests)),
     };
     report(&measured);
     Ok(measured)
@@ -872,6 +947,7 @@ async fn load_pgbench(
     args: &Args,
     server: &BenchServer,
     tenants: &[BenchTenant],
+    postmaster: Option<i32>,
 ) -> anyhow::Result<Measured> {
     let dir = std::env::temp_dir().join(format!("capliquify-bench-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -910,6 +986,7 @@ async fn load_pgbench(
         command.env_remove(var);
     }
     let cpu_before = CpuTimes::now();
+    let db_before = postmaster.and_then(ServerCpu::now);
     let launched = SystemTime::now();
     let output = command
         .stdin(Stdio::null())
@@ -981,6 +1058,7 @@ async fn load_pgbench(
         first_start.saturating_sub(launched).as_secs_f64() * 1e3
     );
     measured.client_cpu_per_tx = Some(cpu_before.per_tx(transactions.len()).1);
+    measured.db_cpu_per_tx = db_before.and_then(|db| db.per_tx(transactions.len()));
     report(&measured);
     Ok(measured)
 }
@@ -1148,10 +1226,74 @@ fn print_table(args: &Args, rows: &[Measured], phases: &[(&'static str, Duration
             r.per_second / rows[1].per_second
         );
     }
+    cpu_ceiling(&rows[0], &rows[1], &rows[3]);
     println!("\n  one caller, mean per phase:");
     for (name, d) in phases {
         println!("    {name:<48} {:>8.1} µs", d.as_secs_f64() * 1e6);
     }
+}
+
+/// Where each side's CPU goes per transaction, and what that allows. With every process on
+/// the same cores and all of them busy, a load's rate is about the cores' time divided by
+/// the CPU one transaction costs all processes together, so the API's ratio to pgbench
+/// cannot exceed pgbench's total CPU per transaction over the API's. From the same totals:
+/// the most CPU the service may spend per request for a ratio of 0.8, set beside what
+/// sqlx alone spends driving the transaction (`driver`, the "scoped tx only" row).
+fn cpu_ceiling(api: &Measured, pgbench: &Measured, driver: &Measured) {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (Some(service), Some(wrk), Some(api_db), Some(pg_client), Some(pg_db)) = (
+        api.cpu_per_tx,
+        api.client_cpu_per_tx,
+        api.db_cpu_per_tx,
+        pgbench.client_cpu_per_tx,
+        pgbench.db_cpu_per_tx,
+    ) else {
+        println!("\n  (the database server's CPU is not readable here: no CPU ceiling)");
+        return;
+    };
+    let api_total = us(service) + us(wrk) + us(api_db);
+    let pg_total = us(pg_client) + us(pg_db);
+    println!("\n  CPU per transaction, µs (every process shares the same cores):");
+    println!(
+        "    {:<12} {:>9} {:>9} {:>9} {:>9}",
+        "", "service", "database", "load gen", "total"
+    );
+    println!(
+        "    {:<12} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+        api.name,
+        us(service),
+        us(api_db),
+        us(wrk),
+        api_total
+    );
+    println!(
+        "    {:<12} {:>9} {:>9.0} {:>9.0} {:>9.0}",
+        pgbench.name,
+        "-",
+        us(pg_db),
+        us(pg_client),
+        pg_total
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "    cores busy: API {:.2}, pgbench {:.2} of {cores:.0}",
+        api_total * api.per_second / 1e6,
+        pg_total * pgbench.per_second / 1e6
+    );
+    println!(
+        "  CPU ceiling of the ratio (pgbench's total / the API's): {:.2} (measured {:.2})",
+        pg_total / api_total,
+        api.per_second / pgbench.per_second
+    );
+    println!(
+        "  for 0.80 the service could spend at most {:.0} µs per request (pgbench's total / \
+         0.8 - the API's database and load generator); sqlx alone driving the transaction \
+         spends {}",
+        pg_total / 0.8 - us(api_db) - us(wrk),
+        driver
+            .cpu_per_tx
+            .map_or("?".to_owned(), |d| format!("{:.0} µs", us(d)))
+    );
 }
 
 /// The bench database as the service's least-privilege login role (`db init-roles`).

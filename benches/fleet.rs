@@ -9,8 +9,9 @@
 //! made as `serve` makes it ([`PoolConfig`]).
 //!
 //! Three runs of `GET /api/v1/products?limit=50`, each on a fresh service (fresh backends),
-//! `--clients` reqwest tasks inside this process, `--warmup` seconds then a `--duration`
-//! window; request `i` goes to tenant `i mod set`:
+//! `--clients` reqwest tasks inside this process, `--warmup` seconds (and at least until
+//! every tenant of the run has been asked for once) then a `--duration` window; request
+//! `i` goes to tenant `i mod set`:
 //!
 //! 1. the first `--hot` tenants (default 100), recycling off: the baseline;
 //! 2. every tenant, recycling off: what the catalog cache does to memory and speed;
@@ -32,7 +33,7 @@
 //!
 //! ```text
 //! cargo bench --bench fleet -- [--tenants N] [--hot N] [--clients N] [--warmup SECS]
-//!     [--duration SECS] [--budget-mb MIB] [--lanes N]
+//!     [--duration SECS] [--budget-mb MIB] [--lanes N] [--auth-cache-ms MS]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the benchmark creates and drops the database

@@ -23,7 +23,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderValue;
 use base64::Engine as _;
@@ -469,6 +469,13 @@ impl Authenticator {
 
     /// Verifies a session token and returns who it identifies.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_until(token).await.map(|(identity, _)| identity)
+    }
+
+    /// [`Authenticator::verify`], with the last time the token is acceptable (its `exp`
+    /// plus the leeway), for a caller that keeps the result (the API's token cache,
+    /// [`super::context::CallerCache`]).
+    pub async fn verify_until(&self, token: &str) -> Result<(Identity, SystemTime), AuthError> {
         let kid = checked_key_id(token)?;
         let key = match self.cached_key(&kid).await {
             Some(key) => key,
@@ -477,7 +484,14 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.validation)
             .map_err(map_jwt_error)?;
         check_authorized_party(&data.claims, &self.authorized_parties)?;
-        identity_from_claims(&data.claims, &self.issuer)
+        // `exp` is a required claim the library has just checked to be a number.
+        let exp = data
+            .claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        let until = UNIX_EPOCH + Duration::from_secs(exp.max(0.0) as u64 + LEEWAY_SECS);
+        Ok((identity_from_claims(&data.claims, &self.issuer)?, until))
     }
 
     async fn cached_key(&self, kid: &str) -> Option<DecodingKey> {

@@ -103,6 +103,28 @@ pub fn select_column<T: Field>(name: &str) -> String {
     format!("{name}{}", T::CAST)
 }
 
+/// The position of the next column of a row read in [`RowType::select_list`]'s order,
+/// checked against its name. Rows are read by position because sqlx's derived `FromRow`
+/// looks every column up by name, a hash per column per row: about 2% of the service's
+/// CPU for a 50-row page (docs/benchmarks.md, API benchmark). The name check keeps what the
+/// lookup gave: a query whose columns come in another order fails (`ColumnNotFound`)
+/// instead of filling fields from the wrong columns.
+pub fn position(
+    columns: &[sqlx::postgres::PgColumn],
+    at: &mut usize,
+    name: &str,
+) -> sqlx::Result<usize> {
+    let i = *at;
+    *at += 1;
+    match columns.get(i) {
+        Some(column) if sqlx::Column::name(column) == name => Ok(i),
+        _ => Err(sqlx::Error::ColumnNotFound(format!(
+            "{name} (expected as column {} of the select list)",
+            i + 1
+        ))),
+    }
+}
+
 /// Declares a resource's row, create body and update body from one list of columns (see
 /// the module documentation for the modes). Each column is
 /// `/// doc` `name: FieldType => mode,`; the engine also needs `impl Resource`.
@@ -181,8 +203,21 @@ macro_rules! resource_fields {
         createl [$(($cf:ident, $ct:ty, $ck:ident, [$($cd:tt)*]))*]
         updatel [$(($uf:ident, $ut:ty, $uk:ident, [$($ud:tt)*]))*]
     ) => {
-        #[derive(Debug, serde::Serialize, sqlx::FromRow)]
+        #[derive(Debug, serde::Serialize)]
         pub struct $Row { $($r)* }
+
+        impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for $Row {
+            fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+                let columns = sqlx::Row::columns(row);
+                let mut at = 0;
+                Ok(Self {
+                    $($rf: sqlx::Row::try_get(
+                        row,
+                        $crate::http::columns::position(columns, &mut at, stringify!($rf))?,
+                    )?,)*
+                })
+            }
+        }
 
         #[derive(Debug, serde::Deserialize)]
         #[serde(deny_unknown_fields)]

@@ -396,7 +396,8 @@ pub async fn list<R: Resource>(
 
     let mut tx = state.begin(&caller).await?;
     let mut page = PageWriter::new();
-    let mut last: Option<Position> = None;
+    // The last row sent; the cursor is read from it only when there is a next page.
+    let mut last: Option<PgRow> = None;
     let mut more = false;
     {
         let mut rows = qb.build().fetch(&mut *tx);
@@ -406,17 +407,18 @@ pub async fn list<R: Resource>(
                 break;
             }
             page.push(&<R::Row as sqlx::FromRow<PgRow>>::from_row(&row)?)?;
-            last = Some(Position {
-                sort: params.sort_param.clone(),
-                key: row.try_get("cursor_key")?,
-                id: row.try_get("id")?,
-            });
+            last = Some(row);
         }
     }
     tx.commit().await?;
-    let next_cursor = last
-        .filter(|_| more)
-        .map(|position| state.cursors.encode(&position));
+    let next_cursor = match last.filter(|_| more) {
+        Some(row) => Some(state.cursors.encode(&Position {
+            sort: params.sort_param,
+            key: row.try_get("cursor_key")?,
+            id: row.try_get("id")?,
+        })),
+        None => None,
+    };
     Ok(page.finish(next_cursor))
 }
 

@@ -7,6 +7,45 @@ use capliquify::billing::Tier;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// With `serve`'s auth cache on (hits are the unit test's, `context::tests`), a token is
+/// never taken past its own expiry however long the cache keeps it, and a token that
+/// differs from a cached one (a forged or cut signature on the same claims) is verified,
+/// not taken for it.
+#[tokio::test]
+async fn the_token_cache_keeps_a_verification_no_longer_than_the_token_lives() {
+    let app = TestApp::spawn_cached(
+        crate::common::TestDb::new().await,
+        capliquify::http::HttpConfig::default(),
+        4,
+        Vec::new(),
+        Some(std::time::Duration::from_secs(600)),
+    )
+    .await;
+    let t = app.tenant("cache-co", Tier::Professional).await;
+    // Expired 4 s ago: still accepted within the 5 s leeway, for about a second more.
+    let mut ending = claims(&t.user(Role::Owner), Some(&t.org));
+    ending["exp"] = json!(chrono::Utc::now().timestamp() - 4);
+    let token = sign(crate::common::api::TEST_KEY, &ending);
+    assert_eq!(
+        app.get(&token, "/api/v1/products").await.status,
+        StatusCode::OK
+    );
+    let forged = sign(OTHER_KEY, &ending);
+    app.get(&forged, "/api/v1/products")
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    // A signature cut short is another token too.
+    let cut = &token[..token.len() - 2];
+    app.get(cut, "/api/v1/products")
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // The cache's 600 s have not passed; the token's life has.
+    app.get(&token, "/api/v1/products")
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
 #[tokio::test]
 async fn requests_without_a_valid_token_are_401() {
     let app = TestApp::spawn().await;

@@ -1,6 +1,8 @@
 //! Connection recycling (src/db/recycle.rs): a pooled connection whose backend outgrew the
 //! memory budget is replaced, a replaced connection starts clean, and without the measuring
-//! function the pool goes on serving; tenant lanes keep each tenant on its lane's backends.
+//! function the pool goes on serving; tenant lanes keep each tenant on its lane's backends;
+//! a connection idle for a while is checked before it is handed out, one just released is
+//! not.
 
 use capliquify::billing::Tier;
 use capliquify::db::recycle::{CHECK_EVERY, Recycler};
@@ -282,4 +284,72 @@ async fn tenant_lanes_keep_each_tenant_on_its_own_backends_and_spill_when_busy()
         assert_eq!(path, "\"$user\", public");
     }
     lanes.close().await;
+}
+
+/// Waits (up to 10 s) until `pool` holds `n` idle connections: a released connection goes
+/// back only after sqlx's release ping.
+async fn wait_idle(pool: &sqlx::PgPool, n: usize) {
+    for _ in 0..200 {
+        if pool.num_idle() == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the pool never held {n} idle connection(s)");
+}
+
+/// Ends `pid`'s backend and waits until it is gone.
+async fn terminate(db: &TestDb, pid: i32) {
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let alive = db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
+            ))
+            .await;
+        if alive == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("backend {pid} did not end");
+}
+
+/// `PoolConfig::options`: a connection released less than `CHECK_IDLE_AFTER` ago is handed
+/// out without a ping (its release ping checked it), so a backend killed in that moment
+/// fails the next query, where sqlx's default would have replaced it; one idle longer is
+/// pinged and, dead, replaced, so the query succeeds on a new backend.
+#[tokio::test]
+async fn a_connection_idle_for_a_while_is_checked_before_use_one_just_released_is_not() {
+    let db = TestDb::new().await;
+    let pool = connect_with(&db.app_url().await, &PoolConfig::new(1))
+        .await
+        .unwrap();
+    let pid = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+    };
+
+    let first = pid(pool.clone()).await.unwrap();
+    wait_idle(&pool, 1).await;
+    terminate(&db, first).await;
+    assert!(
+        pid(pool.clone()).await.is_err(),
+        "a connection released a moment ago is used without a ping"
+    );
+
+    let second = pid(pool.clone()).await.unwrap();
+    assert_ne!(second, first);
+    wait_idle(&pool, 1).await;
+    terminate(&db, second).await;
+    tokio::time::sleep(capliquify::db::CHECK_IDLE_AFTER).await;
+    let third = pid(pool.clone())
+        .await
+        .expect("a connection idle past CHECK_IDLE_AFTER is pinged and replaced");
+    assert_ne!(third, second);
 }

@@ -120,6 +120,19 @@ impl TestApp {
         pool_size: u32,
         others: Vec<(capliquify::db::ClusterName, sqlx::PgPool)>,
     ) -> Self {
+        Self::spawn_cached(db, config, pool_size, others, None).await
+    }
+
+    /// With `serve`'s caller and token cache kept for `auth_cache` (none: off, as every
+    /// other test service, since tests change tenants between requests and expect the next
+    /// request to see it).
+    pub async fn spawn_cached(
+        db: TestDb,
+        config: HttpConfig,
+        pool_size: u32,
+        others: Vec<(capliquify::db::ClusterName, sqlx::PgPool)>,
+        auth_cache: Option<std::time::Duration>,
+    ) -> Self {
         let jwks_path =
             std::env::temp_dir().join(format!("capliquify-jwks-{}.json", uuid::Uuid::new_v4()));
         std::fs::write(&jwks_path, jwks_for(TEST_KEY, KID).unwrap().to_string()).unwrap();
@@ -141,11 +154,12 @@ impl TestApp {
         );
         let keys =
             capliquify::crypto::Keyring::from_settings(Some(ENCRYPTION_KEY), "k1", None).unwrap();
-        // No caller cache: tests change tenants between requests and expect the next
-        // request to see it.
-        let state = AppState::new(clusters, auth, keys, config)
+        let mut state = AppState::new(clusters, auth, keys, config)
             .with_cursors(CursorCodec::new(b"test cursor secret"))
             .with_webhooks(test_webhooks());
+        if let Some(ttl) = auth_cache {
+            state = state.with_caller_cache(ttl);
+        }
         let (addr, tx) = serve(state).await;
         Self {
             db,
