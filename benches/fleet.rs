@@ -10,7 +10,7 @@
 //!
 //! Three runs of `GET /api/v1/products?limit=50`, each on a fresh service (fresh backends),
 //! `--clients` reqwest tasks inside this process, `--warmup` seconds (and at least until
-//! every tenant of the run has been asked for once) then a `--duration` window; request
+//! every tenant of the run has been asked for twice) then a `--duration` window; request
 //! `i` goes to tenant `i mod set`:
 //!
 //! 1. the first `--hot` tenants (default 100), recycling off: the baseline;
@@ -33,7 +33,8 @@
 //!
 //! ```text
 //! cargo bench --bench fleet -- [--tenants N] [--hot N] [--clients N] [--warmup SECS]
-//!     [--duration SECS] [--budget-mb MIB] [--lanes N] [--auth-cache-ms MS]
+//!     [--duration SECS] [--budget-mb MIB] [--lanes N] [--pool N]
+//!     [--auth-cache-ms MS]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the benchmark creates and drops the database

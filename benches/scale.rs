@@ -23,8 +23,8 @@
 //! 5. at `--tenants`: the same (b), (c), (a);
 //! 6. request throughput, as the fleet bench measures it: `GET /api/v1/products?limit=50`
 //!    on a fresh in-process service per run, `--clients` reqwest tasks, `--warmup` seconds
-//!    (and at least one request per tenant: the steady state of a running service, not its
-//!    cold start, whose rate is printed) then a `--duration` window, over the first `--hot` tenants without recycling (the
+//!    (and at least two requests per tenant: the steady state of a running service, not its
+//!    cold start, whose rate is printed; the window's rate every 5 s shows the state held) then a `--duration` window, over the first `--hot` tenants without recycling (the
 //!    baseline), then over every tenant with connection recycling at `--budget-mb`; req/s,
 //!    the ratio, and the largest and mean private memory of the service's backends (the
 //!    spread run with `--lanes` tenant lanes, default 8, src/db/lanes.rs);
@@ -47,7 +47,7 @@
 //! ```text
 //! cargo bench --bench scale -- [--tenants N] [--small N] [--window N] [--hot N]
 //!     [--clients N] [--warmup SECS] [--duration SECS] [--budget-mb MIB] [--lanes N]
-//!     [--auth-cache-ms MS] [--keep]
+//!     [--pool N] [--auth-cache-ms MS] [--keep]
 //! ```
 //!
 //! The server is `DATABASE_URL` when set (the databases are created on it), otherwise a
@@ -188,7 +188,7 @@ async fn run(args: &Args, server: &BenchServer, started: Instant) -> anyhow::Res
     server.print_header("scale", &version);
     println!("  psql:     {}", psql_version(server).await?);
     println!(
-        "  plan:     {} tenants (baselines at {}), windows of {} tenants per path, {} hot; {} connections, {} s warm-up + {} s window per throughput run, recycling at {} MiB, auth cache {} ms",
+        "  plan:     {} tenants (baselines at {}), windows of {} tenants per path, {} hot; {} connections, {} s warm-up + {} s window per throughput run, recycling at {} MiB, auth cache {} ms, pool {}",
         args.tenants,
         args.small,
         args.window,
@@ -197,7 +197,8 @@ async fn run(args: &Args, server: &BenchServer, started: Instant) -> anyhow::Res
         args.load.warmup,
         args.load.duration,
         args.load.budget_mb,
-        args.load.auth_cache_ms
+        args.load.auth_cache_ms,
+        args.load.pool.unwrap_or(args.load.clients as u32)
     );
     let have = count_tenants(&pool).await?;
     if reused {

@@ -208,15 +208,18 @@ pub async fn provision_many(
     Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
+/// Rounds of the tokens the warm-up of a [`measure`] run makes at least.
+const WARM_ROUNDS: usize = 2;
+
 /// The request load of the [`measure`] runs, as the fleet and scale benches' flags.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Load {
-    /// Concurrent requests, and the service's pool size.
+    /// Concurrent requests (and the service's pool size unless --pool).
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub clients: usize,
     /// Seconds of load before each measured window (the warm-up also lasts until every
-    /// tenant of the run has been asked for once).
+    /// tenant of the run has been asked for twice).
     #[arg(long, value_name = "SECS", default_value_t = 3)]
     pub warmup: u64,
     /// Seconds of each measured window.
@@ -227,6 +230,11 @@ pub struct Load {
     #[arg(long, value_name = "MIB", default_value_t = 48,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub budget_mb: u32,
+    /// The service's pool size (CAPLIQUIFY_DB_MAX_CONNECTIONS, shared by the lanes: at least
+    /// one connection each); default: --clients.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub pool: Option<u32>,
     /// The service's caller and token cache, in ms (CAPLIQUIFY_AUTH_CACHE_MS, serve's
     /// default 2000). Over 100 hot tenants nearly every request hits it, over thousands
     /// nearly none does; 0 takes it out of the comparison, leaving the database's part.
@@ -257,7 +265,7 @@ pub struct Memory {
 
 /// One run on a fresh service: `GET /api/v1/products?limit=50` from `load.clients` reqwest
 /// tasks, request `i` with `tokens[i mod len]`; warm-up (`load.warmup` seconds, and at
-/// least one round of the tokens), then the window, sampling the backends' memory every
+/// least [`WARM_ROUNDS`] rounds of the tokens), then the window, sampling the backends' memory every
 /// second throughout. `budget_mb` 0: no recycling; `lanes` 1: no tenant lanes.
 pub async fn measure(
     server: &BenchServer,
@@ -269,7 +277,8 @@ pub async fn measure(
     load: Load,
 ) -> anyhow::Result<Run> {
     let recycler = Recycler::new(budget_mb);
-    let pools = PoolConfig::new(load.clients as u32).with_recycler(recycler.clone());
+    let pools =
+        PoolConfig::new(load.pool.unwrap_or(load.clients as u32)).with_recycler(recycler.clone());
     let service_url = server.bench_url_as(roles::DEFAULT_LOGIN)?;
     let pool = connect_with(&service_url, &pools).await?;
     let lanes = capliquify::db::lanes::Lanes::new(&pool, lanes, &pools);
@@ -341,9 +350,12 @@ pub async fn measure(
         });
     }
     // The warm-up lasts `load.warmup` seconds and at least until every tenant has been
-    // asked for once: requests go round the tokens in order, so before that nearly every
-    // request is a tenant's first on its backend (catalog loaded cold), which is a
-    // service's start, not its steady state. The backends' memory is sampled throughout.
+    // asked for twice: requests go round the tokens in order, so in the first round nearly
+    // every request is a tenant's first on its backend (catalog loaded cold), and in the
+    // second many still are (a cold request is slow, its lane queues, and a transaction
+    // that waited 50 ms ran on the shared pool: its lane's backend has still not seen the
+    // tenant). That is a service's start, not its steady state; the per-5 s rates of the
+    // window show whether it was reached. The backends' memory is sampled throughout.
     let mut largest: Option<f64> = None;
     let mut last = None;
     let mut sample = async |largest: &mut Option<f64>| -> anyhow::Result<()> {
@@ -356,23 +368,35 @@ pub async fn measure(
     };
     let warming = Instant::now();
     while warming.elapsed() < Duration::from_secs(load.warmup)
-        || next.load(Ordering::Relaxed) < tokens.len()
+        || next.load(Ordering::Relaxed) < WARM_ROUNDS * tokens.len()
     {
         sample(&mut largest).await?;
     }
     if tokens.len() > 1_000 {
         println!(
-            "  warm-up: every tenant asked for once in {:.1} s ({:.0} req/s from a cold start)",
+            "  warm-up: every tenant asked for {WARM_ROUNDS} times in {:.1} s ({:.0} req/s from a cold start)",
             warming.elapsed().as_secs_f64(),
             next.load(Ordering::Relaxed) as f64 / warming.elapsed().as_secs_f64()
         );
     }
     counting.store(true, Ordering::Relaxed);
     let window = Instant::now();
+    // The rate every 5 s of the window: a rate that drifts shows in the output.
+    let mut rates = Vec::new();
+    let mut mark = (Instant::now(), 0);
     while window.elapsed() < Duration::from_secs(load.duration) {
         sample(&mut largest).await?;
+        if mark.0.elapsed() >= Duration::from_secs(5) {
+            let done = ok.load(Ordering::Relaxed);
+            rates.push(format!(
+                "{:.0}",
+                (done - mark.1) as f64 / mark.0.elapsed().as_secs_f64()
+            ));
+            mark = (Instant::now(), done);
+        }
     }
     counting.store(false, Ordering::Relaxed);
+    println!("  req/s every 5 s of the window: {}", rates.join(" "));
     let elapsed = window.elapsed();
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
