@@ -142,6 +142,9 @@ pub struct PoolConfig {
     /// Closes connections whose backend outgrew a memory budget (the service only:
     /// `CAPLIQUIFY_DB_BACKEND_MEMORY_MB`); commands run too briefly to need it.
     pub recycler: Option<Arc<Recycler>>,
+    /// A connection idle at least this long is pinged before it is handed out
+    /// ([`CHECK_IDLE_AFTER`] unless a test says otherwise).
+    pub check_idle_after: Duration,
 }
 
 impl PoolConfig {
@@ -149,6 +152,7 @@ impl PoolConfig {
         Self {
             max_connections,
             recycler: None,
+            check_idle_after: CHECK_IDLE_AFTER,
         }
     }
 
@@ -159,7 +163,8 @@ impl PoolConfig {
 
     /// The pool options every pool of this process is made with.
     ///
-    /// A connection idle for less than [`CHECK_IDLE_AFTER`] is handed out without a ping.
+    /// A connection idle for less than `check_idle_after` ([`CHECK_IDLE_AFTER`]) is handed
+    /// out without a ping.
     /// sqlx pings every connection as it is released (that also flushes an abandoned
     /// transaction's rollback; a dead one is dropped there), and by default again as it is
     /// acquired: two round trips besides the transaction's own three, each costing the
@@ -168,13 +173,14 @@ impl PoolConfig {
     /// (`server_check_delay`) do; one idle longer (a server restart, a network cut) is
     /// still pinged, and replaced if it is dead.
     pub fn options(&self) -> PgPoolOptions {
+        let check_idle_after = self.check_idle_after;
         let options = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_secs(30))
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
+            .before_acquire(move |conn, meta| {
                 Box::pin(async move {
-                    if meta.idle_for >= CHECK_IDLE_AFTER {
+                    if meta.idle_for >= check_idle_after {
                         sqlx::Connection::ping(conn).await?;
                     }
                     Ok(true)

@@ -280,13 +280,7 @@ impl CallerCache {
         let Ok(mut tokens) = self.tokens.lock() else {
             return;
         };
-        if tokens.len() >= self.max_entries {
-            let ttl = self.ttl;
-            tokens.retain(|_, verified| verified.stored.elapsed() < ttl);
-            if tokens.len() >= self.max_entries {
-                tokens.clear();
-            }
-        }
+        self.make_room(&mut tokens, |verified| verified.stored);
         tokens.insert(
             Sha256::digest(token.as_bytes()).into(),
             VerifiedToken {
@@ -295,6 +289,17 @@ impl CallerCache {
                 identity: identity.clone(),
             },
         );
+    }
+
+    /// Keeps `map` under `max_entries` before an insert: when full, the entries older than
+    /// the ttl (by `stored`) go, then, if that was not enough, every entry.
+    fn make_room<K, V>(&self, map: &mut HashMap<K, V>, stored: impl Fn(&V) -> Instant) {
+        if map.len() >= self.max_entries {
+            map.retain(|_, value| stored(value).elapsed() < self.ttl);
+            if map.len() >= self.max_entries {
+                map.clear();
+            }
+        }
     }
 
     /// No caching: every request looks its caller up.
@@ -329,13 +334,7 @@ impl CallerCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        if entries.len() >= self.max_entries {
-            let ttl = self.ttl;
-            entries.retain(|_, (stored, _)| stored.elapsed() < ttl);
-            if entries.len() >= self.max_entries {
-                entries.clear();
-            }
-        }
+        self.make_room(&mut entries, |(stored, _)| *stored);
         entries.insert(
             (org_id.to_owned(), user.to_owned()),
             (Instant::now(), caller.clone()),

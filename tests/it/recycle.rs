@@ -319,37 +319,50 @@ async fn terminate(db: &TestDb, pid: i32) {
     panic!("backend {pid} did not end");
 }
 
-/// `PoolConfig::options`: a connection released less than `CHECK_IDLE_AFTER` ago is handed
+/// `PoolConfig::options`: a connection released less than `check_idle_after` ago is handed
 /// out without a ping (its release ping checked it), so a backend killed in that moment
 /// fails the next query, where sqlx's default would have replaced it; one idle longer is
-/// pinged and, dead, replaced, so the query succeeds on a new backend.
+/// pinged and, dead, replaced, so the query succeeds on a new backend. (Two pools, so
+/// neither half depends on how fast this machine is: one that never pings within a
+/// minute, one that pings after 200 ms.)
 #[tokio::test]
 async fn a_connection_idle_for_a_while_is_checked_before_use_one_just_released_is_not() {
     let db = TestDb::new().await;
-    let pool = connect_with(&db.app_url().await, &PoolConfig::new(1))
-        .await
-        .unwrap();
+    let pool = |after_ms: u64| {
+        let mut config = PoolConfig::new(1);
+        config.check_idle_after = std::time::Duration::from_millis(after_ms);
+        let url = db.app_url();
+        async move { connect_with(&url.await, &config).await.unwrap() }
+    };
     let pid = |pool: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
             .fetch_one(&pool)
             .await
     };
 
-    let first = pid(pool.clone()).await.unwrap();
-    wait_idle(&pool, 1).await;
+    let trusting = pool(60_000).await;
+    let first = pid(trusting.clone()).await.unwrap();
+    wait_idle(&trusting, 1).await;
     terminate(&db, first).await;
     assert!(
-        pid(pool.clone()).await.is_err(),
+        pid(trusting.clone()).await.is_err(),
         "a connection released a moment ago is used without a ping"
     );
+    let replaced = pid(trusting.clone()).await.unwrap();
+    assert_ne!(replaced, first, "the broken connection was dropped");
 
-    let second = pid(pool.clone()).await.unwrap();
-    assert_ne!(second, first);
-    wait_idle(&pool, 1).await;
+    let checking = pool(200).await;
+    let second = pid(checking.clone()).await.unwrap();
+    wait_idle(&checking, 1).await;
     terminate(&db, second).await;
-    tokio::time::sleep(capliquify::db::CHECK_IDLE_AFTER).await;
-    let third = pid(pool.clone())
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let third = pid(checking.clone())
         .await
-        .expect("a connection idle past CHECK_IDLE_AFTER is pinged and replaced");
+        .expect("a connection idle past check_idle_after is pinged and replaced");
     assert_ne!(third, second);
+    assert_eq!(
+        capliquify::db::PoolConfig::new(1).check_idle_after,
+        capliquify::db::CHECK_IDLE_AFTER,
+        "the default"
+    );
 }
