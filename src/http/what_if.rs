@@ -84,12 +84,26 @@ async fn run(
     };
 
     let mut tx = state.begin(&caller).await?;
-    let scenario: Option<(Uuid, serde_json::Value)> =
-        sqlx::query_as("SELECT company_id, parameters FROM scenarios WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    // The document as PostgreSQL prints it, parsed here: `jsonb` keeps a number such as
+    // 1.7976931348623157e308 exactly and prints it as 309 digits, which serde_json may
+    // read as out of range. Such a number is outside every parameter's range anyway, so
+    // it is the client's to fix (422), not a fault of the server.
+    let scenario: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT company_id, parameters::text FROM scenarios WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let (company, parameters) = scenario.ok_or_else(|| ApiError::not_found("scenario"))?;
+    let parameters = serde_json::from_str(&parameters).map_err(|e| {
+        ApiError::rule(
+            "parameters",
+            format!(
+                "the scenario's parameters cannot be read ({e}): a number is out of range; \
+                 replace them (PATCH /api/v1/scenarios/{{id}})"
+            ),
+        )
+    })?;
     let parameters = Parameters::parse(&parameters).map_err(scenario_error)?;
     let row = match &stated {
         Some(period) => wc::of_period(&mut tx, company, period).await?.ok_or_else(|| {

@@ -412,6 +412,63 @@ async fn scenario(app: &TestApp, t: &TestTenant, company: &str, parameters: Valu
         .to_owned()
 }
 
+/// Stored parameters that serde_json cannot read back make a run a 422 naming
+/// `parameters`, not a 500. Found by schemathesis: the largest f64 in a request is stored
+/// by `jsonb` as 309 digits, which serde_json without `float_roundtrip` (the service's
+/// build, until Cargo.toml asked for it; the tests always had it through a dev-dependency)
+/// read as out of range. It reads it now, as this test's first scenario shows; a number no
+/// f64 holds, put there by SQL, is what is left to refuse.
+#[tokio::test]
+async fn stored_parameters_out_of_range_are_the_clients_to_fix_not_a_server_error() {
+    let app = TestApp::spawn().await;
+    let (t, company) = computed_march(&app, "wi-huge").await;
+    let member = app.token_for(&t, Role::Member);
+    let largest = scenario(
+        &app,
+        &t,
+        &company,
+        json!({ "revenue_pct": 1.797_693_134_862_315_7e308 }),
+    )
+    .await;
+    let refused = app
+        .post(
+            &member,
+            &format!("/api/v1/scenarios/{largest}/run"),
+            json!({}),
+        )
+        .await;
+    let problem = refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "rule_violated");
+    assert_eq!(
+        problem["field"], "parameters.revenue_pct",
+        "{}",
+        refused.text
+    );
+
+    let beyond = scenario(&app, &t, &company, json!({ "revenue_pct": 10 })).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {}.scenarios SET parameters = '{{\"revenue_pct\": 1e400}}' WHERE id = $1",
+        t.tenant.schema_name
+    )))
+    .bind(uuid::Uuid::parse_str(&beyond).unwrap())
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let refused = app
+        .post(
+            &member,
+            &format!("/api/v1/scenarios/{beyond}/run"),
+            json!({}),
+        )
+        .await;
+    let problem = refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "rule_violated");
+    assert_eq!(problem["field"], "parameters", "{}", refused.text);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("out of range"),
+        "{}",
+        refused.text
+    );
+}
+
 #[tokio::test]
 async fn running_a_scenario_rebuilds_balances_from_days_outstanding() {
     let app = TestApp::spawn().await;
