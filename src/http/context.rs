@@ -239,7 +239,17 @@ pub struct CallerCache {
     ttl: Duration,
     max_entries: usize,
     entries: Mutex<HashMap<(String, String), (Instant, Caller)>>,
-    tokens: Mutex<HashMap<[u8; 32], VerifiedToken>>,
+    tokens: Mutex<HashMap<TokenKey, VerifiedToken>>,
+}
+
+/// A session token as the cache keeps it: its SHA-256 digest, computed once per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TokenKey([u8; 32]);
+
+impl TokenKey {
+    fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
 }
 
 /// A token's verification: when it was made, the last time the token is acceptable, and
@@ -262,18 +272,17 @@ impl CallerCache {
 
     /// Who `token` identifies, from a verification made within the ttl and while the token
     /// is still acceptable.
-    fn identity(&self, token: &str) -> Option<Identity> {
+    fn identity(&self, token: TokenKey) -> Option<Identity> {
         if self.ttl.is_zero() {
             return None;
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let tokens = self.tokens.lock().ok()?;
-        let verified = tokens.get(&digest)?;
+        let verified = tokens.get(&token)?;
         (verified.stored.elapsed() < self.ttl && SystemTime::now() <= verified.until)
             .then(|| verified.identity.clone())
     }
 
-    fn put_identity(&self, token: &str, identity: &Identity, until: SystemTime) {
+    fn put_identity(&self, token: TokenKey, identity: &Identity, until: SystemTime) {
         if self.ttl.is_zero() {
             return;
         }
@@ -282,7 +291,7 @@ impl CallerCache {
         };
         self.make_room(&mut tokens, |verified| verified.stored);
         tokens.insert(
-            Sha256::digest(token.as_bytes()).into(),
+            token,
             VerifiedToken {
                 stored: Instant::now(),
                 until,
@@ -418,11 +427,12 @@ pub async fn authenticate(
 ) -> Result<Response, ApiError> {
     let token =
         Authenticator::bearer(request.headers().get(header::AUTHORIZATION)).map_err(auth_error)?;
-    let identity = match state.callers.identity(token) {
+    let key = TokenKey::of(token);
+    let identity = match state.callers.identity(key) {
         Some(identity) => identity,
         None => {
             let (identity, until) = state.auth.verify_until(token).await.map_err(auth_error)?;
-            state.callers.put_identity(token, &identity, until);
+            state.callers.put_identity(key, &identity, until);
             identity
         }
     };
@@ -548,26 +558,38 @@ mod tests {
         };
         let later = SystemTime::now() + Duration::from_secs(3600);
         let cache = CallerCache::new(Duration::from_millis(50), 2);
-        cache.put_identity("token-a", &identity("a"), later);
-        assert_eq!(cache.identity("token-a"), Some(identity("a")));
-        assert_eq!(cache.identity("token-a "), None, "another token");
-        cache.put_identity("token-b", &identity("b"), later);
-        cache.put_identity("token-c", &identity("c"), later);
+        cache.put_identity(TokenKey::of("token-a"), &identity("a"), later);
+        assert_eq!(cache.identity(TokenKey::of("token-a")), Some(identity("a")));
+        assert_eq!(
+            cache.identity(TokenKey::of("token-a ")),
+            None,
+            "another token"
+        );
+        cache.put_identity(TokenKey::of("token-b"), &identity("b"), later);
+        cache.put_identity(TokenKey::of("token-c"), &identity("c"), later);
         assert!(cache.tokens.lock().unwrap().len() <= 2);
         cache.put_identity(
-            "ended",
+            TokenKey::of("ended"),
             &identity("d"),
             SystemTime::now() - Duration::from_secs(1),
         );
-        assert_eq!(cache.identity("ended"), None, "past the token's expiry");
+        assert_eq!(
+            cache.identity(TokenKey::of("ended")),
+            None,
+            "past the token's expiry"
+        );
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(cache.identity("token-c"), None, "past the ttl");
-        cache.put_identity("token-e", &identity("e"), later);
+        assert_eq!(
+            cache.identity(TokenKey::of("token-c")),
+            None,
+            "past the ttl"
+        );
+        cache.put_identity(TokenKey::of("token-e"), &identity("e"), later);
         cache.clear();
-        assert_eq!(cache.identity("token-e"), None, "cleared");
+        assert_eq!(cache.identity(TokenKey::of("token-e")), None, "cleared");
         let off = CallerCache::disabled();
-        off.put_identity("token-a", &identity("a"), later);
-        assert_eq!(off.identity("token-a"), None);
+        off.put_identity(TokenKey::of("token-a"), &identity("a"), later);
+        assert_eq!(off.identity(TokenKey::of("token-a")), None);
     }
 
     #[tokio::test]

@@ -84,10 +84,10 @@ async fn run(
     };
 
     let mut tx = state.begin(&caller).await?;
-    // The document as PostgreSQL prints it, parsed here: `jsonb` keeps a number such as
-    // 1.7976931348623157e308 exactly and prints it as 309 digits, which serde_json may
-    // read as out of range. Such a number is outside every parameter's range anyway, so
-    // it is the client's to fix (422), not a fault of the server.
+    // The document as PostgreSQL prints it, parsed here: `jsonb` keeps any number exactly,
+    // and one no f64 holds (stored by SQL; the API's own parsing never makes one) is out
+    // of range for serde_json. It is outside every parameter's range anyway, so it is the
+    // client's to fix (422), not a fault of the server.
     let scenario: Option<(Uuid, String)> = sqlx::query_as(
         "SELECT company_id, parameters::text FROM scenarios WHERE id = $1 FOR UPDATE",
     )
