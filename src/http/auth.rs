@@ -585,6 +585,13 @@ impl Authenticator {
     fn load_count(&self) -> u64 {
         self.loads.load(Ordering::Relaxed)
     }
+
+    /// Changes whenever the JWKS is read again: a verification kept from an earlier
+    /// generation may rest on a key the new document withdrew (the API's token cache drops
+    /// it, [`super::context::CallerCache`]).
+    pub fn key_generation(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
 }
 
 /// Checks the token's size and header before any key lookup: `alg` must be exactly
@@ -1045,12 +1052,18 @@ mod tests {
         assert_eq!(auth.load_count(), 1);
 
         // Once the interval has passed, the unknown kid triggers one reload and is accepted.
+        let generation = auth.key_generation();
         *auth.last_refresh.lock().await -= REFRESH_INTERVAL + Duration::from_secs(1);
         assert_eq!(
             auth.verify(&new_token).await.unwrap().clerk_user_id,
             "user_123"
         );
         assert_eq!(auth.load_count(), 2);
+        assert_ne!(
+            auth.key_generation(),
+            generation,
+            "a reload is a new generation: the API's token cache drops what it verified before"
+        );
         // The already-known key keeps working without reloads.
         auth.verify(&sign_rs256(TEST_KEY, KID, &claims()).unwrap())
             .await

@@ -228,15 +228,20 @@ async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Cal
 }
 
 /// A short-lived memory of resolved callers, so that a burst of requests from one member
-/// costs one lookup query, and of verified session tokens, so that it costs one signature
-/// check (RS256 is ~26 µs of CPU, the largest single step of a cached request). Only
-/// successes are kept, for `ttl` (default 2 s, `CAPLIQUIFY_AUTH_CACHE_MS`; 0 turns both
-/// off): a suspension, removal or role change, or a signing key withdrawn from the JWKS,
-/// takes effect within that time. A token is never taken past its own expiry. Tokens are
-/// kept by their SHA-256 digest, not their text. Bounded: when full, expired entries go,
-/// then everything.
+/// costs one lookup query, and of verified session tokens, so that each token costs one
+/// signature check (RS256 is ~26 µs of CPU, the largest single step of a cached request).
+/// Only successes are kept. A caller is kept for `ttl` (default 2 s,
+/// `CAPLIQUIFY_AUTH_CACHE_MS`; 0 turns both off): a suspension, removal or role change takes
+/// effect within that time. A token's verification is kept longer, for [`TOKEN_TTL`] (or
+/// `ttl` if longer), because nothing in the database can change it: it is never taken past
+/// the token's own expiry, and it is dropped when the JWKS is read again (a key withdrawn
+/// from the JWKS stops working as soon as the authenticator would notice it without the
+/// cache). Over thousands of tenants a member's requests rarely come within 2 s of each
+/// other but often within a token's minute (docs/benchmarks.md). Tokens are kept by their
+/// SHA-256 digest, not their text. Bounded: when full, expired entries go, then everything.
 pub struct CallerCache {
     ttl: Duration,
+    token_ttl: Duration,
     max_entries: usize,
     entries: Mutex<HashMap<(String, String), (Instant, Caller)>>,
     tokens: Mutex<HashMap<TokenKey, VerifiedToken>>,
@@ -252,11 +257,17 @@ impl TokenKey {
     }
 }
 
-/// A token's verification: when it was made, the last time the token is acceptable, and
-/// who it identified.
+/// How long a token's verification is kept when caching is on: the life of a Clerk session
+/// token (a minute), over which its holder's browser reuses it for every request.
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// A token's verification: when it was made, the last time the token is acceptable, the
+/// JWKS generation it was checked against ([`Authenticator::key_generation`]), and who it
+/// identified.
 struct VerifiedToken {
     stored: Instant,
     until: SystemTime,
+    keys: u64,
     identity: Identity,
 }
 
@@ -264,47 +275,60 @@ impl CallerCache {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
         Self {
             ttl,
+            token_ttl: if ttl.is_zero() {
+                ttl
+            } else {
+                ttl.max(TOKEN_TTL)
+            },
             max_entries,
             entries: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Who `token` identifies, from a verification made within the ttl and while the token
-    /// is still acceptable.
-    fn identity(&self, token: TokenKey) -> Option<Identity> {
-        if self.ttl.is_zero() {
+    /// Who `token` identifies, from a verification made within the token ttl, against the
+    /// JWKS generation `keys`, while the token is still acceptable.
+    fn identity(&self, token: TokenKey, keys: u64) -> Option<Identity> {
+        if self.token_ttl.is_zero() {
             return None;
         }
         let tokens = self.tokens.lock().ok()?;
         let verified = tokens.get(&token)?;
-        (verified.stored.elapsed() < self.ttl && SystemTime::now() <= verified.until)
+        (verified.keys == keys
+            && verified.stored.elapsed() < self.token_ttl
+            && SystemTime::now() <= verified.until)
             .then(|| verified.identity.clone())
     }
 
-    fn put_identity(&self, token: TokenKey, identity: &Identity, until: SystemTime) {
-        if self.ttl.is_zero() {
+    fn put_identity(&self, token: TokenKey, identity: &Identity, until: SystemTime, keys: u64) {
+        if self.token_ttl.is_zero() {
             return;
         }
         let Ok(mut tokens) = self.tokens.lock() else {
             return;
         };
-        self.make_room(&mut tokens, |verified| verified.stored);
+        self.make_room(&mut tokens, self.token_ttl, |verified| verified.stored);
         tokens.insert(
             token,
             VerifiedToken {
                 stored: Instant::now(),
                 until,
+                keys,
                 identity: identity.clone(),
             },
         );
     }
 
     /// Keeps `map` under `max_entries` before an insert: when full, the entries older than
-    /// the ttl (by `stored`) go, then, if that was not enough, every entry.
-    fn make_room<K, V>(&self, map: &mut HashMap<K, V>, stored: impl Fn(&V) -> Instant) {
+    /// `ttl` (by `stored`) go, then, if that was not enough, every entry.
+    fn make_room<K, V>(
+        &self,
+        map: &mut HashMap<K, V>,
+        ttl: Duration,
+        stored: impl Fn(&V) -> Instant,
+    ) {
         if map.len() >= self.max_entries {
-            map.retain(|_, value| stored(value).elapsed() < self.ttl);
+            map.retain(|_, value| stored(value).elapsed() < ttl);
             if map.len() >= self.max_entries {
                 map.clear();
             }
@@ -343,7 +367,7 @@ impl CallerCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        self.make_room(&mut entries, |(stored, _)| *stored);
+        self.make_room(&mut entries, self.ttl, |(stored, _)| *stored);
         entries.insert(
             (org_id.to_owned(), user.to_owned()),
             (Instant::now(), caller.clone()),
@@ -428,11 +452,12 @@ pub async fn authenticate(
     let token =
         Authenticator::bearer(request.headers().get(header::AUTHORIZATION)).map_err(auth_error)?;
     let key = TokenKey::of(token);
-    let identity = match state.callers.identity(key) {
+    let keys = state.auth.key_generation();
+    let identity = match state.callers.identity(key, keys) {
         Some(identity) => identity,
         None => {
             let (identity, until) = state.auth.verify_until(token).await.map_err(auth_error)?;
-            state.callers.put_identity(key, &identity, until);
+            state.callers.put_identity(key, &identity, until, keys);
             identity
         }
     };
@@ -551,45 +576,80 @@ mod tests {
     }
 
     #[test]
-    fn verified_tokens_are_kept_for_the_ttl_never_past_their_expiry_and_bounded() {
+    fn verified_tokens_are_kept_for_the_token_ttl_never_past_their_expiry_nor_a_jwks_reload() {
         let identity = |user: &str| Identity {
             clerk_user_id: user.into(),
             org_id: Some("org_a".into()),
         };
         let later = SystemTime::now() + Duration::from_secs(3600);
-        let cache = CallerCache::new(Duration::from_millis(50), 2);
-        cache.put_identity(TokenKey::of("token-a"), &identity("a"), later);
-        assert_eq!(cache.identity(TokenKey::of("token-a")), Some(identity("a")));
+        let cache = CallerCache {
+            token_ttl: Duration::from_millis(50),
+            ..CallerCache::new(Duration::from_millis(50), 2)
+        };
+        cache.put_identity(TokenKey::of("token-a"), &identity("a"), later, 1);
         assert_eq!(
-            cache.identity(TokenKey::of("token-a ")),
+            cache.identity(TokenKey::of("token-a"), 1),
+            Some(identity("a"))
+        );
+        assert_eq!(
+            cache.identity(TokenKey::of("token-a "), 1),
             None,
             "another token"
         );
-        cache.put_identity(TokenKey::of("token-b"), &identity("b"), later);
-        cache.put_identity(TokenKey::of("token-c"), &identity("c"), later);
+        assert_eq!(
+            cache.identity(TokenKey::of("token-a"), 2),
+            None,
+            "the JWKS was read again since"
+        );
+        cache.put_identity(TokenKey::of("token-b"), &identity("b"), later, 1);
+        cache.put_identity(TokenKey::of("token-c"), &identity("c"), later, 1);
         assert!(cache.tokens.lock().unwrap().len() <= 2);
         cache.put_identity(
             TokenKey::of("ended"),
             &identity("d"),
             SystemTime::now() - Duration::from_secs(1),
+            1,
         );
         assert_eq!(
-            cache.identity(TokenKey::of("ended")),
+            cache.identity(TokenKey::of("ended"), 1),
             None,
             "past the token's expiry"
         );
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(
-            cache.identity(TokenKey::of("token-c")),
+            cache.identity(TokenKey::of("token-c"), 1),
             None,
-            "past the ttl"
+            "past the token ttl"
         );
-        cache.put_identity(TokenKey::of("token-e"), &identity("e"), later);
+        cache.put_identity(TokenKey::of("token-e"), &identity("e"), later, 1);
         cache.clear();
-        assert_eq!(cache.identity(TokenKey::of("token-e")), None, "cleared");
+        assert_eq!(cache.identity(TokenKey::of("token-e"), 1), None, "cleared");
         let off = CallerCache::disabled();
-        off.put_identity(TokenKey::of("token-a"), &identity("a"), later);
-        assert_eq!(off.identity(TokenKey::of("token-a")), None);
+        off.put_identity(TokenKey::of("token-a"), &identity("a"), later, 1);
+        assert_eq!(off.identity(TokenKey::of("token-a"), 1), None);
+    }
+
+    #[test]
+    fn a_verified_token_outlives_the_caller_it_resolved_to() {
+        let identity = Identity {
+            clerk_user_id: "u".into(),
+            org_id: Some("org_a".into()),
+        };
+        let cache = CallerCache::new(Duration::from_millis(50), 10);
+        assert_eq!(cache.token_ttl, TOKEN_TTL);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        cache.put_identity(TokenKey::of("token"), &identity, later, 7);
+        cache.put("org_a", "u", &caller("aaa"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            cache.get("org_a", "u").is_none(),
+            "the caller is looked up again"
+        );
+        assert_eq!(
+            cache.identity(TokenKey::of("token"), 7),
+            Some(identity),
+            "the signature is not checked again"
+        );
     }
 
     #[tokio::test]

@@ -207,10 +207,11 @@ pub struct ServeArgs {
     /// one per process, so cursors do not survive a restart or cross instances.
     #[arg(long, env = "CAPLIQUIFY_CURSOR_SECRET", hide_env_values = true)]
     pub cursor_secret: Option<String>,
-    /// Milliseconds a resolved caller (tenant, membership, role) and a verified session
-    /// token are reused before they are looked up and verified again; 0: every request.
-    /// Suspensions, role changes and withdrawn signing keys take effect within this time;
-    /// a token is never accepted past its expiry.
+    /// Milliseconds a resolved caller (tenant, membership, role) is reused before it is
+    /// looked up again; 0: every request, and no token verification kept either.
+    /// Suspensions and role changes take effect within this time. A verified session token
+    /// is reused for a minute (or this time if longer), never past its expiry nor past the
+    /// next read of the JWKS.
     #[arg(long, env = "CAPLIQUIFY_AUTH_CACHE_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub auth_cache_ms: u64,
