@@ -255,8 +255,9 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub db_tenant_lanes: u32,
     /// Tenant schemas kept made ahead of sign-ups (`capliquify schema-pool`): a sign-up
-    /// claims one and only registers its tenant, and the service makes another in the
-    /// background. 0 = none (every sign-up makes its schema while the customer waits).
+    /// claims one and only registers its tenant, and the service refills the pool in the
+    /// background once half of it is claimed, 10 per transaction. 0 = none (every sign-up
+    /// makes its schema while the customer waits).
     #[arg(long, env = "CAPLIQUIFY_SCHEMA_POOL_SIZE", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(0..=1_000))]
     pub schema_pool_size: u32,

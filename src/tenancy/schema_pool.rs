@@ -5,8 +5,8 @@
 //! claims a pooled schema instead only registers the tenant. [`super::lifecycle`]'s
 //! provisioning claims one when the pool has one (`reserve_pooled_schema`, then
 //! `create_tenant_schema` adopts it) and makes one otherwise, so the pool only ever saves
-//! time. `serve` keeps the pool at `CAPLIQUIFY_SCHEMA_POOL_SIZE` ([`refill_loop`], every
-//! [`REFILL_EVERY`]). Operators fill, drain and inspect it with `capliquify schema-pool`.
+//! time. `serve` keeps the pool between half of `CAPLIQUIFY_SCHEMA_POOL_SIZE` and all of it
+//! ([`refill_loop`], looking every [`REFILL_EVERY`], refilling in batches). Operators fill, drain and inspect it with `capliquify schema-pool`.
 
 use std::time::Duration;
 
@@ -19,9 +19,8 @@ use super::ident::SchemaName;
 
 /// How often the refill loop tops the pool up. Polling, not `LISTEN` for claims: behind
 /// PgBouncer in transaction mode (docs/scaling.md) a `LISTEN` is lost with its server
-/// connection. A look at a full pool is one small function call (an advisory lock and a
-/// count of a few rows), so once a second costs nothing, and a pool of 10 absorbs sign-ups
-/// arriving faster than that.
+/// connection. A look at the pool is a count of a few rows, so once a second costs nothing,
+/// and a pool of 10 absorbs sign-ups arriving faster than that.
 pub const REFILL_EVERY: Duration = Duration::from_secs(1);
 
 /// What the pool holds.
@@ -49,43 +48,61 @@ pub async fn status(pool: &PgPool, latest: i64) -> sqlx::Result<PoolStatus> {
     .await
 }
 
-/// Adds one schema unless the pool holds `target` already: the new schema's name, or `None`
-/// when the pool is full. One short transaction, in which Citus mode also places the schema
-/// on a worker (as provisioning does), so a claim finds it there.
-pub async fn add_one(pool: &PgPool, target: u32) -> sqlx::Result<Option<String>> {
+/// Schemas made per transaction by [`fill`].
+pub const BATCH: u32 = 10;
+
+/// Adds schemas in one transaction until the pool holds `target` or `max` were added: the
+/// new schemas' names (none when the pool is full). Citus mode also places each on a worker
+/// (as provisioning does), so a claim finds it there.
+///
+/// One transaction for many because every role created (each schema has its own) makes
+/// every backend of the server rebuild its cached role memberships before its next `SET
+/// ROLE`, which with thousands of tenant roles costs ~0.4-0.6 s of CPU per backend
+/// (docs/scaling.md, "Role changes"); a batch makes that happen once for all its roles.
+pub async fn add_batch(pool: &PgPool, target: u32, max: u32) -> sqlx::Result<Vec<String>> {
     let target = i32::try_from(target).unwrap_or(i32::MAX);
     let mut tx = pool.begin().await?;
-    let added: Option<String> = sqlx::query_scalar("SELECT public.add_pooled_schema($1)::text")
-        .bind(target)
+    let mut added = Vec::new();
+    while added.len() < max as usize {
+        let schema: Option<String> =
+            sqlx::query_scalar("SELECT public.add_pooled_schema($1)::text")
+                .bind(target)
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(schema) = schema else {
+            break;
+        };
+        // A statement of its own: the function's row is not in the snapshot of the
+        // statement that called it.
+        let id: Uuid = sqlx::query_scalar(
+            "SELECT tenant_id FROM public.tenant_schema_pool WHERE schema_name = $1",
+        )
+        .bind(&schema)
         .fetch_one(&mut *tx)
         .await?;
-    let Some(schema) = added else {
-        return Ok(None);
-    };
-    // A statement of its own: the function's row is not in the snapshot of the statement
-    // that called it.
-    let id: Uuid = sqlx::query_scalar(
-        "SELECT tenant_id FROM public.tenant_schema_pool WHERE schema_name = $1",
-    )
-    .bind(&schema)
-    .fetch_one(&mut *tx)
-    .await?;
-    // (The pool's CHECK ties the schema's name to the id.)
-    crate::db::citus::place_tenant(&mut tx, id, &SchemaName::for_tenant(id)).await?;
+        // (The pool's CHECK ties the schema's name to the id.)
+        crate::db::citus::place_tenant(&mut tx, id, &SchemaName::for_tenant(id)).await?;
+        added.push(schema);
+    }
     tx.commit().await?;
-    Ok(Some(schema))
+    Ok(added)
 }
 
-/// Adds schemas one transaction at a time until the pool holds `target`; `on_added` is
-/// called with each new schema (a progress bar). Returns how many were added. Safe to run
-/// beside other fillers: they take turns and none overfills.
+/// Adds schemas, [`BATCH`] per transaction, until the pool holds `target`; `on_added` is
+/// called with each new schema once its transaction committed (a progress bar). Returns how
+/// many were added. Safe to run beside other fillers: they take turns and none overfills.
 pub async fn fill(pool: &PgPool, target: u32, on_added: impl Fn(&str)) -> sqlx::Result<u32> {
     let mut added = 0;
-    while let Some(schema) = add_one(pool, target).await? {
-        on_added(&schema);
-        added += 1;
+    loop {
+        let batch = add_batch(pool, target, BATCH).await?;
+        for schema in &batch {
+            on_added(schema);
+        }
+        added += batch.len() as u32;
+        if batch.len() < BATCH as usize {
+            return Ok(added);
+        }
     }
-    Ok(added)
 }
 
 /// Drops every unclaimed schema (and its role), one transaction each; `on_dropped` is called
@@ -104,14 +121,35 @@ pub async fn drain(pool: &PgPool, on_dropped: impl Fn(&str)) -> sqlx::Result<u32
     Ok(dropped)
 }
 
-/// Keeps the pool at `target` until the task is dropped: fills it now, then every
-/// [`REFILL_EVERY`]. Errors are logged and retried at the next tick; they never stop the
+/// Whether a pool of `target` holding `unclaimed` schemas is refilled: once it is down to
+/// half its size, so that the roles of several sign-ups are made in one transaction
+/// ([`add_batch`]) rather than one transaction (and one rebuild of every backend's role
+/// memberships) per sign-up.
+pub fn needs_refill(unclaimed: i64, target: u32) -> bool {
+    target > 0 && unclaimed <= i64::from(target / 2)
+}
+
+/// Keeps the pool between half of `target` and `target` until the task is dropped: fills it
+/// now, then looks every [`REFILL_EVERY`] and fills it again once half is claimed
+/// ([`needs_refill`]). Errors are logged and retried at the next tick; they never stop the
 /// service.
 pub async fn refill_loop(pool: PgPool, target: u32) {
     let mut ticker = tokio::time::interval(REFILL_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let unclaimed: sqlx::Result<i64> =
+            sqlx::query_scalar("SELECT count(*) FROM public.tenant_schema_pool")
+                .fetch_one(&pool)
+                .await;
+        match unclaimed {
+            Ok(n) if !needs_refill(n, target) => continue,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the schema pool failed");
+                continue;
+            }
+        }
         match fill(&pool, target, |_| {}).await {
             Ok(0) => {}
             Ok(added) => tracing::debug!(added, target, "schema pool refilled"),

@@ -67,6 +67,26 @@ async fn failing_checks(db: &TestDb) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Every role made makes each backend rebuild its role memberships (docs/scaling.md, "Role
+/// changes"): the pool is filled BATCH schemas per transaction, and refilled only once half
+/// of it is claimed, so several sign-ups' roles come in one transaction.
+#[tokio::test]
+async fn the_pool_is_filled_in_batches_and_refilled_at_half() {
+    let db = TestDb::new().await;
+    let service = service_pool(&db).await;
+    let n = schema_pool::BATCH + 2;
+    assert_eq!(schema_pool::fill(&service, n, |_| {}).await.unwrap(), n);
+    let transactions = db
+        .scalar_i64("SELECT count(DISTINCT xmin::text) FROM public.tenant_schema_pool")
+        .await;
+    assert_eq!(transactions, 2, "{n} schemas in two transactions");
+    assert!(!schema_pool::needs_refill(6, 10));
+    assert!(schema_pool::needs_refill(5, 10));
+    assert!(schema_pool::needs_refill(0, 1));
+    assert!(!schema_pool::needs_refill(1, 1));
+    assert!(!schema_pool::needs_refill(0, 0), "no pool");
+}
+
 #[tokio::test]
 async fn a_sign_up_takes_a_pooled_schema_whose_role_works() {
     let db = TestDb::new().await;
