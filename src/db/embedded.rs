@@ -759,6 +759,7 @@ impl Context {
             .and_then(|conf| parse_conf_port(&conf));
         let mut last_error = None;
         let port = configured.unwrap_or(DEFAULT_PORT);
+        raise_open_files_limit();
         for attempt in 0..START_ATTEMPTS {
             self.write_conf(&self.conf_file(), port, durable)?;
             let log_offset = self.prepare_log(&log)?;
@@ -1042,7 +1043,11 @@ fn render_conf(port: u16, socket_dir: &Path, durable: bool, stat_statements: boo
          password_encryption = 'scram-sha-256'\n\
          max_connections = 200\n\
          # Schema-per-tenant migrations touch many relations in one transaction.\n\
-         max_locks_per_transaction = 256\n",
+         max_locks_per_transaction = 256\n\
+         # Files a backend keeps open (default 1000): one serving hundreds of tenants'\n\
+         # schemas would close and reopen relation files on most requests below this\n\
+         # (docs/operations.md, \"Connection recycling\").\n\
+         max_files_per_process = {MAX_FILES_PER_PROCESS}\n",
         quote_literal(&socket_dir.to_string_lossy())
     );
     if stat_statements {
@@ -1063,6 +1068,28 @@ fn render_conf(port: u16, socket_dir: &Path, durable: bool, stat_statements: boo
         );
     }
     conf
+}
+
+/// `max_files_per_process` of the embedded server.
+const MAX_FILES_PER_PROCESS: u64 = 4000;
+
+/// Raises this process's soft limit on open files, within its hard limit, to what the
+/// server needs for [`MAX_FILES_PER_PROCESS`] (plus PostgreSQL's reserve and its
+/// sockets), before starting it: the server inherits the limit and keeps fewer files open
+/// per backend when it is lower (many systems' soft limit is 1024). Best effort: a server
+/// that inherits less still runs, with the file churn the setting avoids.
+fn raise_open_files_limit() {
+    let wanted = MAX_FILES_PER_PROCESS + 256;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(soft) if soft < wanted => tracing::warn!(
+            soft,
+            wanted,
+            "the open-files limit is below what the embedded server's max_files_per_process needs; \
+             raise the hard limit (ulimit -Hn) for fewer file reopens at fleet scale"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
 }
 
 fn parse_conf_port(conf: &str) -> Option<u16> {
