@@ -30,8 +30,11 @@ const CANDIDATES_PER_SHOWN: i64 = 3;
 const MIN_CANDIDATES: i64 = 30;
 
 /// Tenants [`measure_slice`] measures at a time: serve measures one slice a minute, and
-/// `monitor sizes` one before it ranks.
+/// `monitor sizes` one before it ranks when nobody else is measuring ([`SizeCoverage::kept_current`]).
 pub const SIZE_SLICE: u32 = 100;
+/// Sizes count as kept current while the newest measurement is younger than this: serve
+/// measures a slice every minute.
+pub const KEPT_WITHIN: Duration = Duration::from_secs(120);
 /// Tenants measured per transaction by [`measure_all`].
 const FULL_SIZE_SLICE: u32 = 500;
 
@@ -81,19 +84,32 @@ pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
 }
 
 /// How much of the fleet [`sizes`] ranks: the live tenants of this cluster, how many have
-/// never been measured, and when the least recently measured one was.
+/// never been measured, and when the least and the most recently measured ones were.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SizeCoverage {
     pub tenants: i64,
     pub never_measured: i64,
     pub oldest_measurement: Option<DateTime<Utc>>,
+    pub newest_measurement: Option<DateTime<Utc>>,
+}
+
+impl SizeCoverage {
+    /// Whether someone keeps the recorded sizes current — every live tenant measured, and
+    /// a slice measured within [`KEPT_WITHIN`] (serve measures one a minute) — so that a
+    /// reader need not measure a slice itself. At 10,000 tenants a slice of the least
+    /// recently measured opens files nobody touched for an hour and costs several times
+    /// what it costs at 100 (docs/benchmarks.md), for 1 % of the fleet.
+    pub fn kept_current(&self, now: DateTime<Utc>) -> bool {
+        let within = chrono::Duration::from_std(KEPT_WITHIN).unwrap_or(chrono::Duration::MAX);
+        self.never_measured == 0 && self.newest_measurement.is_some_and(|at| now - at < within)
+    }
 }
 
 /// See [`SizeCoverage`].
 pub async fn coverage(pool: &PgPool) -> sqlx::Result<SizeCoverage> {
     sqlx::query_as(
         "SELECT count(*) AS tenants, count(*) FILTER (WHERE s.tenant_id IS NULL) AS never_measured,
-                min(s.measured_at) AS oldest_measurement
+                min(s.measured_at) AS oldest_measurement, max(s.measured_at) AS newest_measurement
            FROM public.tenants t
            LEFT JOIN public.tenant_sizes s ON s.tenant_id = t.id
           WHERE t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL",

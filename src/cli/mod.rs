@@ -185,20 +185,23 @@ pub enum MonitorCommand {
     /// The largest tenant schemas by size on disk (tables, indexes, TOAST).
     #[command(after_help = "\
 Each tenant's size is measured a slice at a time, least recently measured first, and kept
-(serve measures 100 a minute): this command measures one slice (--slice), ranks the sizes
-kept, and measures the largest candidates again (3 per row shown, at least 30), so every
-size shown is exact and the cost is the same at any fleet size. A tenant that grew since it
-was last measured can be missed until its turn; the output says how old the oldest
-measurement is. --full measures every tenant first (with progress).")]
+(serve measures 100 a minute): this command ranks the sizes kept and measures the largest
+candidates again (3 per row shown, at least 30), so every size shown is exact and the cost
+is the same at any fleet size. When serve is not keeping the sizes (a tenant never measured,
+or nothing measured in the last 2 minutes) it first measures a slice itself (--slice). A
+tenant that grew since it was last measured can be missed until its turn; the output says
+how old the oldest measurement is. --full measures every tenant first (with progress).")]
     Sizes {
         /// How many schemas to show.
         #[arg(long, default_value_t = 10)]
         limit: i64,
         /// Tenants measured before ranking, least recently measured first (0: rank what
-        /// earlier measurements found).
-        #[arg(long, value_name = "N", default_value_t = monitor::SIZE_SLICE,
-              conflicts_with = "full", value_parser = clap::value_parser!(u32).range(0..=100_000))]
-        slice: u32,
+        /// earlier measurements found). Default: 100 when sizes are not being kept current
+        /// (a tenant never measured, or no measurement in the last 2 minutes: serve is not
+        /// running), otherwise none.
+        #[arg(long, value_name = "N", conflicts_with = "full",
+              value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        slice: Option<u32>,
         /// Measure every tenant now, then rank.
         #[arg(long)]
         full: bool,
@@ -1009,6 +1012,16 @@ async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::
                 .await?;
                 bar.finish_and_clear();
             } else {
+                let slice = match slice {
+                    Some(n) => n,
+                    None if monitor::coverage(&db.pool)
+                        .await?
+                        .kept_current(chrono::Utc::now()) =>
+                    {
+                        0
+                    }
+                    None => monitor::SIZE_SLICE,
+                };
                 monitor::measure_slice(&db.pool, slice).await?;
             }
             let sizes = monitor::sizes(&db.pool, limit.clamp(1, 10_000)).await?;

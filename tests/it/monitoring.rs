@@ -468,6 +468,33 @@ async fn monitor_sizes_measures_a_slice_then_ranks() {
     assert_eq!(json.as_array().map(Vec::len), Some(3), "{json}");
     let out = run(&[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("ranked all 3 tenants"));
+    // Without --slice it measures a slice only when nobody keeps the sizes current: with
+    // every tenant measured and one measured within 2 minutes (serve's pace) it measures
+    // none, however old the others are.
+    let measured_long_ago = "SELECT count(*) FROM public.tenant_sizes
+                              WHERE measured_at < now() - interval '30 minutes'";
+    db.exec("UPDATE public.tenant_sizes SET measured_at = now() - interval '1 hour'")
+        .await;
+    db.exec(
+        "UPDATE public.tenant_sizes SET measured_at = now() - interval '1 minute'
+          WHERE tenant_id = (SELECT id FROM public.tenants WHERE slug = 'cmd-size-0')",
+    )
+    .await;
+    assert!(run(&[]).status.success());
+    assert_eq!(
+        db.scalar_i64(measured_long_ago).await,
+        2,
+        "kept current: no slice"
+    );
+    // Nothing measured for 2 minutes (no serve): it measures a slice first.
+    db.exec("UPDATE public.tenant_sizes SET measured_at = now() - interval '1 hour'")
+        .await;
+    assert!(run(&[]).status.success());
+    assert_eq!(
+        db.scalar_i64(measured_long_ago).await,
+        0,
+        "a slice measured"
+    );
     let out = run(&["--full", "--slice", "5"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--slice"));
