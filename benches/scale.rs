@@ -7,8 +7,9 @@
 //! 2. grows the fleet to `--small` tenants (default 100), each a real tenant: provisioned
 //!    through [`Tenancy::provision`], then one member, one company and 60 products (the fleet
 //!    bench's tenant), from a few concurrent tasks; then `VACUUM ANALYZE`;
-//! 3. at `--small`, in this order: (b) the operators' commands as real processes (`migrate`
-//!    with nothing to do, `tenant list`, `doctor`, `monitor sizes --limit 10`, `monitor
+//! 3. at `--small`, after measuring the tenants' sizes as a running service keeps them
+//!    (untimed: every tenant measured, the latest slice a moment ago), in this order: (b)
+//!    the operators' commands as real processes (`migrate` with nothing to do, `tenant list`, `doctor`, `monitor sizes --limit 10`, `monitor
 //!    tenants`, `tenant backup` of one tenant), median of 3 after one unmeasured run; (c) the
 //!    console's tenant list query ([`census::search`], first page) in-process as the
 //!    service's login role, median of 20 after one unmeasured; (a) a window of `--window`
@@ -63,6 +64,7 @@ use std::time::Instant;
 use anyhow::{Context as _, ensure};
 use capliquify::audit::Actor;
 use capliquify::db::{PoolConfig, connect, connect_with, roles};
+use capliquify::monitor;
 use capliquify::tenancy::census::{self, Search};
 use capliquify::tenancy::{Tenancy, migrate};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
@@ -445,10 +447,28 @@ async fn small_on_side_database(args: &Args) -> anyhow::Result<Phase> {
     outcome
 }
 
+/// The tenants' sizes as a running service keeps them (`monitor::measure_loop`): every
+/// tenant measured, the latest slice a moment ago; untimed, as `VACUUM ANALYZE` stands for
+/// autovacuum. `monitor sizes` then ranks what serve recorded, as it does in production.
+async fn keep_sizes(pool: &PgPool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut measured = 0;
+    while monitor::coverage(pool).await?.never_measured > 0 {
+        measured += monitor::measure_slice(pool, 500).await?;
+    }
+    measured += monitor::measure_slice(pool, monitor::SIZE_SLICE).await?;
+    println!(
+        "  sizes kept as serve keeps them: {measured} tenants measured in {:.1} s (untimed)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// (b) the commands, (c) the console's list query, (a) the provisioning window.
 async fn measure_phase(server: &BenchServer, pool: &PgPool, args: &Args) -> anyhow::Result<Phase> {
     let tenants = count_tenants(pool).await?;
     println!("\n== at {tenants} tenants");
+    keep_sizes(pool).await?;
     println!("  commands (process wall time, median of 3 after one unmeasured run):");
     let commands = time_commands(pool, &server.bench_url).await?;
 
