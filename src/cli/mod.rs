@@ -1002,27 +1002,34 @@ fn size_coverage(c: &monitor::SizeCoverage) -> String {
 async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         MonitorCommand::Sizes { limit, slice, full } => {
-            if full {
+            // Coverage counts every live tenant (~6 ms at 10,000): read once, and again at
+            // the end only when this run measured something.
+            let citus = crate::db::citus::is_on(&db.pool).await?;
+            let mut coverage = if citus {
+                None
+            } else {
+                Some(monitor::coverage(&db.pool).await?)
+            };
+            let measured = if full {
                 let bar = output::progress(0, "tenants measured", json)?;
                 let shown = bar.clone();
-                monitor::measure_all(&db.pool, move |done, total| {
+                let n = monitor::measure_all(&db.pool, move |done, total| {
                     shown.set_length(total);
                     shown.set_position(done);
                 })
                 .await?;
                 bar.finish_and_clear();
+                n
             } else {
-                let slice = match slice {
-                    Some(n) => n,
-                    None if monitor::coverage(&db.pool)
-                        .await?
-                        .kept_current(chrono::Utc::now()) =>
-                    {
-                        0
-                    }
-                    None => monitor::SIZE_SLICE,
+                let slice = match (slice, &coverage) {
+                    (Some(n), _) => n,
+                    (None, Some(c)) if c.kept_current(chrono::Utc::now()) => 0,
+                    (None, _) => monitor::SIZE_SLICE,
                 };
-                monitor::measure_slice(&db.pool, slice).await?;
+                monitor::measure_slice(&db.pool, slice).await?
+            };
+            if measured > 0 && !citus {
+                coverage = Some(monitor::coverage(&db.pool).await?);
             }
             let sizes = monitor::sizes(&db.pool, limit.clamp(1, 10_000)).await?;
             if json {
@@ -1040,8 +1047,8 @@ async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::
                 "{}",
                 output::table(&["SCHEMA", "TENANT", "SIZE", "TABLES"], rows)
             );
-            if !crate::db::citus::is_on(&db.pool).await? {
-                println!("{}", size_coverage(&monitor::coverage(&db.pool).await?));
+            if let Some(c) = coverage {
+                println!("{}", size_coverage(&c));
             }
         }
         MonitorCommand::Tenants { limit, after } => {
