@@ -59,8 +59,16 @@ pub const BATCH: u32 = 10;
 /// every backend of the server rebuild its cached role memberships before its next `SET
 /// ROLE`, which with thousands of tenant roles costs ~0.4-0.6 s of CPU per backend
 /// (docs/scaling.md, "Role changes"); a batch makes that happen once for all its roles.
+///
+/// In Citus mode one schema per transaction, as `migrate` keeps one tenant per transaction
+/// there: placing several schemas on workers in one transaction is not tried.
 pub async fn add_batch(pool: &PgPool, target: u32, max: u32) -> sqlx::Result<Vec<String>> {
     let target = i32::try_from(target).unwrap_or(i32::MAX);
+    let max = if crate::db::citus::is_on(pool).await? {
+        max.min(1)
+    } else {
+        max
+    };
     let mut tx = pool.begin().await?;
     let mut added = Vec::new();
     while added.len() < max as usize {
@@ -88,7 +96,7 @@ pub async fn add_batch(pool: &PgPool, target: u32, max: u32) -> sqlx::Result<Vec
     Ok(added)
 }
 
-/// Adds schemas, [`BATCH`] per transaction, until the pool holds `target`; `on_added` is
+/// Adds schemas, [`BATCH`] per transaction (one in Citus mode), until the pool holds `target`; `on_added` is
 /// called with each new schema once its transaction committed (a progress bar). Returns how
 /// many were added. Safe to run beside other fillers: they take turns and none overfills.
 pub async fn fill(pool: &PgPool, target: u32, on_added: impl Fn(&str)) -> sqlx::Result<u32> {
@@ -98,10 +106,10 @@ pub async fn fill(pool: &PgPool, target: u32, on_added: impl Fn(&str)) -> sqlx::
         for schema in &batch {
             on_added(schema);
         }
-        added += batch.len() as u32;
-        if batch.len() < BATCH as usize {
+        if batch.is_empty() {
             return Ok(added);
         }
+        added += batch.len() as u32;
     }
 }
 
