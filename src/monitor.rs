@@ -84,24 +84,24 @@ pub async fn sizes(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<SchemaSize>> {
 }
 
 /// How much of the fleet [`sizes`] ranks: the live tenants of this cluster, how many have
-/// never been measured, and when the least and the most recently measured ones were.
+/// never been measured, when the least recently measured one was, and whether one was
+/// measured within [`KEPT_WITHIN`] (by the database's clock, which wrote `measured_at`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SizeCoverage {
     pub tenants: i64,
     pub never_measured: i64,
     pub oldest_measurement: Option<DateTime<Utc>>,
-    pub newest_measurement: Option<DateTime<Utc>>,
+    pub measured_recently: bool,
 }
 
 impl SizeCoverage {
     /// Whether someone keeps the recorded sizes current — every live tenant measured, and
-    /// a slice measured within [`KEPT_WITHIN`] (serve measures one a minute) — so that a
+    /// one measured within [`KEPT_WITHIN`] (serve measures a slice a minute) — so that a
     /// reader need not measure a slice itself. At 10,000 tenants a slice of the least
     /// recently measured opens files nobody touched for an hour and costs several times
     /// what it costs at 100 (docs/benchmarks.md), for 1 % of the fleet.
-    pub fn kept_current(&self, now: DateTime<Utc>) -> bool {
-        let within = chrono::Duration::from_std(KEPT_WITHIN).unwrap_or(chrono::Duration::MAX);
-        self.never_measured == 0 && self.newest_measurement.is_some_and(|at| now - at < within)
+    pub fn kept_current(&self) -> bool {
+        self.never_measured == 0 && self.measured_recently
     }
 }
 
@@ -109,11 +109,14 @@ impl SizeCoverage {
 pub async fn coverage(pool: &PgPool) -> sqlx::Result<SizeCoverage> {
     sqlx::query_as(
         "SELECT count(*) AS tenants, count(*) FILTER (WHERE s.tenant_id IS NULL) AS never_measured,
-                min(s.measured_at) AS oldest_measurement, max(s.measured_at) AS newest_measurement
+                min(s.measured_at) AS oldest_measurement,
+                coalesce(max(s.measured_at) > now() - make_interval(secs => $1), false)
+                    AS measured_recently
            FROM public.tenants t
            LEFT JOIN public.tenant_sizes s ON s.tenant_id = t.id
           WHERE t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL",
     )
+    .bind(KEPT_WITHIN.as_secs_f64())
     .fetch_one(pool)
     .await
 }

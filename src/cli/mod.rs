@@ -1023,7 +1023,7 @@ async fn run_monitor(db: &Database, cmd: MonitorCommand, json: bool) -> anyhow::
             } else {
                 let slice = match (slice, &coverage) {
                     (Some(n), _) => n,
-                    (None, Some(c)) if c.kept_current(chrono::Utc::now()) => 0,
+                    (None, Some(c)) if c.kept_current() => 0,
                     (None, _) => monitor::SIZE_SLICE,
                 };
                 monitor::measure_slice(&db.pool, slice).await?
