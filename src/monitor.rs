@@ -30,7 +30,8 @@ const CANDIDATES_PER_SHOWN: i64 = 3;
 const MIN_CANDIDATES: i64 = 30;
 
 /// Tenants [`measure_slice`] measures at a time: serve measures one slice a minute, and
-/// `monitor sizes` one before it ranks when nobody else is measuring ([`SizeCoverage::kept_current`]).
+/// `monitor sizes` one before it ranks when nobody else is measuring
+/// ([`SizeCoverage::kept_current`]).
 pub const SIZE_SLICE: u32 = 100;
 /// Sizes count as kept current while the newest measurement is younger than this: serve
 /// measures a slice every minute.

@@ -6,7 +6,8 @@
 //! provisioning claims one when the pool has one (`reserve_pooled_schema`, then
 //! `create_tenant_schema` adopts it) and makes one otherwise, so the pool only ever saves
 //! time. `serve` keeps the pool between half of `CAPLIQUIFY_SCHEMA_POOL_SIZE` and all of it
-//! ([`refill_loop`], looking every [`REFILL_EVERY`], refilling in batches). Operators fill, drain and inspect it with `capliquify schema-pool`.
+//! ([`refill_loop`], looking every [`REFILL_EVERY`], refilling in batches). Operators fill,
+//! drain and inspect it with `capliquify schema-pool`.
 
 use std::time::Duration;
 
@@ -96,9 +97,10 @@ pub async fn add_batch(pool: &PgPool, target: u32, max: u32) -> sqlx::Result<Vec
     Ok(added)
 }
 
-/// Adds schemas, [`BATCH`] per transaction (one in Citus mode), until the pool holds `target`; `on_added` is
-/// called with each new schema once its transaction committed (a progress bar). Returns how
-/// many were added. Safe to run beside other fillers: they take turns and none overfills.
+/// Adds schemas, [`BATCH`] per transaction (one in Citus mode), until the pool holds
+/// `target`; `on_added` is called with each new schema once its transaction committed (a
+/// progress bar). Returns how many were added. Safe to run beside other fillers: they take
+/// turns and none overfills.
 pub async fn fill(pool: &PgPool, target: u32, on_added: impl Fn(&str)) -> sqlx::Result<u32> {
     let mut added = 0;
     loop {
