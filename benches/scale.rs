@@ -25,9 +25,11 @@
 //! 6. request throughput, as the fleet bench measures it: `GET /api/v1/products?limit=50`
 //!    on a fresh in-process service per run, `--clients` reqwest tasks, `--warmup` seconds
 //!    (and at least two requests per tenant: the steady state of a running service, not its
-//!    cold start, whose rate is printed; the window's rate every 5 s shows the state held) then a `--duration` window, over the first `--hot` tenants without recycling (the
+//!    cold start, whose rate is printed; the window's rate every 5 s shows the state held)
+//!    then a `--duration` window, over the first `--hot` tenants without recycling (the
 //!    baseline), then over every tenant with connection recycling at `--budget-mb`; req/s,
-//!    the ratio, and the largest and mean private memory of the service's backends (the
+//!    the ratio, the largest and mean private memory of the service's backends, and the CPU
+//!    each request cost this process (service and load) and the server, from `/proc` (the
 //!    spread run with `--lanes` tenant lanes, default 8, src/db/lanes.rs);
 //! 7. a summary table (figure, at N, baseline, ratio, goal, met) and the total wall time.
 //!
@@ -681,6 +683,19 @@ fn summary(
         "≥ 0.8".into(),
         met(ratio >= 0.8),
     ]);
+    // Both windows keep the cores busy, so the rates' ratio follows the CPU each request
+    // costs: hot over all is the ratio the CPU allows (docs/benchmarks.md, "Fifth run").
+    if let (Some(a), Some(h)) = (all.cpu.server_us, hot.cpu.server_us) {
+        let (a, h) = (a + all.cpu.process_us, h + hot.cpu.process_us);
+        rows.push([
+            "  (information) CPU µs per request, all vs hot (ratio: hot/all)".into(),
+            format!("{a:.0}"),
+            format!("{h:.0}"),
+            format!("{:.2}", h / a),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
     rows.push(match (all.memory, hot.memory) {
         (Some(a), Some(h)) => [
             "largest backend, MiB, all tenants vs hot".into(),

@@ -255,6 +255,16 @@ pub struct Run {
     pub failed: usize,
     pub memory: Option<Memory>,
     pub recycled: Option<u64>,
+    /// CPU per request over the window: this process (the service and the load generator,
+    /// in-process), and the PostgreSQL server (`None` when it is not local).
+    pub cpu: Cpu,
+}
+
+/// CPU per request of a [`Run`]'s window, in µs.
+#[derive(Clone, Copy)]
+pub struct Cpu {
+    pub process_us: f64,
+    pub server_us: Option<f64>,
 }
 
 /// Private memory of the service's backends, in MiB.
@@ -390,8 +400,11 @@ pub async fn measure(
             next.load(Ordering::Relaxed) as f64 / warming.elapsed().as_secs_f64()
         );
     }
+    let postmaster = super::cpu::ServerCpu::postmaster(setup).await;
     counting.store(true, Ordering::Relaxed);
     let window = Instant::now();
+    let process_before = super::cpu::CpuTimes::now();
+    let server_before = postmaster.and_then(super::cpu::ServerCpu::now);
     // The rate every 5 s of the window: a rate that drifts shows in the output.
     let mut rates = Vec::new();
     let mut mark = (Instant::now(), 0);
@@ -410,6 +423,12 @@ pub async fn measure(
     }
     counting.store(false, Ordering::Relaxed);
     let elapsed = window.elapsed();
+    let served = ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let cpu = Cpu {
+        process_us: us(process_before.per_tx(served).0),
+        server_us: server_before.and_then(|s| s.per_tx(served)).map(us),
+    };
     sample(&mut largest, true).await?;
     println!("  req/s every 5 s of the window: {}", rates.join(" "));
     stop.store(true, Ordering::Relaxed);
@@ -428,15 +447,21 @@ pub async fn measure(
         failed: failed.load(Ordering::Relaxed),
         memory: last.zip(largest).map(|(m, l)| Memory { largest: l, ..m }),
         recycled: recycler.map(|r| r.stats().recycled),
+        cpu,
     };
     println!(
-        "  {:.0} req/s, {} failed{}",
+        "  {:.0} req/s, {} failed{}; CPU per request: {:.0} µs in this process (service and load), {}",
         run.per_second,
         run.failed,
         run.memory.map_or_else(String::new, |m| format!(
             ", largest backend {:.1} MiB",
             m.largest
-        ))
+        )),
+        run.cpu.process_us,
+        run.cpu.server_us.map_or_else(
+            || "server n/a".to_owned(),
+            |us| format!("{us:.0} µs in PostgreSQL")
+        )
     );
     Ok(run)
 }

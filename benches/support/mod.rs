@@ -2,7 +2,7 @@
 //! the server: `DATABASE_URL` or the embedded cluster (in durable mode, as in production), a
 //! bench database recreated for every run, and the PostgreSQL client tools (psql, pgbench)
 //! matching the server. Pieces more than one bench runs live in the submodules: the
-//! operators' commands as processes ([`commands`]), a fleet of real tenants and the request
+//! operators' commands as processes ([`commands`]), CPU time from `/proc` ([`cpu`]), a fleet of real tenants and the request
 //! load over it ([`fleet`]), and the psql provisioning baseline ([`psql`]).
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
 
 #[allow(dead_code)] // the tenancy and scale benches'; compiled, unused, into the others
 pub mod commands;
+#[allow(dead_code)] // the api, fleet and scale benches'; compiled, unused, into the others
+pub mod cpu;
 #[allow(dead_code)] // the fleet, api and scale benches'; compiled, unused, into the others
 pub mod fleet;
 #[allow(dead_code)] // the tenancy and scale benches'; compiled, unused, into the others
