@@ -9,8 +9,9 @@
 //!    bench's tenant), from a few concurrent tasks; then `VACUUM ANALYZE`;
 //! 3. at `--small`, after measuring the tenants' sizes as a running service keeps them
 //!    (untimed: every tenant measured, the latest slice a moment ago), in this order: (b)
-//!    the operators' commands as real processes (`migrate` with nothing to do, `tenant list`, `doctor`, `monitor sizes --limit 10`, `monitor
-//!    tenants`, `tenant backup` of one tenant), median of 3 after one unmeasured run; (c) the
+//!    the operators' commands as real processes (`migrate` with nothing to do, `tenant
+//!    list`, `doctor`, `monitor sizes --limit 10`, `monitor tenants`, `tenant backup` of
+//!    one tenant), median of 3 after one unmeasured run; (c) the
 //!    console's tenant list query ([`census::search`], first page) in-process as the
 //!    service's login role, median of 20 after one unmeasured; (a) a window of `--window`
 //!    tenants (default 50) provisioned one at a time through [`Tenancy::provision`]

@@ -277,8 +277,10 @@ pub struct Memory {
 
 /// One run on a fresh service: `GET /api/v1/products?limit=50` from `load.clients` reqwest
 /// tasks, request `i` with `tokens[i mod len]`; warm-up (`load.warmup` seconds, and at
-/// least [`WARM_ROUNDS`] rounds of the tokens), then the window, sampling the backends' memory every
-/// second throughout. `budget_mb` 0: no recycling; `lanes` 1: no tenant lanes.
+/// least [`WARM_ROUNDS`] rounds of the tokens), then the window; the backends' memory is
+/// read every second of the warm-up and every [`MEMORY_EVERY`] s of the window, and the CPU
+/// each request of the window cost is read from `/proc`. `budget_mb` 0: no recycling;
+/// `lanes` 1: no tenant lanes.
 pub async fn measure(
     server: &BenchServer,
     setup: &PgPool,
