@@ -62,17 +62,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use capliquify::db::TenantScope;
 use capliquify::db::scope;
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for};
-use capliquify::http::columns::RowType;
 use capliquify::http::cursor::CursorCodec;
 use capliquify::http::extract::PageWriter;
-use capliquify::http::resource::Resource;
-use capliquify::http::resources::products::{Product, Products};
+use capliquify::http::resources::products::Product;
 use capliquify::http::{AppState, HttpConfig, launch};
 use capliquify::tenancy::migrate;
 use capliquify::tenancy::{SchemaName, TenantSlug};
@@ -230,6 +228,7 @@ mod support;
 
 use support::cpu::{CpuTimes, ServerCpu};
 use support::fleet::{ISSUER, KID, Naming, Shape, TEST_KEY, provision_many};
+use support::pgbench;
 use support::{BenchArgs, BenchServer};
 
 fn main() -> anyhow::Result<()> {
@@ -829,15 +828,6 @@ async fn load_api_wrk(
     Ok(measured)
 }
 
-/// The list handler's SELECT for the default sort (`name`), with its `LIMIT` bound to 51.
-fn list_sql(limit: &str) -> String {
-    format!(
-        "SELECT {}, (name)::text AS cursor_key FROM {} WHERE true ORDER BY name ASC, id ASC LIMIT {limit}",
-        capliquify::http::resources::products::Product::select_list(),
-        Products::TABLE
-    )
-}
-
 async fn load_pgbench(
     args: &Args,
     server: &BenchServer,
@@ -847,15 +837,13 @@ async fn load_pgbench(
     let dir = std::env::temp_dir().join(format!("capliquify-bench-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let select = list_sql(&(LIMIT + 1).to_string());
-    let mut command = Command::new(server.tool("pgbench"));
+    let select = pgbench::products_page_sql(&(LIMIT + 1).to_string());
+    let mut command = pgbench::command(server);
     command
         .arg("-n")
         .args(["-c", &args.clients.to_string()])
         .args(["-j", &args.clients.min(2).to_string()])
-        .args(["-T", &(args.warmup + args.duration).to_string()])
-        .arg("-l")
-        .arg(format!("--log-prefix={}", dir.join("txlog").display()));
+        .args(["-T", &(args.warmup + args.duration).to_string()]);
     for (i, tenant) in tenants.iter().enumerate() {
         let script = dir.join(format!("t{i}.sql"));
         // `\;` sends BEGIN and both SET LOCALs as one query, as scope::begin does.
@@ -869,91 +857,30 @@ async fn load_pgbench(
         )?;
         command.arg("-f").arg(format!("{}@1", script.display()));
     }
-    command.arg(service_url(server)?);
-    for var in [
-        "PGOPTIONS",
-        "PGSERVICE",
-        "PGHOST",
-        "PGPORT",
-        "PGDATABASE",
-        "PGUSER",
-    ] {
-        command.env_remove(var);
-    }
     let cpu_before = CpuTimes::now();
     let db_before = postmaster.and_then(ServerCpu::now);
-    let launched = SystemTime::now();
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("running {}", server.tool("pgbench").display()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "pgbench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let own_tps = stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or("?")
-        .to_owned();
-
-    // Per-transaction logs (one file per pgbench thread): "client tx latency_us script
-    // epoch_s epoch_us"; the epoch columns are the completion time.
-    let mut transactions = Vec::new();
-    let mut failed = 0;
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        if !path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("txlog"))
-        {
-            continue;
-        }
-        for line in std::fs::read_to_string(&path)?.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let parsed = (|| {
-                let latency_us: u64 = f.get(2)?.parse().ok()?;
-                let secs: u64 = f.get(4)?.parse().ok()?;
-                let micros: u64 = f.get(5)?.parse().ok()?;
-                Some((
-                    Duration::from_micros(secs * 1_000_000 + micros),
-                    Duration::from_micros(latency_us),
-                ))
-            })();
-            match parsed {
-                Some(t) => transactions.push(t),
-                None => failed += 1,
-            }
-        }
-    }
+    let logged = pgbench::run_logged(command, &service_url(server)?, &dir.join("logs")).await?;
     let _ = std::fs::remove_dir_all(&dir);
-    ensure!(!transactions.is_empty(), "pgbench logged no transaction");
-    // pgbench's clock starts with its first transaction (connections are made before).
-    let first_start = transactions
-        .iter()
-        .map(|(end, latency)| end.saturating_sub(*latency))
-        .min()
-        .unwrap_or_default();
-    let launched = launched.duration_since(UNIX_EPOCH)?;
+    let first_start = logged.first_start();
     let from = first_start + args.warmup();
     let to = from + args.window();
-    let latencies: Vec<Duration> = transactions
+    let latencies: Vec<Duration> = logged
+        .transactions
         .iter()
-        .filter(|(end, latency)| end.saturating_sub(*latency) >= from && *end <= to)
-        .map(|(_, latency)| *latency)
+        .filter(|t| t.start >= from && t.end <= to)
+        .map(|t| t.latency())
         .collect();
-    let mut measured = Measured::from_latencies("pgbench", &latencies, args.window(), failed);
+    let mut measured =
+        Measured::from_latencies("pgbench", &latencies, args.window(), logged.unparsed);
     measured.note = format!(
-        "(pgbench's own tps over {} s: {own_tps}; connected in {:.0} ms)",
+        "(pgbench's own tps over {} s: {}; connected in {:.0} ms)",
         args.warmup + args.duration,
-        first_start.saturating_sub(launched).as_secs_f64() * 1e3
+        logged.own_tps,
+        first_start.saturating_sub(logged.launched).as_secs_f64() * 1e3
     );
-    measured.client_cpu_per_tx = Some(cpu_before.per_tx(transactions.len()).1);
-    measured.db_cpu_per_tx = db_before.and_then(|db| db.per_tx(transactions.len()));
+    let all = logged.transactions.len();
+    measured.client_cpu_per_tx = Some(cpu_before.per_tx(all).1);
+    measured.db_cpu_per_tx = db_before.and_then(|db| db.per_tx(all));
     report(&measured);
     Ok(measured)
 }
@@ -972,7 +899,7 @@ async fn load_sqlx(
     } else {
         "sqlx: scoped tx only"
     };
-    let sql: Arc<str> = list_sql("$1").into();
+    let sql: Arc<str> = pgbench::products_page_sql("$1").into();
     Ok(load(name, args, tenants, move |_, tenant| {
         let (pool, sql) = (pool.clone(), sql.clone());
         async move {
@@ -1018,7 +945,7 @@ async fn profile(
         }
         Ok(start.elapsed() / PROFILE_REPS)
     }
-    let sql = list_sql("$1");
+    let sql = pgbench::products_page_sql("$1");
     let mut phases = Vec::new();
     phases.push((
         "JWT verification (RS256)",

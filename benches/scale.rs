@@ -31,7 +31,10 @@
 //!    baseline), then over every tenant with connection recycling at `--budget-mb`; req/s,
 //!    the ratio, the largest and mean private memory of the service's backends, and the CPU
 //!    each request cost this process (service and load) and the server, from `/proc` (the
-//!    spread run with `--lanes` tenant lanes, default 8, src/db/lanes.rs);
+//!    spread run with `--lanes` tenant lanes, default 8, src/db/lanes.rs); then the same
+//!    comparison for the database alone: pgbench running the request's transaction on
+//!    `--clients` connections, over the hot tenants, then over every tenant with tenant `t`
+//!    on connection `t mod clients` after a warm-up of two rounds ([`database_alone`]);
 //! 7. a summary table (figure, at N, baseline, ratio, goal, met) and the total wall time.
 //!
 //! Goals (issue 16): provisioning at N ≤ 1.2× at `--small` and ≤ 1.2× psql at N; every
@@ -76,6 +79,7 @@ use support::fleet::{
     FLEET_SHAPE, FleetTenant, Load, Run, fleet_naming, measure, provision_many, provision_one,
     token_for,
 };
+use support::pgbench;
 use support::psql::{PsqlSession, psql_version, tenant_sql};
 use support::{BenchArgs, BenchServer, median};
 
@@ -92,6 +96,8 @@ const PROVISIONERS: usize = 4;
 const CONSOLE_REPS: usize = 20;
 /// The console's page size (`TENANTS_PER_PAGE`).
 const PAGE: i64 = 50;
+/// The schema of the pgbench step's table of tenants (dropped when the step ends).
+const PGBENCH_SCHEMA: &str = "capliquify_bench";
 /// Lifetime of the members' tokens: the whole throughput step.
 const TOKEN_TTL_SECS: i64 = 4 * 3600;
 
@@ -242,10 +248,11 @@ async fn run(args: &Args, server: &BenchServer, started: Instant) -> anyhow::Res
 
     // 6: request throughput.
     let (hot, all) = throughput(args, server, &pool).await?;
+    let database = database_alone(args, server, &pool).await?;
     pool.close().await;
 
     // 7: the summary.
-    summary(args, &small, &large, &hot, &all, growth.as_ref());
+    summary(args, &small, &large, &hot, &all, database, growth.as_ref());
     println!(
         "\ntotal wall time: {:.0} s{}",
         started.elapsed().as_secs_f64(),
@@ -611,12 +618,184 @@ async fn throughput(
     Ok((hot, all))
 }
 
+/// The database's own rates for the same comparison: pgbench on the service's login role,
+/// `--clients` connections, each transaction the one a request runs (`BEGIN` with the
+/// tenant's `search_path` and role, the products page's SELECT, `COMMIT`) for tenant `t`,
+/// whose schema and role come from a table of the fleet in slug order (`set_config` in the
+/// `BEGIN`'s round trip, an index lookup the service does not make, on both sides):
+///
+/// - hot: `t` goes round the first `--hot` tenants, every connection over all of them, as
+///   the service's pool of `--clients` connections serves them;
+/// - all: connection `c` of `k` serves the tenants `t ≡ c (mod k)` in turn (the fleet split
+///   into lanes by connection, the most pgbench can do of the service's routing), after a
+///   warm-up in which each connection has asked for each of its tenants twice.
+///
+/// Both windows last `--duration` seconds, out of pgbench's per-transaction logs. Returns
+/// (hot, all) transactions per second.
+async fn database_alone(
+    args: &Args,
+    server: &BenchServer,
+    pool: &PgPool,
+) -> anyhow::Result<(f64, f64)> {
+    let login = roles::DEFAULT_LOGIN;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {PGBENCH_SCHEMA} CASCADE;
+         CREATE SCHEMA {PGBENCH_SCHEMA};
+         CREATE TABLE {PGBENCH_SCHEMA}.tenants (n int PRIMARY KEY, s text NOT NULL, r text NOT NULL);
+         INSERT INTO {PGBENCH_SCHEMA}.tenants
+         SELECT row_number() OVER (ORDER BY t.slug) - 1, quote_ident(t.schema_name),
+                public.tenant_role_name(t.id)
+           FROM public.tenants t
+          WHERE EXISTS (SELECT 1 FROM public.users u WHERE u.tenant_id = t.id);
+         ANALYZE {PGBENCH_SCHEMA}.tenants;
+         GRANT USAGE ON SCHEMA {PGBENCH_SCHEMA} TO {login};
+         GRANT SELECT ON {PGBENCH_SCHEMA}.tenants TO {login};"
+    )))
+    .execute(pool)
+    .await?;
+    let outcome = async {
+        let tenants: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {PGBENCH_SCHEMA}.tenants"
+        )))
+        .fetch_one(pool)
+        .await?;
+        let clients = args.load.clients;
+        let per = usize::try_from(tenants)? / clients;
+        ensure!(per > 0, "fewer tenants than --clients");
+        println!(
+            "\n== the database alone: pgbench, the same transaction, {clients} connections ({})",
+            psql_version(server).await?
+        );
+        let hot_expr = format!("({clients} * :i + :client_id) % {}", args.hot);
+        let hot = pgbench_window(args, server, &hot_expr, None).await?;
+        println!("  {} hot tenants: {:.0} tps", args.hot, hot.0);
+        // The warm-up's length is not known in advance: give it four times what the hot
+        // rate would need (a cold start is slower), and at least --warmup.
+        let warm_rounds = 2 * per;
+        let guess = (2 * clients * per) as f64 / (hot.0 / 4.0).max(1.0);
+        let all_expr = format!("{clients} * (:i % {per}) + :client_id");
+        let all = pgbench_window(
+            args,
+            server,
+            &all_expr,
+            Some((warm_rounds as u64, guess.max(args.load.warmup as f64))),
+        )
+        .await?;
+        println!(
+            "  all {} tenants, tenant t on connection t mod {clients}: {:.0} tps (warm-up: each connection asked for each of its {per} tenants twice, in {:.1} s)",
+            per * clients,
+            all.0,
+            all.1
+        );
+        println!("  ratio {:.2}", all.0 / hot.0);
+        Ok((hot.0, all.0))
+    }
+    .await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {PGBENCH_SCHEMA} CASCADE"
+    )))
+    .execute(pool)
+    .await?;
+    outcome
+}
+
+/// One pgbench run of the request's transaction for tenant `tenant_expr` (a pgbench
+/// expression of the client's transaction counter `:i` and `:client_id`). `warm`: (each
+/// client's warm-up transactions, the seconds they may take); without it, the warm-up is
+/// `--warmup` seconds. Returns the window's transactions per second and the warm-up's
+/// seconds.
+async fn pgbench_window(
+    args: &Args,
+    server: &BenchServer,
+    tenant_expr: &str,
+    warm: Option<(u64, f64)>,
+) -> anyhow::Result<(f64, f64)> {
+    let dir = std::env::temp_dir().join(format!("capliquify-bench-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("request.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set t {tenant_expr}\n\\set i :i + 1\n\
+             BEGIN \\; SELECT set_config('search_path', s, true), set_config('role', r, true) FROM {PGBENCH_SCHEMA}.tenants WHERE n = :t;\n\
+             {};\nCOMMIT;\n",
+            pgbench::products_page_sql("51")
+        ),
+    )?;
+    let warm_secs = warm.map_or(args.load.warmup as f64, |(_, secs)| secs);
+    let duration = args.load.duration as f64;
+    let mut command = pgbench::command(server);
+    command
+        .arg("-n")
+        .args(["-c", &args.load.clients.to_string()])
+        .args(["-j", &args.load.clients.min(2).to_string()])
+        .args([
+            "-T",
+            &format!("{}", (warm_secs + duration).ceil() as u64 + 1),
+        ])
+        .args(["-D", "i=0"])
+        .arg("-f")
+        .arg(&script);
+    let url = server.bench_url_as(roles::DEFAULT_LOGIN)?;
+    let logged = pgbench::run_logged(command, &url, &dir.join("logs")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let logged = logged?;
+    ensure!(
+        logged.unparsed == 0,
+        "{} pgbench log lines did not parse",
+        logged.unparsed
+    );
+    let first = logged.first_start();
+    let from = match warm {
+        None => first + std::time::Duration::from_secs(args.load.warmup),
+        // Every client past its warm-up transactions.
+        Some((rounds, _)) => {
+            let mut ends = std::collections::HashMap::new();
+            for t in &logged.transactions {
+                if t.number + 1 == rounds {
+                    ends.insert(t.client, t.end);
+                }
+            }
+            ensure!(
+                ends.len() == args.load.clients,
+                "pgbench ended before every connection finished its warm-up ({} of {}); rerun with a longer --warmup",
+                ends.len(),
+                args.load.clients
+            );
+            ends.into_values().max().unwrap_or(first)
+        }
+    };
+    let last = logged
+        .transactions
+        .iter()
+        .map(|t| t.end)
+        .max()
+        .unwrap_or(from);
+    let to = (from + std::time::Duration::from_secs_f64(duration)).min(last);
+    let window = to.saturating_sub(from).as_secs_f64();
+    ensure!(
+        window >= duration / 2.0,
+        "pgbench's warm-up took {:.1} s, more than the {warm_secs:.1} s given it; rerun with a longer --warmup",
+        from.saturating_sub(first).as_secs_f64()
+    );
+    let counted = logged
+        .transactions
+        .iter()
+        .filter(|t| t.start >= from && t.end <= to)
+        .count();
+    Ok((
+        counted as f64 / window,
+        from.saturating_sub(first).as_secs_f64(),
+    ))
+}
+
 fn summary(
     args: &Args,
     small: &Phase,
     large: &Phase,
     hot: &Run,
     all: &Run,
+    database: (f64, f64),
     growth: Option<&Growth>,
 ) {
     let (n, s) = (large.tenants, small.tenants);
@@ -697,6 +876,17 @@ fn summary(
             "-".into(),
         ]);
     }
+    rows.push([
+        format!(
+            "  (information) the database alone: pgbench tps, all vs {} hot",
+            args.hot
+        ),
+        format!("{:.0}", database.1),
+        format!("{:.0}", database.0),
+        format!("{:.2}", database.1 / database.0),
+        "-".into(),
+        "-".into(),
+    ]);
     rows.push(match (all.memory, hot.memory) {
         (Some(a), Some(h)) => [
             "largest backend, MiB, all tenants vs hot".into(),

@@ -3,7 +3,8 @@
 //! bench database recreated for every run, and the PostgreSQL client tools (psql, pgbench)
 //! matching the server. Pieces more than one bench runs live in the submodules: the
 //! operators' commands as processes ([`commands`]), CPU time from `/proc` ([`cpu`]), a fleet of real tenants and the request
-//! load over it ([`fleet`]), and the psql provisioning baseline ([`psql`]).
+//! load over it ([`fleet`]), pgbench with per-transaction logs ([`pgbench`]), and the psql
+//! provisioning baseline ([`psql`]).
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,8 @@ pub mod commands;
 pub mod cpu;
 #[allow(dead_code)] // the fleet, api and scale benches'; compiled, unused, into the others
 pub mod fleet;
+#[allow(dead_code)] // the api and scale benches'; compiled, unused, into the others
+pub mod pgbench;
 #[allow(dead_code)] // the tenancy and scale benches'; compiled, unused, into the others
 pub mod psql;
 
