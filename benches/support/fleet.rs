@@ -238,8 +238,9 @@ pub struct Load {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub pool: Option<u32>,
     /// The service's caller and token cache, in ms (CAPLIQUIFY_AUTH_CACHE_MS, serve's
-    /// default 2000). Over 100 hot tenants nearly every request hits it, over thousands
-    /// nearly none does; 0 takes it out of the comparison, leaving the database's part.
+    /// default 2000). The service hears tenant and membership changes as serve does, so a
+    /// caller is kept up to a minute: over 100 hot tenants and over thousands nearly every
+    /// request hits it; 0 takes it out of the comparison, leaving the database's part.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub auth_cache_ms: u64,
     /// Tenant lanes of the lanes run (CAPLIQUIFY_DB_TENANT_LANES); 1: no lanes run.
@@ -323,6 +324,9 @@ pub async fn measure(
     .with_caller_cache(Duration::from_millis(load.auth_cache_ms))
     .with_lanes(lanes);
     let lanes = state.lanes.clone();
+    // Tenant and membership changes heard, as serve hears them: callers are then kept up to
+    // a minute (context::CALLER_TTL_HEARD) instead of the cache's ttl.
+    let hearing = capliquify::http::caller_changes::spawn(&pool, state.callers.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/api/v1/products?limit=50", listener.local_addr()?);
     let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
@@ -437,6 +441,9 @@ pub async fn measure(
     while tasks.join_next().await.is_some() {}
     let _ = shutdown.send(());
     serving.await.context("the service task")??;
+    if let Some(hearing) = hearing {
+        hearing.abort();
+    }
     if let Some(lanes) = lanes {
         lanes.close().await;
     }

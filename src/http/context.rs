@@ -3,6 +3,7 @@
 //! gates before any handler runs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -232,19 +233,56 @@ async fn resolve(pool: &PgPool, clerk_user_id: &str, org_id: &str) -> Result<Cal
 /// signature check (RS256 is ~26 µs of CPU, the largest single step of a cached request).
 /// Only successes are kept. A caller is kept for `ttl` (default 2 s,
 /// `CAPLIQUIFY_AUTH_CACHE_MS`; 0 turns both off): a suspension, removal or role change takes
-/// effect within that time. A token's verification is kept longer, for [`TOKEN_TTL`] (or
+/// effect within that time. While this instance hears the database's announcements of
+/// tenant and membership changes ([`super::caller_changes`], public migration 0023), a
+/// caller is kept up to [`CALLER_TTL_HEARD`] instead: an announcement forgets its tenant's
+/// callers at once, and the longer keeping holds only while something (a change or the
+/// listener's own heartbeat) was heard within `ttl`, so that a change still applies within
+/// `ttl` when the listener is down or its connection silently gone. A lookup during which
+/// a change was heard is kept only `ttl` (it may have read the row before the change).
+/// A token's verification is kept longer, for [`TOKEN_TTL`] (or
 /// `ttl` if longer), because nothing in the database can change it: it is never taken past
 /// the token's own expiry, and it is dropped when the JWKS is read again (a key withdrawn
 /// from the JWKS stops working as soon as the authenticator would notice it without the
 /// cache). Over thousands of tenants a member's requests rarely come within 2 s of each
-/// other but often within a token's minute (docs/benchmarks.md). Tokens are kept by their
+/// other but often within a minute (docs/benchmarks.md). Tokens are kept by their
 /// SHA-256 digest, not their text. Bounded: when full, expired entries go, then everything.
 pub struct CallerCache {
     ttl: Duration,
+    /// How long a caller may be kept while changes are heard.
+    heard_ttl: Duration,
     token_ttl: Duration,
     max_entries: usize,
-    entries: Mutex<HashMap<(String, String), (Instant, Caller)>>,
+    entries: Mutex<HashMap<(String, String), KeptCaller>>,
     tokens: Mutex<HashMap<TokenKey, VerifiedToken>>,
+    /// Announced changes heard so far, of any tenant.
+    changes: AtomicU64,
+    /// Bumped whenever announcements may have been missed (the listener lost its
+    /// connection, or heard nothing for `ttl`): callers kept before are kept only `ttl`.
+    epoch: AtomicU64,
+    /// When the listener last heard anything, in ms since `born` (0: not listening).
+    heard_at_ms: AtomicU64,
+    born: Instant,
+}
+
+/// How long a resolved caller may be kept while the instance hears announced changes: the
+/// life of a session token, so that a member's requests within it cost one lookup.
+pub const CALLER_TTL_HEARD: Duration = Duration::from_secs(60);
+
+/// A kept caller: when it was looked up, whether it may be kept [`CALLER_TTL_HEARD`] (in
+/// the listener's `epoch`), and the caller.
+struct KeptCaller {
+    stored: Instant,
+    heard: Option<u64>,
+    caller: Caller,
+}
+
+/// What the cache knew of announcements when a lookup began ([`CallerCache::ticket`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    listening: bool,
+    epoch: u64,
+    changes: u64,
 }
 
 /// A session token as the cache keeps it: its SHA-256 digest, computed once per request.
@@ -273,17 +311,89 @@ struct VerifiedToken {
 
 impl CallerCache {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        let longer = |long: Duration| if ttl.is_zero() { ttl } else { ttl.max(long) };
         Self {
             ttl,
-            token_ttl: if ttl.is_zero() {
-                ttl
-            } else {
-                ttl.max(TOKEN_TTL)
-            },
+            heard_ttl: longer(CALLER_TTL_HEARD),
+            token_ttl: longer(TOKEN_TTL),
             max_entries,
             entries: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            changes: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            heard_at_ms: AtomicU64::new(0),
+            born: Instant::now(),
         }
+    }
+
+    /// The caller ttl (`CAPLIQUIFY_AUTH_CACHE_MS`); zero: no caching.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Whether the listener heard something within `ttl`: announcements are arriving, and
+    /// callers are kept up to [`CALLER_TTL_HEARD`].
+    pub fn hearing(&self) -> bool {
+        let at = self.heard_at_ms.load(Ordering::SeqCst);
+        at != 0 && self.now_ms().saturating_sub(at) < self.ttl.as_millis() as u64
+    }
+
+    /// What the cache knows of announcements now; taken before a lookup, handed to
+    /// [`Self::put`] with its result.
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            listening: self.hearing(),
+            epoch: self.epoch.load(Ordering::SeqCst),
+            changes: self.changes.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The listener heard `payload` on the channel: a tenant's id (forget its callers),
+    /// `*` (forget every caller), or its heartbeat. Anything heard shows the listener is
+    /// alive; heard after a silence of `ttl` or more, it starts a new epoch (what came in
+    /// the silence may have been missed).
+    pub fn heard(&self, payload: &str) {
+        let now = self.now_ms();
+        let before = self.heard_at_ms.swap(now, Ordering::SeqCst);
+        if before == 0 || now.saturating_sub(before) >= self.ttl.as_millis() as u64 {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        if payload == super::caller_changes::HEARTBEAT {
+            return;
+        }
+        // Counted before the entries are touched: a lookup that puts its result after
+        // this sees the change and keeps it only `ttl` (see `put`).
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        match Uuid::parse_str(payload) {
+            Ok(tenant) => entries.retain(|_, kept| kept.caller.tenant.scope.id != tenant),
+            // `*`, or a payload this version does not know: forget everything.
+            Err(_) => entries.clear(),
+        }
+    }
+
+    /// The listener stopped hearing (its connection was lost): callers are kept `ttl` only
+    /// until it hears again.
+    pub fn deaf(&self) {
+        self.heard_at_ms.store(0, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether `kept` may still be used.
+    fn fresh(&self, kept: &KeptCaller) -> bool {
+        let age = kept.stored.elapsed();
+        age < self.ttl
+            || (age < self.heard_ttl
+                && kept.heard == Some(self.epoch.load(Ordering::SeqCst))
+                && self.hearing())
     }
 
     /// Who `token` identifies, from a verification made within the token ttl, against the
@@ -307,7 +417,9 @@ impl CallerCache {
         let Ok(mut tokens) = self.tokens.lock() else {
             return;
         };
-        self.make_room(&mut tokens, self.token_ttl, |verified| verified.stored);
+        self.make_room(&mut tokens, |verified| {
+            verified.stored.elapsed() < self.token_ttl
+        });
         tokens.insert(
             token,
             VerifiedToken {
@@ -319,16 +431,11 @@ impl CallerCache {
         );
     }
 
-    /// Keeps `map` under `max_entries` before an insert: when full, the entries older than
-    /// `ttl` (by `stored`) go, then, if that was not enough, every entry.
-    fn make_room<K, V>(
-        &self,
-        map: &mut HashMap<K, V>,
-        ttl: Duration,
-        stored: impl Fn(&V) -> Instant,
-    ) {
+    /// Keeps `map` under `max_entries` before an insert: when full, the entries no longer
+    /// `fresh` go, then, if that was not enough, every entry.
+    fn make_room<K, V>(&self, map: &mut HashMap<K, V>, fresh: impl Fn(&V) -> bool) {
         if map.len() >= self.max_entries {
-            map.retain(|_, value| stored(value).elapsed() < ttl);
+            map.retain(|_, value| fresh(value));
             if map.len() >= self.max_entries {
                 map.clear();
             }
@@ -343,6 +450,8 @@ impl CallerCache {
     /// Forgets every caller: an operator's act (the console's suspend) applies on the next
     /// request of this instance rather than within the ttl.
     pub fn clear(&self) {
+        // As a change heard: a lookup under way is kept only `ttl`.
+        self.changes.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut entries) = self.entries.lock() {
             entries.clear();
         }
@@ -356,21 +465,30 @@ impl CallerCache {
             return None;
         }
         let entries = self.entries.lock().ok()?;
-        let (stored, caller) = entries.get(&(org_id.to_owned(), user.to_owned()))?;
-        (stored.elapsed() < self.ttl).then(|| caller.clone())
+        let kept = entries.get(&(org_id.to_owned(), user.to_owned()))?;
+        self.fresh(kept).then(|| kept.caller.clone())
     }
 
-    fn put(&self, org_id: &str, user: &str, caller: &Caller) {
+    /// Keeps `caller`, looked up since `ticket` was taken: up to [`CALLER_TTL_HEARD`] when
+    /// announcements were heard all along and none arrived meanwhile, `ttl` otherwise.
+    fn put(&self, org_id: &str, user: &str, caller: &Caller, ticket: Ticket) {
         if self.ttl.is_zero() {
             return;
         }
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        self.make_room(&mut entries, self.ttl, |(stored, _)| *stored);
+        // Read under the lock `heard` takes after counting a change: a change counted
+        // after this read finds the entry in place and forgets it.
+        let heard = (ticket.listening && self.ticket() == ticket).then_some(ticket.epoch);
+        self.make_room(&mut entries, |kept| self.fresh(kept));
         entries.insert(
             (org_id.to_owned(), user.to_owned()),
-            (Instant::now(), caller.clone()),
+            KeptCaller {
+                stored: Instant::now(),
+                heard,
+                caller: caller.clone(),
+            },
         );
     }
 }
@@ -470,8 +588,11 @@ pub async fn authenticate(
     let mut caller = match state.callers.get(org_id, &identity.clerk_user_id) {
         Some(caller) => caller,
         None => {
+            let ticket = state.callers.ticket();
             let caller = resolve(&state.pool, &identity.clerk_user_id, org_id).await?;
-            state.callers.put(org_id, &identity.clerk_user_id, &caller);
+            state
+                .callers
+                .put(org_id, &identity.clerk_user_id, &caller, ticket);
             caller
         }
     };
@@ -559,19 +680,19 @@ mod tests {
     #[test]
     fn the_caller_cache_expires_and_stays_bounded() {
         let cache = CallerCache::new(Duration::from_millis(50), 2);
-        cache.put("org_a", "u", &caller("aaa"));
+        cache.put("org_a", "u", &caller("aaa"), cache.ticket());
         assert_eq!(
             cache.get("org_a", "u").unwrap().tenant.scope.slug.as_str(),
             "aaa"
         );
         assert!(cache.get("org_a", "other").is_none());
-        cache.put("org_b", "u", &caller("bbb"));
-        cache.put("org_c", "u", &caller("ccc"));
+        cache.put("org_b", "u", &caller("bbb"), cache.ticket());
+        cache.put("org_c", "u", &caller("ccc"), cache.ticket());
         assert!(cache.entries.lock().unwrap().len() <= 2);
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get("org_c", "u").is_none(), "expired");
         let off = CallerCache::disabled();
-        off.put("org_a", "u", &caller("aaa"));
+        off.put("org_a", "u", &caller("aaa"), off.ticket());
         assert!(off.get("org_a", "u").is_none());
     }
 
@@ -639,7 +760,7 @@ mod tests {
         assert_eq!(cache.token_ttl, TOKEN_TTL);
         let later = SystemTime::now() + Duration::from_secs(3600);
         cache.put_identity(TokenKey::of("token"), &identity, later, 7);
-        cache.put("org_a", "u", &caller("aaa"));
+        cache.put("org_a", "u", &caller("aaa"), cache.ticket());
         std::thread::sleep(Duration::from_millis(60));
         assert!(
             cache.get("org_a", "u").is_none(),
@@ -650,6 +771,92 @@ mod tests {
             Some(identity),
             "the signature is not checked again"
         );
+    }
+
+    fn caller_of(tenant: Uuid, slug: &str) -> Caller {
+        let mut c = caller(slug);
+        Arc::make_mut(&mut c.tenant).scope.id = tenant;
+        c
+    }
+
+    const HEARTBEAT: &str = super::super::caller_changes::HEARTBEAT;
+
+    /// Heartbeats every 50 ms for `ms` (longer than the tests' 1 s ttl: only the longer
+    /// keeping can then answer).
+    fn hear_for(cache: &CallerCache, ms: u64) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(ms) {
+            cache.heard(HEARTBEAT);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cache.heard(HEARTBEAT);
+    }
+
+    #[test]
+    fn while_changes_are_heard_a_caller_is_kept_longer_and_forgotten_when_its_tenant_changes() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let cache = CallerCache::new(Duration::from_secs(1), 10);
+        assert_eq!(cache.heard_ttl, CALLER_TTL_HEARD);
+        // Not listening: the short ttl only.
+        cache.put("org_a", "u", &caller_of(a, "aaa"), cache.ticket());
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(cache.get("org_a", "u").is_none(), "kept only ttl when deaf");
+
+        cache.heard(HEARTBEAT);
+        cache.put("org_a", "u", &caller_of(a, "aaa"), cache.ticket());
+        cache.put("org_b", "u", &caller_of(b, "bbb"), cache.ticket());
+        hear_for(&cache, 1200);
+        assert!(cache.get("org_a", "u").is_some(), "kept while hearing");
+        // A change of tenant a forgets a's callers only.
+        cache.heard(&a.to_string());
+        assert!(cache.get("org_a", "u").is_none(), "a changed");
+        assert!(cache.get("org_b", "u").is_some(), "b did not");
+        // Silence for the short ttl: b is no longer trusted, even once heard again (the
+        // silence may have hidden a change).
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(cache.get("org_b", "u").is_none(), "silence");
+        cache.heard(HEARTBEAT);
+        assert!(
+            cache.get("org_b", "u").is_none(),
+            "a new epoch after the silence"
+        );
+        // `*` forgets everyone.
+        cache.put("org_b", "u", &caller_of(b, "bbb"), cache.ticket());
+        cache.heard("*");
+        assert!(cache.get("org_b", "u").is_none(), "everyone");
+    }
+
+    #[test]
+    fn a_lookup_that_overlapped_a_change_or_a_lost_connection_is_kept_only_the_short_ttl() {
+        let a = Uuid::new_v4();
+        let cache = CallerCache::new(Duration::from_secs(1), 10);
+        cache.heard(HEARTBEAT);
+        // A change (of another tenant) arrives while the lookup runs: the row read may
+        // predate a change, so the result is not kept long.
+        let ticket = cache.ticket();
+        cache.heard(&Uuid::new_v4().to_string());
+        cache.put("org_a", "u", &caller_of(a, "aaa"), ticket);
+        hear_for(&cache, 1200);
+        assert!(cache.get("org_a", "u").is_none(), "overlapped a change");
+        // The same without a change: kept.
+        cache.put("org_a", "u", &caller_of(a, "aaa"), cache.ticket());
+        hear_for(&cache, 1200);
+        assert!(cache.get("org_a", "u").is_some(), "no change: kept");
+        // The connection is lost: back to the short ttl at once.
+        cache.deaf();
+        assert!(cache.get("org_a", "u").is_none(), "deaf");
+        // A lookup that began while deaf is not kept long even if hearing resumes.
+        let ticket = cache.ticket();
+        cache.heard(HEARTBEAT);
+        cache.put("org_a", "u", &caller_of(a, "aaa"), ticket);
+        hear_for(&cache, 1200);
+        assert!(cache.get("org_a", "u").is_none(), "began deaf");
+        // clear() (the console's suspend) counts as a change for a lookup under way.
+        let ticket = cache.ticket();
+        cache.clear();
+        cache.put("org_a", "u", &caller_of(a, "aaa"), ticket);
+        hear_for(&cache, 1200);
+        assert!(cache.get("org_a", "u").is_none(), "overlapped a clear");
     }
 
     #[tokio::test]

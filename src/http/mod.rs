@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod audit_logs;
 pub mod auth;
+pub mod caller_changes;
 pub mod columns;
 pub mod console;
 pub mod context;
@@ -209,9 +210,11 @@ pub struct ServeArgs {
     pub cursor_secret: Option<String>,
     /// Milliseconds a resolved caller (tenant, membership, role) is reused before it is
     /// looked up again; 0: every request, and no token verification kept either.
-    /// Suspensions and role changes take effect within this time. A verified session token
-    /// is reused for a minute (or this time if longer), never past its expiry nor past the
-    /// next read of the JWKS.
+    /// Suspensions and role changes take effect within this time. While the service hears
+    /// the database announce tenant and membership changes (channel capliquify_callers),
+    /// a caller is reused for up to a minute and a change applies at once. A verified
+    /// session token is reused for a minute (or this time if longer), never past its expiry
+    /// nor past the next read of the JWKS.
     #[arg(long, env = "CAPLIQUIFY_AUTH_CACHE_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub auth_cache_ms: u64,
@@ -532,6 +535,8 @@ async fn run(
     // And a slice of tenants' sizes a minute (the console's and `monitor sizes`' ranking).
     let sizes = (args.lifecycle_interval_secs > 0)
         .then(|| tokio::spawn(crate::monitor::measure_loop(state.clusters.home().clone())));
+    // Tenant and membership changes, heard so that callers may be cached longer.
+    let hearing = caller_changes::spawn(&state.pool, state.callers.clone());
     let lanes = crate::db::lanes::Lanes::new(&state.pool, args.db_tenant_lanes, pools);
     state = state.with_lanes(lanes);
     let lanes = state.lanes.clone();
@@ -539,7 +544,7 @@ async fn run(
     tracing::info!(%addr, "listening");
     println!("capliquify listening on http://{addr}  (Ctrl-C stops)");
     launch(listener, state, shutdown_signal()).await?;
-    for task in [job, refill, checks, sizes].into_iter().flatten() {
+    for task in [job, refill, checks, sizes, hearing].into_iter().flatten() {
         task.abort();
     }
     if let Some(lanes) = lanes {

@@ -46,6 +46,111 @@ async fn the_token_cache_keeps_a_verification_no_longer_than_the_token_lives() {
         .problem(StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
+/// With the cache on and the service hearing the database's announcements (public
+/// migration 0023), a member removed and a tenant suspended by plain SQL, no service told,
+/// are refused on the next requests, long before the cache's ttl (60 s here) would have
+/// let them go; an update of a column the caller does not depend on announces nothing.
+#[tokio::test]
+async fn a_change_made_anywhere_reaches_the_caller_cache_at_once() {
+    let ttl = std::time::Duration::from_secs(60);
+    let app = TestApp::spawn_cached(
+        crate::common::TestDb::new().await,
+        capliquify::http::HttpConfig::default(),
+        4,
+        Vec::new(),
+        Some(ttl),
+    )
+    .await;
+    let t = app.tenant("heard-co", Tier::Professional).await;
+    let other = app.tenant("heard-other", Tier::Professional).await;
+    let started = std::time::Instant::now();
+    while !app.callers.hearing() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the service never heard the channel"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (owner, viewer) = (
+        app.token_for(&t, Role::Owner),
+        app.token_for(&t, Role::Viewer),
+    );
+    let bystander = app.token_for(&other, Role::Owner);
+    for token in [&owner, &viewer, &bystander] {
+        assert_eq!(
+            app.get(token, "/api/v1/products").await.status,
+            StatusCode::OK
+        );
+    }
+    // What the triggers announce, seen by a listener of our own.
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(capliquify::http::caller_changes::CHANNEL)
+        .await
+        .unwrap();
+    let next_change = async |listener: &mut sqlx::postgres::PgListener| loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+            .await
+            .expect("an announcement within 5 s")
+            .unwrap();
+        if n.payload() != capliquify::http::caller_changes::HEARTBEAT {
+            return n.payload().to_owned();
+        }
+    };
+    sqlx::query(
+        "UPDATE public.tenants SET schema_version = schema_version, updated_at = now() WHERE id = $1",
+    )
+    .bind(t.tenant.id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE public.users SET removed_at = now() WHERE clerk_user_id = $1")
+        .bind(t.user(Role::Viewer))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut listener).await,
+        t.tenant.id.to_string(),
+        "the removal is the first change announced: the bookkeeping update was not"
+    );
+    let refused = async |token: &str, code: &str| {
+        let since = std::time::Instant::now();
+        loop {
+            let reply = app.get(token, "/api/v1/products").await;
+            if reply.status == StatusCode::FORBIDDEN {
+                reply.problem(StatusCode::FORBIDDEN, code);
+                return since.elapsed();
+            }
+            assert_eq!(reply.status, StatusCode::OK);
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(5),
+                "still served 5 s after the change (the cache keeps callers {ttl:?})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    refused(&viewer, "not_a_member").await;
+    assert_eq!(
+        app.get(&owner, "/api/v1/products").await.status,
+        StatusCode::OK
+    );
+    sqlx::query("UPDATE public.tenants SET subscription_status = 'suspended' WHERE id = $1")
+        .bind(t.tenant.id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut listener).await, t.tenant.id.to_string());
+    refused(&owner, "tenant_suspended").await;
+    assert_eq!(
+        app.get(&bystander, "/api/v1/products").await.status,
+        StatusCode::OK,
+        "another tenant is not touched"
+    );
+}
+
 #[tokio::test]
 async fn requests_without_a_valid_token_are_401() {
     let app = TestApp::spawn().await;

@@ -34,6 +34,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     _jwks: TempFile,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The service's caller cache.
+    pub callers: std::sync::Arc<capliquify::http::context::CallerCache>,
+    /// Hearing tenant and membership changes, as serve does when the cache is on.
+    hearing: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A file removed on drop.
@@ -49,6 +53,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(hearing) = self.hearing.take() {
+            hearing.abort();
         }
     }
 }
@@ -125,7 +132,7 @@ impl TestApp {
 
     /// With `serve`'s caller and token cache kept for `auth_cache` (none: off, as every
     /// other test service, since tests change tenants between requests and expect the next
-    /// request to see it).
+    /// request to see it), and hearing tenant and membership changes as `serve` does.
     pub async fn spawn_cached(
         db: TestDb,
         config: HttpConfig,
@@ -160,6 +167,8 @@ impl TestApp {
         if let Some(ttl) = auth_cache {
             state = state.with_caller_cache(ttl);
         }
+        let callers = state.callers.clone();
+        let hearing = capliquify::http::caller_changes::spawn(&pool, callers.clone());
         let (addr, tx) = serve(state).await;
         Self {
             db,
@@ -170,6 +179,8 @@ impl TestApp {
                 .unwrap(),
             _jwks: jwks,
             shutdown: Some(tx),
+            callers,
+            hearing,
         }
     }
 

@@ -1,0 +1,104 @@
+//! Hearing the database announce tenant and membership changes (public migration 0023),
+//! so that the caller cache ([`CallerCache`]) may keep callers longer than
+//! `CAPLIQUIFY_AUTH_CACHE_MS` and still forget a changed tenant's at once, on every
+//! instance, whoever changed it.
+//!
+//! One task per service: a listener on the channel [`CHANNEL`], on a connection of its own
+//! (a listening connection is held for good, so it is not taken from the service's pool),
+//! and a heartbeat: a `pg_notify` on the same channel every quarter of the cache's ttl,
+//! from a second connection of its own. What the listener hears proves its connection
+//! alive; the cache keeps callers longer only while it heard something within the ttl, so
+//! a connection that dies without an error (a silent network) costs at most the ttl. A
+//! lost connection is reopened with backoff, and the cache told at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+
+use super::context::CallerCache;
+
+/// The channel the triggers of public migration 0023 announce on.
+pub const CHANNEL: &str = "capliquify_callers";
+/// What the heartbeat sends: not a tenant, only a sign of life.
+pub const HEARTBEAT: &str = "heartbeat";
+/// The longest wait before reconnecting after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Starts hearing for `cache` on `pool`'s database (the home cluster, which holds
+/// `public.tenants` and `public.users`); `None` when the cache is off. Abort the task to
+/// stop.
+pub fn spawn(pool: &PgPool, cache: Arc<CallerCache>) -> Option<tokio::task::JoinHandle<()>> {
+    if cache.ttl().is_zero() {
+        return None;
+    }
+    // Two connections of its own: one listens, one sends the heartbeat.
+    let own = PgPoolOptions::new()
+        .max_connections(2)
+        .min_connections(0)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let every = (cache.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    Some(tokio::spawn(async move {
+        tokio::join!(listen(own.clone(), cache), heartbeat(own, every));
+    }))
+}
+
+/// The first wait before reconnecting.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+async fn listen(pool: PgPool, cache: Arc<CallerCache>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match listen_until_lost(&pool, &cache, &mut backoff).await {
+            Ok(()) => tracing::warn!(
+                "the connection hearing tenant and membership changes was lost; reconnecting \
+                 (callers are kept CAPLIQUIFY_AUTH_CACHE_MS only meanwhile)"
+            ),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "cannot hear tenant and membership changes; retrying in {} ms (callers are \
+                 kept CAPLIQUIFY_AUTH_CACHE_MS only meanwhile)",
+                backoff.as_millis()
+            ),
+        }
+        cache.deaf();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Listens until the connection is lost (`Ok`) or fails; `backoff` starts over once it
+/// listens.
+async fn listen_until_lost(
+    pool: &PgPool,
+    cache: &CallerCache,
+    backoff: &mut Duration,
+) -> sqlx::Result<()> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // A lost connection is this module's to reopen, after telling the cache.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    *backoff = FIRST_BACKOFF;
+    tracing::debug!(channel = CHANNEL, "hearing tenant and membership changes");
+    while let Some(notification) = listener.try_recv().await? {
+        cache.heard(notification.payload());
+    }
+    Ok(())
+}
+
+async fn heartbeat(pool: PgPool, every: Duration) {
+    loop {
+        if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(HEARTBEAT)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %err, "the caller-change heartbeat failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
