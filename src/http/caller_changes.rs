@@ -9,7 +9,10 @@
 //! from a second connection of its own. What the listener hears proves its connection
 //! alive; the cache keeps callers longer only while it heard something within the ttl, so
 //! a connection that dies without an error (a silent network) costs at most the ttl. A
-//! lost connection is reopened with backoff, and the cache told at once.
+//! lost connection is reopened with backoff, and the cache told at once. Behind a
+//! transaction pooler (PgBouncer in transaction mode) LISTEN cannot work: serve's
+//! `--hear-changes off` (`CAPLIQUIFY_HEAR_CHANGES`) turns this off, and the heartbeat warns
+//! when its beats reach the database but are never heard back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +26,8 @@ use super::context::CallerCache;
 pub const CHANNEL: &str = "capliquify_callers";
 /// What the heartbeat sends: not a tenant, only a sign of life.
 pub const HEARTBEAT: &str = "heartbeat";
+/// Beats sent in a row without anything heard before the heartbeat says so.
+const UNHEARD_BEATS: u32 = 20;
 /// The longest wait before reconnecting after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -42,7 +47,10 @@ pub fn spawn(pool: &PgPool, cache: Arc<CallerCache>) -> Option<tokio::task::Join
         .connect_lazy_with((*pool.connect_options()).clone());
     let every = (cache.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     Some(tokio::spawn(async move {
-        tokio::join!(listen(own.clone(), cache), heartbeat(own, every));
+        tokio::join!(
+            listen(own.clone(), cache.clone()),
+            heartbeat(own, every, cache)
+        );
     }))
 }
 
@@ -89,15 +97,29 @@ async fn listen_until_lost(
     Ok(())
 }
 
-async fn heartbeat(pool: PgPool, every: Duration) {
+/// Beats every `every`; says once (until it hears again) when beats that reached the
+/// database come back to nobody: a listener behind a transaction pooler never hears them.
+async fn heartbeat(pool: PgPool, every: Duration, cache: Arc<CallerCache>) {
+    let mut unheard = 0_u32;
     loop {
-        if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+        match sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(HEARTBEAT)
             .execute(&pool)
             .await
         {
-            tracing::debug!(error = %err, "the caller-change heartbeat failed");
+            Ok(_) if cache.hearing() => unheard = 0,
+            Ok(_) => {
+                unheard += 1;
+                if unheard == UNHEARD_BEATS {
+                    tracing::warn!(
+                        "the heartbeat on {CHANNEL} reaches the database but is not heard back: \
+                         behind PgBouncer in transaction mode? set CAPLIQUIFY_HEAR_CHANGES=off \
+                         (callers are kept CAPLIQUIFY_AUTH_CACHE_MS only meanwhile)"
+                    );
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "the caller-change heartbeat failed"),
         }
         tokio::time::sleep(every).await;
     }

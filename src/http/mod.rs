@@ -218,6 +218,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPLIQUIFY_AUTH_CACHE_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub auth_cache_ms: u64,
+    /// Hear the database announce tenant and membership changes (LISTEN on
+    /// capliquify_callers, two connections of the service's own): `on` or `off`. `off`
+    /// behind PgBouncer in transaction mode, where LISTEN cannot work; callers are then
+    /// kept CAPLIQUIFY_AUTH_CACHE_MS only.
+    #[arg(long, env = "CAPLIQUIFY_HEAR_CHANGES", default_value = "on",
+          value_parser = ["on", "off"])]
+    pub hear_changes: String,
     /// Log format: text or json.
     #[arg(long, env = "CAPLIQUIFY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -536,7 +543,9 @@ async fn run(
     let sizes = (args.lifecycle_interval_secs > 0)
         .then(|| tokio::spawn(crate::monitor::measure_loop(state.clusters.home().clone())));
     // Tenant and membership changes, heard so that callers may be cached longer.
-    let hearing = caller_changes::spawn(&state.pool, state.callers.clone());
+    let hearing = (args.hear_changes == "on")
+        .then(|| caller_changes::spawn(&state.pool, state.callers.clone()))
+        .flatten();
     let lanes = crate::db::lanes::Lanes::new(&state.pool, args.db_tenant_lanes, pools);
     state = state.with_lanes(lanes);
     let lanes = state.lanes.clone();
