@@ -23,21 +23,22 @@ pub struct Privileges {
 
 impl Privileges {
     pub async fn of_session(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let (role, superuser, createrole, owns_database, database): (
-            String,
-            bool,
-            bool,
-            bool,
-            String,
-        ) = sqlx::query_as(
-            "SELECT r.rolname::text, r.rolsuper, r.rolcreaterole,
-                    r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER'),
-                    current_database()::text
-               FROM pg_roles r, pg_database d
-              WHERE r.rolname = current_user AND d.datname = current_database()",
-        )
-        .fetch_one(pool)
-        .await?;
+        let (role, superuser, createrole, owner, database): (String, bool, bool, String, String) =
+            sqlx::query_as(
+                "SELECT r.rolname::text, r.rolsuper, r.rolcreaterole, o.rolname::text,
+                        current_database()::text
+                   FROM pg_roles r, pg_database d JOIN pg_roles o ON o.oid = d.datdba
+                  WHERE r.rolname = current_user AND d.datname = current_database()",
+            )
+            .fetch_one(pool)
+            .await?;
+        // Not pg_has_role: see IS_MEMBER_SQL.
+        let owns_database = superuser
+            || sqlx::query_scalar(super::roles::IS_MEMBER_SQL)
+                .bind(&role)
+                .bind(&owner)
+                .fetch_one(pool)
+                .await?;
         Ok(Self {
             role,
             superuser,

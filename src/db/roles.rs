@@ -18,6 +18,21 @@ pub const DEFAULT_LOGIN: &str = "capliquify_app";
 /// The group whose rights the service's login role inherits (migration 0006).
 pub const SERVICE_GROUP: &str = "capliquify_service";
 
+/// `SELECT`s whether the role named `$1` belongs to the role named `$2` by grants, directly
+/// or through other roles. It walks from `$2` down to its members, as public migration
+/// 0024's `role_is_member` does (inlined here because `migrate` asks before that function
+/// exists). `pg_has_role($1, $2, 'MEMBER')` walks the other way: PostgreSQL lists every role
+/// `$1` belongs to — for the migrations' owner and the service's login, every tenant role —
+/// and PostgreSQL 15 takes time quadratic in the fleet to do it (0.3–0.5 s at 10,000
+/// tenants), again after any role change in the cluster (docs/scaling.md). Unlike
+/// pg_has_role, a superuser is a member only when granted.
+pub const IS_MEMBER_SQL: &str = "WITH RECURSIVE members(oid) AS (
+        SELECT r.oid FROM pg_roles r WHERE r.rolname = $2
+        UNION
+        SELECT m.member FROM pg_auth_members m JOIN members ON m.roleid = members.oid)
+    SELECT EXISTS (SELECT 1 FROM members JOIN pg_roles r ON r.oid = members.oid
+                    WHERE r.rolname = $1)";
+
 /// Why `init-roles` refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RolesError {
@@ -116,7 +131,7 @@ pub async fn init(
     sqlx::raw_sql(AssertSqlSafe(statement))
         .execute(&mut *tx)
         .await?;
-    let member: bool = sqlx::query_scalar("SELECT pg_has_role($1, $2, 'MEMBER')")
+    let member: bool = sqlx::query_scalar(IS_MEMBER_SQL)
         .bind(login)
         .bind(SERVICE_GROUP)
         .fetch_one(&mut *tx)

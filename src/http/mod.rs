@@ -573,12 +573,16 @@ async fn embedded_service_pool(
     // asked for one (trust) is given the cluster's.
     let ready: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_authid WHERE rolname = $1 AND rolcanlogin AND NOT rolsuper
-                          AND rolpassword IS NOT NULL AND pg_has_role(rolname, $2, 'MEMBER'))",
+                          AND rolpassword IS NOT NULL)",
     )
     .bind(roles::DEFAULT_LOGIN)
-    .bind(roles::SERVICE_GROUP)
     .fetch_one(&db.pool)
-    .await?;
+    .await?
+        && sqlx::query_scalar(roles::IS_MEMBER_SQL)
+            .bind(roles::DEFAULT_LOGIN)
+            .bind(roles::SERVICE_GROUP)
+            .fetch_one(&db.pool)
+            .await?;
     if !ready {
         roles::init(
             &db.pool,

@@ -685,3 +685,56 @@ async fn the_scram_verifier_is_the_one_postgresql_derives() {
     assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "{stored}");
     db.exec(&format!("DROP ROLE {login}")).await;
 }
+
+/// Membership found by walking from the role down to its members (public migration 0024's
+/// `role_is_member`, and `IS_MEMBER_SQL` for the Rust side) answers as
+/// `pg_has_role(member, role, 'MEMBER')` does for roles that are not superusers: a direct
+/// grant, a chain of grants (through a NOINHERIT role too), a role in itself, and unrelated
+/// or reversed pairs — so provisioning may use it instead of pg_has_role, whose cost grows
+/// with the square of the fleet on PostgreSQL 15 (docs/scaling.md).
+#[tokio::test]
+async fn membership_walked_from_the_role_agrees_with_pg_has_role() {
+    let db = TestDb::new().await;
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let names: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|n| format!("cq_member_{n}_{suffix}"))
+        .collect();
+    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| names[i].as_str());
+    db.exec(&format!(
+        "CREATE ROLE {a}; CREATE ROLE {b} NOINHERIT; CREATE ROLE {c}; CREATE ROLE {d};
+         CREATE ROLE {e}; GRANT {c} TO {b}; GRANT {b} TO {a}; GRANT {c} TO {e}"
+    ))
+    .await;
+    let mut members = 0;
+    for member in &names {
+        for role in &names {
+            let (expected, function): (bool, bool) = sqlx::query_as(
+                "SELECT pg_has_role($1, $2, 'MEMBER'), public.role_is_member($1, $2)",
+            )
+            .bind(member)
+            .bind(role)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            let inlined: bool = sqlx::query_scalar(capliquify::db::roles::IS_MEMBER_SQL)
+                .bind(member)
+                .bind(role)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            assert_eq!(function, expected, "role_is_member({member}, {role})");
+            assert_eq!(inlined, expected, "IS_MEMBER_SQL({member}, {role})");
+            members += usize::from(expected);
+        }
+    }
+    // Each role in itself (5), a in b and c, b in c, e in c.
+    assert_eq!(members, 9, "the graph is not the one this test means");
+    let unknown: bool = db
+        .scalar_bool(&format!(
+            "SELECT public.role_is_member('{a}', 'cq_no_such_role_{suffix}')"
+        ))
+        .await;
+    assert!(!unknown, "a role that does not exist has no members");
+    db.exec(&format!("DROP ROLE {a}, {b}, {c}, {d}, {e}")).await;
+}
