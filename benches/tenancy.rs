@@ -36,11 +36,19 @@
 //!   `--pool-size` (a sign-up claims a schema made ahead); then the same sign-ups without a
 //!   pool, each making its schema. Goal: p99 < 50 ms with the pool; the ratios against the
 //!   no-pool path are printed.
+//! - `role-memberships`: the service's login and the migrations' owner belong to every
+//!   tenant role, and PostgreSQL lists a role's memberships again after any role change in
+//!   the cluster (a provisioning, a purge). Measured at `--small` and at `--tenants` bare
+//!   tenant roles (memberships, not schemas, are what it lists), each after a role change
+//!   made by another session, median of 9: the service's next `SET LOCAL ROLE`, and the
+//!   owner's membership check in `grant_tenant_role` — `pg_has_role` (before public
+//!   migration 0024) against `role_is_member` (since). Goal: `role_is_member` below
+//!   `pg_has_role`; the other ratios are information (the `SET ROLE` one is PostgreSQL's own).
 //!
 //! Run (release profile):
 //!
 //! ```text
-//! cargo bench --bench tenancy -- [provision|provision-growth|commands|migrate-noop|migrate-column|signup|all]
+//! cargo bench --bench tenancy -- [provision|provision-growth|commands|migrate-noop|migrate-column|signup|role-memberships|all]
 //!     [--tenants N] [--rounds N] [--per-round N] [--column-rounds N] [--window N] [--small N]
 //!     [--signups N] [--signup-gap-ms MS] [--pool-size N]
 //! ```
@@ -70,6 +78,10 @@ const BENCH_DB: &str = "capliquify_bench";
 const FLEET_BUILDERS: usize = 3;
 /// Repetitions of the no-op migrate (library and process).
 const NOOP_REPS: usize = 7;
+/// Role changes measured per figure and size in the role-memberships benchmark.
+const MEMBERSHIP_REPS: usize = 9;
+/// The role-memberships benchmark's roles (the cluster's, not the database's) start so.
+const MEMBERSHIP_PREFIX: &str = "cq_bench_rm_";
 /// `--jobs` of the new-column migration, as the goal states it.
 const COLUMN_JOBS: usize = 2;
 
@@ -89,7 +101,10 @@ enum Which {
     /// Sign-up latency (p50/p99) with the schema pool refilled in the background, against
     /// the same sign-ups without a pool.
     Signup,
-    /// All six.
+    /// What a role change costs the roles that belong to every tenant role, at a small
+    /// and a large number of tenant roles.
+    RoleMemberships,
+    /// All seven.
     All,
 }
 
@@ -137,7 +152,9 @@ struct Args {
 impl BenchArgs for Args {
     fn check(&self) -> Result<(), String> {
         if self.tenants >= 1 && self.rounds >= 1 && self.per_round >= 1 && self.window >= 1 {
-            if self.runs(Which::Commands) && !(1..self.tenants).contains(&self.small) {
+            if (self.runs(Which::Commands) || self.runs(Which::RoleMemberships))
+                && !(1..self.tenants).contains(&self.small)
+            {
                 return Err("--small must be at least 1 and below --tenants".into());
             }
             Ok(())
@@ -222,6 +239,9 @@ async fn run(args: Args, server: &BenchServer) -> anyhow::Result<()> {
     }
     if bench.args.runs(Which::Commands) {
         rows.extend(bench.commands().await?);
+    }
+    if bench.args.runs(Which::RoleMemberships) {
+        rows.extend(bench.role_memberships().await?);
     }
     if bench.args.runs(Which::ProvisionGrowth) {
         rows.extend(bench.provision_growth().await?);
@@ -527,6 +547,161 @@ impl Bench<'_> {
                 .execute(&self.pool)
                 .await?;
             times.push(ms(started.elapsed()));
+        }
+        Ok(times)
+    }
+
+    // ---- role memberships ------------------------------------------------------------------
+
+    /// The role-memberships benchmark (module docs): bare roles shaped as the tenancy's
+    /// (tenant roles in one group, as in `capliquify_tenant`; a service group with a login
+    /// in it and a CREATEROLE owner, each a member of every tenant role), one set per size,
+    /// made here and dropped at the end.
+    async fn role_memberships(&self) -> anyhow::Result<Vec<ResultRow>> {
+        let (small, large) = (self.args.small, self.args.tenants);
+        println!(
+            "\n== role memberships: {small} and {large} tenant roles, median of {MEMBERSHIP_REPS} role changes per figure"
+        );
+        drop_membership_roles(&self.pool).await?;
+        let started = Instant::now();
+        // Logins need the embedded cluster's password (it admits no other).
+        let password = url::Url::parse(&self.server.bench_url)?
+            .password()
+            .map(|p| format!(" PASSWORD '{}'", p.replace('\'', "''")))
+            .unwrap_or_default();
+        let p = MEMBERSHIP_PREFIX;
+        let mut setup = format!("CREATE ROLE {p}churn NOLOGIN; CREATE ROLE {p}tenant NOLOGIN;");
+        for size in [small, large] {
+            setup.push_str(&format!(
+                "CREATE ROLE {p}service_{size} NOLOGIN;
+                 CREATE ROLE {p}login_{size} LOGIN{password} IN ROLE {p}service_{size};
+                 CREATE ROLE {p}owner_{size} LOGIN CREATEROLE{password};"
+            ));
+        }
+        setup.push_str(&format!(
+            "DO $$ BEGIN FOR i IN 1..{large} LOOP
+                 EXECUTE format('CREATE ROLE {p}t%s NOLOGIN IN ROLE {p}tenant', i);
+                 EXECUTE format('GRANT {p}t%s TO {p}service_{large}, {p}owner_{large}', i);
+                 IF i <= {small} THEN
+                     EXECUTE format('GRANT {p}t%s TO {p}service_{small}, {p}owner_{small}', i);
+                 END IF;
+             END LOOP; END $$;"
+        ));
+        sqlx::raw_sql(AssertSqlSafe(setup))
+            .execute(&self.pool)
+            .await?;
+        println!(
+            "  {} roles made in {:.1} s",
+            large + 8,
+            started.elapsed().as_secs_f64()
+        );
+        let mut at = Vec::new();
+        for size in [small, large] {
+            at.push(self.memberships_at(size).await?);
+        }
+        drop_membership_roles(&self.pool).await?;
+        let [s, l] = [&at[0], &at[1]].map(|m| m.each_ref().map(|xs| median(xs)));
+        for (size, m) in [(small, s), (large, l)] {
+            println!(
+                "  {size:>6} tenant roles: SET ROLE after a change {:.2} ms (no change: {:.2}), owner's check after a change: pg_has_role {:.2} ms, role_is_member {:.2} ms",
+                m[0], m[1], m[2], m[3]
+            );
+        }
+        Ok(vec![
+            ResultRow {
+                name: format!(
+                    "service's SET ROLE after a role change, ms at {large} vs {small} roles"
+                ),
+                ours: format!("{:.2}", l[0]),
+                baseline: format!("{:.2}", s[0]),
+                ratio: format!("{:.2}", l[0] / s[0]),
+                goal: String::new(),
+                met: None,
+            },
+            ResultRow {
+                name: format!("service's SET ROLE, no change since, ms at {large} vs {small}"),
+                ours: format!("{:.2}", l[1]),
+                baseline: format!("{:.2}", s[1]),
+                ratio: format!("{:.2}", l[1] / s[1]),
+                goal: String::new(),
+                met: None,
+            },
+            ResultRow {
+                name: format!(
+                    "owner's check after a change at {large}: role_is_member vs pg_has_role, ms"
+                ),
+                ours: format!("{:.3}", l[3]),
+                baseline: format!("{:.3}", l[2]),
+                ratio: format!("{:.3}", l[3] / l[2]),
+                goal: "ratio < 1".into(),
+                met: Some(l[3] < l[2]),
+            },
+            ResultRow {
+                name: format!("role_is_member after a change, ms at {large} vs {small}"),
+                ours: format!("{:.3}", l[3]),
+                baseline: format!("{:.3}", s[3]),
+                ratio: format!("{:.2}", l[3] / s[3]),
+                goal: String::new(),
+                met: None,
+            },
+        ])
+    }
+
+    /// At `size` tenant roles, each of [`MEMBERSHIP_REPS`] times: a role change by another
+    /// session, then the login's `SET LOCAL ROLE` (ms), again with no change since, then (after
+    /// a change each) the owner's `pg_has_role` and, in a session of its own, `role_is_member`.
+    async fn memberships_at(&self, size: usize) -> anyhow::Result<[Vec<f64>; 4]> {
+        use sqlx::Connection as _;
+        let p = MEMBERSHIP_PREFIX;
+        let connect = async |user: String| {
+            sqlx::PgConnection::connect(&self.server.bench_url_as(&user)?)
+                .await
+                .map_err(anyhow::Error::from)
+        };
+        let mut login = connect(format!("{p}login_{size}")).await?;
+        // Two owner sessions: one that has asked pg_has_role holds every membership list
+        // in its catalog cache, and each role change makes it drop them all.
+        let mut owner = connect(format!("{p}owner_{size}")).await?;
+        let mut walker = connect(format!("{p}owner_{size}")).await?;
+        let set_role = format!("BEGIN; SET LOCAL ROLE {p}t1; COMMIT");
+        let has = format!("SELECT pg_has_role(current_user, '{p}t1', 'MEMBER')");
+        let walk = format!("SELECT public.role_is_member(current_user, '{p}t1')");
+        let mut changes = 0;
+        let mut change = async || -> anyhow::Result<()> {
+            changes += 1;
+            // A membership row, as provisioning adds one (CREATE ROLE … IN ROLE).
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE ROLE {p}c{size}_{changes} NOLOGIN IN ROLE {p}churn"
+            )))
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        };
+        let timed = async |conn: &mut sqlx::PgConnection, sql: &str| -> anyhow::Result<f64> {
+            let started = Instant::now();
+            sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+                .execute(&mut *conn)
+                .await?;
+            Ok(ms(started.elapsed()))
+        };
+        // Warm both connections: the first lists come from a cold catalog cache.
+        for _ in 0..2 {
+            timed(&mut login, &set_role).await?;
+            timed(&mut owner, &has).await?;
+            timed(&mut walker, &walk).await?;
+        }
+        let mut times: [Vec<f64>; 4] = Default::default();
+        for _ in 0..MEMBERSHIP_REPS {
+            change().await?;
+            times[0].push(timed(&mut login, &set_role).await?);
+            times[1].push(timed(&mut login, &set_role).await?);
+            change().await?;
+            times[2].push(timed(&mut owner, &has).await?);
+            change().await?;
+            times[3].push(timed(&mut walker, &walk).await?);
+        }
+        for conn in [login, owner, walker] {
+            conn.close().await?;
         }
         Ok(times)
     }
@@ -900,6 +1075,22 @@ fn push_column_migration(migrations: &mut Vec<Migration>, column: &str) -> i64 {
         false,
     ));
     version
+}
+
+/// Drops every role of the role-memberships benchmark, a few hundred per statement.
+async fn drop_membership_roles(pool: &PgPool) -> anyhow::Result<()> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(rolname) FROM pg_roles WHERE starts_with(rolname, $1)",
+    )
+    .bind(MEMBERSHIP_PREFIX)
+    .fetch_all(pool)
+    .await?;
+    for chunk in names.chunks(500) {
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP ROLE {}", chunk.join(", "))))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {

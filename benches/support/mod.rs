@@ -93,7 +93,7 @@ impl BenchServer {
 
     /// The bench database's URL for another role (the service's login role): same server,
     /// same password (the embedded cluster's; give the role it, or no password elsewhere).
-    #[allow(dead_code)] // the api and fleet benches'; the tenancy bench runs everything as the owner
+    #[allow(dead_code)] // not the backup, console, forecast or import benches'
     pub fn bench_url_as(&self, user: &str) -> anyhow::Result<String> {
         let mut url = url::Url::parse(&self.bench_url).context("bench URL does not parse")?;
         url.set_username(user)
