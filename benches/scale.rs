@@ -21,7 +21,9 @@
 //!    first so they see exactly `--small` tenants;
 //! 4. grows the fleet to `--tenants`, printing the count, the elapsed time and the current
 //!    tenants/s every 5 %, and reports the tenants/s of the first and the last tenth of the
-//!    growth; then `VACUUM ANALYZE` again;
+//!    growth and how many provisioning connections were recycled (every provisioning
+//!    connection of the runner is recycled at `--budget-mb`, as the service's are); then
+//!    `VACUUM ANALYZE` again;
 //! 5. at `--tenants`: the same (b), (c), (a);
 //! 6. request throughput, as the fleet bench measures it: `GET /api/v1/products?limit=50`
 //!    on a fresh in-process service per run, `--clients` reqwest tasks, `--warmup` seconds
@@ -70,6 +72,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, ensure};
 use capliquify::audit::Actor;
+use capliquify::db::recycle::Recycler;
 use capliquify::db::{PoolConfig, connect, connect_with, roles};
 use capliquify::monitor;
 use capliquify::tenancy::census::{self, Search};
@@ -196,7 +199,15 @@ async fn run(args: &Args, server: &BenchServer, started: Instant) -> anyhow::Res
     if !reused {
         server.recreate_database().await?;
     }
-    let pool = connect(&server.bench_url, PROVISIONERS as u32 + 2).await?;
+    // Provisioning connections are recycled as the service's are: a backend that made a
+    // few thousand tenants holds their catalog entries, and every later DDL of it slows
+    // (the first recorded run's growth and its provisioning window on such connections).
+    let recycler = Recycler::new(args.load.budget_mb);
+    let pool = connect_with(
+        &server.bench_url,
+        &PoolConfig::new(PROVISIONERS as u32 + 2).with_recycler(recycler.clone()),
+    )
+    .await?;
     set_up(server, &pool).await?;
     if args.keep {
         mark_kept(server).await?;
@@ -246,7 +257,15 @@ async fn run(args: &Args, server: &BenchServer, started: Instant) -> anyhow::Res
         );
         None
     } else {
+        let before = recycler.as_ref().map_or(0, |r| r.stats().recycled);
         let g = grow(&pool, have, args.tenants, true).await?;
+        if let Some(r) = &recycler {
+            println!(
+                "  provisioning connections recycled at {} MiB during the growth: {}",
+                args.load.budget_mb,
+                r.stats().recycled - before
+            );
+        }
         vacuum(&pool).await?;
         Some(g)
     };
