@@ -37,6 +37,94 @@ use super::scope::{TenantScope, begin_bounded};
 /// caches) but never hold a request back for long.
 pub const SPILL_AFTER: Duration = Duration::from_millis(50);
 
+/// How many lanes `serve` opens (`CAPLIQUIFY_DB_TENANT_LANES`): a number, or `auto`, which
+/// counts the home cluster's tenants at start ([`auto_lanes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneCount {
+    Fixed(u32),
+    Auto,
+}
+
+/// The most lanes a number may ask for.
+pub const MAX_LANES: u32 = 256;
+
+impl std::str::FromStr for LaneCount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<u32>() {
+            Ok(n) if (1..=MAX_LANES).contains(&n) => Ok(Self::Fixed(n)),
+            _ => Err(format!(
+                "{s:?} is not a lane count: give 1 to {MAX_LANES} (1 = off), or auto"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for LaneCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(n) => write!(f, "{n}"),
+            Self::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// Tenants one lane's backend can keep cached within a memory budget of `budget_mib`
+/// (`CAPLIQUIFY_DB_BACKEND_MEMORY_MB`; 0, no recycling, counts as the default 48).
+///
+/// Measured at 10,000 tenants (docs/benchmarks.md, the scale runner's fourth and sixth
+/// runs): a lane's backend holds ~16 MiB of its own and ~43 KiB per tenant it serves
+/// (16 lanes: 42–44 MiB; 24 lanes: 32–37 MiB). 64 KiB a tenant leaves room for tenants
+/// with more catalog than the benchmark's: 512 tenants a lane at 48 MiB.
+pub fn tenants_per_lane(budget_mib: u32) -> u64 {
+    let budget = if budget_mib == 0 { 48 } else { budget_mib };
+    (u64::from(budget.saturating_sub(16)) * 1024 / 64).max(100)
+}
+
+/// `auto`'s lanes for `tenants` tenants on the home cluster: (wanted, opened). One lane per
+/// [`tenants_per_lane`], at least 1 (off); opened is at most `max_connections`, since every
+/// lane needs a connection of its own (see [`Lanes::new`]).
+pub fn auto_lanes(tenants: u64, budget_mib: u32, max_connections: u32) -> (u32, u32) {
+    let wanted = tenants
+        .div_ceil(tenants_per_lane(budget_mib))
+        .clamp(1, u64::from(MAX_LANES)) as u32;
+    (wanted, wanted.min(max_connections.max(1)))
+}
+
+/// The lane count `setting` means on `home` now: `auto` counts the registry's tenants on the
+/// home cluster (logged, with a warning when `max_connections` caps it).
+pub async fn resolve(
+    setting: LaneCount,
+    home: &PgPool,
+    budget_mib: u32,
+    max_connections: u32,
+) -> sqlx::Result<u32> {
+    let LaneCount::Fixed(n) = setting else {
+        let tenants: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM public.tenants WHERE cluster = 'home'")
+                .fetch_one(home)
+                .await?;
+        let tenants = u64::try_from(tenants).unwrap_or(0);
+        let (wanted, opened) = auto_lanes(tenants, budget_mib, max_connections);
+        if opened < wanted {
+            tracing::warn!(
+                tenants,
+                wanted,
+                opened,
+                "tenant lanes (auto): {tenants} tenants want {wanted} lanes, but CAPLIQUIFY_DB_MAX_CONNECTIONS ({max_connections}) caps them at {opened}; raise it to {wanted} so each lane has a connection"
+            );
+        } else {
+            tracing::info!(tenants, lanes = opened, "tenant lanes (auto)");
+        }
+        return Ok(opened);
+    };
+    Ok(n)
+}
+
 /// The tenant lanes of one cluster.
 #[derive(Debug)]
 pub struct Lanes {
@@ -105,5 +193,55 @@ impl Lanes {
         for pool in &self.pools {
             pool.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_counts_parse_as_numbers_or_auto() {
+        assert_eq!("auto".parse(), Ok(LaneCount::Auto));
+        assert_eq!("AUTO".parse(), Ok(LaneCount::Auto));
+        assert_eq!("1".parse(), Ok(LaneCount::Fixed(1)));
+        assert_eq!("256".parse(), Ok(LaneCount::Fixed(256)));
+        for bad in ["0", "257", "-1", "", "four", "4.5"] {
+            let err = bad.parse::<LaneCount>().unwrap_err();
+            assert!(
+                err.contains("1 to 256") && err.contains("auto"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(LaneCount::Auto.to_string(), "auto");
+        assert_eq!(LaneCount::Fixed(24).to_string(), "24");
+    }
+
+    #[test]
+    fn auto_gives_a_lane_per_share_of_the_fleet_within_the_connections() {
+        // 48 MiB: (48 - 16) MiB at 64 KiB a tenant.
+        assert_eq!(tenants_per_lane(48), 512);
+        assert_eq!(
+            tenants_per_lane(0),
+            512,
+            "no recycling counts as the default budget"
+        );
+        assert_eq!(tenants_per_lane(96), 1280);
+        assert_eq!(
+            tenants_per_lane(16),
+            100,
+            "a tiny budget still serves 100 a lane"
+        );
+        assert_eq!(auto_lanes(0, 48, 10), (1, 1), "an empty fleet: off");
+        assert_eq!(auto_lanes(512, 48, 10), (1, 1));
+        assert_eq!(auto_lanes(513, 48, 10), (2, 2));
+        // 10,000 tenants: 20 lanes, as measured (16 lanes ran at 42–44 MiB, 24 at 34).
+        assert_eq!(auto_lanes(10_000, 48, 24), (20, 20));
+        assert_eq!(
+            auto_lanes(10_000, 48, 10),
+            (20, 10),
+            "capped by the connections"
+        );
+        assert_eq!(auto_lanes(10_000_000, 48, 1_000), (256, 256));
     }
 }

@@ -260,10 +260,12 @@ pub struct ServeArgs {
     /// chosen by tenant, so each PostgreSQL backend caches about 1/N of the fleet's catalog
     /// and stays warm (a transaction whose lane stays busy for 50 ms runs on the shared
     /// pool). The lanes share CAPLIQUIFY_DB_MAX_CONNECTIONS; the shared pool keeps its own.
-    /// 1 = off (one pool).
-    #[arg(long, env = "CAPLIQUIFY_DB_TENANT_LANES", default_value_t = DEFAULT_TENANT_LANES,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub db_tenant_lanes: u32,
+    /// 1 = off (one pool). auto = one lane per 512 tenants on the home cluster at start
+    /// (at the default memory budget; more with a larger one), at most
+    /// CAPLIQUIFY_DB_MAX_CONNECTIONS.
+    #[arg(long, env = "CAPLIQUIFY_DB_TENANT_LANES", value_name = "N|auto",
+          default_value_t = crate::db::lanes::LaneCount::Fixed(DEFAULT_TENANT_LANES))]
+    pub db_tenant_lanes: crate::db::lanes::LaneCount,
     /// Tenant schemas kept made ahead of sign-ups (`capliquify schema-pool`): a sign-up
     /// claims one and only registers its tenant, and the service refills the pool in the
     /// background once half of it is claimed, 10 per transaction. 0 = none (every sign-up
@@ -546,7 +548,14 @@ async fn run(
     let hearing = (args.hear_changes == "on")
         .then(|| caller_changes::spawn(&state.pool, state.callers.clone()))
         .flatten();
-    let lanes = crate::db::lanes::Lanes::new(&state.pool, args.db_tenant_lanes, pools);
+    let lanes = crate::db::lanes::resolve(
+        args.db_tenant_lanes,
+        &state.pool,
+        args.db_backend_memory_mb,
+        pools.max_connections,
+    )
+    .await?;
+    let lanes = crate::db::lanes::Lanes::new(&state.pool, lanes, pools);
     state = state.with_lanes(lanes);
     let lanes = state.lanes.clone();
     let service_pool = state.pool.clone();

@@ -366,3 +366,42 @@ async fn a_connection_idle_for_a_while_is_checked_before_use_one_just_released_i
         "the default"
     );
 }
+
+/// `CAPLIQUIFY_DB_TENANT_LANES=auto` counts the registry's tenants on the home cluster (not
+/// those placed elsewhere) when `serve` starts, and a number is taken as it is.
+#[tokio::test]
+async fn auto_lanes_count_the_home_clusters_tenants() {
+    use capliquify::db::lanes::{LaneCount, resolve};
+    let db = TestDb::new().await;
+    // A 16 MiB budget leaves room for 100 tenants a lane; 10 connections.
+    let lanes = async |setting| resolve(setting, &db.pool, 16, 10).await.unwrap();
+    assert_eq!(lanes(LaneCount::Auto).await, 1, "an empty fleet: lanes off");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(db.tenant(&format!("lanes-{i}"), Tier::Starter).await.id);
+    }
+    assert_eq!(lanes(LaneCount::Auto).await, 1);
+    // 201 tenants, as the registry sees them (the count reads the registry alone).
+    db.exec(
+        "INSERT INTO public.tenants (slug, name, schema_name, clerk_organization_id,
+                                     subscription_tier, subscription_status)
+         SELECT 'lanes-x' || i, 'X', 'tenant_lanes_x' || i, 'org_lanes_x' || i,
+                'starter', 'active'
+           FROM generate_series(1, 198) i",
+    )
+    .await;
+    assert_eq!(lanes(LaneCount::Auto).await, 3, "201 tenants at 100 a lane");
+    db.exec(&format!(
+        "UPDATE public.tenants SET cluster = 'elsewhere' WHERE id = '{}'",
+        ids[0]
+    ))
+    .await;
+    assert_eq!(
+        lanes(LaneCount::Auto).await,
+        2,
+        "a tenant on another cluster is not the home cluster's"
+    );
+    assert_eq!(lanes(LaneCount::Fixed(7)).await, 7);
+    // The connections cap what auto opens.
+    assert_eq!(resolve(LaneCount::Auto, &db.pool, 16, 1).await.unwrap(), 1);
+}
