@@ -95,8 +95,8 @@ pub fn auto_lanes(tenants: u64, budget_mib: u32, max_connections: u32) -> (u32, 
     (wanted, wanted.min(max_connections.max(1)))
 }
 
-/// The lane count `setting` means on `home` now: `auto` counts the registry's tenants on the
-/// home cluster (logged, with a warning when `max_connections` caps it).
+/// The lane count `setting` means on `home` now: `auto` counts the registry's live tenants
+/// on the home cluster (logged, with a warning when `max_connections` caps it).
 pub async fn resolve(
     setting: LaneCount,
     home: &PgPool,
@@ -104,10 +104,11 @@ pub async fn resolve(
     max_connections: u32,
 ) -> sqlx::Result<u32> {
     let LaneCount::Fixed(n) = setting else {
-        let tenants: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM public.tenants WHERE cluster = 'home'")
-                .fetch_one(home)
-                .await?;
+        let tenants: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM public.tenants WHERE cluster = 'home' AND deleted_at IS NULL",
+        )
+        .fetch_one(home)
+        .await?;
         let tenants = u64::try_from(tenants).unwrap_or(0);
         let (wanted, opened) = auto_lanes(tenants, budget_mib, max_connections);
         if opened < wanted {

@@ -367,8 +367,9 @@ async fn a_connection_idle_for_a_while_is_checked_before_use_one_just_released_i
     );
 }
 
-/// `CAPLIQUIFY_DB_TENANT_LANES=auto` counts the registry's tenants on the home cluster (not
-/// those placed elsewhere) when `serve` starts, and a number is taken as it is.
+/// `CAPLIQUIFY_DB_TENANT_LANES=auto` counts the registry's live tenants on the home cluster
+/// (not those deleted or placed elsewhere) when `serve` starts, and a number is taken as it
+/// is.
 #[tokio::test]
 async fn auto_lanes_count_the_home_clusters_tenants() {
     use capliquify::db::lanes::{LaneCount, resolve};
@@ -392,8 +393,19 @@ async fn auto_lanes_count_the_home_clusters_tenants() {
     .await;
     assert_eq!(lanes(LaneCount::Auto).await, 3, "201 tenants at 100 a lane");
     db.exec(&format!(
-        "UPDATE public.tenants SET cluster = 'elsewhere' WHERE id = '{}'",
-        ids[0]
+        "UPDATE public.tenants SET deleted_at = now() WHERE id = '{}'",
+        ids[1]
+    ))
+    .await;
+    assert_eq!(
+        lanes(LaneCount::Auto).await,
+        2,
+        "a deleted tenant (awaiting its purge) serves no requests"
+    );
+    db.exec(&format!(
+        "UPDATE public.tenants SET deleted_at = NULL WHERE id = '{0}';
+         UPDATE public.tenants SET cluster = 'elsewhere' WHERE id = '{1}'",
+        ids[1], ids[0]
     ))
     .await;
     assert_eq!(
