@@ -264,7 +264,7 @@ pub struct ServeArgs {
     /// (at the default memory budget; more with a larger one), at most
     /// CAPLIQUIFY_DB_MAX_CONNECTIONS.
     #[arg(long, env = "CAPLIQUIFY_DB_TENANT_LANES", value_name = "N|auto",
-          default_value_t = crate::db::lanes::LaneCount::Fixed(DEFAULT_TENANT_LANES))]
+          default_value_t = DEFAULT_TENANT_LANES)]
     pub db_tenant_lanes: crate::db::lanes::LaneCount,
     /// Tenant schemas kept made ahead of sign-ups (`capliquify schema-pool`): a sign-up
     /// claims one and only registers its tenant, and the service refills the pool in the
@@ -706,8 +706,9 @@ impl Default for HttpConfig {
 /// tenant cannot hold every connection.
 pub const DEFAULT_TENANT_CONCURRENCY: usize = 6;
 
-/// `CAPLIQUIFY_DB_TENANT_LANES`' default (see [`crate::db::lanes`]).
-pub const DEFAULT_TENANT_LANES: u32 = 4;
+/// `CAPLIQUIFY_DB_TENANT_LANES`' default: `auto` (see [`crate::db::lanes`]). A small fleet
+/// gets one lane (off: every backend can keep every tenant cached), 10,000 tenants 20.
+pub const DEFAULT_TENANT_LANES: crate::db::lanes::LaneCount = crate::db::lanes::LaneCount::Auto;
 
 /// The whole application: routes and layers.
 pub fn app(state: AppState) -> Router {
