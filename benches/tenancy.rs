@@ -595,12 +595,10 @@ impl Bench<'_> {
             large + 8,
             started.elapsed().as_secs_f64()
         );
-        let mut at = Vec::new();
-        for size in [small, large] {
-            at.push(self.memberships_at(size).await?);
-        }
+        let at_small = self.memberships_at(small).await?;
+        let at_large = self.memberships_at(large).await?;
         drop_membership_roles(&self.pool).await?;
-        let [s, l] = [&at[0], &at[1]].map(|m| m.each_ref().map(|xs| median(xs)));
+        let [s, l] = [at_small, at_large].map(|m| m.map(|xs| median(&xs)));
         for (size, m) in [(small, s), (large, l)] {
             println!(
                 "  {size:>6} tenant roles: SET ROLE after a change {:.2} ms (no change: {:.2}), owner's check after a change: pg_has_role {:.2} ms, role_is_member {:.2} ms",

@@ -103,27 +103,27 @@ pub async fn resolve(
     budget_mib: u32,
     max_connections: u32,
 ) -> sqlx::Result<u32> {
-    let LaneCount::Fixed(n) = setting else {
-        let tenants: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM public.tenants WHERE cluster = 'home' AND deleted_at IS NULL",
-        )
-        .fetch_one(home)
-        .await?;
-        let tenants = u64::try_from(tenants).unwrap_or(0);
-        let (wanted, opened) = auto_lanes(tenants, budget_mib, max_connections);
-        if opened < wanted {
-            tracing::warn!(
-                tenants,
-                wanted,
-                opened,
-                "tenant lanes (auto): {tenants} tenants want {wanted} lanes, but CAPLIQUIFY_DB_MAX_CONNECTIONS ({max_connections}) caps them at {opened}; raise it to {wanted} so each lane has a connection"
-            );
-        } else {
-            tracing::info!(tenants, lanes = opened, "tenant lanes (auto)");
-        }
-        return Ok(opened);
-    };
-    Ok(n)
+    if let LaneCount::Fixed(n) = setting {
+        return Ok(n);
+    }
+    let tenants: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.tenants WHERE cluster = 'home' AND deleted_at IS NULL",
+    )
+    .fetch_one(home)
+    .await?;
+    let tenants = u64::try_from(tenants).unwrap_or(0);
+    let (wanted, opened) = auto_lanes(tenants, budget_mib, max_connections);
+    if opened < wanted {
+        tracing::warn!(
+            tenants,
+            wanted,
+            opened,
+            "tenant lanes (auto): {tenants} tenants want {wanted} lanes, but CAPLIQUIFY_DB_MAX_CONNECTIONS ({max_connections}) caps them at {opened}; raise it to {wanted} so each lane has a connection"
+        );
+    } else {
+        tracing::info!(tenants, lanes = opened, "tenant lanes (auto)");
+    }
+    Ok(opened)
 }
 
 /// The tenant lanes of one cluster.

@@ -32,8 +32,9 @@ impl Privileges {
             )
             .fetch_one(pool)
             .await?;
-        // Not pg_has_role: see IS_MEMBER_SQL.
+        // Not pg_has_role: see IS_MEMBER_SQL. The usual owner is the database's own.
         let owns_database = superuser
+            || role == owner
             || sqlx::query_scalar(super::roles::IS_MEMBER_SQL)
                 .bind(&role)
                 .bind(&owner)
