@@ -68,23 +68,60 @@ async fn failing_checks(db: &TestDb) -> Vec<(String, String, String)> {
 }
 
 /// Every role made makes each backend rebuild its role memberships (docs/scaling.md, "Role
-/// changes"): the pool is filled BATCH schemas per transaction, and refilled only once half
-/// of it is claimed, so several sign-ups' roles come in one transaction.
+/// changes"): a pool with schemas to spare is filled BATCH schemas per transaction, and
+/// refilled only once half of it is claimed, so several sign-ups' roles come in one
+/// transaction. A pool nearly empty is filled in batches no larger than what is left, so
+/// its first new schema is claimable after one schema's time.
 #[tokio::test]
-async fn the_pool_is_filled_in_batches_and_refilled_at_half() {
+async fn the_pool_is_filled_in_batches_sized_by_what_is_left_and_refilled_at_half() {
     let db = TestDb::new().await;
     let service = service_pool(&db).await;
+    let batches = || async {
+        let mut sizes: Vec<i64> = sqlx::query_scalar(
+            "SELECT count(*) FROM public.tenant_schema_pool GROUP BY xmin::text",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        sizes.sort_unstable();
+        sizes
+    };
     let n = schema_pool::BATCH + 2;
     assert_eq!(schema_pool::fill(&service, n, |_| {}).await.unwrap(), n);
-    let transactions = db
-        .scalar_i64("SELECT count(DISTINCT xmin::text) FROM public.tenant_schema_pool")
-        .await;
-    assert_eq!(transactions, 2, "{n} schemas in two transactions");
+    assert_eq!(
+        batches().await,
+        vec![1, 1, 2, 4, 4],
+        "from empty: 1, 1, 2, 4, then the rest"
+    );
+    assert_eq!(schema_pool::fill(&service, 2 * n, |_| {}).await.unwrap(), n);
+    assert_eq!(
+        batches().await,
+        vec![1, 1, 2, 2, 4, 4, 10],
+        "with {n} left: {} in one transaction, then the rest",
+        schema_pool::BATCH
+    );
+    assert_eq!(schema_pool::batch_size(0), 1);
+    assert_eq!(schema_pool::batch_size(3), 3);
+    assert_eq!(schema_pool::batch_size(500), schema_pool::BATCH);
     assert!(!schema_pool::needs_refill(6, 10));
     assert!(schema_pool::needs_refill(5, 10));
     assert!(schema_pool::needs_refill(0, 1));
     assert!(!schema_pool::needs_refill(1, 1));
     assert!(!schema_pool::needs_refill(0, 0), "no pool");
+    // The loop looks again soon while the pool shrinks, and at its idle pace otherwise.
+    assert_eq!(
+        schema_pool::next_look(Some(8), 7),
+        schema_pool::REFILL_EVERY_BUSY
+    );
+    assert_eq!(
+        schema_pool::next_look(Some(7), 7),
+        schema_pool::REFILL_EVERY
+    );
+    assert_eq!(
+        schema_pool::next_look(Some(5), 10),
+        schema_pool::REFILL_EVERY
+    );
+    assert_eq!(schema_pool::next_look(None, 0), schema_pool::REFILL_EVERY);
 }
 
 #[tokio::test]
