@@ -16,8 +16,8 @@
 //! 1. the first `--hot` tenants (default 100), recycling off: the baseline;
 //! 2. every tenant, recycling off: what the catalog cache does to memory and speed;
 //! 3. every tenant, recycling at `--budget-mb` (default 48, as `serve`);
-//! 4. the same with `--lanes` tenant lanes (default 8; `CAPLIQUIFY_DB_TENANT_LANES`,
-//!    src/db/lanes.rs); `--lanes 1` skips it.
+//! 4. the same with `--lanes` tenant lanes (default 8, or `auto` as serve resolves it;
+//!    `CAPLIQUIFY_DB_TENANT_LANES`, src/db/lanes.rs); `--lanes 1` skips it.
 //!
 //! Reported per run: requests/s and its ratio to the baseline, and the private memory
 //! (`Private_Clean + Private_Dirty` of `/proc/<pid>/smaps_rollup`) of the service's backends,
@@ -33,7 +33,7 @@
 //!
 //! ```text
 //! cargo bench --bench fleet -- [--tenants N] [--hot N] [--clients N] [--warmup SECS]
-//!     [--duration SECS] [--budget-mb MIB] [--lanes N] [--pool N]
+//!     [--duration SECS] [--budget-mb MIB] [--lanes N|auto] [--pool N]
 //!     [--auth-cache-ms MS]
 //! ```
 //!
@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use capliquify::audit::Actor;
+use capliquify::db::lanes::LaneCount;
 use capliquify::db::{connect, roles};
 use capliquify::tenancy::migrate;
 use sqlx::PgPool;
@@ -150,15 +151,22 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<()> {
             1,
         ),
     ];
-    if args.load.lanes > 1 {
+    let lanes = args.load.resolve_lanes(&setup).await?;
+    if lanes > 1 {
         plans.push((
             format!(
-                "all {} tenants, {} MiB, {} lanes",
-                args.tenants, args.load.budget_mb, args.load.lanes
+                "all {} tenants, {} MiB, {lanes} lanes{}",
+                args.tenants,
+                args.load.budget_mb,
+                if args.load.lanes == LaneCount::Auto {
+                    " (auto)"
+                } else {
+                    ""
+                }
             ),
             args.tenants,
             args.load.budget_mb,
-            args.load.lanes,
+            lanes,
         ));
     }
     for (name, set, budget, lanes) in plans {

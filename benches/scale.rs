@@ -17,8 +17,12 @@
 //!    tenants (default 50) provisioned one at a time through [`Tenancy::provision`]
 //!    (median ms of the call), interleaved tenant by tenant with the same number made by
 //!    one long-lived psql session running the same DDL (the tenancy bench's baseline; its
-//!    schemas and roles are dropped afterwards, untimed). The commands and the console go
-//!    first so they see exactly `--small` tenants;
+//!    schemas and roles are dropped afterwards, untimed); (d) `--signups` sign-ups (default
+//!    200), one every `--signup-gap-ms` (150), through [`Tenancy::provision`] with the
+//!    schema pool (`--pool-size`, 10) filled first and refilled by the service's loop as
+//!    `serve` keeps it (p50, p99, max, how many took a pooled schema; the pool drained
+//!    afterwards, the tenants then given the fleet's member and products, untimed). The
+//!    commands and the console go first so they see exactly `--small` tenants;
 //! 4. grows the fleet to `--tenants`, printing the count, the elapsed time and the current
 //!    tenants/s every 5 %, and reports the tenants/s of the first and the last tenth of the
 //!    growth and how many provisioning connections were recycled (every provisioning
@@ -33,14 +37,15 @@
 //!    baseline), then over every tenant with connection recycling at `--budget-mb`; req/s,
 //!    the ratio, the largest and mean private memory of the service's backends, and the CPU
 //!    each request cost this process (service and load) and the server, from `/proc` (the
-//!    spread run with `--lanes` tenant lanes, default 8, src/db/lanes.rs); the pair of runs
+//!    spread run with `--lanes` tenant lanes, default 8, or `auto` as serve resolves it
+//!    from the live tenants, `--budget-mb` and the pool's size, src/db/lanes.rs); the pair of runs
 //!    `--pairs` times (default 1), the summary taking the pair with the median ratio; then the same
 //!    comparison for the database alone: pgbench running the request's transaction on
 //!    `--clients` connections, over the hot tenants, then over every tenant with tenant `t`
 //!    on connection `t mod clients` after a warm-up of two rounds ([`database_alone`]);
 //! 7. a summary table (figure, at N, baseline, ratio, goal, met) and the total wall time.
 //!
-//! Goals (issue 16): provisioning at N ≤ 1.2× at `--small` and ≤ 1.2× psql at N; every
+//! Goals (issue 16): sign-up p99 at N < 50 ms; provisioning at N ≤ 1.2× at `--small` and ≤ 1.2× psql at N; every
 //! command at N ≤ 1.2× at `--small` (the no-op `migrate` < 1 s); the console's list < 100 ms;
 //! requests over all N tenants ≥ 0.8× over the hot ones; the largest backend ≤ 64 MiB. The
 //! exit status is non-zero on errors (failed requests included), never on unmet goals.
@@ -56,7 +61,8 @@
 //!
 //! ```text
 //! cargo bench --bench scale -- [--tenants N] [--small N] [--window N] [--hot N]
-//!     [--clients N] [--warmup SECS] [--duration SECS] [--budget-mb MIB] [--lanes N]
+//!     [--signups N] [--signup-gap-ms MS] [--pool-size N]
+//!     [--clients N] [--warmup SECS] [--duration SECS] [--budget-mb MIB] [--lanes N|auto]
 //!     [--pool N] [--auth-cache-ms MS] [--pairs N] [--keep]
 //! ```
 //!
@@ -72,11 +78,13 @@ use std::time::Instant;
 
 use anyhow::{Context as _, ensure};
 use capliquify::audit::Actor;
+use capliquify::billing::Tier;
+use capliquify::db::lanes::LaneCount;
 use capliquify::db::recycle::Recycler;
 use capliquify::db::{PoolConfig, connect, connect_with, roles};
 use capliquify::monitor;
 use capliquify::tenancy::census::{self, Search};
-use capliquify::tenancy::{Tenancy, migrate};
+use capliquify::tenancy::{NewTenant, Tenancy, migrate};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 use support::commands::time_commands;
 use support::fleet::{
@@ -85,6 +93,7 @@ use support::fleet::{
 };
 use support::pgbench;
 use support::psql::{PsqlSession, psql_version, tenant_sql};
+use support::signup::{self, percentile};
 use support::{BenchArgs, BenchServer, median};
 
 const BENCH_DB: &str = "capliquify_bench_scale";
@@ -126,6 +135,16 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=99_000))]
     hot: usize,
+    /// Sign-ups at each size, through the schema pool as `serve` keeps it (0: none).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    signups: usize,
+    /// Milliseconds between two sign-ups (their arrival rate; the pool refills meanwhile).
+    #[arg(long, value_name = "MS", default_value_t = 150)]
+    signup_gap_ms: u64,
+    /// The schema pool's size during the sign-ups (CAPLIQUIFY_SCHEMA_POOL_SIZE).
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pool_size: u32,
     #[command(flatten)]
     load: Load,
     /// Throughput pairs (a hot run, then a run over every tenant), each on fresh services;
@@ -183,6 +202,10 @@ struct Phase {
     /// Median milliseconds per tenant: ours (the provision call), psql (`\timing` sum).
     ours_ms: f64,
     psql_ms: f64,
+    /// Sign-ups through the schema pool: milliseconds of each, and how many took a pooled
+    /// schema (empty with `--signups 0`).
+    signups: Vec<f64>,
+    signups_pooled: usize,
 }
 
 /// One growth of the fleet.
@@ -228,7 +251,7 @@ async fn run(args: &Args, server: &BenchServer, started: Instant) -> anyhow::Res
         args.load.duration,
         args.load.budget_mb,
         args.load.auth_cache_ms,
-        args.load.pool.unwrap_or(args.load.clients as u32)
+        args.load.pool_size()
     );
     let have = count_tenants(&pool).await?;
     if reused {
@@ -497,7 +520,8 @@ async fn keep_sizes(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (b) the commands, (c) the console's list query, (a) the provisioning window.
+/// (b) the commands, (c) the console's list query, (a) the provisioning window, (d) the
+/// sign-ups.
 async fn measure_phase(server: &BenchServer, pool: &PgPool, args: &Args) -> anyhow::Result<Phase> {
     let tenants = count_tenants(pool).await?;
     println!("\n== at {tenants} tenants");
@@ -558,13 +582,73 @@ async fn measure_phase(server: &BenchServer, pool: &PgPool, args: &Args) -> anyh
         args.window,
         ours_ms / psql_ms
     );
+    let (signups, signups_pooled) = signups_step(pool, args, &tenancy).await?;
     Ok(Phase {
         tenants,
         commands,
         console_ms,
         ours_ms,
         psql_ms,
+        signups,
+        signups_pooled,
     })
+}
+
+/// (d) `--signups` sign-ups `--signup-gap-ms` apart through [`Tenancy::provision`], with
+/// the schema pool filled and refilled as `serve` keeps it ([`signup::run`]); each tenant
+/// then gets the fleet's member and products (untimed), as the growth's tenants have.
+async fn signups_step(
+    pool: &PgPool,
+    args: &Args,
+    tenancy: &Tenancy,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    if args.signups == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    let naming = fleet_naming();
+    let mut next = count_tenants(pool).await?;
+    let made = signup::run(
+        tenancy,
+        args.signups,
+        std::time::Duration::from_millis(args.signup_gap_ms),
+        args.pool_size,
+        || {
+            let (slug, name, _) = naming(next);
+            next += 1;
+            Ok(NewTenant::parse(
+                &slug,
+                &name,
+                Tier::Professional,
+                &format!("org_{slug}"),
+            )?)
+        },
+    )
+    .await?;
+    for tenant in &made.tenants {
+        let slug = tenant.slug.clone();
+        let member = FleetTenant {
+            id: tenant.id,
+            org: format!("org_{slug}"),
+            user: format!("user_{slug}"),
+            schema: tenant.schema_name.clone(),
+            slug,
+            provision_ms: 0.0,
+        };
+        support::fleet::fill(pool, &member, FLEET_SHAPE).await?;
+    }
+    let ms = &made.ms;
+    println!(
+        "  sign-ups, {} one every {} ms through a schema pool of {}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} of {} took a pooled schema",
+        ms.len(),
+        args.signup_gap_ms,
+        args.pool_size,
+        percentile(ms, 0.5),
+        percentile(ms, 0.99),
+        percentile(ms, 1.0),
+        made.from_pool,
+        ms.len()
+    );
+    Ok((made.ms, made.from_pool))
 }
 
 /// A psql schema number no earlier (interrupted) run left behind.
@@ -604,6 +688,14 @@ async fn throughput(
         started.elapsed().as_secs_f64()
     );
     let load = args.load;
+    let lanes = load.resolve_lanes(pool).await?;
+    if load.lanes == LaneCount::Auto {
+        println!(
+            "  lanes auto: {lanes} for the database's live tenants (pool {}, budget {} MiB)",
+            load.pool_size(),
+            load.budget_mb
+        );
+    }
     let mut pairs = Vec::with_capacity(args.pairs);
     for pair in 1..=args.pairs {
         if args.pairs > 1 {
@@ -616,7 +708,7 @@ async fn throughput(
             "all {} tenants, recycling at {} MiB, {} lane(s)",
             tokens.len(),
             args.load.budget_mb,
-            args.load.lanes
+            lanes
         );
         println!("  {all_name}:");
         let all = measure(
@@ -625,7 +717,7 @@ async fn throughput(
             &tokens,
             all_name,
             args.load.budget_mb,
-            args.load.lanes,
+            lanes,
             load,
         )
         .await?;
@@ -850,6 +942,24 @@ fn summary(
     let (n, s) = (large.tenants, small.tenants);
     let met = |ok: bool| if ok { "yes" } else { "NO" }.to_owned();
     let mut rows: Vec<[String; 6]> = Vec::new();
+    if !large.signups.is_empty() {
+        let (l, sm) = (
+            percentile(&large.signups, 0.99),
+            percentile(&small.signups, 0.99),
+        );
+        rows.push([
+            format!(
+                "sign-up p99 ms (schema pool; {} of {} pooled) at {n} vs at {s}",
+                large.signups_pooled,
+                large.signups.len()
+            ),
+            format!("{l:.2}"),
+            format!("{sm:.2}"),
+            format!("{:.2}", l / sm),
+            "< 50 ms".into(),
+            met(l < 50.0),
+        ]);
+    }
     let ratio = large.ours_ms / small.ours_ms;
     rows.push([
         format!("provisioning, median ms per tenant, at {n} vs at {s}"),

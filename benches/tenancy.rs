@@ -67,7 +67,6 @@ use anyhow::ensure;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
 use capliquify::tenancy::migrate::{self, TenantOutcome};
-use capliquify::tenancy::schema_pool;
 use capliquify::tenancy::{NewTenant, Tenancy};
 use sqlx::migrate::{Migration, MigrationType};
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
@@ -195,6 +194,7 @@ mod support;
 
 use support::commands::{capliquify_binary, run_binary, time_commands};
 use support::psql::{PsqlSession, psql, psql_version, tenant_sql};
+use support::signup::{self, percentile};
 use support::{BenchArgs, BenchServer, median};
 
 fn main() -> anyhow::Result<()> {
@@ -360,16 +360,10 @@ impl Bench<'_> {
         );
         // The pooled path goes first, filled before the first sign-up as `serve` fills it
         // at start; the loop then refills as sign-ups claim.
-        schema_pool::fill(&self.pool, self.args.pool_size, |_| {}).await?;
-        let refill = tokio::spawn(schema_pool::refill_loop(
-            self.pool.clone(),
-            self.args.pool_size,
-        ));
-        let pooled = self.signups(n, gap).await;
-        refill.abort();
-        let (pooled, claimed) = pooled?;
-        schema_pool::drain(&self.pool, |_| {}).await?;
-        let (bare, _) = self.signups(n, gap).await?;
+        let next = || self.new_tenant("signup");
+        let pooled = signup::run(&self.tenancy, n, gap, self.args.pool_size, next).await?;
+        let (claimed, pooled) = (pooled.from_pool, pooled.ms);
+        let bare = signup::run(&self.tenancy, n, gap, 0, next).await?.ms;
         let (p50, p99) = (percentile(&pooled, 0.5), percentile(&pooled, 0.99));
         let (b50, b99) = (percentile(&bare, 0.5), percentile(&bare, 0.99));
         println!(
@@ -398,28 +392,6 @@ impl Bench<'_> {
                 met: Some(p99 < 50.0),
             },
         ])
-    }
-
-    /// `n` sign-ups `gap` apart: milliseconds each, and how many took a pooled schema.
-    async fn signups(&self, n: usize, gap: Duration) -> anyhow::Result<(Vec<f64>, usize)> {
-        let mut times = Vec::with_capacity(n);
-        let mut claimed = 0;
-        for _ in 0..n {
-            tokio::time::sleep(gap).await;
-            let new = self.new_tenant("signup")?;
-            let started = Instant::now();
-            let tenant = self.tenancy.provision(&new, &self.actor).await?;
-            times.push(ms(started.elapsed()));
-            let from_pool: bool = sqlx::query_scalar(
-                "SELECT coalesce((metadata->>'schema_from_pool')::boolean, false) FROM public.audit_logs
-                  WHERE tenant_id = $1 AND action = 'tenant.provisioned'",
-            )
-            .bind(tenant.id)
-            .fetch_one(&self.pool)
-            .await?;
-            claimed += usize::from(from_pool);
-        }
-        Ok((times, claimed))
     }
 
     /// Provisions `n` tenants one after another; milliseconds each.
@@ -1093,22 +1065,6 @@ async fn drop_membership_roles(pool: &PgPool) -> anyhow::Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn sorted(xs: &[f64]) -> Vec<f64> {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-/// Nearest-rank percentile, `p` in 0..=1.
-fn percentile(xs: &[f64], p: f64) -> f64 {
-    let v = sorted(xs);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
 }
 
 fn min(xs: &[f64]) -> f64 {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use capliquify::audit::Actor;
 use capliquify::billing::Tier;
+use capliquify::db::lanes::LaneCount;
 use capliquify::db::recycle::Recycler;
 use capliquify::db::{PoolConfig, connect_with, roles};
 use capliquify::http::auth::{AuthConfig, Authenticator, jwks_for, sign_rs256};
@@ -243,10 +244,23 @@ pub struct Load {
     /// request hits it; 0 takes it out of the comparison, leaving the database's part.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub auth_cache_ms: u64,
-    /// Tenant lanes of the lanes run (CAPLIQUIFY_DB_TENANT_LANES); 1: no lanes run.
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub lanes: u32,
+    /// Tenant lanes of the lanes run (CAPLIQUIFY_DB_TENANT_LANES): a number (1: no lanes
+    /// run), or auto, which counts the database's live tenants as serve does at start and
+    /// opens at most the pool's size (--pool).
+    #[arg(long, value_name = "N|auto", default_value = "8")]
+    pub lanes: LaneCount,
+}
+
+impl Load {
+    /// The service's pool size: `--pool`, else `--clients`.
+    pub fn pool_size(&self) -> u32 {
+        self.pool.unwrap_or(self.clients as u32)
+    }
+
+    /// The lane count `--lanes` means on `pool`'s database now, as serve resolves it.
+    pub async fn resolve_lanes(&self, pool: &PgPool) -> sqlx::Result<u32> {
+        capliquify::db::lanes::resolve(self.lanes, pool, self.budget_mb, self.pool_size()).await
+    }
 }
 
 /// What one run measured.
@@ -292,8 +306,7 @@ pub async fn measure(
     load: Load,
 ) -> anyhow::Result<Run> {
     let recycler = Recycler::new(budget_mb);
-    let pools =
-        PoolConfig::new(load.pool.unwrap_or(load.clients as u32)).with_recycler(recycler.clone());
+    let pools = PoolConfig::new(load.pool_size()).with_recycler(recycler.clone());
     let service_url = server.bench_url_as(roles::DEFAULT_LOGIN)?;
     let pool = connect_with(&service_url, &pools).await?;
     let lanes = capliquify::db::lanes::Lanes::new(&pool, lanes, &pools);

@@ -3,8 +3,8 @@
 //! bench database recreated for every run, and the PostgreSQL client tools (psql, pgbench)
 //! matching the server. Pieces more than one bench runs live in the submodules: the
 //! operators' commands as processes ([`commands`]), CPU time from `/proc` ([`cpu`]), a fleet of real tenants and the request
-//! load over it ([`fleet`]), pgbench with per-transaction logs ([`pgbench`]), and the psql
-//! provisioning baseline ([`psql`]).
+//! load over it ([`fleet`]), pgbench with per-transaction logs ([`pgbench`]), the psql
+//! provisioning baseline ([`psql`]), and sign-ups as they arrive ([`signup`]).
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,8 @@ pub mod fleet;
 pub mod pgbench;
 #[allow(dead_code)] // the tenancy and scale benches'; compiled, unused, into the others
 pub mod psql;
+#[allow(dead_code)] // the tenancy and scale benches'; compiled, unused, into the others
+pub mod signup;
 
 /// A bench's flags, with the checks between them that clap cannot state.
 pub trait BenchArgs: clap::Parser {
