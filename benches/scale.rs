@@ -7,8 +7,10 @@
 //! 2. grows the fleet to `--small` tenants (default 100), each a real tenant: provisioned
 //!    through [`Tenancy::provision`], then one member, one company and 60 products (the fleet
 //!    bench's tenant), from a few concurrent tasks; then `VACUUM ANALYZE`;
-//! 3. at `--small`, after measuring the tenants' sizes as a running service keeps them
-//!    (untimed: every tenant measured, the latest slice a moment ago), in this order: (b)
+//! 3. at `--small`, after measuring the tenants' sizes and checking the tenants as a
+//!    running service keeps them (untimed: every tenant measured and checked, the latest
+//!    slice a moment ago, so `doctor` and `monitor sizes` report rather than check or
+//!    measure a slice themselves), in this order: (b)
 //!    the operators' commands as real processes (`migrate` with nothing to do, `tenant
 //!    list`, `doctor`, `monitor sizes --limit 10`, `monitor tenants`, `tenant backup` of
 //!    one tenant), median of 3 after one unmeasured run; (c) the
@@ -84,7 +86,7 @@ use capliquify::db::recycle::Recycler;
 use capliquify::db::{PoolConfig, connect, connect_with, roles};
 use capliquify::monitor;
 use capliquify::tenancy::census::{self, Search};
-use capliquify::tenancy::{NewTenant, Tenancy, migrate};
+use capliquify::tenancy::{NewTenant, Tenancy, migrate, verify};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 use support::commands::time_commands;
 use support::fleet::{
@@ -520,12 +522,41 @@ async fn keep_sizes(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each tenant's checks as a running service keeps them (`verify::check_loop`): every live
+/// tenant checked, the latest slice a moment ago; untimed, as [`keep_sizes`]. `doctor`
+/// then reports what serve found instead of checking a slice itself, as it does in
+/// production.
+async fn keep_checks(pool: &PgPool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut checked = 0;
+    loop {
+        let never: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM public.tenants t
+              WHERE t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL
+                AND NOT EXISTS (SELECT 1 FROM public.tenant_checks c WHERE c.tenant_id = t.id)",
+        )
+        .fetch_one(pool)
+        .await?;
+        if never == 0 {
+            break;
+        }
+        checked += verify::slice(pool, 500).await?;
+    }
+    checked += verify::slice(pool, verify::SLICE).await?;
+    println!(
+        "  checks kept as serve keeps them: {checked} tenants checked in {:.1} s (untimed)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// (b) the commands, (c) the console's list query, (a) the provisioning window, (d) the
 /// sign-ups.
 async fn measure_phase(server: &BenchServer, pool: &PgPool, args: &Args) -> anyhow::Result<Phase> {
     let tenants = count_tenants(pool).await?;
     println!("\n== at {tenants} tenants");
     keep_sizes(pool).await?;
+    keep_checks(pool).await?;
     println!("  commands (process wall time, median of 3 after one unmeasured run):");
     let commands = time_commands(pool, &server.bench_url).await?;
 

@@ -722,11 +722,12 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DoctorArgs {
-    /// Tenants whose own checks this run performs (0: report only what earlier checks
-    /// found).
-    #[arg(long, value_name = "N", default_value_t = verify::SLICE, conflicts_with = "full",
+    /// Tenants whose own checks this run performs, the least recently checked first (0:
+    /// report only what earlier checks found). Default: 100, or none while a running serve
+    /// keeps every tenant's checks current (it checks 100 a minute).
+    #[arg(long, value_name = "N", conflicts_with = "full",
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
-    slice: u32,
+    slice: Option<u32>,
     /// Check every tenant now, a slice at a time, and run the guide's whole-fleet checks.
     #[arg(long)]
     full: bool,
@@ -736,7 +737,8 @@ async fn doctor(db: &Database, args: DoctorArgs, json: bool) -> anyhow::Result<E
     let depth = if args.full {
         verify::Depth::Full
     } else {
-        verify::Depth::Slice(args.slice)
+        args.slice
+            .map_or(verify::Depth::Default, verify::Depth::Slice)
     };
     let bar = output::progress(0, "tenants checked", json || !args.full)?;
     let shown = bar.clone();

@@ -57,6 +57,13 @@ impl Report {
 /// How much of the per-tenant checking a [`doctor`] run does itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
+    /// `doctor` without `--slice` or `--full`: check [`SLICE`] tenants, the least recently
+    /// checked first, unless a running `serve` keeps the checks current (every live tenant
+    /// checked, one within [`KEPT_WITHIN`]); then only report what its checks found. At
+    /// 10,000 tenants the least recently checked slice is schemas nobody touched for over an
+    /// hour: reading their catalog and files cost `doctor` 1.8× its time at 100 tenants
+    /// (docs/benchmarks.md), for 1 % of a fleet serve goes through anyway.
+    Default,
     /// Check this many tenants, the least recently checked first (0: none, only report what
     /// earlier checks found).
     Slice(u32),
@@ -68,6 +75,9 @@ pub enum Depth {
 pub const SLICE: u32 = 100;
 /// Tenants per transaction of a full check.
 const FULL_SLICE: u32 = 200;
+/// Checks count as kept current while the newest is younger than this: serve checks a
+/// slice every minute.
+pub const KEPT_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Everything `capliquify doctor` checks (and the console's System page shows), at a cost
 /// that does not grow with the fleet unless `depth` is [`Depth::Full`]: the versions, the
@@ -188,7 +198,25 @@ async fn tenant_checks(
         .fetch_one(pool)
         .await?;
     let mut checked_now = 0u64;
+    let mut kept_current = false;
     match depth {
+        Depth::Default => {
+            kept_current = sqlx::query_scalar(
+                "SELECT NOT EXISTS (SELECT 1 FROM public.tenants t
+                                     WHERE t.deleted_at IS NULL AND t.cluster = 'home'
+                                       AND t.moving_to IS NULL
+                                       AND NOT EXISTS (SELECT 1 FROM public.tenant_checks c
+                                                        WHERE c.tenant_id = t.id))
+                    AND coalesce((SELECT max(checked_at) FROM public.tenant_checks)
+                                 > now() - make_interval(secs => $1), false)",
+            )
+            .bind(KEPT_WITHIN.as_secs_f64())
+            .fetch_one(pool)
+            .await?;
+            if !kept_current {
+                checked_now = slice(pool, SLICE).await?;
+            }
+        }
         Depth::Slice(0) => {}
         Depth::Slice(n) => checked_now = slice(pool, n).await?,
         Depth::Full => {
@@ -246,6 +274,11 @@ async fn tenant_checks(
     };
     let scope = if checked_now > 0 {
         format!("{checked_now} tenant(s) checked now, the least recently checked first; {coverage}")
+    } else if kept_current {
+        format!(
+            "checks kept current by serve ({SLICE} a minute), none run now (`--slice N` or \
+             `--full` checks now); {coverage}"
+        )
     } else {
         coverage
     };

@@ -204,6 +204,55 @@ async fn doctor_reports_a_recorded_problem_until_a_check_finds_it_gone() {
     assert_eq!(line(&report, "no_cross_schema_references").0, "PASS");
 }
 
+/// `doctor` without `--slice`: while serve keeps every tenant's checks current it runs
+/// none of its own and reports serve's; once they are stale (serve stopped) or a tenant was
+/// never checked, it checks a slice itself.
+#[tokio::test]
+async fn doctor_checks_a_slice_itself_only_when_serve_does_not_keep_the_checks_current() {
+    let db = TestDb::new().await;
+    let bad = db.tenant("drifted", Tier::Starter).await;
+    db.tenant("fine", Tier::Starter).await;
+    // As serve's background check does.
+    verify::slice(&db.pool, verify::SLICE).await.unwrap();
+    db.exec(&format!(
+        "GRANT SELECT ON \"{}\".companies TO PUBLIC",
+        bad.schema_name
+    ))
+    .await;
+    let (out, report) = doctor(&db, &[]);
+    assert!(
+        out.status.success(),
+        "no check ran, none found it: {report}"
+    );
+    let (result, details) = line(&report, "tenant_schemas_checked");
+    assert_eq!(result, "PASS");
+    assert!(details.contains("kept current by serve"), "{details}");
+    // Serve stopped an hour ago: doctor checks a slice itself and finds the grant.
+    db.exec("UPDATE public.tenant_checks SET checked_at = now() - interval '1 hour'")
+        .await;
+    let (out, report) = doctor(&db, &[]);
+    assert!(!out.status.success(), "{report}");
+    let (result, details) = line(&report, "tenant_schemas_checked");
+    assert_eq!(result, "FAIL");
+    assert!(details.contains("2 tenant(s) checked now"), "{details}");
+    assert!(
+        details.contains("drifted: granted to PUBLIC: companies"),
+        "{details}"
+    );
+    // A tenant never checked also makes doctor check, even with the rest current.
+    db.exec(&format!(
+        "REVOKE SELECT ON \"{}\".companies FROM PUBLIC",
+        bad.schema_name
+    ))
+    .await;
+    verify::slice(&db.pool, verify::SLICE).await.unwrap();
+    db.tenant("newcomer", Tier::Starter).await;
+    let (out, report) = doctor(&db, &[]);
+    assert!(out.status.success(), "{report}");
+    let details = line(&report, "tenant_schemas_checked").1;
+    assert!(details.contains("3 tenant(s) checked now"), "{details}");
+}
+
 #[tokio::test]
 async fn tenants_never_checked_are_reported_not_passed() {
     let db = TestDb::new().await;
