@@ -268,8 +268,8 @@ pub struct ServeArgs {
     pub db_tenant_lanes: crate::db::lanes::LaneCount,
     /// Tenant schemas kept made ahead of sign-ups (`capliquify schema-pool`): a sign-up
     /// claims one and only registers its tenant, and the service refills the pool in the
-    /// background once half of it is claimed, 10 per transaction. 0 = none (every sign-up
-    /// makes its schema while the customer waits).
+    /// background once half of it is claimed, up to 10 per transaction and never more than
+    /// it still holds. 0 = none (every sign-up makes its schema while the customer waits).
     #[arg(long, env = "CAPLIQUIFY_SCHEMA_POOL_SIZE", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(0..=1_000))]
     pub schema_pool_size: u32,
