@@ -523,26 +523,17 @@ async fn keep_sizes(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// Each tenant's checks as a running service keeps them (`verify::check_loop`): every live
-/// tenant checked, the latest slice a moment ago; untimed, as [`keep_sizes`]. `doctor`
-/// then reports what serve found instead of checking a slice itself, as it does in
-/// production.
+/// tenant checked, the latest slice and the fleet check a moment ago; untimed, as
+/// [`keep_sizes`]. `doctor` then reports what serve found instead of checking itself, as it
+/// does in production.
 async fn keep_checks(pool: &PgPool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut checked = 0;
-    loop {
-        let never: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM public.tenants t
-              WHERE t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL
-                AND NOT EXISTS (SELECT 1 FROM public.tenant_checks c WHERE c.tenant_id = t.id)",
-        )
-        .fetch_one(pool)
-        .await?;
-        if never == 0 {
-            break;
-        }
+    while !verify::check_fleet(pool, true).await?.covers_all() {
         checked += verify::slice(pool, 500).await?;
     }
     checked += verify::slice(pool, verify::SLICE).await?;
+    verify::check_fleet(pool, true).await?;
     println!(
         "  checks kept as serve keeps them: {checked} tenants checked in {:.1} s (untimed)",
         started.elapsed().as_secs_f64()

@@ -65,12 +65,17 @@ tenant is locked while it is migrated. Unclaimed schemas of the schema pool foll
     Tenant(tenant::TenantCommand),
     /// Check versions, the guide's verification summary and tenant isolation (exit 1 on FAIL).
     #[command(after_help = "\
-Fleet-wide checks read only the tenant registry and the list of schemas. Each tenant's own
-checks (tables, references out of its schema, grants, its role's rights, its applied
-history) run for --slice tenants per run, the least recently checked first; serve checks
-100 more a minute. Every problem a tenant's last check found is reported until a later
-check finds it gone, so doctor stays fast at any fleet size. --full checks every tenant
-now (with progress), and adds the guide's verify_tenant_isolation() over the whole fleet.")]
+Each tenant's own checks (tables, references out of its schema, grants, its role's rights,
+its applied history) run a slice at a time, the least recently checked first, and every
+problem a tenant's last check found is reported until a later check finds it gone. The
+fleet check (every live tenant's schema present, no tenant_% schema without its tenant,
+how much of the fleet was checked) reads the whole registry and the list of schemas.
+A running serve does both every minute (100 tenants, then the fleet), and doctor then
+reports what it recorded, so doctor stays fast at any fleet size; versions are read now.
+Without serve's record (none in the last 2 minutes, or a tenant never checked), doctor
+checks 100 tenants and the fleet itself. --slice N checks N tenants and the fleet now;
+--full checks every tenant now (with progress), and adds the guide's
+verify_tenant_isolation() over the whole fleet.")]
     Doctor(DoctorArgs),
     /// Watch the fleet: the largest tenant schemas (sizes), tenants against their plan's
     /// limits (tenants), the slowest statements per tenant (slow-queries).
@@ -722,9 +727,10 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DoctorArgs {
-    /// Tenants whose own checks this run performs, the least recently checked first (0:
-    /// report only what earlier checks found). Default: 100, or none while a running serve
-    /// keeps every tenant's checks current (it checks 100 a minute).
+    /// Tenants whose own checks this run performs, the least recently checked first; the
+    /// fleet is checked now too (0: no tenant, and the fleet only when serve recorded no
+    /// fleet check in the last 2 minutes). Default: none while a running serve keeps the
+    /// checks current (100 tenants and the fleet a minute), else 100.
     #[arg(long, value_name = "N", conflicts_with = "full",
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     slice: Option<u32>,

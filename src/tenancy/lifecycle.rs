@@ -462,6 +462,14 @@ impl Tenancy {
         }
         let tenant = registry::fetch(&mut tx, slug, false).await?;
         tx.commit().await?;
+        if matches!(repair, Repair::Recreated) {
+            // The recorded fleet check names this schema missing (doctor reports it from
+            // there, public 0025): check the fleet again rather than until serve's next
+            // minute. The repair stands if this fails.
+            if let Err(err) = super::verify::check_fleet(&self.pool, false).await {
+                tracing::warn!(error = %err, "checking the fleet after a repair failed");
+            }
+        }
         Ok((tenant, repair))
     }
 

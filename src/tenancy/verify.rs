@@ -54,20 +54,22 @@ impl Report {
     }
 }
 
-/// How much of the per-tenant checking a [`doctor`] run does itself.
+/// How much checking a [`doctor`] run does itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
-    /// `doctor` without `--slice` or `--full`: check [`SLICE`] tenants, the least recently
-    /// checked first, unless a running `serve` keeps the checks current (every live tenant
-    /// checked, one within [`KEPT_WITHIN`]); then only report what its checks found. At
-    /// 10,000 tenants the least recently checked slice is schemas nobody touched for over an
-    /// hour: reading their catalog and files cost `doctor` 1.8× its time at 100 tenants
-    /// (docs/benchmarks.md), for 1 % of a fleet serve goes through anyway.
+    /// `doctor` without `--slice` or `--full`: report what a running `serve` keeps current
+    /// (its fleet check within [`KEPT_WITHIN`], every live tenant checked); else check
+    /// [`SLICE`] tenants, the least recently checked first, and the fleet, itself. At 10,000
+    /// tenants the least recently checked slice is schemas nobody touched for over an hour
+    /// (1.8× doctor's time at 100 tenants), and the fleet check joins the whole registry
+    /// with the schema list (3.9× with the rest; docs/benchmarks.md), for what serve does
+    /// anyway.
     Default,
-    /// Check this many tenants, the least recently checked first (0: none, only report what
-    /// earlier checks found).
+    /// Check this many tenants, the least recently checked first, and the fleet now. 0
+    /// checks no tenant, and the fleet only when no fresh outcome is recorded (the
+    /// console's System page).
     Slice(u32),
-    /// Check every tenant, a slice at a time.
+    /// Check every tenant, a slice at a time, and run [`report`]'s whole-catalog checks.
     Full,
 }
 
@@ -75,18 +77,89 @@ pub enum Depth {
 pub const SLICE: u32 = 100;
 /// Tenants per transaction of a full check.
 const FULL_SLICE: u32 = 200;
-/// Checks count as kept current while the newest is younger than this: serve checks a
-/// slice every minute.
+/// A recorded fleet check counts as kept current while it is younger than this: serve
+/// checks the fleet every minute.
 pub const KEPT_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Everything `capliquify doctor` checks (and the console's System page shows), reading
-/// no tenant's catalog beyond a slice unless `depth` is [`Depth::Full`] (the registry-wide
-/// reads still grow with the fleet: ~0.1 s at 10,000 tenants, docs/benchmarks.md, eighth
-/// scale run): the versions, the guide's summary, the fleet-wide checks that read only the registry and the schema list,
+/// The outcome of `check_fleet()` (public migration 0025): every registry-wide join of
+/// doctor's report, recorded by serve each minute and by a doctor that checks now.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FleetCheck {
+    pub checked_at: chrono::DateTime<chrono::Utc>,
+    /// The last check by serve's minute loop (this one, or an earlier one).
+    pub serve_checked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Live (not deleted) tenants.
+    pub live: i64,
+    /// Live tenants whose schema does not exist, and the first 20 by slug.
+    pub missing_count: i64,
+    pub missing: Vec<String>,
+    /// `tenant_%` schemas neither a tenant's nor unclaimed in the schema pool.
+    pub orphan_count: i64,
+    pub orphans: Vec<String>,
+    /// The tenants the per-tenant checks cover (live, on this cluster, not moving), how
+    /// many were never checked, and the oldest of their last checks.
+    pub checkable: i64,
+    pub never_checked: i64,
+    pub oldest_check: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl FleetCheck {
+    /// Whether every tenant the checks cover had been checked when this was recorded.
+    pub fn covers_all(&self) -> bool {
+        self.never_checked == 0
+    }
+}
+
+const FLEET_CHECK_COLUMNS: &str = "checked_at, serve_checked_at, live, missing_count, missing,
+     orphan_count, orphans, checkable, never_checked, oldest_check";
+
+/// Runs the fleet check now (one pass over the registry and the schema list), records its
+/// outcome and returns it. `by_serve`: this is serve's minute loop (or a runner standing
+/// in for it), which keeps the outcome current (see [`kept_current`]).
+pub async fn check_fleet(pool: &PgPool, by_serve: bool) -> sqlx::Result<FleetCheck> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {FLEET_CHECK_COLUMNS} FROM public.check_fleet($1)"
+    )))
+    .bind(by_serve)
+    .fetch_one(pool)
+    .await
+}
+
+/// The recorded fleet check, when one was recorded within [`KEPT_WITHIN`] (by the
+/// database's clock, which wrote `checked_at`), by anyone.
+pub async fn recent_fleet_check(pool: &PgPool) -> sqlx::Result<Option<FleetCheck>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {FLEET_CHECK_COLUMNS} FROM public.fleet_check
+          WHERE checked_at > now() - make_interval(secs => $1)"
+    )))
+    .bind(KEPT_WITHIN.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Whether a running serve keeps the checks current (see [`Depth::Default`]): its loop
+/// checked the fleet within [`KEPT_WITHIN`], and the last outcome covers every tenant;
+/// that outcome if so. A record only a doctor or a repair wrote does not count: nobody
+/// keeps it current, and the next doctor must see what changed since.
+pub async fn kept_current(pool: &PgPool) -> sqlx::Result<Option<FleetCheck>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {FLEET_CHECK_COLUMNS} FROM public.fleet_check
+          WHERE serve_checked_at > now() - make_interval(secs => $1) AND never_checked = 0"
+    )))
+    .bind(KEPT_WITHIN.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Everything `capliquify doctor` checks (and the console's System page shows): the
+/// versions, the guide's summary, the fleet checks (registry against schemas, versions),
 /// the schema pool, the per-tenant checks of [`tenant_checks`], and the checks of the
-/// connected role's privileges and of Citus. `progress(done, total)` follows a full check.
-/// [`Depth::Full`] adds [`report`]'s checks, which read the whole fleet's catalog in one
-/// statement each (the guide's `verify_tenant_isolation()`), in place of the fleet-wide ones.
+/// connected role's privileges and of Citus. By default it checks nothing a running serve
+/// keeps current (see [`Depth`]); its own reads then cost a scan of the registry for the
+/// summary's counts and the versions, and no join of it. `progress(done, total)` follows a
+/// full check. [`Depth::Full`] adds [`report`]'s checks, which read the whole fleet's
+/// catalog in one statement each (the guide's `verify_tenant_isolation()`), in place of
+/// the fleet checks.
 pub async fn doctor(
     pool: &PgPool,
     depth: Depth,
@@ -97,19 +170,21 @@ pub async fn doctor(
         unmigrated(versions)
     } else if depth == Depth::Full {
         let mut report = report(pool).await?;
+        let (checked_now, fleet) = check_tenants(pool, depth, progress).await?;
         report
             .checks
-            .push(tenant_checks(pool, depth, progress).await?);
+            .push(tenant_checks(pool, checked_now, &fleet).await?);
         report
     } else {
         let summary =
             sqlx::query_as("SELECT check_name, count, expected FROM public.tenancy_summary()")
                 .fetch_all(pool)
                 .await?;
+        let (checked_now, fleet) = check_tenants(pool, depth, progress).await?;
         let mut checks = vec![migrations_current(&versions)];
-        checks.extend(fleet_checks(pool, versions.tenant_catalog).await?);
+        checks.extend(fleet_checks(pool, versions.tenant_catalog, &fleet).await?);
         checks.push(schema_pool(pool, versions.tenant_catalog).await?);
-        checks.push(tenant_checks(pool, depth, progress).await?);
+        checks.push(tenant_checks(pool, checked_now, &fleet).await?);
         Report {
             versions,
             summary,
@@ -125,99 +200,54 @@ pub async fn doctor(
     Ok(report)
 }
 
-/// The checks of `verify_tenant_isolation()` that read only the registry and the list of
-/// schemas (both a few rows per tenant, hashed and joined once), not each schema's catalog:
-/// the shared tables, every live tenant's schema present and at the newest version, no
-/// schema without its tenant. The rest of that function's checks are per tenant, in
-/// [`tenant_checks`].
-async fn fleet_checks(pool: &PgPool, latest: i64) -> sqlx::Result<Vec<Check>> {
-    let (missing_tables, behind, live, orphans): (Vec<String>, Vec<String>, i64, Vec<String>) =
-        sqlx::query_as(
-            "SELECT ARRAY(SELECT t FROM unnest(ARRAY['tenants', 'users', 'subscriptions',
-                                                     'audit_logs', 'tenant_migrations']) t
-                           WHERE to_regclass('public.' || t) IS NULL ORDER BY t),
-                    ARRAY(SELECT CASE WHEN n.oid IS NULL
-                                      THEN t.slug || ': schema ' || t.schema_name || ' missing'
-                                      ELSE t.slug || ': at version '
-                                           || coalesce(t.schema_version::text, 'none') || ' of ' || $1
-                                 END
-                            FROM public.tenants t
-                            LEFT JOIN pg_namespace n ON n.nspname = t.schema_name
-                           WHERE t.deleted_at IS NULL
-                             AND (n.oid IS NULL OR t.schema_version IS DISTINCT FROM $1)
-                           ORDER BY t.slug LIMIT 20),
-                    (SELECT count(*) FROM public.tenants WHERE deleted_at IS NULL),
-                    ARRAY(SELECT n.nspname::text FROM pg_namespace n
-                           WHERE n.nspname LIKE 'tenant\\_%'
-                             AND NOT EXISTS (SELECT 1 FROM public.tenants t
-                                              WHERE t.schema_name = n.nspname)
-                             AND NOT EXISTS (SELECT 1 FROM public.tenant_schema_pool p
-                                              WHERE p.schema_name = n.nspname)
-                           ORDER BY n.nspname LIMIT 20)",
-        )
-        .bind(latest)
-        .fetch_one(pool)
-        .await?;
-    let check = |name: &str, ok: bool, pass: String, fail: String| Check {
-        test_name: name.into(),
-        result: if ok { "PASS" } else { "FAIL" }.into(),
-        details: if ok { pass } else { fail },
-    };
-    Ok(vec![
-        check(
-            "public_tables_present",
-            missing_tables.is_empty(),
-            "tenants, users, subscriptions, audit_logs, tenant_migrations".into(),
-            format!("missing: {}", missing_tables.join(", ")),
-        ),
-        check(
-            "tenant_schemas_current",
-            behind.is_empty(),
-            format!("{live} live tenant(s) at version {latest}"),
-            format!("{}; run `capliquify migrate`", behind.join("; ")),
-        ),
-        check(
-            "no_orphan_schemas",
-            orphans.is_empty(),
-            "every tenant_% schema is registered or unclaimed in the schema pool".into(),
-            format!("unregistered: {}", orphans.join(", ")),
-        ),
-    ])
+/// Where a fleet check's outcome came from: this run, or serve's record.
+#[derive(Debug, Clone)]
+struct Fleet {
+    check: FleetCheck,
+    /// Recorded by someone else (serve) before this run: its figures are as of then.
+    recorded: bool,
 }
 
-/// The per-tenant checks (`check_tenant_schema()`, public migration 0020: tables,
-/// references out of the schema, PUBLIC and foreign grants, the tenant role's rights, the
-/// applied history): runs `depth` of them through `verify_tenant_slice()`, then reports
-/// every problem the latest check of each live tenant found — in this run or an earlier
-/// one (serve checks a slice a minute) — and how much of the fleet has been checked.
-async fn tenant_checks(
+impl Fleet {
+    /// " (as of serve's fleet check at 12:01:02 UTC)" for a recorded outcome, else "".
+    fn as_of(&self) -> String {
+        if self.recorded {
+            format!(
+                " (as of the fleet check at {} UTC; serve checks every minute, `--slice N` \
+                 checks now)",
+                self.check.checked_at.format("%H:%M:%S")
+            )
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// Runs the per-tenant checks `depth` asks for (see [`Depth`]) and the fleet check, or
+/// takes serve's recorded fleet check when that is enough: how many tenants this run
+/// checked, and the fleet's outcome.
+async fn check_tenants(
     pool: &PgPool,
     depth: Depth,
     mut progress: impl FnMut(u64, u64),
-) -> sqlx::Result<Check> {
-    let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(pool)
-        .await?;
+) -> sqlx::Result<(u64, Fleet)> {
+    let recorded = match depth {
+        Depth::Default => kept_current(pool).await?,
+        Depth::Slice(0) => recent_fleet_check(pool).await?,
+        Depth::Slice(_) | Depth::Full => None,
+    };
+    if let Some(check) = recorded {
+        return Ok((
+            0,
+            Fleet {
+                check,
+                recorded: true,
+            },
+        ));
+    }
     let mut checked_now = 0u64;
-    let mut kept_current = false;
     match depth {
-        Depth::Default => {
-            kept_current = sqlx::query_scalar(
-                "SELECT NOT EXISTS (SELECT 1 FROM public.tenants t
-                                     WHERE t.deleted_at IS NULL AND t.cluster = 'home'
-                                       AND t.moving_to IS NULL
-                                       AND NOT EXISTS (SELECT 1 FROM public.tenant_checks c
-                                                        WHERE c.tenant_id = t.id))
-                    AND coalesce((SELECT max(checked_at) FROM public.tenant_checks)
-                                 > now() - make_interval(secs => $1), false)",
-            )
-            .bind(KEPT_WITHIN.as_secs_f64())
-            .fetch_one(pool)
-            .await?;
-            if !kept_current {
-                checked_now = slice(pool, SLICE).await?;
-            }
-        }
+        Depth::Default => checked_now = slice(pool, SLICE).await?,
         Depth::Slice(0) => {}
         Depth::Slice(n) => checked_now = slice(pool, n).await?,
         Depth::Full => {
@@ -234,28 +264,116 @@ async fn tenant_checks(
             }
         }
     }
-    let (problems, checkable, never, stale, oldest): (
-        Vec<String>,
-        i64,
-        i64,
-        i64,
-        Option<chrono::DateTime<chrono::Utc>>,
-    ) = sqlx::query_as(
-        "WITH t AS (
-            SELECT t.slug, c.checked_at, c.problems
-              FROM public.tenants t
-              LEFT JOIN public.tenant_checks c ON c.tenant_id = t.id
-             WHERE t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL)
-         SELECT ARRAY(SELECT t.slug || ': ' || p FROM t CROSS JOIN unnest(t.problems) p
-                       ORDER BY t.slug, p LIMIT 20),
-                (SELECT count(*) FROM t),
-                (SELECT count(*) FROM t WHERE checked_at IS NULL),
-                (SELECT count(*) FROM t WHERE checked_at < $1),
-                (SELECT min(checked_at) FROM t)",
+    Ok((
+        checked_now,
+        Fleet {
+            check: check_fleet(pool, false).await?,
+            recorded: false,
+        },
+    ))
+}
+
+/// The checks of `verify_tenant_isolation()` that read only the registry and the list of
+/// schemas, not each schema's catalog: the shared tables, every live tenant's schema
+/// present (from the fleet check) and at the newest version (one scan of the registry,
+/// now: `migrate` then `doctor` shows the fleet current), no schema without its tenant
+/// (from the fleet check). The rest of that function's checks are per tenant, in
+/// [`tenant_checks`].
+async fn fleet_checks(pool: &PgPool, latest: i64, fleet: &Fleet) -> sqlx::Result<Vec<Check>> {
+    let (missing_tables, behind): (Vec<String>, Vec<String>) = sqlx::query_as(
+        "SELECT ARRAY(SELECT t FROM unnest(ARRAY['tenants', 'users', 'subscriptions',
+                                                 'audit_logs', 'tenant_migrations']) t
+                       WHERE to_regclass('public.' || t) IS NULL ORDER BY t),
+                ARRAY(SELECT t.slug || ': at version '
+                             || coalesce(t.schema_version::text, 'none') || ' of ' || $1
+                        FROM public.tenants t
+                       WHERE t.deleted_at IS NULL AND t.schema_version IS DISTINCT FROM $1
+                       ORDER BY t.slug LIMIT 20)",
     )
-    .bind(started)
+    .bind(latest)
     .fetch_one(pool)
     .await?;
+    let as_of = fleet.as_of();
+    let check = |name: &str, ok: bool, pass: String, fail: String| Check {
+        test_name: name.into(),
+        result: if ok { "PASS" } else { "FAIL" }.into(),
+        details: if ok { pass } else { fail },
+    };
+    let FleetCheck {
+        live,
+        missing_count,
+        missing,
+        orphan_count,
+        orphans,
+        ..
+    } = &fleet.check;
+    let mut problems = missing.clone();
+    problems.extend(behind.iter().cloned());
+    Ok(vec![
+        check(
+            "public_tables_present",
+            missing_tables.is_empty(),
+            "tenants, users, subscriptions, audit_logs, tenant_migrations".into(),
+            format!("missing: {}", missing_tables.join(", ")),
+        ),
+        check(
+            "tenant_schemas_current",
+            *missing_count == 0 && behind.is_empty(),
+            format!("{live} live tenant(s), every schema present{as_of}, at version {latest}"),
+            format!(
+                "{}{}; {}",
+                problems.join("; "),
+                if *missing_count > 0 {
+                    format!(" ({missing_count} schema(s) missing{as_of})")
+                } else {
+                    String::new()
+                },
+                if behind.is_empty() {
+                    "`capliquify tenant repair SLUG` recreates a missing schema"
+                } else {
+                    "run `capliquify migrate`"
+                }
+            ),
+        ),
+        check(
+            "no_orphan_schemas",
+            *orphan_count == 0,
+            format!("every tenant_% schema is registered or unclaimed in the schema pool{as_of}"),
+            format!(
+                "unregistered ({orphan_count}{as_of}): {}",
+                orphans.join(", ")
+            ),
+        ),
+    ])
+}
+
+/// The per-tenant checks (`check_tenant_schema()`, public migration 0020: tables,
+/// references out of the schema, PUBLIC and foreign grants, the tenant role's rights, the
+/// applied history): reports every problem the latest check of each live tenant found —
+/// in this run or an earlier one (serve checks a slice a minute), read through the index
+/// of checks that found one — and, from the fleet check, how much of the fleet has been
+/// checked.
+async fn tenant_checks(pool: &PgPool, checked_now: u64, fleet: &Fleet) -> sqlx::Result<Check> {
+    let problems: Vec<String> = sqlx::query_scalar(
+        "SELECT t.slug || ': ' || p
+           FROM public.tenant_checks c
+           JOIN public.tenants t ON t.id = c.tenant_id
+          CROSS JOIN unnest(c.problems) p
+          WHERE c.problems <> '{}'
+            AND t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL
+          ORDER BY t.slug, p LIMIT 20",
+    )
+    .fetch_all(pool)
+    .await?;
+    let FleetCheck {
+        checkable,
+        never_checked: never,
+        oldest_check: oldest,
+        ..
+    } = fleet.check;
+    let checked = u64::try_from(checkable - never).unwrap_or(0);
+    let stale = checked.saturating_sub(checked_now);
+    let as_of = fleet.as_of();
     let coverage = if never > 0 {
         format!(
             "{never} of {checkable} tenant(s) not checked yet (serve checks {SLICE} a \
@@ -263,7 +381,7 @@ async fn tenant_checks(
         )
     } else if stale > 0 {
         format!(
-            "the other {stale} of {checkable} checked since {}",
+            "the other {stale} of {checkable} checked since {}{as_of}",
             oldest.map_or_else(String::new, |at| at
                 .format("%Y-%m-%d %H:%M UTC")
                 .to_string())
@@ -275,7 +393,7 @@ async fn tenant_checks(
     };
     let scope = if checked_now > 0 {
         format!("{checked_now} tenant(s) checked now, the least recently checked first; {coverage}")
-    } else if kept_current {
+    } else if fleet.recorded {
         format!(
             "checks kept current by serve ({SLICE} a minute), none run now (`--slice N` or \
              `--full` checks now); {coverage}"
@@ -316,8 +434,9 @@ pub async fn slice(pool: &PgPool, n: u32) -> sqlx::Result<u64> {
     Ok(u64::try_from(checked).unwrap_or(0))
 }
 
-/// serve's background check: one slice of [`SLICE`] tenants a minute, so problems show in
-/// `doctor` and on the console without anyone running a full check.
+/// serve's background check: one slice of [`SLICE`] tenants a minute, then the fleet check,
+/// so problems show in `doctor` and on the console without anyone running a full check,
+/// and `doctor` reads the outcome instead of checking itself.
 pub async fn check_loop(pool: PgPool) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,6 +444,9 @@ pub async fn check_loop(pool: PgPool) {
         ticker.tick().await;
         if let Err(err) = slice(&pool, SLICE).await {
             tracing::warn!(error = %err, "checking a slice of tenants failed");
+        }
+        if let Err(err) = check_fleet(&pool, true).await {
+            tracing::warn!(error = %err, "checking the fleet failed");
         }
     }
 }

@@ -212,8 +212,9 @@ async fn doctor_checks_a_slice_itself_only_when_serve_does_not_keep_the_checks_c
     let db = TestDb::new().await;
     let bad = db.tenant("drifted", Tier::Starter).await;
     db.tenant("fine", Tier::Starter).await;
-    // As serve's background check does.
+    // As serve's background check does: a slice, then the fleet.
     verify::slice(&db.pool, verify::SLICE).await.unwrap();
+    verify::check_fleet(&db.pool, true).await.unwrap();
     db.exec(&format!(
         "GRANT SELECT ON \"{}\".companies TO PUBLIC",
         bad.schema_name
@@ -230,6 +231,11 @@ async fn doctor_checks_a_slice_itself_only_when_serve_does_not_keep_the_checks_c
     // Serve stopped an hour ago: doctor checks a slice itself and finds the grant.
     db.exec("UPDATE public.tenant_checks SET checked_at = now() - interval '1 hour'")
         .await;
+    db.exec(
+        "UPDATE public.fleet_check
+            SET checked_at = now() - interval '1 hour', serve_checked_at = now() - interval '1 hour'",
+    )
+    .await;
     let (out, report) = doctor(&db, &[]);
     assert!(!out.status.success(), "{report}");
     let (result, details) = line(&report, "tenant_schemas_checked");
@@ -246,11 +252,95 @@ async fn doctor_checks_a_slice_itself_only_when_serve_does_not_keep_the_checks_c
     ))
     .await;
     verify::slice(&db.pool, verify::SLICE).await.unwrap();
+    verify::check_fleet(&db.pool, true).await.unwrap();
     db.tenant("newcomer", Tier::Starter).await;
+    // Serve's record predates the newcomer: its next minute checks it first.
+    let (out, report) = doctor(&db, &[]);
+    assert!(out.status.success(), "{report}");
+    let details = line(&report, "tenant_schemas_checked").1;
+    assert!(details.contains("none run now"), "{details}");
+    // A record with a tenant never checked (serve's slice failed, or more sign-ups than a
+    // slice in a minute) makes doctor check, even with the rest current.
+    let recorded = verify::check_fleet(&db.pool, true).await.unwrap();
+    assert_eq!((recorded.checkable, recorded.never_checked), (3, 1));
     let (out, report) = doctor(&db, &[]);
     assert!(out.status.success(), "{report}");
     let details = line(&report, "tenant_schemas_checked").1;
     assert!(details.contains("3 tenant(s) checked now"), "{details}");
+}
+
+#[tokio::test]
+async fn doctor_reads_the_fleet_check_serve_recorded_and_the_versions_now() {
+    let db = TestDb::new().await;
+    let gone = db.tenant("gone", Tier::Starter).await;
+    db.tenant("kept", Tier::Starter).await;
+    // serve's minute: a slice, then the fleet.
+    verify::slice(&db.pool, verify::SLICE).await.unwrap();
+    let recorded = verify::check_fleet(&db.pool, true).await.unwrap();
+    assert_eq!(
+        (
+            recorded.live,
+            recorded.checkable,
+            recorded.never_checked,
+            recorded.missing_count,
+            recorded.orphan_count
+        ),
+        (2, 2, 0, 0, 0),
+        "{recorded:?}"
+    );
+    // After the record: debris, a dropped schema, and a tenant left behind the catalog.
+    db.exec("CREATE SCHEMA tenant_debris").await;
+    db.exec(&format!("DROP SCHEMA \"{}\" CASCADE", gone.schema_name))
+        .await;
+    db.exec("UPDATE public.tenants SET schema_version = schema_version - 1 WHERE slug = 'kept'")
+        .await;
+    // doctor reports the record for what it holds, and the versions as they are now.
+    let (out, report) = doctor(&db, &[]);
+    assert!(!out.status.success(), "{report}");
+    let (result, details) = line(&report, "tenant_schemas_current");
+    assert_eq!(result, "FAIL");
+    assert!(details.contains("kept: at version"), "{details}");
+    assert!(!details.contains("gone: schema"), "{details}");
+    let (result, details) = line(&report, "no_orphan_schemas");
+    assert_eq!(result, "PASS");
+    assert!(details.contains("as of the fleet check at"), "{details}");
+    // Checking now finds all three, and records them for the next plain run.
+    for args in [&["--slice", "1"][..], &[]] {
+        let (out, report) = doctor(&db, args);
+        assert!(!out.status.success(), "{report}");
+        let (_, details) = line(&report, "tenant_schemas_current");
+        let missing = format!("gone: schema {} missing", gone.schema_name);
+        assert!(details.contains(&missing), "{args:?}: {details}");
+        assert!(details.contains("kept: at version"), "{args:?}: {details}");
+        let (result, details) = line(&report, "no_orphan_schemas");
+        assert_eq!(result, "FAIL", "{args:?}: {details}");
+        assert!(details.contains("tenant_debris"), "{args:?}: {details}");
+    }
+    // The guide's own function, which joins the registry itself, names the same.
+    let (_, details) = db.check("no_orphan_schemas").await;
+    assert!(details.contains("tenant_debris"), "{details}");
+    let (_, details) = db.check("tenant_schemas_current").await;
+    assert!(details.contains("gone: schema"), "{details}");
+    // The record's counts: two live tenants, one schema missing, one orphan.
+    let recorded = verify::check_fleet(&db.pool, true).await.unwrap();
+    assert_eq!(
+        (recorded.live, recorded.missing_count, recorded.orphan_count),
+        (2, 1, 1)
+    );
+    assert_eq!(recorded.orphans, ["tenant_debris"]);
+    // A repair that recreates the schema checks the fleet again: the next plain doctor no
+    // longer reports it missing.
+    let out = Command::new(env!("CARGO_BIN_EXE_capliquify"))
+        .args(["tenant", "repair", "gone"])
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_, report) = doctor(&db, &[]);
+    let (_, details) = line(&report, "tenant_schemas_current");
+    assert!(!details.contains("gone: schema"), "{details}");
+    assert!(details.contains("kept: at version"), "{details}");
 }
 
 #[tokio::test]
@@ -389,9 +479,12 @@ async fn the_service_checks_a_slice_in_the_background() {
     let mut checked = false;
     for _ in 0..200 {
         if db
-            .scalar_i64("SELECT count(*) FROM public.tenant_checks")
+            .scalar_i64(
+                "SELECT (SELECT count(*) FROM public.tenant_checks)
+                        + (SELECT count(*) FROM public.fleet_check)",
+            )
             .await
-            == 1
+            == 2
         {
             checked = true;
             break;
@@ -399,7 +492,13 @@ async fn the_service_checks_a_slice_in_the_background() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     task.abort();
-    assert!(checked, "the service's loop recorded no check");
+    assert!(
+        checked,
+        "the service's loop recorded no check, or no fleet check"
+    );
+    // The fleet check (after the slice) is what doctor reads instead of checking itself.
+    let recorded = verify::kept_current(&db.pool).await.unwrap();
+    assert_eq!(recorded.map(|f| (f.live, f.checkable)), Some((1, 1)));
 }
 
 /// The documented call works in psql.
@@ -411,6 +510,11 @@ async fn psql_runs_a_slice() {
         .arg(&db.url)
         .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c"])
         .arg("SELECT slug, coalesce(problem, 'ok') FROM public.verify_tenant_slice(100)")
+        .arg("-c")
+        .arg(
+            "SELECT live, missing_count, orphan_count, checkable, never_checked \
+               FROM public.check_fleet()",
+        )
         .output()
         .unwrap();
     assert!(
@@ -418,7 +522,10 @@ async fn psql_runs_a_slice() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from-psql|ok");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "from-psql|ok\n1|0|0|1|0"
+    );
 }
 
 /// `tenant repair` checks the tenant again once it has repaired it, so the very next doctor
