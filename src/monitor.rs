@@ -124,14 +124,17 @@ pub async fn coverage(pool: &PgPool) -> sqlx::Result<SizeCoverage> {
 
 /// Measures the `n` least recently measured tenants (never measured first) in one
 /// transaction and records their sizes; how many it measured. Nothing to do in Citus mode,
-/// where [`sizes`] asks Citus.
+/// where [`sizes`] asks Citus. On a connection closed afterwards: measuring opens every
+/// relation of `n` cold schemas, whose entries a pooled backend would keep
+/// ([`crate::db::recycle::acquire_for_once`]).
 pub async fn measure_slice(pool: &PgPool, n: u32) -> sqlx::Result<u64> {
     if n == 0 || crate::db::citus::is_on(pool).await? {
         return Ok(0);
     }
+    let mut conn = crate::db::recycle::acquire_for_once(pool).await?;
     let done: i32 = sqlx::query_scalar("SELECT public.measure_tenant_slice($1)")
         .bind(i32::try_from(n).unwrap_or(i32::MAX))
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     Ok(u64::try_from(done).unwrap_or(0))
 }

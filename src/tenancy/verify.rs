@@ -425,11 +425,14 @@ const CHECKABLE_COUNT: &str = "SELECT count(*) FROM public.tenants
      WHERE deleted_at IS NULL AND cluster = 'home' AND moving_to IS NULL";
 
 /// Checks the `n` least recently checked tenants in one transaction; how many it checked.
+/// On a connection closed afterwards, so that a pooled backend does not keep the catalog
+/// entries of `n` cold schemas ([`crate::db::recycle::acquire_for_once`]).
 pub async fn slice(pool: &PgPool, n: u32) -> sqlx::Result<u64> {
+    let mut conn = crate::db::recycle::acquire_for_once(pool).await?;
     let checked: i64 =
         sqlx::query_scalar("SELECT count(DISTINCT slug) FROM public.verify_tenant_slice($1)")
             .bind(i32::try_from(n).unwrap_or(i32::MAX))
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
     Ok(u64::try_from(checked).unwrap_or(0))
 }

@@ -563,3 +563,33 @@ async fn a_repair_is_seen_by_the_next_doctor_without_waiting_for_a_slice() {
     assert!(out.status.success(), "{report}");
     assert_eq!(line(&report, "tenant_schemas_checked").0, "PASS");
 }
+
+/// A slice of checks or size measurements reads the catalog of many cold schemas; its
+/// backend would keep those entries for life (1.2 GiB after measuring 5,000 tenants), so it
+/// runs on a connection closed afterwards, never one the pool hands out again.
+#[tokio::test]
+async fn slices_do_not_return_their_backend_to_the_pool() {
+    let db = TestDb::new().await;
+    db.tenant("cold", Tier::Starter).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let pid = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = pid().await;
+    assert_eq!(pid().await, before, "a pooled connection is reused");
+    assert_eq!(verify::slice(&pool, 10).await.unwrap(), 1);
+    let after_check = pid().await;
+    assert_ne!(after_check, before, "the checking backend came back");
+    assert_eq!(
+        capliquify::monitor::measure_slice(&pool, 10).await.unwrap(),
+        1
+    );
+    assert_ne!(pid().await, after_check, "the measuring backend came back");
+}
