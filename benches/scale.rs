@@ -13,7 +13,7 @@
 //!    measure a slice themselves), in this order: (b)
 //!    the operators' commands as real processes (`migrate` with nothing to do, `tenant
 //!    list`, `doctor`, `monitor sizes --limit 10`, `monitor tenants`, `tenant backup` of
-//!    one tenant), median of 3 after one unmeasured run; (c) the
+//!    one tenant), median of 7 after one unmeasured run; (c) the
 //!    console's tenant list query ([`census::search`], first page) in-process as the
 //!    service's login role, median of 20 after one unmeasured; (a) a window of `--window`
 //!    tenants (default 50) provisioned one at a time through [`Tenancy::provision`]
@@ -88,7 +88,7 @@ use capliquify::monitor;
 use capliquify::tenancy::census::{self, Search};
 use capliquify::tenancy::{NewTenant, Tenancy, migrate, verify};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
-use support::commands::time_commands;
+use support::commands::{self, time_commands};
 use support::fleet::{
     FLEET_SHAPE, FleetTenant, Load, Run, fleet_naming, measure, provision_many, provision_one,
     token_for,
@@ -548,7 +548,10 @@ async fn measure_phase(server: &BenchServer, pool: &PgPool, args: &Args) -> anyh
     println!("\n== at {tenants} tenants");
     keep_sizes(pool).await?;
     keep_checks(pool).await?;
-    println!("  commands (process wall time, median of 3 after one unmeasured run):");
+    println!(
+        "  commands (process wall time, median of {} after one unmeasured run):",
+        commands::REPS
+    );
     let commands = time_commands(pool, &server.bench_url).await?;
 
     // The console's list as the page runs it: census::search, first page by slug, on the

@@ -22,7 +22,7 @@
 //!   tenants, the step that scanned.
 //! - `commands`: the operators' commands as real processes (`migrate` with nothing to do,
 //!   `tenant list`, `doctor`, `monitor sizes`, `monitor tenants`, `tenant backup` of one
-//!   tenant), median of 3 runs each, first on a fleet of `--small` tenants, then on
+//!   tenant), median of 7 runs each, first on a fleet of `--small` tenants, then on
 //!   `--tenants`. Goal (issue 16): each at most 1.2× its time on the small fleet, and the
 //!   no-op `migrate` under 1 s.
 //! - `migrate-noop`: `migrate` with nothing to do over `--tenants` tenants (default 1,000),
@@ -192,7 +192,7 @@ struct Bench<'a> {
 
 mod support;
 
-use support::commands::{capliquify_binary, run_binary, time_commands};
+use support::commands::{self, capliquify_binary, run_binary, time_commands};
 use support::psql::{PsqlSession, psql, psql_version, tenant_sql};
 use support::signup::{self, percentile};
 use support::{BenchArgs, BenchServer, median};
@@ -681,7 +681,10 @@ impl Bench<'_> {
     /// Each command's median process time on `--small` tenants, then on `--tenants`.
     async fn commands(&self) -> anyhow::Result<Vec<ResultRow>> {
         let (small, large) = (self.args.small, self.args.tenants);
-        println!("\n== commands: each median of 3 runs, on {small} tenants, then on {large}");
+        println!(
+            "\n== commands: each median of {} runs, on {small} tenants, then on {large}",
+            commands::REPS
+        );
         let have: i64 = sqlx::query_scalar("SELECT count(*) FROM public.tenants")
             .fetch_one(&self.pool)
             .await?;

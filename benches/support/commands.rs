@@ -37,8 +37,14 @@ pub fn capliquify_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The commands, each run 3 times after one unmeasured run, on the database `bench_url`
-/// (whose tenants `pool` reads); median milliseconds each, in [`COMMANDS`]' order.
+/// Measured runs of each command. Most are 20–60 ms processes, and on two cores one run
+/// in three can be 10 ms off (`doctor` at 100 tenants: 35.5–46.6 ms over three runs of
+/// the ninth scale run): the median of 7 keeps one slow or fast run out of a ratio.
+pub const REPS: usize = 7;
+
+/// The commands, each run [`REPS`] times after one unmeasured run, on the database
+/// `bench_url` (whose tenants `pool` reads); median milliseconds each, in [`COMMANDS`]'
+/// order.
 pub async fn time_commands(pool: &PgPool, bench_url: &str) -> anyhow::Result<Vec<(String, f64)>> {
     let binary = capliquify_binary()?;
     let slug: String =
@@ -60,7 +66,7 @@ pub async fn time_commands(pool: &PgPool, bench_url: &str) -> anyhow::Result<Vec
     ];
     let mut out = Vec::new();
     for (name, args) in COMMANDS.iter().zip(&args) {
-        let times = run_binary(bench_url, &binary, args, 3, || {
+        let times = run_binary(bench_url, &binary, args, REPS, || {
             let _ = std::fs::remove_file(&archive);
         })
         .await?;
