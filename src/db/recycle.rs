@@ -140,8 +140,7 @@ pub async fn backend_memory(conn: &mut sqlx::PgConnection) -> sqlx::Result<u64> 
 /// work that reads the catalog of many cold tenant schemas at once (a slice of tenant checks
 /// or size measurements). The backend would keep those catalog entries for its whole life:
 /// one that measured 5,000 tenants' sizes held 1.2 GiB, and a tenant provisioned on it took
-/// ~1.6× as long, its commit and abort walking the whole relation cache (docs/benchmarks.md,
-/// ninth scale run). The pool opens a fresh connection when it next needs one; the
+/// two to three times as long (docs/benchmarks.md, ninth scale run). The pool opens a fresh connection when it next needs one; the
 /// recycler's sampled check would notice such a backend only after up to [`CHECK_EVERY`]
 /// releases.
 pub async fn acquire_for_once(

@@ -77,8 +77,8 @@ pub enum Depth {
 pub const SLICE: u32 = 100;
 /// Tenants per transaction of a full check.
 const FULL_SLICE: u32 = 200;
-/// A recorded fleet check counts as kept current while it is younger than this: serve
-/// checks the fleet every minute.
+/// A recorded fleet check counts as kept current while serve's last one is younger than
+/// this: serve checks the fleet every minute.
 pub const KEPT_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The outcome of `check_fleet()` (public migration 0025): every registry-wide join of
@@ -200,26 +200,31 @@ pub async fn doctor(
     Ok(report)
 }
 
-/// Where a fleet check's outcome came from: this run, or serve's record.
+/// Where a fleet check's outcome came from: this run, or a record.
 #[derive(Debug, Clone)]
 struct Fleet {
     check: FleetCheck,
-    /// Recorded by someone else (serve) before this run: its figures are as of then.
+    /// Recorded before this run: its figures are as of then.
     recorded: bool,
+    /// And serve keeps that record current ([`kept_current`]).
+    by_serve: bool,
 }
 
 impl Fleet {
-    /// " (as of serve's fleet check at 12:01:02 UTC)" for a recorded outcome, else "".
+    /// " (as of the fleet check at 12:01:02 UTC; …)" for a recorded outcome, else "".
     fn as_of(&self) -> String {
-        if self.recorded {
-            format!(
-                " (as of the fleet check at {} UTC; serve checks every minute, `--slice N` \
-                 checks now)",
-                self.check.checked_at.format("%H:%M:%S")
-            )
-        } else {
-            String::new()
+        if !self.recorded {
+            return String::new();
         }
+        format!(
+            " (as of the fleet check at {} UTC; {}`--slice N` checks now)",
+            self.check.checked_at.format("%H:%M:%S"),
+            if self.by_serve {
+                "serve checks every minute, "
+            } else {
+                ""
+            }
+        )
     }
 }
 
@@ -231,17 +236,22 @@ async fn check_tenants(
     depth: Depth,
     mut progress: impl FnMut(u64, u64),
 ) -> sqlx::Result<(u64, Fleet)> {
-    let recorded = match depth {
-        Depth::Default => kept_current(pool).await?,
-        Depth::Slice(0) => recent_fleet_check(pool).await?,
+    let kept = match depth {
+        Depth::Default | Depth::Slice(0) => kept_current(pool).await?,
         Depth::Slice(_) | Depth::Full => None,
     };
-    if let Some(check) = recorded {
+    let recorded = match (kept, depth) {
+        (Some(check), _) => Some((check, true)),
+        (None, Depth::Slice(0)) => recent_fleet_check(pool).await?.map(|check| (check, false)),
+        (None, _) => None,
+    };
+    if let Some((check, by_serve)) = recorded {
         return Ok((
             0,
             Fleet {
                 check,
                 recorded: true,
+                by_serve,
             },
         ));
     }
@@ -269,6 +279,7 @@ async fn check_tenants(
         Fleet {
             check: check_fleet(pool, false).await?,
             recorded: false,
+            by_serve: false,
         },
     ))
 }
@@ -393,7 +404,7 @@ async fn tenant_checks(pool: &PgPool, checked_now: u64, fleet: &Fleet) -> sqlx::
     };
     let scope = if checked_now > 0 {
         format!("{checked_now} tenant(s) checked now, the least recently checked first; {coverage}")
-    } else if fleet.recorded {
+    } else if fleet.by_serve {
         format!(
             "checks kept current by serve ({SLICE} a minute), none run now (`--slice N` or \
              `--full` checks now); {coverage}"
