@@ -4,7 +4,7 @@
 -- At 10,000 tenants doctor's own per-tenant work was already bounded (0020), but its report
 -- still joined the whole registry with pg_namespace and with public.tenant_checks, five
 -- times over: 3.9x its time at 100 tenants (docs/benchmarks.md, eighth scale run). Those
--- joins now run once, in check_fleet(), which serve calls after each minute's slice of
+-- joins now run once each, in check_fleet(), which serve calls after each minute's slice of
 -- tenant checks and doctor calls itself only when no fresh outcome is recorded (or when
 -- asked to check now). What an operator expects to see change at once stays exact at once:
 -- the tenants behind the newest version (one scan of the registry, no join: `migrate` then
@@ -36,45 +36,55 @@ CREATE TABLE public.fleet_check (
 COMMENT ON TABLE public.fleet_check IS
     'The outcome of the last check_fleet(): registry against schemas, and check coverage';
 
--- Every registry-wide join of doctor's report, in one pass: the registry (tenants and the
--- schema pool) full-joined with the tenant_% schemas, and the checkable tenants with their
--- last checks. Records the outcome and returns it; p_by_serve marks serve's minute loop.
+-- Every registry-wide join of doctor's report, run once: the live tenants against the
+-- tenant_% schemas, the schemas against the registry (tenants and the schema pool), and the
+-- checkable tenants against their last checks. Records the outcome and returns it;
+-- p_by_serve marks serve's minute loop. Three statements rather than one full join: in
+-- Citus mode the registry is a Citus local table (0019), and Citus plans a join of it with
+-- pg_namespace only with the registry on the outer side.
 CREATE FUNCTION public.check_fleet(p_by_serve boolean DEFAULT false)
 RETURNS public.fleet_check
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
-    WITH registry AS (
-        SELECT t.id, t.slug::text AS slug, t.schema_name::text AS schema_name,
-               t.deleted_at IS NULL AS live,
-               t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL AS checkable
-          FROM public.tenants t
-        UNION ALL
-        SELECT NULL, NULL, p.schema_name::text, false, false
-          FROM public.tenant_schema_pool p
-    ), joined AS (
-        SELECT r.slug, r.schema_name, r.live, r.checkable, n.nspname::text AS nspname,
-               c.tenant_id IS NOT NULL AS checked, c.checked_at
-          FROM registry r
-          FULL JOIN (SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\_%') n
-            ON n.nspname = r.schema_name
-          LEFT JOIN public.tenant_checks c ON c.tenant_id = r.id AND r.checkable
-    )
+DECLARE
+    v_live          bigint;
+    v_missing_count bigint;
+    v_missing       text[];
+    v_orphan_count  bigint;
+    v_orphans       text[];
+    v_checkable     bigint;
+    v_never         bigint;
+    v_oldest        timestamptz;
+    v_now           timestamptz;
+    v_row           public.fleet_check;
+BEGIN
+    SELECT count(*),
+           count(*) FILTER (WHERE n.oid IS NULL),
+           coalesce((array_agg(t.slug || ': schema ' || t.schema_name || ' missing' ORDER BY t.slug)
+                         FILTER (WHERE n.oid IS NULL))[1:20], '{}')
+      INTO v_live, v_missing_count, v_missing
+      FROM public.tenants t
+      LEFT JOIN pg_namespace n ON n.nspname = t.schema_name
+     WHERE t.deleted_at IS NULL;
+    SELECT count(*), coalesce((array_agg(o.nspname ORDER BY o.nspname))[1:20], '{}')
+      INTO v_orphan_count, v_orphans
+      FROM (SELECT n.nspname::text AS nspname FROM pg_namespace n
+             WHERE n.nspname LIKE 'tenant\_%'
+               AND NOT EXISTS (SELECT 1 FROM public.tenants t WHERE t.schema_name = n.nspname)
+               AND NOT EXISTS (SELECT 1 FROM public.tenant_schema_pool p
+                                WHERE p.schema_name = n.nspname)) o;
+    SELECT count(*), count(*) FILTER (WHERE c.tenant_id IS NULL), min(c.checked_at)
+      INTO v_checkable, v_never, v_oldest
+      FROM public.tenants t
+      LEFT JOIN public.tenant_checks c ON c.tenant_id = t.id
+     WHERE t.deleted_at IS NULL AND t.cluster = 'home' AND t.moving_to IS NULL;
+    v_now := clock_timestamp();
     INSERT INTO public.fleet_check AS f
         (id, checked_at, serve_checked_at, live, missing_count, missing, orphan_count, orphans,
          checkable, never_checked, oldest_check)
-    SELECT true, clock_timestamp(), CASE WHEN p_by_serve THEN clock_timestamp() END,
-           count(*) FILTER (WHERE live),
-           count(*) FILTER (WHERE live AND nspname IS NULL),
-           coalesce((array_agg(slug || ': schema ' || schema_name || ' missing' ORDER BY slug)
-                         FILTER (WHERE live AND nspname IS NULL))[1:20], '{}'),
-           count(*) FILTER (WHERE schema_name IS NULL),
-           coalesce((array_agg(nspname ORDER BY nspname)
-                         FILTER (WHERE schema_name IS NULL))[1:20], '{}'),
-           count(*) FILTER (WHERE checkable),
-           count(*) FILTER (WHERE checkable AND NOT checked),
-           min(checked_at)
-      FROM joined
+    VALUES (true, v_now, CASE WHEN p_by_serve THEN v_now END, v_live, v_missing_count,
+            v_missing, v_orphan_count, v_orphans, v_checkable, v_never, v_oldest)
     ON CONFLICT (id) DO UPDATE
         SET checked_at = excluded.checked_at,
             serve_checked_at = coalesce(excluded.serve_checked_at, f.serve_checked_at),
@@ -83,7 +93,9 @@ AS $$
             orphan_count = excluded.orphan_count, orphans = excluded.orphans,
             checkable = excluded.checkable, never_checked = excluded.never_checked,
             oldest_check = excluded.oldest_check
-    RETURNING f.*;
+    RETURNING f.* INTO v_row;
+    RETURN v_row;
+END
 $$;
 
 -- doctor's list of what the tenants' last checks found reads only the tenants with a

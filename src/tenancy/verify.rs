@@ -113,7 +113,7 @@ impl FleetCheck {
 const FLEET_CHECK_COLUMNS: &str = "checked_at, serve_checked_at, live, missing_count, missing,
      orphan_count, orphans, checkable, never_checked, oldest_check";
 
-/// Runs the fleet check now (one pass over the registry and the schema list), records its
+/// Runs the fleet check now (the registry joined with the schema list and with the checks, once each), records its
 /// outcome and returns it. `by_serve`: this is serve's minute loop (or a runner standing
 /// in for it), which keeps the outcome current (see [`kept_current`]).
 pub async fn check_fleet(pool: &PgPool, by_serve: bool) -> sqlx::Result<FleetCheck> {
