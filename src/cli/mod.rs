@@ -728,8 +728,8 @@ async fn dry_run(db: &Database, latest: i64, json: bool) -> anyhow::Result<ExitC
 #[derive(Debug, Clone, clap::Args)]
 pub struct DoctorArgs {
     /// Tenants whose own checks this run performs, the least recently checked first; the
-    /// fleet is checked now too (0: no tenant, and the fleet only when serve recorded no
-    /// fleet check in the last 2 minutes). Default: none while a running serve keeps the
+    /// fleet is checked now too (0: no tenant, and the fleet only when no fleet check was
+    /// recorded in the last 2 minutes). Default: none while a running serve keeps the
     /// checks current (100 tenants and the fleet a minute), else 100.
     #[arg(long, value_name = "N", conflicts_with = "full",
           value_parser = clap::value_parser!(u32).range(0..=100_000))]

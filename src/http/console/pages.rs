@@ -776,7 +776,7 @@ pub async fn system(
 ) -> Result<Markup, ConsoleError> {
     let pool = &console.app.pool;
     // What the latest checks of each tenant found (serve checks a slice a minute); the page
-    // checks no tenant itself, and the fleet only when serve recorded no fleet check in the
+    // checks no tenant itself, and the fleet only when no fleet check was recorded in the
     // last 2 minutes. An error (a role without the grants) says where to run them.
     let report = verify::doctor(pool, verify::Depth::Slice(0), |_, _| {})
         .await
